@@ -1,0 +1,155 @@
+"""Policy interfaces and the read-only views of cluster state that policies receive.
+
+Policies never mutate the engine: they read a view and return a decision, and keep
+their own state if they need it.  The engine (``sim/``) implements the view protocols.
+Units: seconds, tokens, KV blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from sim.workload import Call
+
+
+class ReplicaView(Protocol):
+    """What a policy may read about one replica (a model on a TP group of GPUs)."""
+
+    @property
+    def replica_id(self) -> int: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def node(self) -> int:
+        """Index of the node holding the replica's first GPU."""
+        ...
+    @property
+    def gpus(self) -> tuple[int, ...]: ...
+    @property
+    def ready(self) -> bool:
+        """True when the replica serves requests (loaded, not failed)."""
+        ...
+    @property
+    def num_running(self) -> int: ...
+    @property
+    def num_waiting(self) -> int: ...
+    @property
+    def outstanding_requests(self) -> int:
+        """Running plus waiting calls."""
+        ...
+    @property
+    def outstanding_tokens(self) -> int:
+        """Prefill tokens not yet computed plus output tokens not yet generated."""
+        ...
+    @property
+    def kv_capacity_blocks(self) -> int: ...
+    @property
+    def kv_used_blocks(self) -> int:
+        """Blocks allocated to sequences or holding cached prefixes."""
+        ...
+    @property
+    def active_blocks(self) -> int:
+        """Blocks referenced by running sequences (what decode reads)."""
+        ...
+    @property
+    def block_size(self) -> int: ...
+    def cached_prefix_tokens(self, call: Call) -> int:
+        """Tokens of ``call``'s prompt whose KV is cached on this replica (prefix match)."""
+        ...
+
+
+class ClusterView(Protocol):
+    """A read-only view of the whole cluster at the current simulated time."""
+
+    @property
+    def now(self) -> float: ...
+    def replicas(self, model: str | None = None) -> Sequence[ReplicaView]:
+        """All replicas (of ``model``), ready or not, in replica-id order."""
+        ...
+    def ready_replicas(self, model: str | None = None) -> Sequence[ReplicaView]:
+        """Replicas of ``model`` that accept calls now, in replica-id order."""
+        ...
+
+
+class Router:
+    """Chooses the replica that serves an LLM call.
+
+    ``route`` receives the call and the ready replicas of the call's model (never
+    empty) and returns one of their ``replica_id``.  ``seed`` seeds any randomness.
+    """
+
+    policy_name = "router"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
+        raise NotImplementedError
+
+
+class SeqView(Protocol):
+    """What a batching policy may read about a queued or running call."""
+
+    @property
+    def call(self) -> Call: ...
+    @property
+    def arrival_s(self) -> float: ...
+    @property
+    def computed_tokens(self) -> int: ...
+    @property
+    def generated_tokens(self) -> int: ...
+
+
+class BatchPolicy:
+    """Orders the waiting queue of a replica (admission order and preemption victims).
+
+    ``order`` returns the waiting sequences in the order the engine should try to
+    admit them; the engine admits in that order until the token budget, the sequence
+    limit or KV memory stops it (head-of-line blocking as in vLLM).  When memory runs
+    out, the engine preempts the running sequence that ``preempt_victim`` names.
+    ``on_iteration`` reports the tokens each sequence computed, for policies that
+    track attained service.
+    """
+
+    policy_name = "batching"
+    #: True when ``order`` may reorder the queue (the engine then calls it every step).
+    reorders = False
+
+    def order(self, waiting: list[SeqView], now: float) -> list[SeqView]:
+        return waiting
+
+    def preempt_victim(self, running: Sequence[SeqView], now: float) -> int:
+        """Index into ``running`` of the sequence to preempt (default: latest admitted)."""
+        return len(running) - 1
+
+    def on_tokens(self, call: Call, tokens: int, now: float) -> None:
+        """Called with the tokens a call computed (prefill or decode) when it finishes
+        a phase or the call ends.  Default: ignore."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionDecision:
+    """What to do with a finished call's KV blocks while its session waits.
+
+    Attributes:
+        pin_s: keep the session's cached prefix blocks from eviction for this many
+            seconds (0: no pin, blocks are ordinary LRU cache entries).
+        discard: drop the blocks now instead of caching them.
+        swap_to_host: move the blocks to host DRAM (priced over PCIe) instead of HBM.
+    """
+
+    pin_s: float = 0.0
+    discard: bool = False
+    swap_to_host: bool = False
+
+
+class RetentionPolicy:
+    """Decides what happens to a call's KV cache when the call finishes."""
+
+    policy_name = "retention"
+
+    def on_call_finished(self, call: Call, has_successor: bool, now: float) -> RetentionDecision:
+        return RetentionDecision()

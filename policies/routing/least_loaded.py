@@ -1,0 +1,34 @@
+"""Least loaded: the replica with the least outstanding work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from policies.base import ClusterView, ReplicaView, Router
+from policies.registry import register
+from sim.errors import PolicyError
+from sim.workload import Call
+
+
+@register("routing", "least_loaded")
+class LeastLoaded(Router):
+    """Send each call to the replica with the fewest outstanding requests (or tokens).
+
+    Rule: minimise ``outstanding_requests`` (``metric=requests``, default) or
+    ``outstanding_tokens`` (``metric=tokens``: prefill tokens still to compute plus
+    output tokens still to generate); ties go to the lowest replica id.
+    Reference: least-outstanding-requests load balancing (Envoy ``LEAST_REQUEST``).
+    """
+
+    def __init__(self, metric: str = "requests", seed: int = 0) -> None:
+        super().__init__(seed)
+        if metric not in ("requests", "tokens"):
+            raise PolicyError(f"least_loaded: metric must be 'requests' or 'tokens', got {metric!r}")
+        self.metric = metric
+
+    def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
+        if self.metric == "tokens":
+            best = min(candidates, key=lambda r: (r.outstanding_tokens, r.replica_id))
+        else:
+            best = min(candidates, key=lambda r: (r.outstanding_requests, r.replica_id))
+        return best.replica_id

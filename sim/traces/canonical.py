@@ -1,0 +1,217 @@
+"""The canonical agentsim trace format: JSON Lines, one call per line.
+
+See ``traces/SCHEMA.md`` for every field and unit.  An optional first line
+``{"agentsim_trace": 1, ...}`` carries metadata (source, attribution) and marks the
+file for format auto-detection.  Reading streams line by line; every problem raises
+:class:`~sim.errors.InputError` naming ``path:line: field``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from sim.errors import InputError
+from sim.traces.io import open_text
+from sim.workload import Call, Workload, topo_order
+
+FORMAT_VERSION = 1
+HEADER_KEY = "agentsim_trace"
+
+_KNOWN = {
+    "session_id",
+    "call_id",
+    "parents",
+    "type",
+    "issue_time_s",
+    "gap_s",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "prefix_hashes",
+    "block_size",
+    "tool_duration_s",
+}
+
+
+def _num(path: str, line: int, obj: dict[str, Any], key: str, default: float | None) -> float:
+    v = obj.get(key, default)
+    if v is None:
+        raise InputError(path, line, key, "required field is missing")
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise InputError(path, line, key, f"expected a number, got {json.dumps(v)}")
+    if not math.isfinite(v) or v < 0:
+        raise InputError(path, line, key, f"expected a finite number >= 0, got {v}")
+    return float(v)
+
+
+def _int(path: str, line: int, obj: dict[str, Any], key: str, default: int | None, lo: int) -> int:
+    v = obj.get(key, default)
+    if v is None:
+        raise InputError(path, line, key, "required field is missing")
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        else:
+            raise InputError(path, line, key, f"expected an integer, got {json.dumps(v)}")
+    if v < lo:
+        raise InputError(path, line, key, f"expected an integer >= {lo}, got {v}")
+    return int(v)
+
+
+def parse_call(obj: Any, path: str, line: int) -> Call:
+    """Validate one decoded JSON object and build a :class:`Call`."""
+    if not isinstance(obj, dict):
+        raise InputError(path, line, None, "expected a JSON object per line")
+    unknown = set(obj) - _KNOWN
+    if unknown:
+        raise InputError(path, line, sorted(unknown)[0], "unknown field (see traces/SCHEMA.md)")
+    for key in ("session_id", "call_id"):
+        v = obj.get(key)
+        if v is None:
+            raise InputError(path, line, key, "required field is missing")
+        if not isinstance(v, str | int) or isinstance(v, bool) or str(v) == "":
+            raise InputError(path, line, key, "expected a non-empty string")
+    kind = obj.get("type", "llm")
+    if kind not in ("llm", "tool"):
+        raise InputError(path, line, "type", f"expected 'llm' or 'tool', got {json.dumps(kind)}")
+    parents = obj.get("parents", [])
+    if not isinstance(parents, list) or not all(
+        isinstance(p, str | int) and not isinstance(p, bool) for p in parents
+    ):
+        raise InputError(path, line, "parents", "expected a list of call ids")
+    issue = _num(path, line, obj, "issue_time_s", 0.0 if parents else None)
+    gap = _num(path, line, obj, "gap_s", 0.0)
+    model = obj.get("model")
+    if model is not None and not isinstance(model, str):
+        raise InputError(path, line, "model", "expected a string or null")
+    if kind == "llm":
+        inp = _int(path, line, obj, "input_tokens", None, 1)
+        out = _int(path, line, obj, "output_tokens", None, 1)
+        bs = _int(path, line, obj, "block_size", 16, 1)
+        hashes = obj.get("prefix_hashes", [])
+        if not isinstance(hashes, list) or not all(
+            isinstance(h, int) and not isinstance(h, bool) for h in hashes
+        ):
+            raise InputError(path, line, "prefix_hashes", "expected a list of integers")
+        if len(hashes) * bs > inp:
+            raise InputError(
+                path,
+                line,
+                "prefix_hashes",
+                f"{len(hashes)} blocks of {bs} tokens exceed input_tokens={inp}",
+            )
+        tool = 0.0
+    else:
+        inp = out = 0
+        bs = 16
+        hashes = []
+        tool = _num(path, line, obj, "tool_duration_s", None)
+    return Call(
+        call_id=str(obj["call_id"]),
+        session_id=str(obj["session_id"]),
+        kind=kind,
+        parents=tuple(str(p) for p in parents),
+        issue_time_s=issue,
+        gap_s=gap,
+        model=model,
+        input_tokens=inp,
+        output_tokens=out,
+        prefix_hashes=tuple(hashes),
+        block_size=bs,
+        tool_duration_s=tool,
+    )
+
+
+def iter_canonical(path: str | Path) -> Iterator[tuple[int, Call]]:
+    """Stream ``(line_number, Call)`` from a canonical trace (``.jsonl`` or ``.jsonl.gz``)."""
+    p = str(path)
+    with open_text(p) as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            s = raw.strip()
+            if not s:
+                continue
+            try:
+                obj = json.loads(s)
+            except json.JSONDecodeError as e:
+                raise InputError(p, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+            if lineno == 1 and isinstance(obj, dict) and HEADER_KEY in obj:
+                if obj[HEADER_KEY] != FORMAT_VERSION:
+                    raise InputError(p, 1, HEADER_KEY, f"unsupported version {obj[HEADER_KEY]!r}")
+                continue
+            yield lineno, parse_call(obj, p, lineno)
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The metadata header of a canonical trace, or ``{}`` if it has none."""
+    with open_text(str(path)) as fh:
+        first = fh.readline().strip()
+    try:
+        obj = json.loads(first) if first else {}
+    except json.JSONDecodeError:
+        return {}
+    return obj if isinstance(obj, dict) and HEADER_KEY in obj else {}
+
+
+def read_canonical(path: str | Path) -> Workload:
+    """Load a whole canonical trace, checking ids are unique and parents exist."""
+    p = str(path)
+    calls: list[Call] = []
+    seen: dict[str, int] = {}
+    for lineno, call in iter_canonical(p):
+        if call.call_id in seen:
+            raise InputError(p, lineno, "call_id", f"duplicate id {call.call_id!r} (first on line {seen[call.call_id]})")
+        for parent in call.parents:
+            if parent not in seen:
+                raise InputError(p, lineno, "parents", f"parent {parent!r} does not appear on an earlier line")
+        seen[call.call_id] = lineno
+        calls.append(call)
+    header = read_header(p)
+    try:
+        ordered = topo_order(calls)
+    except ValueError as e:  # pragma: no cover - parents-before-children is checked above
+        raise InputError(p, None, "parents", str(e)) from None
+    return Workload(calls=ordered, name=Path(p).name.split(".")[0], source=p, meta=header)
+
+
+def call_to_dict(c: Call) -> dict[str, Any]:
+    """The canonical JSON object of a call (defaults omitted where the schema allows)."""
+    d: dict[str, Any] = {"session_id": c.session_id, "call_id": c.call_id}
+    if c.parents:
+        d["parents"] = list(c.parents)
+    d["type"] = c.kind
+    d["issue_time_s"] = c.issue_time_s
+    if c.gap_s:
+        d["gap_s"] = c.gap_s
+    if c.kind == "llm":
+        if c.model is not None:
+            d["model"] = c.model
+        d["input_tokens"] = c.input_tokens
+        d["output_tokens"] = c.output_tokens
+        if c.prefix_hashes:
+            d["prefix_hashes"] = list(c.prefix_hashes)
+            d["block_size"] = c.block_size
+    else:
+        d["tool_duration_s"] = c.tool_duration_s
+    return d
+
+
+def write_canonical(
+    calls: Iterable[Call], out: str | Path | IO[str], header: dict[str, Any] | None = None
+) -> int:
+    """Write calls as canonical JSONL (with a header line); returns the number written."""
+    own = not hasattr(out, "write")
+    fh: IO[str] = open(out, "w", encoding="utf-8") if own else out  # type: ignore[arg-type,assignment]
+    n = 0
+    try:
+        fh.write(json.dumps({HEADER_KEY: FORMAT_VERSION, **(header or {})}, sort_keys=True) + "\n")
+        for c in calls:
+            fh.write(json.dumps(call_to_dict(c), separators=(",", ":")) + "\n")
+            n += 1
+    finally:
+        if own:
+            fh.close()
+    return n
