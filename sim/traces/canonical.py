@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sim.errors import InputError
-from sim.traces.io import open_text
+from sim.traces.io import ReadReport, iter_lines, open_text, open_write, trace_files
 from sim.workload import Call, Workload, topo_order
 
 FORMAT_VERSION = 1
@@ -126,23 +126,29 @@ def parse_call(obj: Any, path: str, line: int) -> Call:
     )
 
 
-def iter_canonical(path: str | Path) -> Iterator[tuple[int, Call]]:
+def iter_canonical(
+    path: str | Path, report: ReadReport | None = None
+) -> Iterator[tuple[int, Call]]:
     """Stream ``(line_number, Call)`` from a canonical trace (``.jsonl`` or ``.jsonl.gz``)."""
     p = str(path)
-    with open_text(p) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            s = raw.strip()
-            if not s:
-                continue
-            try:
-                obj = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise InputError(p, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if lineno == 1 and isinstance(obj, dict) and HEADER_KEY in obj:
-                if obj[HEADER_KEY] != FORMAT_VERSION:
-                    raise InputError(p, 1, HEADER_KEY, f"unsupported version {obj[HEADER_KEY]!r}")
-                continue
-            yield lineno, parse_call(obj, p, lineno)
+    report = report if report is not None else ReadReport()
+    report.files += 1
+    for lineno, s in iter_lines(p):
+        report.lines += 1
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise InputError(
+                p, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})"
+            ) from None
+        if lineno == 1 and isinstance(obj, dict) and HEADER_KEY in obj:
+            if obj[HEADER_KEY] != FORMAT_VERSION:
+                raise InputError(p, 1, HEADER_KEY, f"unsupported version {obj[HEADER_KEY]!r}")
+            continue
+        call = parse_call(obj, p, lineno)
+        report.records += 1
+        report.calls += 1
+        yield lineno, call
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -156,25 +162,43 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return obj if isinstance(obj, dict) and HEADER_KEY in obj else {}
 
 
+def iter_canonical_checked(path: str | Path, report: ReadReport | None = None) -> Iterator[Call]:
+    """Stream the calls of a canonical file or directory of files (sorted by name),
+    checking that ids are unique and every parent appears on an earlier line."""
+    seen: dict[str, str] = {}
+    for f in trace_files(str(path)):
+        for lineno, call in iter_canonical(f, report):
+            if call.call_id in seen:
+                raise InputError(
+                    f,
+                    lineno,
+                    "call_id",
+                    f"duplicate id {call.call_id!r} (first at {seen[call.call_id]})",
+                )
+            for parent in call.parents:
+                if parent not in seen:
+                    raise InputError(
+                        f,
+                        lineno,
+                        "parents",
+                        f"parent {parent!r} does not appear on an earlier line",
+                    )
+            seen[call.call_id] = f"{f}:{lineno}"
+            yield call
+
+
 def read_canonical(path: str | Path) -> Workload:
-    """Load a whole canonical trace, checking ids are unique and parents exist."""
+    """Load a canonical trace (a file or a directory of files)."""
     p = str(path)
-    calls: list[Call] = []
-    seen: dict[str, int] = {}
-    for lineno, call in iter_canonical(p):
-        if call.call_id in seen:
-            raise InputError(p, lineno, "call_id", f"duplicate id {call.call_id!r} (first on line {seen[call.call_id]})")
-        for parent in call.parents:
-            if parent not in seen:
-                raise InputError(p, lineno, "parents", f"parent {parent!r} does not appear on an earlier line")
-        seen[call.call_id] = lineno
-        calls.append(call)
-    header = read_header(p)
+    report = ReadReport()
+    calls = list(iter_canonical_checked(p, report))
+    header = read_header(trace_files(p)[0])
     try:
         ordered = topo_order(calls)
     except ValueError as e:  # pragma: no cover - parents-before-children is checked above
         raise InputError(p, None, "parents", str(e)) from None
-    return Workload(calls=ordered, name=Path(p).name.split(".")[0], source=p, meta=header)
+    meta: dict[str, Any] = {**header, "format": "agentsim", "read": report.as_dict()}
+    return Workload(calls=ordered, name=Path(p).name.split(".")[0], source=p, meta=meta)
 
 
 def call_to_dict(c: Call) -> dict[str, Any]:
@@ -202,9 +226,10 @@ def call_to_dict(c: Call) -> dict[str, Any]:
 def write_canonical(
     calls: Iterable[Call], out: str | Path | IO[str], header: dict[str, Any] | None = None
 ) -> int:
-    """Write calls as canonical JSONL (with a header line); returns the number written."""
+    """Write calls as canonical JSONL (with a header line), streaming; a path ending in
+    ``.gz`` is gzip-compressed.  Returns the number of calls written."""
     own = not hasattr(out, "write")
-    fh: IO[str] = open(out, "w", encoding="utf-8") if own else out  # type: ignore[arg-type,assignment]
+    fh: IO[str] = open_write(str(out)) if own else out  # type: ignore[assignment]
     n = 0
     try:
         fh.write(json.dumps({HEADER_KEY: FORMAT_VERSION, **(header or {})}, sort_keys=True) + "\n")

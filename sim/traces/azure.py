@@ -1,0 +1,90 @@
+"""Reader for the Azure LLM inference traces 2023 (Splitwise): CSV
+``TIMESTAMP, ContextTokens, GeneratedTokens``.
+
+``TIMESTAMP`` is a wall-clock string ``YYYY-MM-DD HH:MM:SS.fffffff`` (7 fractional
+digits, no time zone); it is read exactly (in 100 ns ticks) and becomes seconds since
+the first row.  Rows must be in time order.  There are no sessions: every row is its
+own root call (open-loop arrivals), ids ``az-<line>``.  No prefix information.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from sim.errors import InputError
+from sim.traces.io import ReadReport, open_text
+from sim.traces.tabular import check_width, header_index, row_int
+from sim.workload import Call, Workload
+
+COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+_TICKS = 10_000_000  # 100 ns ticks per second
+
+
+def parse_timestamp(path: str, line: int, s: str, cache: dict[str, int]) -> int:
+    """``YYYY-MM-DD HH:MM:SS[.f{1,7}]`` as integer 100 ns ticks since the Unix epoch
+    (the string is read as UTC; only differences are used)."""
+    whole, _, frac = s.partition(".")
+    secs = cache.get(whole)
+    if secs is None:
+        try:
+            secs = int(datetime.fromisoformat(whole + "+00:00").timestamp())
+        except ValueError:
+            raise InputError(
+                path, line, "TIMESTAMP", f"expected 'YYYY-MM-DD HH:MM:SS.fffffff', got {s!r}"
+            ) from None
+        cache[whole] = secs
+    if frac and (not frac.isdigit() or len(frac) > 7):
+        raise InputError(path, line, "TIMESTAMP", f"bad fractional seconds in {s!r}")
+    return secs * _TICKS + (int(frac.ljust(7, "0")) if frac else 0)
+
+
+def iter_azure(path: str, report: ReadReport | None = None) -> Iterator[Call]:
+    """Stream the rows of an Azure trace as root calls."""
+    report = report if report is not None else ReadReport()
+    report.files += 1
+    cache: dict[str, int] = {}
+    with open_text(path) as fh:
+        reader = csv.reader(fh)
+        idx = header_index(path, next(reader, None), COLUMNS)
+        report.lines += 1
+        its, iin, iout = idx
+        t0 = last = None
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            report.lines += 1
+            check_width(path, line, row, COLUMNS, idx)
+            ticks = parse_timestamp(path, line, row[its].strip(), cache)
+            if last is not None and ticks < last:
+                raise InputError(
+                    path, line, "TIMESTAMP", f"not monotonic: {row[its]} is before the previous row"
+                )
+            if t0 is None:
+                t0 = ticks
+            last = ticks
+            report.records += 1
+            report.calls += 1
+            cid = f"az-{line}"
+            yield Call(
+                call_id=cid,
+                session_id=cid,
+                issue_time_s=(ticks - t0) / _TICKS,
+                input_tokens=row_int(path, line, row[iin], "ContextTokens", 1),
+                output_tokens=row_int(path, line, row[iout], "GeneratedTokens", 1),
+            )
+
+
+def read_azure(path: str) -> Workload:
+    """Load an Azure LLM inference trace (each row its own session)."""
+    report = ReadReport()
+    calls = list(iter_azure(path, report))
+    return Workload(
+        calls=calls,
+        name=Path(path).name.split(".")[0],
+        source=path,
+        meta={"format": "azure", "read": report.as_dict()},
+    )
