@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sim.workload import Call
@@ -153,3 +153,55 @@ class RetentionPolicy:
 
     def on_call_finished(self, call: Call, has_successor: bool, now: float) -> RetentionDecision:
         return RetentionDecision()
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRequest:
+    """One replica to place: ``pp`` stages of ``tp`` GPUs each."""
+
+    model: str
+    tp: int
+    pp: int
+    replica_index: int
+
+
+class TopologyView(Protocol):
+    """What placement policies may read about the interconnect (``sim.topology.Topology``)."""
+
+    @property
+    def num_gpus(self) -> int: ...
+    @property
+    def gpu_node(self) -> list[int]: ...
+    def nvlink_islands(self) -> list[list[int]]: ...
+    def gpu_path(self, a: int, b: int) -> Any: ...
+    def group_bottleneck(self, gpus: tuple[int, ...]) -> Any: ...
+
+
+class PlacementPolicy:
+    """Chooses the GPUs of a new replica.
+
+    ``place`` returns ``tp * pp`` distinct GPU indices from ``free`` (stage-major: the
+    first ``tp`` form stage 0), or ``None`` when the replica cannot be placed.
+    """
+
+    policy_name = "placement"
+
+    def place(self, request: PlacementRequest, topology: TopologyView, free: Sequence[int]) -> tuple[int, ...] | None:
+        raise NotImplementedError
+
+
+class Autoscaler:
+    """Decides how many replicas each model should have.
+
+    Every ``interval_s`` seconds of simulated time (never when 0) the cluster calls
+    ``decide`` with the read-only view; it returns the desired replica count per
+    model (models left out keep their count).  Scaling up places a replica that pays
+    a cold start (weight load + engine init) before it serves; scaling down stops
+    routing to a replica and frees its GPUs once its calls drain.
+    """
+
+    policy_name = "autoscaler"
+    interval_s: float = 0.0
+
+    def decide(self, view: ClusterView, now: float) -> dict[str, int]:
+        return {}

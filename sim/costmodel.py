@@ -209,3 +209,12 @@ def load_time(weight_bytes_per_gpu: float, path_bandwidth: float, init_s: float)
 def default_cost_model() -> CostModel:
     """The cost model the simulator uses when none is named."""
     return RooflineCostModel()
+
+
+def resolve_cost_model(path: str | None) -> CostModel:
+    """The cost model stored at ``path`` (a fitted TOML), or the default when None."""
+    if path is None:
+        return default_cost_model()
+    from sim.calibration.fitted import load_costmodel
+
+    return load_costmodel(path)

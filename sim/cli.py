@@ -1,0 +1,53 @@
+"""The ``agentsim`` command line.
+
+Each command group lives in its own module under :mod:`sim.commands` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking the
+parsed namespace and returning an exit code).  Errors that are the user's
+(:class:`~sim.errors.AgentsimError`) print as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from sim import __version__
+from sim.errors import AgentsimError
+
+#: Command modules, in the order their commands appear in ``agentsim --help``.
+COMMAND_MODULES = (
+    "sim.commands.run",
+    "sim.commands.policies",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentsim",
+        description="Simulate GPU inference clusters serving LLM agent workloads.",
+    )
+    parser.add_argument("--version", action="version", version=f"agentsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AgentsimError as e:
+        print(f"agentsim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agentsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""The cluster: GPUs on a topology, replicas placed on them, routing and scaling.
+
+The cluster owns nodes, GPUs and replicas.  A placement policy picks each replica's
+GPUs; the replica's KV capacity follows from GPU memory minus weights and an
+activation reserve; its cost model is built for the bottleneck link of its TP group.
+LLM calls are dispatched to a replica chosen by the router among the ready replicas
+of the call's model.  An autoscaler may add replicas (paying a cold start) or retire
+them.  The cluster implements ``policies.base.ClusterView`` for the policies.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import simpy
+
+from policies.base import Autoscaler, BatchPolicy, PlacementPolicy, PlacementRequest, RetentionPolicy, Router
+from sim.config import ClusterConfig, Deployment
+from sim.costmodel import CostModel, ReplicaHardware, load_time
+from sim.engine import EngineConfig, Replica, Seq
+from sim.errors import ConfigError, PolicyError
+from sim.hardware import GiB, get_gpu
+from sim.models import ModelSpec, get_model
+from sim.topology import Topology, build_topology
+from sim.workload import Call
+
+CUDA_CONTEXT_BYTES = 1 * GiB  # CUDA context, NCCL buffers, CUDA graphs (vLLM profiles ~1 GiB)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """Per-GPU memory of one replica, in bytes, and the KV blocks it leaves."""
+
+    usable: int
+    weights: int
+    activations: int
+    kv: int
+    kv_blocks: int
+
+
+def plan_memory(model: ModelSpec, gpu_memory: int, dep: Deployment) -> MemoryPlan:
+    """Split each GPU's usable memory into weights, activation reserve and KV blocks.
+
+    Activation reserve: one iteration of ``max_num_batched_tokens`` tokens through the
+    widest layer (hidden states x 4 plus the MLP intermediate, sharded by TP) plus the
+    CUDA context.  Raises ConfigError naming the shortfall when weights do not fit.
+    """
+    shards = dep.tp * dep.pp
+    usable = int(gpu_memory * dep.gpu_memory_utilization)
+    weights = -(-model.weight_bytes // shards)
+    act = dep.max_num_batched_tokens * (4 * model.hidden_size + 2 * model.intermediate_size // dep.tp) * model.dtype_bytes
+    act += CUDA_CONTEXT_BYTES
+    kv = usable - weights - act
+    kv_heads_per_gpu = max(1, model.num_kv_heads // dep.tp)
+    per_token = 2 * (model.num_layers // dep.pp) * kv_heads_per_gpu * model.head_dim * model.dtype_bytes
+    blocks = kv // (per_token * dep.block_size) if kv > 0 else 0
+    if blocks < 1:
+        short = (weights + act + per_token * dep.block_size - usable) / GiB
+        raise ConfigError(
+            f"model {model.name} does not fit on {shards} GPU(s) of {gpu_memory / GiB:.0f} GiB at "
+            f"gpu_memory_utilization={dep.gpu_memory_utilization}: weights {weights / GiB:.1f} GiB + "
+            f"activations {act / GiB:.1f} GiB per GPU leave no KV cache (short by {short:.1f} GiB per GPU); "
+            f"raise tp/pp or use larger GPUs"
+        )
+    return MemoryPlan(usable, weights, act, kv, int(blocks))
+
+
+@dataclass
+class ReplicaLife:
+    """Billing record of one replica: GPUs held from ``start_s`` to ``stop_s``."""
+
+    replica_id: int
+    model: str
+    gpus: tuple[int, ...]
+    start_s: float
+    ready_s: float
+    stop_s: float | None = None
+    cold_start_s: float = 0.0
+
+
+CallDone = Callable[[Call, float, str, str, Seq | None], None]
+
+
+class Cluster:
+    """Replicas on a topology, with routing, placement and autoscaling policies."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        cfg: ClusterConfig,
+        cost_model: CostModel,
+        router: Router,
+        batch_policy_factory: Callable[[], BatchPolicy],
+        retention: RetentionPolicy,
+        placement: PlacementPolicy,
+        autoscaler: Autoscaler,
+        on_call_done: CallDone,
+    ) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.gpu = get_gpu(cfg.gpu)
+        self.topology: Topology = build_topology(cfg.node_list(), cfg.gpu)
+        self.cost_model = cost_model
+        self.router = router
+        self.batch_policy_factory = batch_policy_factory
+        self.retention = retention
+        self.placement = placement
+        self.autoscaler = autoscaler
+        self.on_call_done = on_call_done
+        self.free_gpus: set[int] = set(range(self.topology.num_gpus))
+        self.all_replicas: list[Replica] = []
+        self.lives: list[ReplicaLife] = []
+        self._by_model: dict[str, list[Replica]] = defaultdict(list)
+        self._ready: dict[str, list[Replica]] = defaultdict(list)
+        self._retiring: set[int] = set()
+        self._pending: dict[str, deque[tuple[Call, float, bool]]] = defaultdict(deque)
+        self.deployments: dict[str, Deployment] = {}
+        self.specs: dict[str, ModelSpec] = {}
+        self.memory: dict[str, MemoryPlan] = {}
+        self.cold_starts = 0
+        self.cold_start_s = 0.0
+        for dep in cfg.deployments:
+            spec = get_model(dep.model)
+            if spec.name in self.deployments:
+                raise ConfigError(f"{cfg.source}: deployments: model {spec.name} is deployed twice")
+            self.deployments[spec.name] = dep
+            self.specs[spec.name] = spec
+            self.memory[spec.name] = plan_memory(spec, self.gpu.memory_bytes, dep)
+        self.default_model = get_model(cfg.default_model).name
+        for dep in cfg.deployments:
+            for _ in range(dep.replicas):
+                self.start_replica(get_model(dep.model).name, cold=dep.cold_start, at_start=True)
+
+    # ---- ClusterView ---------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def replicas(self, model: str | None = None) -> Sequence[Replica]:
+        return self.all_replicas if model is None else self._by_model.get(model, [])
+
+    def ready_replicas(self, model: str | None = None) -> Sequence[Replica]:
+        if model is None:
+            return [r for rs in self._ready.values() for r in rs]
+        return self._ready.get(model, [])
+
+    # ---- replicas ------------------------------------------------------------------
+    def resolve_model(self, name: str | None) -> str:
+        """The deployed model name serving calls that name ``name`` (None: default)."""
+        if name is None:
+            return self.default_model
+        if name in self.deployments:
+            return name
+        try:
+            canon = get_model(name).name
+        except ConfigError:
+            canon = name
+        if canon not in self.deployments:
+            raise ConfigError(f"the trace uses model {name!r}, but the cluster deploys only {', '.join(self.deployments)}")
+        return canon
+
+    def start_replica(self, model: str, cold: bool, at_start: bool = False) -> Replica | None:
+        """Place and start a replica of ``model``; None when no GPUs fit it."""
+        dep = self.deployments[model]
+        spec = self.specs[model]
+        req = PlacementRequest(spec.name, dep.tp, dep.pp, len(self._by_model[model]))
+        free = sorted(self.free_gpus)
+        gpus = self.placement.place(req, self.topology, free)
+        if gpus is None:
+            if at_start:
+                raise ConfigError(
+                    f"{self.cfg.source}: placement policy could not place replica {req.replica_index} of "
+                    f"{model} (needs {dep.gpus_per_replica} GPUs, {len(free)} free)"
+                )
+            return None
+        if len(gpus) != dep.gpus_per_replica or len(set(gpus)) != len(gpus) or not set(gpus) <= self.free_gpus:
+            raise PolicyError(f"placement returned invalid GPUs {gpus} for {dep.gpus_per_replica} free GPUs")
+        self.free_gpus -= set(gpus)
+        hw = self.replica_hardware(spec, dep, tuple(gpus))
+        rid = len(self.all_replicas)
+        rep = Replica(
+            self.env,
+            rid,
+            model,
+            tuple(gpus),
+            self.topology.gpu_node[gpus[0]],
+            self.cost_model.for_replica(hw),
+            self.memory[model].kv_blocks,
+            EngineConfig(dep.max_num_seqs, dep.max_num_batched_tokens, dep.block_size, self.cfg.fast_forward),
+            self.batch_policy_factory(),
+            self.retention,
+            self._on_seq_finished,
+        )
+        self.all_replicas.append(rep)
+        self._by_model[model].append(rep)
+        now = self.env.now
+        if cold:
+            path = min((self.topology.load_path(g, dep.weight_source) for g in gpus), key=lambda p: p.bandwidth)
+            t = load_time(self.memory[model].weights, path.bandwidth, dep.init_s)
+            self.cold_starts += 1
+            self.cold_start_s += t
+            self.lives.append(ReplicaLife(rid, model, tuple(gpus), now, now + t, cold_start_s=t))
+            ev = self.env.timeout(t)
+            ev.callbacks.append(lambda _e, r=rep: self._make_ready(r))
+        else:
+            self.lives.append(ReplicaLife(rid, model, tuple(gpus), now, now))
+            self._make_ready(rep)
+        return rep
+
+    def replica_hardware(self, spec: ModelSpec, dep: Deployment, gpus: tuple[int, ...]) -> ReplicaHardware:
+        """Interconnect of a TP/PP group as the cost model sees it."""
+        tp_paths = [self.topology.group_bottleneck(gpus[s * dep.tp : (s + 1) * dep.tp]) for s in range(dep.pp)]
+        worst = min(tp_paths, key=lambda p: (p.bandwidth, -p.latency))
+        pp_bw, pp_lat = float("inf"), 0.0
+        for s in range(dep.pp - 1):
+            p = self.topology.gpu_path(gpus[s * dep.tp], gpus[(s + 1) * dep.tp])
+            if p.bandwidth < pp_bw:
+                pp_bw, pp_lat = p.bandwidth, p.latency
+        return ReplicaHardware(
+            model=spec,
+            gpu=self.gpu,
+            tp=dep.tp,
+            pp=dep.pp,
+            allreduce_bandwidth=worst.bandwidth,
+            allreduce_latency=worst.latency,
+            link=worst.link,
+            pp_bandwidth=pp_bw,
+            pp_latency=pp_lat,
+        )
+
+    def _make_ready(self, rep: Replica) -> None:
+        rep.ready = True
+        self._ready[rep.model].append(rep)
+        self._ready[rep.model].sort(key=lambda r: r.replica_id)
+        pending = self._pending.get(rep.model)
+        while pending:
+            call, issued, has_succ = pending.popleft()
+            self.dispatch(call, issued, has_succ)
+
+    def retire_replica(self, rep: Replica) -> None:
+        """Stop routing to ``rep``; free its GPUs once its calls drain."""
+        if rep.replica_id in self._retiring:
+            return
+        self._retiring.add(rep.replica_id)
+        if rep.ready:
+            rep.ready = False
+            self._ready[rep.model].remove(rep)
+        self._maybe_release(rep)
+
+    def _maybe_release(self, rep: Replica) -> None:
+        if rep.replica_id in self._retiring and not rep.running and not rep.waiting:
+            self._retiring.discard(rep.replica_id)
+            self.free_gpus |= set(rep.gpus)
+            life = self.lives[rep.replica_id]
+            life.stop_s = self.env.now
+
+    # ---- calls ---------------------------------------------------------------------
+    def dispatch(self, call: Call, issued_s: float, has_successor: bool) -> None:
+        """Route an LLM call (issued at ``issued_s``) to a replica of its model."""
+        model = self.resolve_model(call.model)
+        candidates = self._ready.get(model)
+        if not candidates:
+            if not self._by_model.get(model) and self.autoscaler.interval_s <= 0:
+                self.on_call_done(call, self.env.now, "failed", "no_replica", None)
+            else:
+                self._pending[model].append((call, issued_s, has_successor))
+            return
+        if not candidates[0].fits(call):
+            self.on_call_done(call, self.env.now, "failed", "exceeds_kv_capacity", None)
+            return
+        rid = self.router.route(call, candidates, self)
+        rep = self.all_replicas[rid] if 0 <= rid < len(self.all_replicas) else None
+        if rep is None or not rep.ready or rep.model != model:
+            raise PolicyError(f"router {self.router.policy_name!r} returned replica {rid}, not a ready replica of {model}")
+        rep.submit(Seq(call, issued_s, rep.block_size, has_successor))
+
+    def _on_seq_finished(self, rep: Replica, seq: Seq, now: float) -> None:
+        self.on_call_done(seq.call, now, "completed", "", seq)
+        if self._retiring:
+            self._maybe_release(rep)
+
+    # ---- autoscaling ---------------------------------------------------------------
+    def start_autoscaler(self, until: Callable[[], bool]) -> None:
+        """Call the autoscaler every ``interval_s`` until ``until()`` is true."""
+        interval = self.autoscaler.interval_s
+        if interval <= 0:
+            return
+
+        def tick(_: simpy.Event) -> None:
+            if until():
+                return
+            desired = self.autoscaler.decide(self, self.env.now)
+            for model, want in desired.items():
+                self._scale_to(model, max(0, int(want)))
+            ev = self.env.timeout(interval)
+            ev.callbacks.append(tick)
+
+        ev = self.env.timeout(interval)
+        ev.callbacks.append(tick)
+
+    def _scale_to(self, model: str, want: int) -> None:
+        if model not in self.deployments:
+            raise PolicyError(f"autoscaler asked for unknown model {model!r}")
+        live = [r for r in self._by_model[model] if r.replica_id not in self._retiring and self.lives[r.replica_id].stop_s is None]
+        while len(live) < want:
+            rep = self.start_replica(model, cold=True)
+            if rep is None:
+                break
+            live.append(rep)
+        if len(live) > want:
+            # retire the idlest ready replicas first
+            for rep in sorted(live, key=lambda r: (r.outstanding_requests, -r.replica_id))[: len(live) - want]:
+                self.retire_replica(rep)

@@ -1,0 +1,1 @@
+"""Command modules of the ``agentsim`` CLI; each exposes ``register(subparsers)``."""

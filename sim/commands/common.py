@@ -1,0 +1,109 @@
+"""Flags shared by every command that runs simulations (``run``, ``compare``, ``sweep``).
+
+``add_run_arguments`` adds them; ``cluster_from_args`` and ``workload_from_args`` turn
+the parsed flags into a validated cluster config and a loaded workload.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sim.config import ClusterConfig, apply_overrides, default_cluster_config, load_cluster_config
+from sim.errors import InputError
+from sim.paths import DEFAULT_TRACE
+from sim.traces import load_trace
+from sim.workload import Workload
+
+POLICY_FLAGS = ("router", "batching", "retention", "placement", "autoscaler")
+
+
+def add_trace_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--trace",
+        required=required,
+        help="trace file in any supported format (default: the embedded traces/default.jsonl)",
+    )
+    p.add_argument(
+        "--trace-format",
+        default=None,
+        help="trace format (agentsim, mooncake, azure, burstgpt, lmcache, csv); auto-detected by default",
+    )
+
+
+def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> None:
+    """Every flag of ``agentsim run`` except ``--out``."""
+    add_trace_arguments(p)
+    p.add_argument("--cluster", help="cluster config TOML (default: 2 DGX A100 nodes, Llama-3-70B TP=4 x4)")
+    if policy_flags:
+        p.add_argument("--policy", help="routing policy (alias of --router), e.g. prefix_affinity:cache_threshold=0.5")
+        p.add_argument("--router", help="routing policy spec")
+        p.add_argument("--batching", help="batching policy spec (e.g. fcfs)")
+        p.add_argument("--retention", help="KV retention policy spec (e.g. lru)")
+        p.add_argument("--placement", help="placement policy spec (e.g. first_fit)")
+        p.add_argument("--autoscaler", help="autoscaling policy spec (e.g. static)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of every policy (default 0)")
+    p.add_argument("--load-scale", type=float, default=1.0, help="multiply the trace's arrival rate (0.5 halves it)")
+    p.add_argument("--costmodel", help="fitted cost model TOML (default: the committed A100 model)")
+    g = p.add_argument_group("quick cluster flags (override the cluster config)")
+    g.add_argument("--gpu", help="GPU type: a100-40gb, a100-80gb, a100-80gb-pcie, h100-80gb")
+    g.add_argument("--nodes", type=int, help="number of nodes")
+    g.add_argument("--model", help="model of the first deployment (preset or HF name)")
+    g.add_argument("--tp", type=int, help="tensor-parallel degree")
+    g.add_argument("--pp", type=int, help="pipeline-parallel degree")
+    g.add_argument("--replicas", type=int, help="replicas of the first deployment")
+    g.add_argument("--max-num-seqs", type=int, help="max running sequences per replica")
+    g.add_argument("--max-num-batched-tokens", type=int, help="token budget per iteration")
+    g.add_argument("--block-size", type=int, help="KV block size in tokens")
+    g.add_argument("--no-fast-forward", action="store_true", help="step every iteration (for validation; slower)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def policy_overrides(args: argparse.Namespace) -> dict[str, str]:
+    out: dict[str, str] = {}
+    router = getattr(args, "router", None) or getattr(args, "policy", None)
+    if router:
+        out["router"] = router
+    for k in POLICY_FLAGS[1:]:
+        v = getattr(args, k, None)
+        if v:
+            out[k] = v
+    return out
+
+
+def cluster_from_args(args: argparse.Namespace, policies: dict[str, str] | None = None) -> ClusterConfig:
+    """The cluster config named by ``--cluster`` (or the default) with quick flags applied."""
+    cfg = load_cluster_config(args.cluster) if args.cluster else default_cluster_config()
+    pol = policy_overrides(args)
+    if policies:
+        pol.update(policies)
+    overrides: dict[str, Any] = {
+        "model": args.model,
+        "tp": args.tp,
+        "pp": args.pp,
+        "replicas": args.replicas,
+        "max_num_seqs": args.max_num_seqs,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "block_size": args.block_size,
+    }
+    return apply_overrides(
+        cfg,
+        gpu=args.gpu,
+        nodes=args.nodes,
+        policies=pol,
+        costmodel=args.costmodel,
+        fast_forward=False if args.no_fast_forward else None,
+        **overrides,
+    )
+
+
+def trace_path(args: argparse.Namespace) -> str:
+    if args.trace:
+        return str(args.trace)
+    if not DEFAULT_TRACE.exists():
+        raise InputError(str(DEFAULT_TRACE), None, None, "the embedded default trace is missing; pass --trace")
+    return str(DEFAULT_TRACE)
+
+
+def workload_from_args(args: argparse.Namespace) -> Workload:
+    return load_trace(trace_path(args), args.trace_format)

@@ -1,0 +1,64 @@
+"""``agentsim run``: simulate one trace on one cluster under one set of policies."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sim.commands.common import add_run_arguments, cluster_from_args, trace_path, workload_from_args
+from sim.paths import RESULTS_DIR
+from sim.report import write_results
+from sim.simulation import simulate
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="simulate a trace on a cluster and write a report",
+        description="Simulate a trace on a cluster under the chosen policies; writes summary.json, "
+        "calls.parquet and report.md to --out (default results/<trace>-<policy>-seed<N>/).",
+    )
+    add_run_arguments(p)
+    p.add_argument("--out", help="output directory")
+    p.set_defaults(func=run)
+
+
+def default_run_name(trace: str, policy: str, seed: int) -> str:
+    stem = Path(trace).name.split(".")[0]
+    pol = policy.split(":")[0]
+    return f"{stem}-{pol}-seed{seed}"
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = cluster_from_args(args)
+    workload = workload_from_args(args)
+    result = simulate(workload, cfg, seed=args.seed, load_scale=args.load_scale, progress=not args.quiet)
+    out = Path(args.out) if args.out else RESULTS_DIR / default_run_name(trace_path(args), cfg.policies.router, args.seed)
+    write_results(result, out)
+    if not args.quiet:
+        s = result.summary
+        p = result.perf
+        print(
+            f"{s['completed_requests']}/{s['requests']} calls, {s['sessions']} sessions | "
+            f"TTFT p50 {_ms(s['ttft_s']['p50'])} p99 {_ms(s['ttft_s']['p99'])} | "
+            f"session p50 {_s(s['session_s']['p50'])} | hit rate {s['prefix_hit_rate']:.1%} | "
+            f"${s['cost_usd']:,.2f}",
+            file=sys.stderr,
+        )
+        print(
+            f"simulated {s['makespan_s']:,.0f} s in {p['wall_s']:.2f} s wall "
+            f"({p['events']:,} events, {p['events_per_s']:,.0f} events/s)",
+            file=sys.stderr,
+        )
+        print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 1000:.0f} ms"
+
+
+def _s(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f} s"

@@ -1,0 +1,284 @@
+"""Cluster configuration: TOML files validated on load, plus quick overrides.
+
+A cluster config names its nodes (topology builder, GPU type), its deployments
+(model, tensor/pipeline parallelism, replica count, engine limits) and its policies.
+See ``examples/clusters/*.toml`` and the README for the format.  Every problem raises
+:class:`~sim.errors.ConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sim.errors import ConfigError
+from sim.hardware import GPUS
+from sim.models import get_model
+from sim.topology import BUILDERS
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """``count`` identical nodes built by ``builder`` with ``gpus`` GPUs each."""
+
+    builder: str = "dgx-a100"
+    count: int = 1
+    gpus: int = 8
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model served by ``replicas`` replicas, each on ``tp`` x ``pp`` GPUs.
+
+    Engine limits follow vLLM: ``max_num_seqs`` running sequences,
+    ``max_num_batched_tokens`` tokens per iteration, ``block_size`` tokens per KV
+    block, ``gpu_memory_utilization`` of GPU memory usable for weights + activations +
+    KV.  ``cold_start``: replicas load their weights at t=0 (from ``weight_source``:
+    ``nvme``, ``host`` or ``remote``) before serving; ``init_s`` is engine start-up
+    time on top of the weight load (seconds).
+    """
+
+    model: str = "llama-3-70b"
+    tp: int = 4
+    pp: int = 1
+    replicas: int = 4
+    max_num_seqs: int = 128
+    max_num_batched_tokens: int = 4096
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    cold_start: bool = False
+    weight_source: str = "nvme"
+    init_s: float = 20.0
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Policy specs per kind (``name`` or ``name:key=value,...``)."""
+
+    router: str = "round_robin"
+    batching: str = "fcfs"
+    retention: str = "lru"
+    placement: str = "first_fit"
+    autoscaler: str = "static"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The whole simulated cluster."""
+
+    name: str = "2x DGX A100 80GB"
+    gpu: str = "a100-80gb"
+    nodes: tuple[NodeGroup, ...] = (NodeGroup("dgx-a100", 2, 8),)
+    deployments: tuple[Deployment, ...] = (Deployment(),)
+    policies: PolicyConfig = field(default_factory=PolicyConfig)
+    costmodel: str | None = None  # path of a fitted cost model (None: the default)
+    fast_forward: bool = True
+    source: str = "<default>"
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(n.count * n.gpus for n in self.nodes)
+
+    @property
+    def default_model(self) -> str:
+        return self.deployments[0].model
+
+    def node_list(self) -> list[tuple[str, int]]:
+        return [(n.builder, n.gpus) for n in self.nodes for _ in range(n.count)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["nodes"] = [asdict(n) for n in self.nodes]
+        d["deployments"] = [asdict(x) for x in self.deployments]
+        return d
+
+
+def _check(cond: bool, where: str, field_: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where}: {field_}: {msg}")
+
+
+def _typed(where: str, field_: str, value: Any, default: Any) -> Any:
+    """Check ``value`` has the type of ``default`` (ints accepted for floats)."""
+    if isinstance(default, bool):
+        _check(isinstance(value, bool), where, field_, f"expected true/false, got {value!r}")
+    elif isinstance(default, int):
+        _check(isinstance(value, int) and not isinstance(value, bool), where, field_, f"expected an integer, got {value!r}")
+    elif isinstance(default, float):
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool), where, field_, f"expected a number, got {value!r}"
+        )
+        value = float(value)
+    elif isinstance(default, str):
+        _check(isinstance(value, str), where, field_, f"expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
+    _check(isinstance(raw, dict), where, prefix, "expected a table")
+    defaults = cls()
+    known = {f for f in defaults.__dataclass_fields__}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: {prefix}.{key}: unknown field{hint}")
+        kwargs[key] = _typed(where, f"{prefix}.{key}", value, getattr(defaults, key))
+    return cls(**kwargs)
+
+
+def validate(cfg: ClusterConfig) -> ClusterConfig:
+    """Check every field that can be checked without placing replicas."""
+    w = cfg.source
+    _check(cfg.gpu in GPUS, w, "gpu", f"unknown GPU {cfg.gpu!r}; known: {', '.join(GPUS)}")
+    _check(len(cfg.nodes) > 0, w, "nodes", "at least one node group is required")
+    for i, n in enumerate(cfg.nodes):
+        _check(n.builder in BUILDERS, w, f"nodes[{i}].builder", f"unknown builder {n.builder!r}; known: {', '.join(BUILDERS)}")
+        _check(n.count >= 1, w, f"nodes[{i}].count", f"must be >= 1, got {n.count}")
+        _check(n.gpus >= 1, w, f"nodes[{i}].gpus", f"must be >= 1, got {n.gpus}")
+        if n.builder == "dgx-a100":
+            _check(n.gpus == 8, w, f"nodes[{i}].gpus", "a dgx-a100 node has exactly 8 GPUs")
+    _check(len(cfg.deployments) > 0, w, "deployments", "at least one deployment is required")
+    for i, d in enumerate(cfg.deployments):
+        p = f"deployments[{i}]"
+        try:
+            spec = get_model(d.model)
+            spec.check_tp(d.tp)
+        except ConfigError as e:
+            raise ConfigError(f"{w}: {p}.model: {e}") from None
+        _check(d.pp >= 1, w, f"{p}.pp", f"must be >= 1, got {d.pp}")
+        _check(spec.num_layers % d.pp == 0, w, f"{p}.pp", f"PP={d.pp} does not divide {spec.num_layers} layers")
+        _check(d.replicas >= 0, w, f"{p}.replicas", f"must be >= 0, got {d.replicas}")
+        _check(d.max_num_seqs >= 1, w, f"{p}.max_num_seqs", "must be >= 1")
+        _check(
+            d.max_num_batched_tokens >= d.max_num_seqs,
+            w,
+            f"{p}.max_num_batched_tokens",
+            f"must be >= max_num_seqs ({d.max_num_seqs}) so every running sequence can decode",
+        )
+        _check(d.block_size >= 1, w, f"{p}.block_size", "must be >= 1")
+        _check(0 < d.gpu_memory_utilization <= 1, w, f"{p}.gpu_memory_utilization", "must be in (0, 1]")
+        _check(d.weight_source in ("nvme", "host", "remote"), w, f"{p}.weight_source", "expected nvme, host or remote")
+        _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
+    need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
+    _check(
+        need <= cfg.num_gpus,
+        w,
+        "deployments",
+        f"replicas need {need} GPUs but the nodes have {cfg.num_gpus}",
+    )
+    return cfg
+
+
+def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
+    """Build and validate a config from a decoded TOML document."""
+    w = source
+    known = {"name", "gpu", "nodes", "deployments", "policies", "costmodel", "engine"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{w}: {key}: unknown top-level field; expected one of {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {"source": source}
+    if "name" in raw:
+        kwargs["name"] = _typed(w, "name", raw["name"], "")
+    if "gpu" in raw:
+        kwargs["gpu"] = _typed(w, "gpu", raw["gpu"], "")
+    if "nodes" in raw:
+        nodes = raw["nodes"]
+        if isinstance(nodes, int) and not isinstance(nodes, bool):
+            kwargs["nodes"] = (NodeGroup("dgx-a100", nodes, 8),)
+        else:
+            _check(isinstance(nodes, list), w, "nodes", "expected an array of tables ([[nodes]]) or a node count")
+            kwargs["nodes"] = tuple(_build(NodeGroup, n, w, f"nodes[{i}]") for i, n in enumerate(nodes))
+    if "deployments" in raw:
+        deps = raw["deployments"]
+        _check(isinstance(deps, list), w, "deployments", "expected an array of tables ([[deployments]])")
+        kwargs["deployments"] = tuple(_build(Deployment, d, w, f"deployments[{i}]") for i, d in enumerate(deps))
+    if "policies" in raw:
+        kwargs["policies"] = _build(PolicyConfig, raw["policies"], w, "policies")
+    if "costmodel" in raw:
+        cm = raw["costmodel"]
+        _check(isinstance(cm, dict) and set(cm) <= {"path"}, w, "costmodel", "expected a table with 'path'")
+        path = Path(_typed(w, "costmodel.path", cm["path"], ""))
+        if not path.is_absolute():
+            path = Path(source).parent / path
+        kwargs["costmodel"] = str(path)
+    if "engine" in raw:
+        eng = raw["engine"]
+        _check(isinstance(eng, dict) and set(eng) <= {"fast_forward"}, w, "engine", "expected a table with 'fast_forward'")
+        kwargs["fast_forward"] = _typed(w, "engine.fast_forward", eng.get("fast_forward", True), True)
+    return validate(ClusterConfig(**kwargs))
+
+
+def load_cluster_config(path: str | Path) -> ClusterConfig:
+    """Read and validate a cluster TOML file."""
+    p = str(path)
+    try:
+        text = Path(p).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    return parse_config(raw, p)
+
+
+def default_cluster_config() -> ClusterConfig:
+    """The embedded default: 2 DGX A100 80GB nodes, Llama-3-70B at TP=4, 4 replicas."""
+    return validate(ClusterConfig())
+
+
+QUICK_FIELDS = ("model", "tp", "pp", "replicas", "max_num_seqs", "max_num_batched_tokens", "block_size")
+
+
+def apply_overrides(
+    cfg: ClusterConfig,
+    *,
+    gpu: str | None = None,
+    nodes: int | None = None,
+    node_builder: str | None = None,
+    policies: dict[str, str] | None = None,
+    costmodel: str | None = None,
+    fast_forward: bool | None = None,
+    **deployment: Any,
+) -> ClusterConfig:
+    """Return ``cfg`` with quick-flag overrides applied (None means keep).
+
+    ``deployment`` fields (``model``, ``tp``, ``replicas``, ...) override the first
+    deployment.  ``nodes`` replaces the node list by that many nodes of the first
+    group's builder (or ``node_builder``).
+    """
+    changes: dict[str, Any] = {}
+    if gpu is not None:
+        changes["gpu"] = gpu
+        if node_builder is None and gpu.endswith("-pcie"):
+            node_builder = "pcie-server"
+    if nodes is not None or node_builder is not None:
+        first = cfg.nodes[0]
+        builder = node_builder or first.builder
+        count = nodes if nodes is not None else sum(n.count for n in cfg.nodes)
+        changes["nodes"] = (NodeGroup(builder, count, 8 if builder == "dgx-a100" else first.gpus),)
+    dep = {k: v for k, v in deployment.items() if v is not None}
+    unknown = set(dep) - set(QUICK_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown deployment override(s): {', '.join(sorted(unknown))}")
+    if dep:
+        changes["deployments"] = (replace(cfg.deployments[0], **dep),) + cfg.deployments[1:]
+    if policies:
+        changes["policies"] = replace(cfg.policies, **{k: v for k, v in policies.items() if v is not None})
+    if costmodel is not None:
+        changes["costmodel"] = costmodel
+    if fast_forward is not None:
+        changes["fast_forward"] = fast_forward
+    if not changes:
+        return cfg
+    return validate(replace(cfg, **changes, source=f"{cfg.source} + command-line overrides"))

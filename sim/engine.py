@@ -1,0 +1,524 @@
+"""One replica's serving engine: iteration-level continuous batching on a SimPy clock.
+
+Each iteration the scheduler (vLLM-like, see ``policies.base.BatchPolicy``) builds a
+batch: every running sequence in its decode phase contributes one token, running
+sequences still prefilling contribute a chunk, and waiting sequences are admitted in
+the batch policy's order while the token budget (``max_num_batched_tokens``), the
+sequence limit (``max_num_seqs``) and KV memory allow (chunked prefill).  When a
+decode needs a new KV block and none is free, the lowest-priority running sequence is
+preempted and later recomputed.  The cost model prices the iteration; at its end
+tokens advance and finished calls are reported.
+
+Exact fast-forward: when the batch is pure decode and nothing can join it (no waiting
+call can be admitted), the composition cannot change before the earliest completion,
+the next arrival, or the moment memory runs out.  The engine then schedules a *span*
+of ``k`` identical-shape iterations as one SimPy event, with the iteration times from
+the cost model's vectorised ``decode_times``.  An arrival during a span cuts it at the
+end of the iteration in flight, so every timestamp equals the step-by-step result
+(``fast_forward=False``) up to float rounding.  No SimPy event per token.
+
+Units: seconds, tokens, KV blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from sim.costmodel import BatchShape, IterationModel
+from sim.kvcache import KVCache, effective_hashes
+
+if TYPE_CHECKING:
+    from policies.base import BatchPolicy, RetentionPolicy
+    from sim.workload import Call
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Scheduler limits of a replica (vLLM names and meanings)."""
+
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    block_size: int = 16
+    fast_forward: bool = True
+
+
+class Seq:
+    """Compact per-call state inside a replica (tokens, blocks, timestamps)."""
+
+    __slots__ = (
+        "call",
+        "arrival_s",
+        "prompt",
+        "out",
+        "hashes",
+        "entry_blocks",
+        "hash_tokens",
+        "nref",
+        "registered",
+        "kv",
+        "target",
+        "gen",
+        "private",
+        "first_token_s",
+        "admit_s",
+        "cached_tokens",
+        "preemptions",
+        "hit_counted",
+        "has_successor",
+        "replica_id",
+    )
+
+    def __init__(self, call: Call, arrival_s: float, block_size: int, has_successor: bool) -> None:
+        self.call = call
+        self.arrival_s = arrival_s
+        self.prompt = call.input_tokens
+        self.out = call.output_tokens
+        self.hashes, self.hash_tokens, self.entry_blocks = effective_hashes(
+            call.prefix_hashes, call.block_size, block_size
+        )
+        self.nref = 0  # leading hashes referenced (cache hits + registered)
+        self.registered = False
+        self.kv = 0  # tokens whose KV is computed
+        self.target = call.input_tokens  # tokens to have in KV before the next sample
+        self.gen = 0  # output tokens generated
+        self.private = 0  # blocks held outside prefix entries
+        self.first_token_s = math.nan
+        self.admit_s = math.nan
+        self.cached_tokens = 0
+        self.preemptions = 0
+        self.hit_counted = False
+        self.has_successor = has_successor
+        self.replica_id = -1
+
+    # SeqView protocol (read by batch policies)
+    @property
+    def computed_tokens(self) -> int:
+        return self.kv
+
+    @property
+    def generated_tokens(self) -> int:
+        return self.gen
+
+    @property
+    def remaining_tokens(self) -> int:
+        """Prefill tokens still to compute plus output tokens still to generate."""
+        return (self.target - self.kv) + (self.out - self.gen)
+
+
+FinishHook = Callable[["Replica", Seq, float], None]
+
+
+class Replica:
+    """A model served on a TP group of GPUs.  Implements ``policies.base.ReplicaView``."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        replica_id: int,
+        model: str,
+        gpus: tuple[int, ...],
+        node: int,
+        cost: IterationModel,
+        kv_capacity_blocks: int,
+        config: EngineConfig,
+        batch_policy: BatchPolicy,
+        retention: RetentionPolicy,
+        on_finish: FinishHook,
+    ) -> None:
+        self.env = env
+        self.replica_id = replica_id
+        self.model = model
+        self.gpus = gpus
+        self.node = node
+        self.cost = cost
+        self.cfg = config
+        self.block_size = config.block_size
+        self.kv = KVCache(kv_capacity_blocks, config.block_size)
+        self.policy = batch_policy
+        self.retention = retention
+        self.on_finish = on_finish
+        self.ready = False
+        self.waiting: deque[Seq] = deque()
+        self.running: list[Seq] = []
+        self._outstanding_tokens = 0
+        # in-flight work: either idle, one mixed iteration, or a decode span
+        self._busy = False
+        self._gen = 0  # generation id; a boundary event with an old id is stale
+        self._span_start = 0.0
+        self._span_cum: np.ndarray | None = None
+        self._span_k = 0
+        self._pending: tuple[list[Seq], list[tuple[Seq, int]]] | None = None
+        # statistics
+        self.iterations = 0
+        self.busy_s = 0.0
+        self.preemptions = 0
+        self.prompt_tokens = 0
+        self.hit_tokens = 0
+        self.timeline: list[tuple[float, int, int, int, int]] = []
+
+    # ---- ReplicaView ------------------------------------------------------------
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def outstanding_requests(self) -> int:
+        return len(self.running) + len(self.waiting)
+
+    @property
+    def outstanding_tokens(self) -> int:
+        return self._outstanding_tokens
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        return self.kv.capacity
+
+    @property
+    def kv_used_blocks(self) -> int:
+        return self.kv.used
+
+    @property
+    def active_blocks(self) -> int:
+        return self.kv.active_blocks
+
+    def cached_prefix_tokens(self, call: Call) -> int:
+        if not call.prefix_hashes:
+            return 0
+        hashes, tokens, _ = effective_hashes(call.prefix_hashes, call.block_size, self.block_size)
+        return min(self.kv.match(hashes) * tokens, call.input_tokens)
+
+    # ---- admission of new work -----------------------------------------------------
+    def fits(self, call: Call) -> bool:
+        """Whether the call's whole context can ever fit in this replica's KV memory."""
+        total = call.input_tokens + call.output_tokens
+        return -(-total // self.block_size) <= self.kv.capacity
+
+    def submit(self, seq: Seq) -> None:
+        """Queue a call (arriving now)."""
+        seq.replica_id = self.replica_id
+        self.waiting.append(seq)
+        self._outstanding_tokens += seq.remaining_tokens
+        if not self._busy:
+            self._busy = True
+            self._gen += 1
+            ev = self.env.timeout(0.0)
+            ev.callbacks.append(self._make_cb(self._gen))
+        elif self._span_k > 1:
+            self._cut_span()
+
+    def _make_cb(self, gen: int) -> Callable[[simpy.Event], None]:
+        def cb(_: simpy.Event) -> None:
+            if gen == self._gen:
+                self._on_boundary()
+
+        return cb
+
+    def _cut_span(self) -> None:
+        """An arrival during a decode span: end the span after the iteration in flight."""
+        cum = self._span_cum
+        assert cum is not None
+        elapsed = self.env.now - self._span_start
+        m = int(np.searchsorted(cum, elapsed, side="right"))  # iterations finished by now
+        if m + 1 >= self._span_k:
+            return
+        self._span_k = m + 1
+        self._gen += 1
+        ev = self.env.timeout(self._span_start + float(cum[m]) - self.env.now)
+        ev.callbacks.append(self._make_cb(self._gen))
+
+    # ---- the iteration loop ------------------------------------------------------------
+    def _on_boundary(self) -> None:
+        now = self.env.now
+        if self._pending is not None:
+            self._finish_iteration(now)
+        elif self._span_k:
+            self._finish_span(now)
+        self._schedule(now)
+
+    def _schedule(self, now: float) -> None:
+        running = self.running
+        self.timeline.append((now, len(running), len(self.waiting), self.kv.used, self.kv.active_blocks))
+        if not running and not self.waiting:
+            self._busy = False
+            return
+        if self.cfg.fast_forward and running and self._can_span(now):
+            k = self._span_length()
+            if k >= 2:
+                self._start_span(now, k)
+                return
+        decodes, prefills = self._build_batch(now)
+        if not decodes and not prefills:
+            # Nothing can run (cannot happen with validated configs: a call that
+            # fits memory can always run once the running set drains).
+            raise RuntimeError(f"replica {self.replica_id}: scheduler stalled")
+        shape = BatchShape(
+            prefill_tokens=tuple(c for _, c in prefills),
+            prefill_context=tuple(s.kv for s, _ in prefills),
+            num_decode=len(decodes),
+            decode_context_sum=sum(s.kv for s in decodes) + len(decodes),
+        )
+        dt = self.cost.iteration_time(shape)
+        self._pending = (decodes, prefills)
+        self._span_k = 0
+        self.busy_s += dt
+        self.iterations += 1
+        self._gen += 1
+        ev = self.env.timeout(dt)
+        ev.callbacks.append(self._make_cb(self._gen))
+
+    # ---- batch building (one iteration) ------------------------------------------
+    def _blocks_for(self, seq: Seq, tokens: int) -> int:
+        """Private blocks ``seq`` needs to hold ``tokens`` tokens of KV."""
+        return max(0, -(-tokens // self.block_size) - seq.nref * seq.entry_blocks)
+
+    def _preempt(self, victim: Seq, now: float) -> None:
+        self.running.remove(victim)
+        self._outstanding_tokens -= victim.remaining_tokens
+        self.kv.release(victim.private)
+        self.kv.unref(victim.hashes, victim.nref, now)
+        victim.private = 0
+        victim.nref = 0
+        victim.registered = False
+        victim.kv = 0
+        victim.target = victim.prompt + victim.gen
+        victim.preemptions += 1
+        self.preemptions += 1
+        self._outstanding_tokens += victim.remaining_tokens
+        self.waiting.appendleft(victim)
+
+    @staticmethod
+    def _unschedule(seq: Seq, decodes: list[Seq], prefills: list[tuple[Seq, int]]) -> int:
+        """Remove ``seq`` from the batch being built; returns the tokens it had taken."""
+        if seq in decodes:
+            decodes.remove(seq)
+            return 1
+        for j, (s, chunk) in enumerate(prefills):
+            if s is seq:
+                del prefills[j]
+                return chunk
+        return 0
+
+    def _build_batch(self, now: float) -> tuple[list[Seq], list[tuple[Seq, int]]]:
+        budget = self.cfg.max_num_batched_tokens
+        kv = self.kv
+        decodes: list[Seq] = []
+        prefills: list[tuple[Seq, int]] = []
+        # 1. running sequences, in admission order; preempt from the back when out of memory
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            if seq.kv < seq.target:
+                chunk = min(seq.target - seq.kv, budget)
+            else:
+                chunk = 1
+            need = self._blocks_for(seq, seq.kv + chunk) - seq.private
+            while need > 0 and not kv.allocate(need, now):
+                victim_i = self.policy.preempt_victim(self.running, now)
+                victim = self.running[victim_i]
+                if victim_i < i:  # already in this batch: take it out again
+                    i -= 1
+                    budget += self._unschedule(victim, decodes, prefills)
+                self._preempt(victim, now)
+                if victim is seq:
+                    break
+            else:
+                seq.private += max(0, need)
+                if chunk == 1 and seq.kv >= seq.target:
+                    decodes.append(seq)
+                else:
+                    prefills.append((seq, chunk))
+                budget -= chunk
+                i += 1
+                continue
+            # seq itself was preempted: the loop index now points at its successor
+        # 2. admit waiting sequences in policy order
+        if self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
+            order = self.policy.order(list(self.waiting), now) if self.policy.reorders else self.waiting
+            admitted: list[Seq] = []
+            for seq in order:
+                if budget <= 0 or len(self.running) >= self.cfg.max_num_seqs:
+                    break
+                n = kv.match(seq.hashes) if seq.hashes else 0
+                hit_tokens = min(n * seq.hash_tokens, seq.target - 1)
+                chunk = min(seq.target - hit_tokens, budget)
+                kv.ref(seq.hashes, n)
+                seq.nref = n
+                need = self._blocks_for(seq, hit_tokens + chunk)
+                if not kv.allocate(need, now):
+                    kv.unref(seq.hashes, n, now)
+                    seq.nref = 0
+                    break  # head-of-line blocking, as vLLM
+                seq.private = need
+                seq.kv = hit_tokens
+                self._outstanding_tokens -= hit_tokens
+                if not seq.hit_counted:
+                    seq.hit_counted = True
+                    seq.cached_tokens = hit_tokens
+                    seq.admit_s = now
+                    self.prompt_tokens += seq.prompt
+                    self.hit_tokens += hit_tokens
+                self.running.append(seq)
+                admitted.append(seq)
+                prefills.append((seq, chunk))
+                budget -= chunk
+            if admitted:
+                if self.policy.reorders:
+                    ids = {id(s) for s in admitted}
+                    self.waiting = deque(s for s in self.waiting if id(s) not in ids)
+                else:
+                    for _ in admitted:
+                        self.waiting.popleft()
+        return decodes, prefills
+
+    def _finish_iteration(self, now: float) -> None:
+        assert self._pending is not None
+        decodes, prefills = self._pending
+        self._pending = None
+        done: list[Seq] = []
+        for seq in decodes:
+            seq.kv += 1
+            seq.gen += 1
+            self._outstanding_tokens -= 1
+            if seq.gen >= seq.out:
+                done.append(seq)
+        for seq, chunk in prefills:
+            seq.kv += chunk
+            self._outstanding_tokens -= chunk
+            if seq.kv >= seq.target:
+                self._complete_prefill(seq, now)
+                if seq.gen >= seq.out:
+                    done.append(seq)
+        for seq in done:
+            self._finish(seq, now)
+
+    def _complete_prefill(self, seq: Seq, now: float) -> None:
+        if not seq.registered and seq.hashes:
+            # the prompt's full blocks become shared prefix entries
+            start = seq.nref
+            total = len(seq.hashes)
+            if total > start:
+                self.kv.register(seq.hashes, start, seq.entry_blocks)
+                seq.private -= (total - start) * seq.entry_blocks
+                seq.nref = total
+        seq.registered = True
+        seq.gen += 1
+        self._outstanding_tokens -= 1
+        if seq.gen == 1:
+            seq.first_token_s = now
+        self.policy.on_tokens(seq.call, seq.target, now)
+
+    def _finish(self, seq: Seq, now: float) -> None:
+        self.running.remove(seq)
+        self.kv.release(seq.private)
+        seq.private = 0
+        decision = self.retention.on_call_finished(seq.call, seq.has_successor, now)
+        self.kv.unref(
+            seq.hashes,
+            seq.nref,
+            now,
+            pin_until=now + decision.pin_s if decision.pin_s > 0 else 0.0,
+            discard=decision.discard,
+        )
+        seq.nref = 0
+        self.policy.on_tokens(seq.call, max(0, seq.out - 1), now)
+        self.on_finish(self, seq, now)
+
+    # ---- decode spans (exact fast-forward) ---------------------------------------
+    def _can_span(self, now: float) -> bool:
+        """Pure decode, and no waiting call could join the batch before it changes."""
+        for seq in self.running:
+            if seq.kv < seq.target:
+                return False
+        if not self.waiting or len(self.running) >= self.cfg.max_num_seqs:
+            return True
+        if self.policy.reorders or self.cfg.max_num_batched_tokens <= len(self.running):
+            return False
+        # the head of the queue cannot be admitted now, and free memory only shrinks
+        # during a span, so it cannot be admitted before the span ends either
+        head = self.waiting[0]
+        n = self.kv.match(head.hashes) if head.hashes else 0
+        hit = min(n * head.hash_tokens, head.target - 1)
+        budget = self.cfg.max_num_batched_tokens - len(self.running)
+        need = max(0, -(-(hit + min(head.target - hit, budget)) // self.block_size) - n * head.entry_blocks)
+        if n:
+            # referencing the hit entries would also take them out of the evictable pool
+            return need > self.kv.available(now) - self._hit_evictable(head.hashes, n)
+        return need > self.kv.available(now)
+
+    def _hit_evictable(self, hashes: tuple[int, ...], n: int) -> int:
+        entries = self.kv.entries
+        return sum(entries[h].blocks for h in hashes[:n] if entries[h].refs == 0)
+
+    def _span_length(self) -> int:
+        """Iterations until the first completion, capped where free blocks run out."""
+        bs = self.block_size
+        k = min(s.out - s.gen for s in self.running)
+        free = self.kv.free
+        slacks = [(s.nref * s.entry_blocks + s.private) * bs - s.kv for s in self.running]
+
+        def extra(j: int) -> int:
+            return sum((j - sl + bs - 1) // bs for sl in slacks if j > sl)
+
+        if extra(k) <= free:
+            return k
+        lo, hi = 0, k  # extra(lo) <= free < extra(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if extra(mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _start_span(self, now: float, k: int) -> None:
+        n = len(self.running)
+        ctx0 = sum(s.kv for s in self.running)
+        sums = ctx0 + n * np.arange(1, k + 1, dtype=np.int64)
+        times = self.cost.decode_times(n, sums)
+        cum = np.cumsum(times)
+        self._span_start = now
+        self._span_cum = cum
+        self._span_k = k
+        self._pending = None
+        self._gen += 1
+        ev = self.env.timeout(float(cum[-1]))
+        ev.callbacks.append(self._make_cb(self._gen))
+
+    def _finish_span(self, now: float) -> None:
+        m = self._span_k
+        cum = self._span_cum
+        assert cum is not None
+        self._span_k = 0
+        self._span_cum = None
+        self.busy_s += float(cum[m - 1])
+        self.iterations += m
+        bs = self.block_size
+        done: list[Seq] = []
+        taken = 0
+        for seq in self.running:
+            held = (seq.nref * seq.entry_blocks + seq.private) * bs
+            seq.kv += m
+            seq.gen += m
+            if seq.kv > held:
+                add = -(-(seq.kv - held) // bs)
+                seq.private += add
+                taken += add
+            if seq.gen >= seq.out:
+                done.append(seq)
+        if taken:
+            ok = self.kv.allocate(taken, now)
+            assert ok, "span planned beyond free blocks"
+        self._outstanding_tokens -= m * len(self.running)
+        for seq in done:
+            self._finish(seq, now)

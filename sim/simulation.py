@@ -1,0 +1,317 @@
+"""Wire a workload, a cluster and policies together and run the simulation.
+
+The workload driver is closed loop: root calls are issued at their recorded times
+(divided by ``load_scale``); any other call is issued ``gap_s`` after its last parent
+finishes.  Tool calls take ``tool_duration_s`` of wall time and no GPU.  A call whose
+parent failed fails too (reason ``parent_failed``): every call ends exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import simpy
+
+from policies import registry
+from policies.base import Router
+from sim.cluster import Cluster
+from sim.config import ClusterConfig
+from sim.costmodel import CostModel, resolve_cost_model
+from sim.engine import Seq
+from sim.errors import ConfigError
+from sim.metrics import Recorder, session_frame, summarize
+from sim.workload import Call, Workload
+
+TIMELINE_COLUMNS = ["time_s", "replica", "running", "waiting", "kv_used_blocks", "kv_active_blocks"]
+
+
+@dataclass
+class SimResult:
+    """Everything a run produces (see :mod:`sim.report` for how it is written)."""
+
+    summary: dict[str, Any]
+    calls: pd.DataFrame
+    sessions: pd.DataFrame
+    timeline: pd.DataFrame
+    replicas: pd.DataFrame
+    config: dict[str, Any]
+    perf: dict[str, float] = field(default_factory=dict)
+
+
+class Driver:
+    """Issues a workload's calls into the cluster, closed loop."""
+
+    def __init__(self, env: simpy.Environment, workload: Workload, load_scale: float, recorder: Recorder) -> None:
+        if not (load_scale > 0 and math.isfinite(load_scale)):
+            raise ConfigError(f"--load-scale must be a positive number, got {load_scale}")
+        self.env = env
+        self.calls = workload.calls
+        self.load_scale = load_scale
+        self.recorder = recorder
+        n = len(self.calls)
+        index = {c.call_id: i for i, c in enumerate(self.calls)}
+        self.children: list[list[int]] = [[] for _ in range(n)]
+        self.waiting_parents = [len(c.parents) for c in self.calls]
+        for i, c in enumerate(self.calls):
+            for p in c.parents:
+                self.children[index[p]].append(i)
+        self.index = index
+        self.issued_s = [math.nan] * n
+        self.ended = [False] * n
+        self.done = 0
+        self.roots = sorted((i for i, c in enumerate(self.calls) if not c.parents), key=lambda i: (self.calls[i].issue_time_s, i))
+        self._next_root = 0
+        self.cluster: Cluster | None = None
+
+    def start(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._schedule_roots()
+
+    def finished(self) -> bool:
+        return self.done == len(self.calls)
+
+    # ---- arrivals -------------------------------------------------------------------
+    def _schedule_roots(self) -> None:
+        if self._next_root >= len(self.roots):
+            return
+        t = self.calls[self.roots[self._next_root]].issue_time_s / self.load_scale
+        ev = self.env.timeout(max(0.0, t - self.env.now))
+        ev.callbacks.append(self._on_roots)
+
+    def _on_roots(self, _: simpy.Event) -> None:
+        roots = self.roots
+        t = self.calls[roots[self._next_root]].issue_time_s
+        while self._next_root < len(roots) and self.calls[roots[self._next_root]].issue_time_s == t:
+            self.issue(roots[self._next_root])
+            self._next_root += 1
+        self._schedule_roots()
+
+    def issue(self, i: int) -> None:
+        call = self.calls[i]
+        now = self.env.now
+        self.issued_s[i] = now
+        if call.kind == "tool":
+            ev = self.env.timeout(call.tool_duration_s)
+            ev.callbacks.append(lambda _e: self.end(i, "completed", "", None))
+            return
+        assert self.cluster is not None
+        self.cluster.dispatch(call, now, bool(self.children[i]))
+
+    # ---- completions ----------------------------------------------------------------
+    def on_call_done(self, call: Call, now: float, status: str, reason: str, seq: Seq | None) -> None:
+        self.end(self.index[call.call_id], status, reason, seq)
+
+    def end(self, i: int, status: str, reason: str, seq: Seq | None, replica: int = -1) -> None:
+        if self.ended[i]:
+            raise RuntimeError(f"call {self.calls[i].call_id} ended twice")
+        self.ended[i] = True
+        self.done += 1
+        call = self.calls[i]
+        now = self.env.now
+        issue = self.issued_s[i]
+        if math.isnan(issue):
+            issue = now  # never issued: a parent failed
+        if seq is not None:
+            self.recorder.add(
+                (
+                    call.call_id,
+                    call.session_id,
+                    call.kind,
+                    call.model,
+                    self._replica_of(seq),
+                    status,
+                    reason,
+                    issue,
+                    seq.admit_s,
+                    seq.first_token_s,
+                    now,
+                    call.input_tokens,
+                    call.output_tokens,
+                    seq.cached_tokens,
+                    seq.preemptions,
+                )
+            )
+        else:
+            first = now if (call.kind == "tool" and status == "completed") else math.nan
+            fin = now if status == "completed" else math.nan
+            self.recorder.add(
+                (call.call_id, call.session_id, call.kind, call.model, replica, status, reason, issue,
+                 math.nan, first, fin, call.input_tokens, call.output_tokens, 0, 0)
+            )  # fmt: skip
+        for j in self.children[i]:
+            if self.ended[j]:
+                continue
+            if status != "completed":
+                self.end(j, "failed", "parent_failed", None)
+                continue
+            self.waiting_parents[j] -= 1
+            if self.waiting_parents[j] == 0:
+                gap = self.calls[j].gap_s
+                if gap > 0:
+                    ev = self.env.timeout(gap)
+                    ev.callbacks.append(lambda _e, j=j: self.issue(j))
+                else:
+                    self.issue(j)
+
+    @staticmethod
+    def _replica_of(seq: Seq) -> int:
+        return seq.replica_id
+
+
+def _policy_label(cfg: ClusterConfig) -> str:
+    return cfg.policies.router
+
+
+def simulate(
+    workload: Workload,
+    cfg: ClusterConfig,
+    seed: int = 0,
+    load_scale: float = 1.0,
+    cost_model: CostModel | None = None,
+    router: Router | None = None,
+    progress: bool = False,
+    on_progress: Callable[[float, int, int], None] | None = None,
+) -> SimResult:
+    """Run one simulation and return its results.
+
+    Args:
+        workload: the calls to replay.
+        cfg: the cluster (nodes, deployments, policies by name).
+        seed: seeds every policy's randomness; same seed, same result.
+        load_scale: arrival-rate multiplier for root calls (2.0 doubles the load).
+        cost_model: overrides the one named by ``cfg`` (default: the fitted A100 model).
+        router: a router instance to use instead of ``cfg.policies.router``.
+        progress: show a progress bar on stderr (only when it is a terminal).
+    """
+    t0 = time.perf_counter()
+    if not workload.calls:
+        raise ConfigError(f"{workload.source or workload.name}: the trace has no calls")
+    env = simpy.Environment()
+    recorder = Recorder()
+    driver = Driver(env, workload, load_scale, recorder)
+    cm = cost_model or resolve_cost_model(cfg.costmodel)
+    pol = cfg.policies
+    cluster = Cluster(
+        env,
+        cfg,
+        cm,
+        router or registry.create("routing", pol.router, seed=seed),
+        lambda: registry.create("batching", pol.batching),
+        registry.create("retention", pol.retention),
+        registry.create("placement", pol.placement),
+        registry.create("autoscaling", pol.autoscaler),
+        driver.on_call_done,
+    )
+    for m in workload.models():
+        cluster.resolve_model(m)  # fail before simulating when a model is not deployed
+    driver.start(cluster)
+    cluster.start_autoscaler(driver.finished)
+
+    events = 0
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(workload.calls), unit="call", desc="simulating", leave=False, file=sys.stderr)
+    step = env.step
+    try:
+        while True:
+            step()
+            events += 1
+            if not events & 0x3FFF:
+                if bar is not None:
+                    bar.n = driver.done
+                    el = time.perf_counter() - t0
+                    bar.set_postfix_str(f"sim t={env.now:,.0f}s, {events / el:,.0f} ev/s", refresh=True)
+                if on_progress is not None:
+                    on_progress(env.now, driver.done, events)
+    except simpy.core.EmptySchedule:
+        pass
+    finally:
+        if bar is not None:
+            bar.close()
+    sim_wall = time.perf_counter() - t0
+    if not driver.finished():
+        stuck = [c.call_id for c, e in zip(driver.calls, driver.ended, strict=True) if not e][:5]
+        raise RuntimeError(f"simulation ended with {len(driver.calls) - driver.done} calls unfinished, e.g. {stuck}")
+
+    calls = recorder.frame()
+    makespan = float(env.now)
+    gpu_hours = 0.0
+    rep_rows = []
+    for life in cluster.lives:
+        stop = life.stop_s if life.stop_s is not None else makespan
+        gpu_hours += len(life.gpus) * max(0.0, stop - life.start_s) / 3600.0
+        rep = cluster.all_replicas[life.replica_id]
+        rep_rows.append(
+            {
+                "replica": life.replica_id,
+                "model": life.model,
+                "gpus": ",".join(map(str, life.gpus)),
+                "node": rep.node,
+                "start_s": life.start_s,
+                "ready_s": life.ready_s,
+                "stop_s": stop,
+                "cold_start_s": life.cold_start_s,
+                "busy_s": rep.busy_s,
+                "iterations": rep.iterations,
+                "preemptions": rep.preemptions,
+                "kv_capacity_blocks": rep.kv.capacity,
+                "evictions": rep.kv.evictions,
+                "prompt_tokens": rep.prompt_tokens,
+                "hit_tokens": rep.hit_tokens,
+            }
+        )
+    replicas = pd.DataFrame(rep_rows)
+    sessions = session_frame(calls)
+    summary = summarize(
+        calls,
+        sessions,
+        sessions=workload.num_sessions,
+        makespan_s=makespan,
+        prompt_tokens=sum(r.prompt_tokens for r in cluster.all_replicas),
+        hit_tokens=sum(r.hit_tokens for r in cluster.all_replicas),
+        preemptions=sum(r.preemptions for r in cluster.all_replicas),
+        cold_starts=cluster.cold_starts,
+        gpu_hours=gpu_hours,
+        price_per_hour=cluster.gpu.price_per_hour,
+        seed=seed,
+        policy=_policy_label(cfg),
+    )
+    timeline = pd.DataFrame.from_records(
+        [(t, r.replica_id, run, wait, used, act) for r in cluster.all_replicas for (t, run, wait, used, act) in r.timeline],
+        columns=TIMELINE_COLUMNS,
+    )
+    total_wall = time.perf_counter() - t0
+    return SimResult(
+        summary=summary,
+        calls=calls,
+        sessions=sessions,
+        timeline=timeline,
+        replicas=replicas,
+        config={
+            "cluster": cfg.to_dict(),
+            "trace": workload.source or workload.name,
+            "load_scale": load_scale,
+            "seed": seed,
+            "costmodel": cm.describe(),
+            "memory": {m: vars_of(p) for m, p in cluster.memory.items()},
+        },
+        perf={
+            "sim_wall_s": sim_wall,
+            "wall_s": total_wall,
+            "events": events,
+            "events_per_s": events / sim_wall if sim_wall > 0 else 0.0,
+            "iterations": sum(r.iterations for r in cluster.all_replicas),
+        },
+    )
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {k: getattr(obj, k) for k in obj.__slots__}
