@@ -1,0 +1,371 @@
+"""Seeded synthetic agent workloads, configured in TOML (``agentsim trace synth``).
+
+Two agent shapes, mixed by weight:
+
+* ``react``: a ReAct loop.  Turn k is an LLM call on the whole context; its tool call
+  (``tool_duration_s``) appends ``tool_output_tokens`` to the context (plus the LLM
+  output when ``append_output``), and the next turn re-reads it all, so consecutive
+  prompts share their prefix blocks exactly.  With probability
+  ``small_model_fraction`` a tool's output is first condensed by the small tool model
+  (an extra LLM call on ``small_model``) and only the condensed output is appended.
+* ``fanout``: an orchestrator plans, fans out to ``subagents`` sub-agents (each a
+  short ReAct loop of ``subagent_turns`` turns on ``subagent_model``), fans in on all
+  their results, for ``rounds`` rounds, then answers: a DAG with fan-out and fan-in.
+
+Prefix hashes are 16-token chain hashes over a virtual token stream made of named
+segments (system prompt, task, outputs, tool outputs): a system prompt segment is
+shared by every session of the agent kind, everything else is private.  Non-root
+issue times are the parents' estimated end (:class:`ServiceEstimate`) plus the gap.
+
+Defaults are measured on the recorded LMCache agent runs (``traces/lmcache/``; see
+``examples/synth/default.toml`` for each source statistic).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from hashlib import blake2b
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.errors import InputError
+from sim.traces.arrivals import PROCESSES, ArrivalConfig, arrival_times
+from sim.traces.distributions import Dist, const, lognormal, parse_dist
+from sim.traces.estimate import ServiceEstimate
+from sim.traces.hashing import TEXT_BLOCK_SIZE
+from sim.workload import Call
+
+_MASK63 = (1 << 63) - 1
+
+#: Per-session turn counts of the 20 mini-SWE-agent runs (LLM calls per session).
+MINISWE_TURNS = (14, 12, 6, 30, 30, 9, 8, 13, 30, 30, 30, 30, 30, 30, 12, 13, 6, 30, 30, 9)
+
+
+@dataclass(frozen=True)
+class ReactConfig:
+    """A ReAct agent.  Token counts in tokens, durations in seconds.  Defaults measured
+    on the 20 mini-SWE-agent sessions (see ``examples/synth/default.toml``)."""
+
+    weight: float = 1.0
+    model: str | None = None
+    system_prompt_tokens: int = 0
+    task_tokens: Dist = lognormal(1394, 0.44, lo=64)
+    turns: Dist = Dist("empirical", values=tuple(float(t) for t in MINISWE_TURNS))
+    output_tokens: Dist = lognormal(100, 0.42, lo=1, hi=4096)
+    tool_output_tokens: Dist = lognormal(32, 2.5, lo=0, hi=8192)
+    append_output: bool = False
+    tool_duration_s: Dist = lognormal(0.39, 0.59, hi=600)
+    think_s: Dist = const(0.0)
+    small_model: str | None = None
+    small_model_fraction: float = 0.0
+    small_system_prompt_tokens: int = 256
+    small_output_tokens: Dist = lognormal(100, 0.42, lo=1, hi=1024)
+
+
+@dataclass(frozen=True)
+class FanoutConfig:
+    """An orchestrator with sub-agents.  Defaults measured on the 25 Magentic-One-style
+    sessions (31 LLM calls per session with the default shape; measured mean 29.8)."""
+
+    weight: float = 1.0
+    model: str | None = None
+    system_prompt_tokens: int = 64
+    task_tokens: Dist = lognormal(250, 0.1, lo=16)
+    rounds: int = 3
+    subagents: int = 3
+    subagent_turns: int = 3
+    subagent_model: str | None = None
+    subagent_system_prompt_tokens: int = 64
+    output_tokens: Dist = lognormal(296, 0.95, lo=1, hi=10000)
+    tool_output_tokens: Dist = lognormal(186, 1.38, lo=0, hi=8192)
+    tool_duration_s: Dist = lognormal(3.38, 1.08, hi=600)
+    think_s: Dist = const(0.0)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """A whole synthetic workload: seed, session count, arrivals and the agent mix."""
+
+    seed: int = 0
+    sessions: int = 20
+    arrivals: ArrivalConfig = field(default_factory=ArrivalConfig)
+    agents: tuple[ReactConfig | FanoutConfig, ...] = (ReactConfig(),)
+    estimate: ServiceEstimate = field(default_factory=ServiceEstimate)
+
+
+class _Context:
+    """A prompt as a stream of named segments, with incremental chain hashes."""
+
+    def __init__(self, block_size: int = TEXT_BLOCK_SIZE) -> None:
+        self.bs = block_size
+        self.starts: list[int] = []
+        self.names: list[str] = []
+        self.total = 0
+        self.hashes: list[int] = []
+        self._prev = b"\x00" * 8
+
+    def append(self, name: str, tokens: int) -> None:
+        if tokens > 0:
+            self.starts.append(self.total)
+            self.names.append(name)
+            self.total += tokens
+
+    def prefix_hashes(self) -> tuple[int, ...]:
+        for b in range(len(self.hashes), self.total // self.bs):
+            lo, hi = b * self.bs, (b + 1) * self.bs
+            i = bisect.bisect_right(self.starts, lo) - 1
+            parts = []
+            while i < len(self.starts) and self.starts[i] < hi:
+                s = self.starts[i]
+                parts.append(f"{self.names[i]}@{max(lo, s) - s}-{min(hi, self._end(i)) - s}")
+                i += 1
+            self._prev = blake2b(self._prev + "|".join(parts).encode(), digest_size=8).digest()
+            self.hashes.append(int.from_bytes(self._prev, "little") & _MASK63)
+        return tuple(self.hashes)
+
+    def _end(self, i: int) -> int:
+        return self.starts[i + 1] if i + 1 < len(self.starts) else self.total
+
+
+class _Session:
+    """Builds the calls of one session, tracking estimated end times."""
+
+    def __init__(self, sid: str, start_s: float, est: ServiceEstimate) -> None:
+        self.sid = sid
+        self.start = start_s
+        self.est = est
+        self.calls: list[Call] = []
+        self.end: dict[str, float] = {}
+
+    def _issue(self, parents: tuple[str, ...], gap: float) -> float:
+        return max(self.end[p] for p in parents) + gap if parents else self.start
+
+    def llm(
+        self, ctx: _Context, out: int, parents: tuple[str, ...], model: str | None, gap: float = 0.0
+    ) -> str:
+        cid = f"{self.sid}-{len(self.calls)}"
+        t = self._issue(parents, gap)
+        self.calls.append(
+            Call(
+                call_id=cid,
+                session_id=self.sid,
+                parents=parents,
+                issue_time_s=t,
+                gap_s=gap if parents else 0.0,
+                model=model,
+                input_tokens=max(1, ctx.total),
+                output_tokens=out,
+                prefix_hashes=ctx.prefix_hashes(),
+                block_size=ctx.bs,
+            )
+        )
+        self.end[cid] = t + self.est.seconds(out)
+        return cid
+
+    def tool(self, duration: float, parent: str) -> str:
+        cid = f"{self.sid}-{len(self.calls)}"
+        t = self.end[parent]
+        self.calls.append(
+            Call(
+                call_id=cid,
+                session_id=self.sid,
+                kind="tool",
+                parents=(parent,),
+                issue_time_s=t,
+                tool_duration_s=duration,
+            )
+        )
+        self.end[cid] = t + duration
+        return cid
+
+
+def _react(s: _Session, a: ReactConfig, rng: np.random.Generator) -> None:
+    ctx = _Context()
+    ctx.append("react:system", a.system_prompt_tokens)
+    ctx.append(f"{s.sid}:task", a.task_tokens.sample_int(rng))
+    turns = a.turns.sample_int(rng)
+    parents: tuple[str, ...] = ()
+    gap = 0.0
+    for k in range(turns):
+        out = a.output_tokens.sample_int(rng)
+        cid = s.llm(ctx, out, parents, a.model, gap)
+        if k == turns - 1:
+            break
+        if a.append_output:
+            ctx.append(f"{cid}:out", out)
+        tid = s.tool(a.tool_duration_s.sample(rng), cid)
+        obs = a.tool_output_tokens.sample_int(rng, lo=0)
+        parents, gap = (tid,), a.think_s.sample(rng)
+        if a.small_model_fraction > 0 and rng.random() < a.small_model_fraction:
+            small = _Context()
+            small.append("react:small-system", a.small_system_prompt_tokens)
+            small.append(f"{tid}:out", obs)
+            obs = a.small_output_tokens.sample_int(rng)
+            parents = (s.llm(small, obs, parents, a.small_model),)
+            ctx.append(f"{parents[0]}:out", obs)
+        else:
+            ctx.append(f"{tid}:out", obs)
+
+
+def _fanout(s: _Session, a: FanoutConfig, rng: np.random.Generator) -> None:
+    ctx = _Context()
+    ctx.append("fanout:system", a.system_prompt_tokens)
+    ctx.append(f"{s.sid}:task", a.task_tokens.sample_int(rng))
+    parents: tuple[str, ...] = ()
+    for _ in range(a.rounds):
+        out = a.output_tokens.sample_int(rng)
+        plan = s.llm(ctx, out, parents, a.model, a.think_s.sample(rng) if parents else 0.0)
+        ctx.append(f"{plan}:out", out)
+        leaves = []
+        for j in range(a.subagents):
+            sub = _Context()
+            sub.append("fanout:subagent-system", a.subagent_system_prompt_tokens)
+            sub.append(f"{plan}:instruction{j}", out)
+            prev: tuple[str, ...] = (plan,)
+            last = plan
+            for k in range(a.subagent_turns):
+                sout = a.output_tokens.sample_int(rng)
+                last = s.llm(sub, sout, prev, a.subagent_model)
+                sub.append(f"{last}:out", sout)
+                if k < a.subagent_turns - 1:
+                    tid = s.tool(a.tool_duration_s.sample(rng), last)
+                    sub.append(f"{tid}:out", a.tool_output_tokens.sample_int(rng, lo=0))
+                    prev = (tid,)
+            ctx.append(f"{last}:result", s.calls[-1].output_tokens)
+            leaves.append(last)
+        parents = tuple(leaves)
+    s.llm(ctx, a.output_tokens.sample_int(rng), parents, a.model, a.think_s.sample(rng))
+
+
+def generate(cfg: SynthConfig) -> Iterator[Call]:
+    """The calls of ``cfg``'s sessions, session by session (parents before children)."""
+    rng = np.random.default_rng(cfg.seed)
+    starts = arrival_times(cfg.arrivals, cfg.sessions, rng)
+    weights = np.array([a.weight for a in cfg.agents], dtype=float)
+    weights /= weights.sum()
+    for i, t in enumerate(starts):
+        agent = cfg.agents[int(rng.choice(len(cfg.agents), p=weights))]
+        s = _Session(f"syn-{i}", t, cfg.estimate)
+        if isinstance(agent, ReactConfig):
+            _react(s, agent, rng)
+        else:
+            _fanout(s, agent, rng)
+        yield from s.calls
+
+
+# --- TOML -----------------------------------------------------------------------------
+
+_STRING_KEYS = {"model", "small_model", "subagent_model", "process", "trace"}
+
+
+def _apply(base: Any, table: dict[str, Any], where: str, prefix: str, base_dir: Path) -> Any:
+    """``base`` (a config dataclass) updated from a TOML table, validating each key."""
+    known = {f.name: f for f in fields(base)}
+    changes: dict[str, Any] = {}
+    for key, v in table.items():
+        name = f"{prefix}{key}"
+        if key == "kind":
+            continue
+        if key not in known:
+            raise InputError(where, None, name, f"unknown key; known: {', '.join(known)}")
+        cur = getattr(base, key)
+        if isinstance(cur, Dist):
+            changes[key] = parse_dist(v, where, name, base_dir)
+        elif isinstance(cur, bool):
+            if not isinstance(v, bool):
+                raise InputError(where, None, name, "expected true or false")
+            changes[key] = v
+        elif key in _STRING_KEYS:
+            if not isinstance(v, str):
+                raise InputError(where, None, name, "expected a string")
+            changes[key] = v
+        else:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, int | float)
+                or v < 0
+                or not math.isfinite(v)
+            ):
+                raise InputError(where, None, name, f"expected a number >= 0, got {v!r}")
+            changes[key] = int(v) if isinstance(cur, int) else float(v)
+    return replace(base, **changes)
+
+
+def load_synth_config(path: str | Path) -> SynthConfig:
+    """Read and validate a synthetic workload TOML file (see ``examples/synth/``)."""
+    p = Path(path)
+    where = str(p)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(where, None, None, "file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(where, None, None, f"invalid TOML ({e})") from None
+    base_dir = p.parent
+    cfg = SynthConfig()
+    for key in raw:
+        if key not in ("seed", "sessions", "arrivals", "agents", "estimate"):
+            raise InputError(
+                where, None, key, "unknown key; known: seed, sessions, arrivals, agents, estimate"
+            )
+    ints: dict[str, int] = {}
+    for key, lo in (("seed", 0), ("sessions", 1)):
+        v = raw.get(key, getattr(cfg, key))
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise InputError(where, None, key, f"expected an integer >= {lo}")
+        ints[key] = v
+    cfg = SynthConfig(seed=ints["seed"], sessions=ints["sessions"])
+    arr = raw.get("arrivals", {})
+    if not isinstance(arr, dict):
+        raise InputError(where, None, "arrivals", "expected a table")
+    arrivals = _apply(ArrivalConfig(), arr, where, "arrivals.", base_dir)
+    if arrivals.process not in PROCESSES:
+        raise InputError(where, None, "arrivals.process", f"expected one of {', '.join(PROCESSES)}")
+    if arrivals.process == "replay":
+        if not arrivals.trace:
+            raise InputError(where, None, "arrivals.trace", "replay needs a trace path")
+        tp = Path(arrivals.trace)
+        arrivals = replace(arrivals, trace=str(tp if tp.is_absolute() else base_dir / tp))
+    elif arrivals.rate_per_s <= 0:
+        raise InputError(where, None, "arrivals.rate_per_s", "expected a rate > 0")
+    agents: list[ReactConfig | FanoutConfig] = []
+    tables = raw.get("agents", [{"kind": "react"}])
+    if not isinstance(tables, list) or not tables:
+        raise InputError(where, None, "agents", "expected one or more [[agents]] tables")
+    for i, t in enumerate(tables):
+        if not isinstance(t, dict):
+            raise InputError(where, None, f"agents[{i}]", "expected a table")
+        kind = t.get("kind", "react")
+        base: ReactConfig | FanoutConfig
+        if kind == "react":
+            base = ReactConfig()
+        elif kind == "fanout":
+            base = FanoutConfig()
+        else:
+            raise InputError(where, None, f"agents[{i}].kind", "expected 'react' or 'fanout'")
+        agent = _apply(base, t, where, f"agents[{i}].", base_dir)
+        if agent.weight <= 0:
+            raise InputError(where, None, f"agents[{i}].weight", "expected a weight > 0")
+        if isinstance(agent, ReactConfig) and not 0 <= agent.small_model_fraction <= 1:
+            raise InputError(
+                where, None, f"agents[{i}].small_model_fraction", "expected a fraction in [0, 1]"
+            )
+        if (
+            isinstance(agent, FanoutConfig)
+            and min(agent.rounds, agent.subagents, agent.subagent_turns) < 1
+        ):
+            raise InputError(
+                where, None, f"agents[{i}]", "rounds, subagents and subagent_turns must be >= 1"
+            )
+        agents.append(agent)
+    est_t = raw.get("estimate", {})
+    if not isinstance(est_t, dict):
+        raise InputError(where, None, "estimate", "expected a table")
+    est = _apply(ServiceEstimate(), est_t, where, "estimate.", base_dir)
+    return replace(cfg, arrivals=arrivals, agents=tuple(agents), estimate=est)
