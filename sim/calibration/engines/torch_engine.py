@@ -35,6 +35,7 @@ from sim.calibration.engines import (
     resolve_model_config,
     utc_now,
 )
+from sim.calibration.engines.devices import gpu_key
 from sim.calibration.grid import IterationShape
 from sim.calibration.records import RecordHeader
 from sim.errors import AgentsimError, ConfigError
@@ -142,13 +143,15 @@ class TorchEngine:
             )
         extra: dict[str, Any] = {"attn_implementation": self.cfg.attn_implementation}
         if self.device.type == "cuda":
-            gpu = str(torch.cuda.get_device_name(self.device))
+            device_name = str(torch.cuda.get_device_name(self.device))
             driver = nvidia_driver()
             extra["cuda_version"] = torch.version.cuda
         else:
-            gpu = f"cpu: {cpu_name()}"
+            device_name = cpu_name()
             driver = None
             extra["cpu_threads"] = int(torch.get_num_threads())
+        extra["device_name"] = device_name
+        gpu = gpu_key(self.device.type, device_name) or device_name
         return RecordHeader(
             engine="torch",
             engine_version=f"transformers {self.transformers_version}",

@@ -43,6 +43,7 @@ from sim.calibration.engines import (
     resolve_model_config,
     utc_now,
 )
+from sim.calibration.engines.devices import gpu_key
 from sim.calibration.grid import IterationShape
 from sim.calibration.records import RecordHeader
 from sim.errors import ConfigError
@@ -142,7 +143,8 @@ class VllmEngine:
             engine="vllm",
             engine_version=f"vllm {self.vllm.__version__}",
             device="cuda",
-            gpu=str(torch.cuda.get_device_name(0)),
+            gpu=gpu_key("cuda", torch.cuda.get_device_name(0))
+            or str(torch.cuda.get_device_name(0)),
             gpu_count=tp,
             driver=nvidia_driver(),
             torch_version=str(torch.__version__),
@@ -156,7 +158,11 @@ class VllmEngine:
             created_utc=utc_now(),
             source="agentsim calibrate record --engine vllm",
             notes=NOTES,
-            extra={"cuda_version": torch.version.cuda, "decode_steps": DECODE_STEPS},
+            extra={
+                "cuda_version": torch.version.cuda,
+                "decode_steps": DECODE_STEPS,
+                "device_name": str(torch.cuda.get_device_name(0)),
+            },
         )
 
     def _prompts(self, n: int, length: int) -> list[dict[str, list[int]]]:
