@@ -26,12 +26,14 @@ class ReplicaView(Protocol):
     def node(self) -> int:
         """Index of the node holding the replica's first GPU."""
         ...
+
     @property
     def gpus(self) -> tuple[int, ...]: ...
     @property
     def ready(self) -> bool:
         """True when the replica serves requests (loaded, not failed)."""
         ...
+
     @property
     def num_running(self) -> int: ...
     @property
@@ -40,20 +42,24 @@ class ReplicaView(Protocol):
     def outstanding_requests(self) -> int:
         """Running plus waiting calls."""
         ...
+
     @property
     def outstanding_tokens(self) -> int:
         """Prefill tokens not yet computed plus output tokens not yet generated."""
         ...
+
     @property
     def kv_capacity_blocks(self) -> int: ...
     @property
     def kv_used_blocks(self) -> int:
         """Blocks allocated to sequences or holding cached prefixes."""
         ...
+
     @property
     def active_blocks(self) -> int:
         """Blocks referenced by running sequences (what decode reads)."""
         ...
+
     @property
     def block_size(self) -> int: ...
     def cached_prefix_tokens(self, call: Call) -> int:
@@ -69,6 +75,7 @@ class ClusterView(Protocol):
     def replicas(self, model: str | None = None) -> Sequence[ReplicaView]:
         """All replicas (of ``model``), ready or not, in replica-id order."""
         ...
+
     def ready_replicas(self, model: str | None = None) -> Sequence[ReplicaView]:
         """Replicas of ``model`` that accept calls now, in replica-id order."""
         ...
@@ -186,7 +193,9 @@ class PlacementPolicy:
 
     policy_name = "placement"
 
-    def place(self, request: PlacementRequest, topology: TopologyView, free: Sequence[int]) -> tuple[int, ...] | None:
+    def place(
+        self, request: PlacementRequest, topology: TopologyView, free: Sequence[int]
+    ) -> tuple[int, ...] | None:
         raise NotImplementedError
 
 

@@ -130,7 +130,9 @@ def get_info(kind: str, name: str) -> PolicyInfo:
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise PolicyError(f"unknown {kind} policy {name!r}{hint}; known: {', '.join(sorted(table))}")
+        raise PolicyError(
+            f"unknown {kind} policy {name!r}{hint}; known: {', '.join(sorted(table))}"
+        )
     return table[name]
 
 

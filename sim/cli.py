@@ -20,6 +20,7 @@ from sim.errors import AgentsimError
 COMMAND_MODULES = (
     "sim.commands.run",
     "sim.commands.policies",
+    "sim.commands.trace",
 )
 
 

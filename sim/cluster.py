@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 import simpy
 
-from policies.base import Autoscaler, BatchPolicy, PlacementPolicy, PlacementRequest, RetentionPolicy, Router
+from policies.base import (
+    Autoscaler,
+    BatchPolicy,
+    PlacementPolicy,
+    PlacementRequest,
+    RetentionPolicy,
+    Router,
+)
 from sim.config import ClusterConfig, Deployment
 from sim.costmodel import CostModel, ReplicaHardware, load_time
 from sim.engine import EngineConfig, Replica, Seq
@@ -50,12 +57,20 @@ def plan_memory(model: ModelSpec, gpu_memory: int, dep: Deployment) -> MemoryPla
     shards = dep.tp * dep.pp
     usable = int(gpu_memory * dep.gpu_memory_utilization)
     weights = -(-model.weight_bytes // shards)
-    act = dep.max_num_batched_tokens * (4 * model.hidden_size + 2 * model.intermediate_size // dep.tp) * model.dtype_bytes
+    act = (
+        dep.max_num_batched_tokens
+        * (4 * model.hidden_size + 2 * model.intermediate_size // dep.tp)
+        * model.dtype_bytes
+    )
     act += CUDA_CONTEXT_BYTES
     kv = usable - weights - act
     kv_heads_per_gpu = max(1, model.num_kv_heads // dep.tp)
-    per_token = 2 * (model.num_layers // dep.pp) * kv_heads_per_gpu * model.head_dim * model.dtype_bytes
+    per_token = (
+        2 * (model.num_layers // dep.pp) * kv_heads_per_gpu * model.head_dim * model.dtype_bytes
+    )
     blocks = kv // (per_token * dep.block_size) if kv > 0 else 0
+    if dep.num_gpu_blocks_override > 0 and kv > 0:
+        blocks = dep.num_gpu_blocks_override
     if blocks < 1:
         short = (weights + act + per_token * dep.block_size - usable) / GiB
         raise ConfigError(
@@ -97,6 +112,7 @@ class Cluster:
         placement: PlacementPolicy,
         autoscaler: Autoscaler,
         on_call_done: CallDone,
+        check_invariants: bool = False,
     ) -> None:
         self.env = env
         self.cfg = cfg
@@ -109,6 +125,7 @@ class Cluster:
         self.placement = placement
         self.autoscaler = autoscaler
         self.on_call_done = on_call_done
+        self.check_invariants = check_invariants
         self.free_gpus: set[int] = set(range(self.topology.num_gpus))
         self.all_replicas: list[Replica] = []
         self.lives: list[ReplicaLife] = []
@@ -158,7 +175,9 @@ class Cluster:
         except ConfigError:
             canon = name
         if canon not in self.deployments:
-            raise ConfigError(f"the trace uses model {name!r}, but the cluster deploys only {', '.join(self.deployments)}")
+            raise ConfigError(
+                f"the trace uses model {name!r}, but the cluster deploys only {', '.join(self.deployments)}"
+            )
         return canon
 
     def start_replica(self, model: str, cold: bool, at_start: bool = False) -> Replica | None:
@@ -175,8 +194,14 @@ class Cluster:
                     f"{model} (needs {dep.gpus_per_replica} GPUs, {len(free)} free)"
                 )
             return None
-        if len(gpus) != dep.gpus_per_replica or len(set(gpus)) != len(gpus) or not set(gpus) <= self.free_gpus:
-            raise PolicyError(f"placement returned invalid GPUs {gpus} for {dep.gpus_per_replica} free GPUs")
+        if (
+            len(gpus) != dep.gpus_per_replica
+            or len(set(gpus)) != len(gpus)
+            or not set(gpus) <= self.free_gpus
+        ):
+            raise PolicyError(
+                f"placement returned invalid GPUs {gpus} for {dep.gpus_per_replica} free GPUs"
+            )
         self.free_gpus -= set(gpus)
         hw = self.replica_hardware(spec, dep, tuple(gpus))
         rid = len(self.all_replicas)
@@ -188,7 +213,13 @@ class Cluster:
             self.topology.gpu_node[gpus[0]],
             self.cost_model.for_replica(hw),
             self.memory[model].kv_blocks,
-            EngineConfig(dep.max_num_seqs, dep.max_num_batched_tokens, dep.block_size, self.cfg.fast_forward),
+            EngineConfig(
+                dep.max_num_seqs,
+                dep.max_num_batched_tokens,
+                dep.block_size,
+                self.cfg.fast_forward,
+                self.check_invariants,
+            ),
             self.batch_policy_factory(),
             self.retention,
             self._on_seq_finished,
@@ -197,7 +228,10 @@ class Cluster:
         self._by_model[model].append(rep)
         now = self.env.now
         if cold:
-            path = min((self.topology.load_path(g, dep.weight_source) for g in gpus), key=lambda p: p.bandwidth)
+            path = min(
+                (self.topology.load_path(g, dep.weight_source) for g in gpus),
+                key=lambda p: p.bandwidth,
+            )
             t = load_time(self.memory[model].weights, path.bandwidth, dep.init_s)
             self.cold_starts += 1
             self.cold_start_s += t
@@ -209,9 +243,14 @@ class Cluster:
             self._make_ready(rep)
         return rep
 
-    def replica_hardware(self, spec: ModelSpec, dep: Deployment, gpus: tuple[int, ...]) -> ReplicaHardware:
+    def replica_hardware(
+        self, spec: ModelSpec, dep: Deployment, gpus: tuple[int, ...]
+    ) -> ReplicaHardware:
         """Interconnect of a TP/PP group as the cost model sees it."""
-        tp_paths = [self.topology.group_bottleneck(gpus[s * dep.tp : (s + 1) * dep.tp]) for s in range(dep.pp)]
+        tp_paths = [
+            self.topology.group_bottleneck(gpus[s * dep.tp : (s + 1) * dep.tp])
+            for s in range(dep.pp)
+        ]
         worst = min(tp_paths, key=lambda p: (p.bandwidth, -p.latency))
         pp_bw, pp_lat = float("inf"), 0.0
         for s in range(dep.pp - 1):
@@ -273,7 +312,9 @@ class Cluster:
         rid = self.router.route(call, candidates, self)
         rep = self.all_replicas[rid] if 0 <= rid < len(self.all_replicas) else None
         if rep is None or not rep.ready or rep.model != model:
-            raise PolicyError(f"router {self.router.policy_name!r} returned replica {rid}, not a ready replica of {model}")
+            raise PolicyError(
+                f"router {self.router.policy_name!r} returned replica {rid}, not a ready replica of {model}"
+            )
         rep.submit(Seq(call, issued_s, rep.block_size, has_successor))
 
     def _on_seq_finished(self, rep: Replica, seq: Seq, now: float) -> None:
@@ -303,7 +344,11 @@ class Cluster:
     def _scale_to(self, model: str, want: int) -> None:
         if model not in self.deployments:
             raise PolicyError(f"autoscaler asked for unknown model {model!r}")
-        live = [r for r in self._by_model[model] if r.replica_id not in self._retiring and self.lives[r.replica_id].stop_s is None]
+        live = [
+            r
+            for r in self._by_model[model]
+            if r.replica_id not in self._retiring and self.lives[r.replica_id].stop_s is None
+        ]
         while len(live) < want:
             rep = self.start_replica(model, cold=True)
             if rep is None:
@@ -311,5 +356,7 @@ class Cluster:
             live.append(rep)
         if len(live) > want:
             # retire the idlest ready replicas first
-            for rep in sorted(live, key=lambda r: (r.outstanding_requests, -r.replica_id))[: len(live) - want]:
+            for rep in sorted(live, key=lambda r: (r.outstanding_requests, -r.replica_id))[
+                : len(live) - want
+            ]:
                 self.retire_replica(rep)

@@ -37,7 +37,9 @@ class Deployment:
     block, ``gpu_memory_utilization`` of GPU memory usable for weights + activations +
     KV.  ``cold_start``: replicas load their weights at t=0 (from ``weight_source``:
     ``nvme``, ``host`` or ``remote``) before serving; ``init_s`` is engine start-up
-    time on top of the weight load (seconds).
+    time on top of the weight load (seconds).  ``num_gpu_blocks_override`` (> 0)
+    fixes the KV capacity in blocks instead of deriving it from memory (as vLLM's
+    flag of the same name).
     """
 
     model: str = "llama-3-70b"
@@ -51,6 +53,7 @@ class Deployment:
     cold_start: bool = False
     weight_source: str = "nvme"
     init_s: float = 20.0
+    num_gpu_blocks_override: int = 0
 
     @property
     def gpus_per_replica(self) -> int:
@@ -109,10 +112,18 @@ def _typed(where: str, field_: str, value: Any, default: Any) -> Any:
     if isinstance(default, bool):
         _check(isinstance(value, bool), where, field_, f"expected true/false, got {value!r}")
     elif isinstance(default, int):
-        _check(isinstance(value, int) and not isinstance(value, bool), where, field_, f"expected an integer, got {value!r}")
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            where,
+            field_,
+            f"expected an integer, got {value!r}",
+        )
     elif isinstance(default, float):
         _check(
-            isinstance(value, int | float) and not isinstance(value, bool), where, field_, f"expected a number, got {value!r}"
+            isinstance(value, int | float) and not isinstance(value, bool),
+            where,
+            field_,
+            f"expected a number, got {value!r}",
         )
         value = float(value)
     elif isinstance(default, str):
@@ -142,7 +153,12 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
     _check(cfg.gpu in GPUS, w, "gpu", f"unknown GPU {cfg.gpu!r}; known: {', '.join(GPUS)}")
     _check(len(cfg.nodes) > 0, w, "nodes", "at least one node group is required")
     for i, n in enumerate(cfg.nodes):
-        _check(n.builder in BUILDERS, w, f"nodes[{i}].builder", f"unknown builder {n.builder!r}; known: {', '.join(BUILDERS)}")
+        _check(
+            n.builder in BUILDERS,
+            w,
+            f"nodes[{i}].builder",
+            f"unknown builder {n.builder!r}; known: {', '.join(BUILDERS)}",
+        )
         _check(n.count >= 1, w, f"nodes[{i}].count", f"must be >= 1, got {n.count}")
         _check(n.gpus >= 1, w, f"nodes[{i}].gpus", f"must be >= 1, got {n.gpus}")
         if n.builder == "dgx-a100":
@@ -156,7 +172,12 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         except ConfigError as e:
             raise ConfigError(f"{w}: {p}.model: {e}") from None
         _check(d.pp >= 1, w, f"{p}.pp", f"must be >= 1, got {d.pp}")
-        _check(spec.num_layers % d.pp == 0, w, f"{p}.pp", f"PP={d.pp} does not divide {spec.num_layers} layers")
+        _check(
+            spec.num_layers % d.pp == 0,
+            w,
+            f"{p}.pp",
+            f"PP={d.pp} does not divide {spec.num_layers} layers",
+        )
         _check(d.replicas >= 0, w, f"{p}.replicas", f"must be >= 0, got {d.replicas}")
         _check(d.max_num_seqs >= 1, w, f"{p}.max_num_seqs", "must be >= 1")
         _check(
@@ -166,9 +187,17 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
             f"must be >= max_num_seqs ({d.max_num_seqs}) so every running sequence can decode",
         )
         _check(d.block_size >= 1, w, f"{p}.block_size", "must be >= 1")
-        _check(0 < d.gpu_memory_utilization <= 1, w, f"{p}.gpu_memory_utilization", "must be in (0, 1]")
-        _check(d.weight_source in ("nvme", "host", "remote"), w, f"{p}.weight_source", "expected nvme, host or remote")
+        _check(
+            0 < d.gpu_memory_utilization <= 1, w, f"{p}.gpu_memory_utilization", "must be in (0, 1]"
+        )
+        _check(
+            d.weight_source in ("nvme", "host", "remote"),
+            w,
+            f"{p}.weight_source",
+            "expected nvme, host or remote",
+        )
         _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
+        _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
     need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
     _check(
         need <= cfg.num_gpus,
@@ -185,7 +214,9 @@ def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
     known = {"name", "gpu", "nodes", "deployments", "policies", "costmodel", "engine"}
     for key in raw:
         if key not in known:
-            raise ConfigError(f"{w}: {key}: unknown top-level field; expected one of {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{w}: {key}: unknown top-level field; expected one of {', '.join(sorted(known))}"
+            )
     kwargs: dict[str, Any] = {"source": source}
     if "name" in raw:
         kwargs["name"] = _typed(w, "name", raw["name"], "")
@@ -196,25 +227,51 @@ def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
         if isinstance(nodes, int) and not isinstance(nodes, bool):
             kwargs["nodes"] = (NodeGroup("dgx-a100", nodes, 8),)
         else:
-            _check(isinstance(nodes, list), w, "nodes", "expected an array of tables ([[nodes]]) or a node count")
-            kwargs["nodes"] = tuple(_build(NodeGroup, n, w, f"nodes[{i}]") for i, n in enumerate(nodes))
+            _check(
+                isinstance(nodes, list),
+                w,
+                "nodes",
+                "expected an array of tables ([[nodes]]) or a node count",
+            )
+            kwargs["nodes"] = tuple(
+                _build(NodeGroup, n, w, f"nodes[{i}]") for i, n in enumerate(nodes)
+            )
     if "deployments" in raw:
         deps = raw["deployments"]
-        _check(isinstance(deps, list), w, "deployments", "expected an array of tables ([[deployments]])")
-        kwargs["deployments"] = tuple(_build(Deployment, d, w, f"deployments[{i}]") for i, d in enumerate(deps))
+        _check(
+            isinstance(deps, list),
+            w,
+            "deployments",
+            "expected an array of tables ([[deployments]])",
+        )
+        kwargs["deployments"] = tuple(
+            _build(Deployment, d, w, f"deployments[{i}]") for i, d in enumerate(deps)
+        )
     if "policies" in raw:
         kwargs["policies"] = _build(PolicyConfig, raw["policies"], w, "policies")
     if "costmodel" in raw:
         cm = raw["costmodel"]
-        _check(isinstance(cm, dict) and set(cm) <= {"path"}, w, "costmodel", "expected a table with 'path'")
+        _check(
+            isinstance(cm, dict) and set(cm) <= {"path"},
+            w,
+            "costmodel",
+            "expected a table with 'path'",
+        )
         path = Path(_typed(w, "costmodel.path", cm["path"], ""))
         if not path.is_absolute():
             path = Path(source).parent / path
         kwargs["costmodel"] = str(path)
     if "engine" in raw:
         eng = raw["engine"]
-        _check(isinstance(eng, dict) and set(eng) <= {"fast_forward"}, w, "engine", "expected a table with 'fast_forward'")
-        kwargs["fast_forward"] = _typed(w, "engine.fast_forward", eng.get("fast_forward", True), True)
+        _check(
+            isinstance(eng, dict) and set(eng) <= {"fast_forward"},
+            w,
+            "engine",
+            "expected a table with 'fast_forward'",
+        )
+        kwargs["fast_forward"] = _typed(
+            w, "engine.fast_forward", eng.get("fast_forward", True), True
+        )
     return validate(ClusterConfig(**kwargs))
 
 
@@ -237,7 +294,15 @@ def default_cluster_config() -> ClusterConfig:
     return validate(ClusterConfig())
 
 
-QUICK_FIELDS = ("model", "tp", "pp", "replicas", "max_num_seqs", "max_num_batched_tokens", "block_size")
+QUICK_FIELDS = (
+    "model",
+    "tp",
+    "pp",
+    "replicas",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "block_size",
+)
 
 
 def apply_overrides(
@@ -274,7 +339,9 @@ def apply_overrides(
     if dep:
         changes["deployments"] = (replace(cfg.deployments[0], **dep),) + cfg.deployments[1:]
     if policies:
-        changes["policies"] = replace(cfg.policies, **{k: v for k, v in policies.items() if v is not None})
+        changes["policies"] = replace(
+            cfg.policies, **{k: v for k, v in policies.items() if v is not None}
+        )
     if costmodel is not None:
         changes["costmodel"] = costmodel
     if fast_forward is not None:

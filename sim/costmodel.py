@@ -152,10 +152,17 @@ class RooflineIterationModel:
         w = self._dense_w + experts_hit * self._expert_w
         flops = 2.0 * tokens * (self._dense_w + self._k * self._expert_w)
         per_layer = max(flops / self._flops, w * self._dt / self._bw)
-        per_layer += 2 * allreduce_time(tokens * self._hidden_bytes, self._tp, self._ar_bw, self._ar_lat)
+        per_layer += 2 * allreduce_time(
+            tokens * self._hidden_bytes, self._tp, self._ar_bw, self._ar_lat
+        )
         per_layer += self.p.per_layer_overhead_s
         head = max(2.0 * seqs * self._head_w / self._flops, self._head_w * self._dt / self._bw)
-        return self._layers * per_layer + head + self.p.iteration_overhead_s + self.p.per_seq_overhead_s * seqs
+        return (
+            self._layers * per_layer
+            + head
+            + self.p.iteration_overhead_s
+            + self.p.per_seq_overhead_s * seqs
+        )
 
     def iteration_time(self, batch: BatchShape) -> float:
         tokens = batch.num_tokens

@@ -47,6 +47,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 8192
     block_size: int = 16
     fast_forward: bool = True
+    check_invariants: bool = False  # assert KV/token accounting at every boundary (tests)
 
 
 class Seq:
@@ -109,7 +110,7 @@ class Seq:
     @property
     def remaining_tokens(self) -> int:
         """Prefill tokens still to compute plus output tokens still to generate."""
-        return (self.target - self.kv) + (self.out - self.gen)
+        return max(0, self.target - self.kv) + (self.out - self.gen)
 
 
 FinishHook = Callable[["Replica", Seq, float], None]
@@ -246,9 +247,30 @@ class Replica:
             self._finish_span(now)
         self._schedule(now)
 
+    def check(self) -> None:
+        """Assert the replica's accounting invariants (used when ``check_invariants``)."""
+        self.kv.check()
+        assert self.kv.used <= self.kv.capacity
+        private = sum(s.private for s in self.running)
+        assert private + sum(e.blocks for e in self.kv.entries.values()) == self.kv.used, (
+            "block leak"
+        )
+        assert self._outstanding_tokens == sum(s.remaining_tokens for s in self.running) + sum(
+            s.remaining_tokens for s in self.waiting
+        ), "outstanding token accounting"
+        for s in self.running:
+            assert s.gen <= s.out and s.kv <= s.target + s.out
+            assert s.private >= self._blocks_for(s, s.kv), (
+                "sequence holds fewer blocks than its KV needs"
+            )
+
     def _schedule(self, now: float) -> None:
+        if self.cfg.check_invariants:
+            self.check()
         running = self.running
-        self.timeline.append((now, len(running), len(self.waiting), self.kv.used, self.kv.active_blocks))
+        self.timeline.append(
+            (now, len(running), len(self.waiting), self.kv.used, self.kv.active_blocks)
+        )
         if not running and not self.waiting:
             self._busy = False
             return
@@ -318,10 +340,7 @@ class Replica:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            if seq.kv < seq.target:
-                chunk = min(seq.target - seq.kv, budget)
-            else:
-                chunk = 1
+            chunk = min(seq.target - seq.kv, budget) if seq.kv < seq.target else 1
             need = self._blocks_for(seq, seq.kv + chunk) - seq.private
             while need > 0 and not kv.allocate(need, now):
                 victim_i = self.policy.preempt_victim(self.running, now)
@@ -344,7 +363,9 @@ class Replica:
             # seq itself was preempted: the loop index now points at its successor
         # 2. admit waiting sequences in policy order
         if self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
-            order = self.policy.order(list(self.waiting), now) if self.policy.reorders else self.waiting
+            order = (
+                self.policy.order(list(self.waiting), now) if self.policy.reorders else self.waiting
+            )
             admitted: list[Seq] = []
             for seq in order:
                 if budget <= 0 or len(self.running) >= self.cfg.max_num_seqs:
@@ -450,7 +471,9 @@ class Replica:
         n = self.kv.match(head.hashes) if head.hashes else 0
         hit = min(n * head.hash_tokens, head.target - 1)
         budget = self.cfg.max_num_batched_tokens - len(self.running)
-        need = max(0, -(-(hit + min(head.target - hit, budget)) // self.block_size) - n * head.entry_blocks)
+        need = max(
+            0, -(-(hit + min(head.target - hit, budget)) // self.block_size) - n * head.entry_blocks
+        )
         if n:
             # referencing the hit entries would also take them out of the evictable pool
             return need > self.kv.available(now) - self._hit_evictable(head.hashes, n)

@@ -39,7 +39,9 @@ GPUS: dict[str, GPUSpec] = {
     "a100-40gb": GPUSpec("a100-40gb", 40 * GiB, 1555 * GB, 312e12, 300 * GB, 32 * GB, 32.77 / 8),
     "a100-80gb": GPUSpec("a100-80gb", 80 * GiB, 2039 * GB, 312e12, 300 * GB, 32 * GB, 40.97 / 8),
     # PCIe card: NVLink bridge joins pairs of cards (600 GB/s both directions).
-    "a100-80gb-pcie": GPUSpec("a100-80gb-pcie", 80 * GiB, 1935 * GB, 312e12, 300 * GB, 32 * GB, 3.67, "pcie"),
+    "a100-80gb-pcie": GPUSpec(
+        "a100-80gb-pcie", 80 * GiB, 1935 * GB, 312e12, 300 * GB, 32 * GB, 3.67, "pcie"
+    ),
     "h100-80gb": GPUSpec("h100-80gb", 80 * GiB, 3350 * GB, 989e12, 450 * GB, 64 * GB, 98.32 / 8),
 }
 

@@ -28,7 +28,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 
-def effective_hashes(hashes: tuple[int, ...], trace_block: int, block_size: int) -> tuple[tuple[int, ...], int, int]:
+def effective_hashes(
+    hashes: tuple[int, ...], trace_block: int, block_size: int
+) -> tuple[tuple[int, ...], int, int]:
     """Re-block a call's chain hashes for an engine block size.
 
     Returns ``(hashes, tokens_per_hash, blocks_per_hash)``.  When the trace's block
@@ -186,7 +188,14 @@ class KVCache:
         self.free += freed
         return freed
 
-    def unref(self, hashes: tuple[int, ...], n: int, now: float, pin_until: float = 0.0, discard: bool = False) -> None:
+    def unref(
+        self,
+        hashes: tuple[int, ...],
+        n: int,
+        now: float,
+        pin_until: float = 0.0,
+        discard: bool = False,
+    ) -> None:
         """Drop one reference from the first ``n`` of ``hashes``.
 
         Entries left unreferenced become evictable (most recently used), are pinned

@@ -40,6 +40,7 @@ CALL_COLUMNS = [
     "output_tokens",
     "cached_tokens",
     "preemptions",
+    "generated_tokens",
 ]
 
 SUMMARY_KEYS = (
@@ -144,7 +145,9 @@ def summarize(
         "tpot_s": percentiles(ok["tpot_s"]),
         "e2e_s": percentiles(ok["e2e_s"]),
         "session_s": percentiles(sessions_frame["session_s"]),
-        "throughput_tokens_per_s": _r(ok["output_tokens"].sum() / makespan_s) if makespan_s > 0 else 0.0,
+        "throughput_tokens_per_s": _r(ok["output_tokens"].sum() / makespan_s)
+        if makespan_s > 0
+        else 0.0,
         "prefix_hit_rate": _r(hit_tokens / prompt_tokens) if prompt_tokens else 0.0,
         "preemptions": int(preemptions),
         "cold_starts": int(cold_starts),

@@ -68,7 +68,12 @@ class ModelSpec:
     def params_per_layer(self) -> int:
         router = self.hidden_size * self.num_experts if self.num_experts > 1 else 0
         norms = 2 * self.hidden_size
-        return self.attn_params_per_layer + self.num_experts * self.mlp_params_per_expert + router + norms
+        return (
+            self.attn_params_per_layer
+            + self.num_experts * self.mlp_params_per_expert
+            + router
+            + norms
+        )
 
     @property
     def num_params(self) -> int:
@@ -102,7 +107,9 @@ class ModelSpec:
         if tp < 1:
             raise ConfigError(f"model {self.name}: tensor-parallel degree must be >= 1, got {tp}")
         if self.num_heads % tp:
-            raise ConfigError(f"model {self.name}: TP={tp} does not divide num_attention_heads={self.num_heads}")
+            raise ConfigError(
+                f"model {self.name}: TP={tp} does not divide num_attention_heads={self.num_heads}"
+            )
         if self.num_kv_heads % tp and tp % self.num_kv_heads:
             raise ConfigError(
                 f"model {self.name}: TP={tp} neither divides nor is a multiple of num_key_value_heads={self.num_kv_heads}"
@@ -125,7 +132,9 @@ class ModelSpec:
                 vocab_size=int(cfg["vocab_size"]),
                 num_experts=int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1),
                 experts_per_token=int(cfg.get("num_experts_per_tok") or 1),
-                dtype_bytes=DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2),
+                dtype_bytes=DTYPE_BYTES.get(
+                    str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2
+                ),
                 tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
                 max_context=int(cfg.get("max_position_embeddings") or 4096),
             )
@@ -149,7 +158,17 @@ PRESETS: dict[str, ModelSpec] = {
     "mistral-7b": ModelSpec("mistral-7b", 32, 4096, 32, 8, 128, 14336, 32000, max_context=32768),
     # mistralai/Mixtral-8x7B-v0.1 config.json
     "mixtral-8x7b": ModelSpec(
-        "mixtral-8x7b", 32, 4096, 32, 8, 128, 14336, 32000, num_experts=8, experts_per_token=2, max_context=32768
+        "mixtral-8x7b",
+        32,
+        4096,
+        32,
+        8,
+        128,
+        14336,
+        32000,
+        num_experts=8,
+        experts_per_token=2,
+        max_context=32768,
     ),
 }
 

@@ -35,7 +35,9 @@ def write_results(result: SimResult, out: str | Path) -> Path:
     atomic_write_text(d / "replicas.csv", result.replicas.to_csv(index=False))
     atomic_write_json(d / "config.json", result.config)
     atomic_write_json(d / "perf.json", result.perf)
-    atomic_write_text(d / "report.md", render_markdown(result.summary, result.config, result.replicas))
+    atomic_write_text(
+        d / "report.md", render_markdown(result.summary, result.config, result.replicas)
+    )
     return d
 
 
@@ -96,7 +98,11 @@ def render_markdown(summary: dict[str, Any], config: dict[str, Any], replicas: p
         ("session_s", "session completion", "s"),
     ):
         st = summary[key]
-        lines.append(f"| {label} | " + " | ".join(_fmt(st[q], unit) for q in ("mean", "p50", "p90", "p99")) + " |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(_fmt(st[q], unit) for q in ("mean", "p50", "p90", "p99"))
+            + " |"
+        )
     lines += [
         "",
         "## Cost",

@@ -47,7 +47,9 @@ class SimResult:
 class Driver:
     """Issues a workload's calls into the cluster, closed loop."""
 
-    def __init__(self, env: simpy.Environment, workload: Workload, load_scale: float, recorder: Recorder) -> None:
+    def __init__(
+        self, env: simpy.Environment, workload: Workload, load_scale: float, recorder: Recorder
+    ) -> None:
         if not (load_scale > 0 and math.isfinite(load_scale)):
             raise ConfigError(f"--load-scale must be a positive number, got {load_scale}")
         self.env = env
@@ -65,7 +67,10 @@ class Driver:
         self.issued_s = [math.nan] * n
         self.ended = [False] * n
         self.done = 0
-        self.roots = sorted((i for i, c in enumerate(self.calls) if not c.parents), key=lambda i: (self.calls[i].issue_time_s, i))
+        self.roots = sorted(
+            (i for i, c in enumerate(self.calls) if not c.parents),
+            key=lambda i: (self.calls[i].issue_time_s, i),
+        )
         self._next_root = 0
         self.cluster: Cluster | None = None
 
@@ -104,7 +109,9 @@ class Driver:
         self.cluster.dispatch(call, now, bool(self.children[i]))
 
     # ---- completions ----------------------------------------------------------------
-    def on_call_done(self, call: Call, now: float, status: str, reason: str, seq: Seq | None) -> None:
+    def on_call_done(
+        self, call: Call, now: float, status: str, reason: str, seq: Seq | None
+    ) -> None:
         self.end(self.index[call.call_id], status, reason, seq)
 
     def end(self, i: int, status: str, reason: str, seq: Seq | None, replica: int = -1) -> None:
@@ -135,6 +142,7 @@ class Driver:
                     call.output_tokens,
                     seq.cached_tokens,
                     seq.preemptions,
+                    seq.gen,
                 )
             )
         else:
@@ -142,7 +150,7 @@ class Driver:
             fin = now if status == "completed" else math.nan
             self.recorder.add(
                 (call.call_id, call.session_id, call.kind, call.model, replica, status, reason, issue,
-                 math.nan, first, fin, call.input_tokens, call.output_tokens, 0, 0)
+                 math.nan, first, fin, call.input_tokens, call.output_tokens, 0, 0, 0)
             )  # fmt: skip
         for j in self.children[i]:
             if self.ended[j]:
@@ -176,6 +184,7 @@ def simulate(
     cost_model: CostModel | None = None,
     router: Router | None = None,
     progress: bool = False,
+    check_invariants: bool = False,
     on_progress: Callable[[float, int, int], None] | None = None,
 ) -> SimResult:
     """Run one simulation and return its results.
@@ -188,6 +197,7 @@ def simulate(
         cost_model: overrides the one named by ``cfg`` (default: the fitted A100 model).
         router: a router instance to use instead of ``cfg.policies.router``.
         progress: show a progress bar on stderr (only when it is a terminal).
+        check_invariants: assert KV and token accounting at every iteration (slow; tests).
     """
     t0 = time.perf_counter()
     if not workload.calls:
@@ -207,6 +217,7 @@ def simulate(
         registry.create("placement", pol.placement),
         registry.create("autoscaling", pol.autoscaler),
         driver.on_call_done,
+        check_invariants=check_invariants,
     )
     for m in workload.models():
         cluster.resolve_model(m)  # fail before simulating when a model is not deployed
@@ -218,7 +229,9 @@ def simulate(
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=len(workload.calls), unit="call", desc="simulating", leave=False, file=sys.stderr)
+        bar = tqdm(
+            total=len(workload.calls), unit="call", desc="simulating", leave=False, file=sys.stderr
+        )
     step = env.step
     try:
         while True:
@@ -228,7 +241,9 @@ def simulate(
                 if bar is not None:
                     bar.n = driver.done
                     el = time.perf_counter() - t0
-                    bar.set_postfix_str(f"sim t={env.now:,.0f}s, {events / el:,.0f} ev/s", refresh=True)
+                    bar.set_postfix_str(
+                        f"sim t={env.now:,.0f}s, {events / el:,.0f} ev/s", refresh=True
+                    )
                 if on_progress is not None:
                     on_progress(env.now, driver.done, events)
     except simpy.core.EmptySchedule:
@@ -239,7 +254,9 @@ def simulate(
     sim_wall = time.perf_counter() - t0
     if not driver.finished():
         stuck = [c.call_id for c, e in zip(driver.calls, driver.ended, strict=True) if not e][:5]
-        raise RuntimeError(f"simulation ended with {len(driver.calls) - driver.done} calls unfinished, e.g. {stuck}")
+        raise RuntimeError(
+            f"simulation ended with {len(driver.calls) - driver.done} calls unfinished, e.g. {stuck}"
+        )
 
     calls = recorder.frame()
     makespan = float(env.now)
@@ -285,7 +302,11 @@ def simulate(
         policy=_policy_label(cfg),
     )
     timeline = pd.DataFrame.from_records(
-        [(t, r.replica_id, run, wait, used, act) for r in cluster.all_replicas for (t, run, wait, used, act) in r.timeline],
+        [
+            (t, r.replica_id, run, wait, used, act)
+            for r in cluster.all_replicas
+            for (t, run, wait, used, act) in r.timeline
+        ],
         columns=TIMELINE_COLUMNS,
     )
     total_wall = time.perf_counter() - t0

@@ -197,7 +197,9 @@ def add_dgx_a100(g: nx.Graph, node: int, first_gpu: int) -> int:
     return 8
 
 
-def add_pcie_server(g: nx.Graph, node: int, first_gpu: int, gpus: int = 8, nvlink_pairs: bool = True) -> int:
+def add_pcie_server(
+    g: nx.Graph, node: int, first_gpu: int, gpus: int = 8, nvlink_pairs: bool = True
+) -> int:
     """Add a PCIe server: ``gpus`` PCIe A100s, 2 per PCIe switch, NVLink bridges joining
     each pair (if ``nvlink_pairs``), 2 CPU sockets, one 100 GbE NIC per socket."""
     p = f"n{node}/"
@@ -213,7 +215,14 @@ def add_pcie_server(g: nx.Graph, node: int, first_gpu: int, gpus: int = 8, nvlin
     for sw in range((gpus + 1) // 2):
         ps = p + f"pcie{sw}"
         g.add_node(ps, kind="pcie_switch")
-        _edge(g, ps, p + f"cpu{(sw * 2) // max(1, gpus // 2) if gpus > 1 else 0}", PCIE_BW, PCIE_LAT, "pcie")
+        _edge(
+            g,
+            ps,
+            p + f"cpu{(sw * 2) // max(1, gpus // 2) if gpus > 1 else 0}",
+            PCIE_BW,
+            PCIE_LAT,
+            "pcie",
+        )
         for k in range(2):
             i = sw * 2 + k
             if i >= gpus:

@@ -16,7 +16,9 @@ class FirstFit(PlacementPolicy):
     group can straddle PCIe switches or nodes.  No parameters.
     """
 
-    def place(self, request: PlacementRequest, topology: TopologyView, free: Sequence[int]) -> tuple[int, ...] | None:
+    def place(
+        self, request: PlacementRequest, topology: TopologyView, free: Sequence[int]
+    ) -> tuple[int, ...] | None:
         n = request.tp * request.pp
         if len(free) < n:
             return None

@@ -23,7 +23,9 @@ class LeastLoaded(Router):
     def __init__(self, metric: str = "requests", seed: int = 0) -> None:
         super().__init__(seed)
         if metric not in ("requests", "tokens"):
-            raise PolicyError(f"least_loaded: metric must be 'requests' or 'tokens', got {metric!r}")
+            raise PolicyError(
+                f"least_loaded: metric must be 'requests' or 'tokens', got {metric!r}"
+            )
         self.metric = metric
 
     def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:

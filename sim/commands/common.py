@@ -34,16 +34,26 @@ def add_trace_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
 def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> None:
     """Every flag of ``agentsim run`` except ``--out``."""
     add_trace_arguments(p)
-    p.add_argument("--cluster", help="cluster config TOML (default: 2 DGX A100 nodes, Llama-3-70B TP=4 x4)")
+    p.add_argument(
+        "--cluster", help="cluster config TOML (default: 2 DGX A100 nodes, Llama-3-70B TP=4 x4)"
+    )
     if policy_flags:
-        p.add_argument("--policy", help="routing policy (alias of --router), e.g. prefix_affinity:cache_threshold=0.5")
+        p.add_argument(
+            "--policy",
+            help="routing policy (alias of --router), e.g. prefix_affinity:cache_threshold=0.5",
+        )
         p.add_argument("--router", help="routing policy spec")
         p.add_argument("--batching", help="batching policy spec (e.g. fcfs)")
         p.add_argument("--retention", help="KV retention policy spec (e.g. lru)")
         p.add_argument("--placement", help="placement policy spec (e.g. first_fit)")
         p.add_argument("--autoscaler", help="autoscaling policy spec (e.g. static)")
     p.add_argument("--seed", type=int, default=0, help="random seed of every policy (default 0)")
-    p.add_argument("--load-scale", type=float, default=1.0, help="multiply the trace's arrival rate (0.5 halves it)")
+    p.add_argument(
+        "--load-scale",
+        type=float,
+        default=1.0,
+        help="multiply the trace's arrival rate (0.5 halves it)",
+    )
     p.add_argument("--costmodel", help="fitted cost model TOML (default: the committed A100 model)")
     g = p.add_argument_group("quick cluster flags (override the cluster config)")
     g.add_argument("--gpu", help="GPU type: a100-40gb, a100-80gb, a100-80gb-pcie, h100-80gb")
@@ -55,7 +65,11 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
     g.add_argument("--max-num-seqs", type=int, help="max running sequences per replica")
     g.add_argument("--max-num-batched-tokens", type=int, help="token budget per iteration")
     g.add_argument("--block-size", type=int, help="KV block size in tokens")
-    g.add_argument("--no-fast-forward", action="store_true", help="step every iteration (for validation; slower)")
+    g.add_argument(
+        "--no-fast-forward",
+        action="store_true",
+        help="step every iteration (for validation; slower)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -71,7 +85,9 @@ def policy_overrides(args: argparse.Namespace) -> dict[str, str]:
     return out
 
 
-def cluster_from_args(args: argparse.Namespace, policies: dict[str, str] | None = None) -> ClusterConfig:
+def cluster_from_args(
+    args: argparse.Namespace, policies: dict[str, str] | None = None
+) -> ClusterConfig:
     """The cluster config named by ``--cluster`` (or the default) with quick flags applied."""
     cfg = load_cluster_config(args.cluster) if args.cluster else default_cluster_config()
     pol = policy_overrides(args)
@@ -101,7 +117,9 @@ def trace_path(args: argparse.Namespace) -> str:
     if args.trace:
         return str(args.trace)
     if not DEFAULT_TRACE.exists():
-        raise InputError(str(DEFAULT_TRACE), None, None, "the embedded default trace is missing; pass --trace")
+        raise InputError(
+            str(DEFAULT_TRACE), None, None, "the embedded default trace is missing; pass --trace"
+        )
     return str(DEFAULT_TRACE)
 
 

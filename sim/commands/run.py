@@ -34,8 +34,14 @@ def default_run_name(trace: str, policy: str, seed: int) -> str:
 def run(args: argparse.Namespace) -> int:
     cfg = cluster_from_args(args)
     workload = workload_from_args(args)
-    result = simulate(workload, cfg, seed=args.seed, load_scale=args.load_scale, progress=not args.quiet)
-    out = Path(args.out) if args.out else RESULTS_DIR / default_run_name(trace_path(args), cfg.policies.router, args.seed)
+    result = simulate(
+        workload, cfg, seed=args.seed, load_scale=args.load_scale, progress=not args.quiet
+    )
+    out = (
+        Path(args.out)
+        if args.out
+        else RESULTS_DIR / default_run_name(trace_path(args), cfg.policies.router, args.seed)
+    )
     write_results(result, out)
     if not args.quiet:
         s = result.summary

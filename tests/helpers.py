@@ -1,0 +1,63 @@
+"""Small builders shared by the tests: workloads and clusters made by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sim.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
+from sim.costmodel import RooflineCostModel
+from sim.workload import Call, Workload
+
+ROOFLINE = RooflineCostModel()
+
+
+def chain_hashes(session: int, tokens: int, block: int = 16, salt: int = 0) -> tuple[int, ...]:
+    """Chain hashes of a session's growing context: the same session shares its prefix."""
+    return tuple(hash((salt, session, i)) & (2**62 - 1) for i in range(tokens // block))
+
+
+def llm(
+    cid: str,
+    sid: str,
+    inp: int,
+    out: int,
+    t: float = 0.0,
+    parents: tuple[str, ...] = (),
+    gap: float = 0.0,
+    hashes: tuple[int, ...] = (),
+    block: int = 16,
+    model: str | None = None,
+) -> Call:
+    return Call(cid, sid, "llm", parents, t, gap, model, inp, out, hashes, block)
+
+
+def tool(cid: str, sid: str, duration: float, parents: tuple[str, ...], t: float = 0.0) -> Call:
+    return Call(cid, sid, "tool", parents, t, 0.0, None, 0, 0, (), 16, duration)
+
+
+def cluster(
+    model: str = "llama-2-7b",
+    tp: int = 1,
+    replicas: int = 1,
+    router: str = "round_robin",
+    nodes: int = 1,
+    fast_forward: bool = True,
+    **dep: object,
+) -> ClusterConfig:
+    return validate(
+        ClusterConfig(
+            name="test",
+            gpu="a100-80gb",
+            nodes=(NodeGroup("dgx-a100", nodes, 8),),
+            deployments=(replace(Deployment(model=model, tp=tp, replicas=replicas), **dep),),  # type: ignore[arg-type]
+            policies=PolicyConfig(router=router),
+            fast_forward=fast_forward,
+            source="<test>",
+        )
+    )
+
+
+def workload(calls: list[Call]) -> Workload:
+    from sim.workload import topo_order
+
+    return Workload(topo_order(calls), name="test")
