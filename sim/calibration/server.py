@@ -4,15 +4,16 @@ It does real compute (the random-weight transformers model of
 :mod:`sim.calibration.engines.torch_engine`) with iteration-level batching, so the
 ``http`` engine can be tested, and end-to-end comparisons made, against a real server:
 
-- one scheduler thread runs iterations; an iteration is either a *prefill* of waiting
-  requests (FCFS, each prompt one forward pass, up to ``max_batch`` running requests and
-  ``max_prefill_tokens`` new tokens) or, when nothing can be admitted, one batched
-  *decode* step of every running request (left-padded KV cache, per-sequence positions);
-  prefills take priority, as in vLLM without chunked prefill;
+- one scheduler thread runs iterations the way vLLM (and the simulator's engine) does
+  with chunked prefill: every running request decodes one token (one batched forward
+  over a left-padded KV cache with per-sequence positions), and the rest of the
+  ``max_num_batched_tokens`` budget goes to prompt chunks of prefilling and then newly
+  admitted requests (FCFS, at most ``max_batch`` requests at once; each chunk is one
+  forward pass continuing that request's KV cache);
 - ``POST /v1/completions`` accepts ``prompt`` as a list of token ids (or a string, taken
   as UTF-8 bytes, one token per byte), ``max_tokens``, ``stream``,
   ``stream_options.include_usage`` and vLLM's ``ignore_eos``; tokens are greedy; the
-  text of a token is ``"<id>"`` (there is no tokenizer);
+  text of a token is ``"<id>"`` (there is no tokenizer); the ``user`` field is logged;
 - ``GET /v1/models`` lists the model, with the server's record header under ``agentsim``;
 - every finished request appends one JSON line to ``--log``: the server's own timings
   (``ttft_s``, ``itl_s``, ``e2e_s``, seconds, measured when each chunk has been written
@@ -52,7 +53,7 @@ class ServerConfig:
         engine: the torch engine's model, device, dtype, layers.
         host, port: where to listen (port 0: an ephemeral port).
         max_batch: most running requests (sequences) at once.
-        max_prefill_tokens: most new prompt tokens in one prefill iteration.
+        max_num_batched_tokens: most new tokens (decodes + prompt chunks) per iteration.
         log_path: JSON Lines file of per-request server timings (``None``: no log).
         max_lifetime_s: shut down after this many seconds (``None``: never).
         idle_exit_s: shut down after this many seconds without a request (``None``: never).
@@ -63,7 +64,7 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     max_batch: int = 32
-    max_prefill_tokens: int = 4096
+    max_num_batched_tokens: int = 4096
     log_path: str | None = None
     max_lifetime_s: float | None = None
     idle_exit_s: float | None = None
@@ -79,27 +80,42 @@ class _Request:
     max_tokens: int
     ignore_eos: bool
     received: float
+    user: str | None = None
     tokens: queue.Queue[int | None] = field(default_factory=queue.Queue)
     generated: int = 0
     last_token: int = 0
+    cache: Any = None  # the request's own DynamicCache while it prefills
     kv: list[tuple[Any, Any]] = field(default_factory=list)  # per layer [1, heads, len, dim]
     length: int = 0  # tokens in the KV cache
     iterations: list[float] = field(default_factory=list)
 
 
 class Scheduler:
-    """The iteration loop (see module doc).  Thread-safe :meth:`submit`."""
+    """The iteration loop (see module doc).  Thread-safe :meth:`submit`.
 
-    def __init__(self, engine: TorchEngine, max_batch: int, max_prefill_tokens: int) -> None:
+    Each iteration: every running request past its prefill decodes one token; the
+    remaining token budget (``max_num_batched_tokens`` minus the decodes) goes to prompt
+    chunks, first of requests already prefilling, then of waiting requests admitted in
+    arrival order while fewer than ``max_batch`` are running.  A request whose last
+    prompt chunk ran emits its first token and decodes from the next iteration on.
+    """
+
+    def __init__(self, engine: TorchEngine, max_batch: int, max_num_batched_tokens: int) -> None:
+        if max_num_batched_tokens < max_batch:
+            raise AgentsimError(
+                "max_num_batched_tokens must be >= max_batch so every running request can decode"
+            )
         self.engine = engine
         self.torch: Any = engine.torch
         self.max_batch = max_batch
-        self.max_prefill_tokens = max_prefill_tokens
+        self.max_num_batched_tokens = max_num_batched_tokens
         self.inbox: queue.Queue[_Request] = queue.Queue()
         self.waiting: list[_Request] = []
-        self.running: list[_Request] = []
+        self.prefilling: list[_Request] = []
+        self.running: list[_Request] = []  # decoding
         self.eos = getattr(engine.model.config, "eos_token_id", None)
         self.stop = threading.Event()
+        self.iterations = 0
         self._batch: tuple[_Request, ...] = ()
         self._cache: Any = None
         self._mask: Any = None
@@ -118,14 +134,65 @@ class Scheduler:
             pass
 
     def _loop(self) -> None:
-        torch = self.torch
-        with torch.inference_mode():
+        with self.torch.inference_mode():
             while not self.stop.is_set():
-                self._drain(block=not self.running and not self.waiting)
-                if self.waiting and len(self.running) < self.max_batch:
-                    self._prefill()
-                elif self.running:
-                    self._decode()
+                self._drain(block=not (self.running or self.prefilling or self.waiting))
+                if self.running or self.prefilling or self.waiting:
+                    self._iteration()
+
+    def _iteration(self) -> None:
+        t0 = time.perf_counter()
+        budget = self.max_num_batched_tokens - len(self.running)
+        chunks: list[tuple[_Request, int]] = []
+        for req in self.prefilling:
+            n = min(len(req.prompt) - req.length, budget)
+            if n <= 0:
+                break
+            chunks.append((req, n))
+            budget -= n
+        while (
+            self.waiting
+            and budget > 0
+            and len(self.running) + len(self.prefilling) < self.max_batch
+        ):
+            req = self.waiting.pop(0)
+            req.cache = self.engine.new_dynamic_cache()
+            self.prefilling.append(req)
+            n = min(len(req.prompt), budget)
+            chunks.append((req, n))
+            budget -= n
+        firsts = [(req, self._prefill_chunk(req, n)) for req, n in chunks]
+        decoded = self._decode() if self.running else []
+        dt = time.perf_counter() - t0
+        self.iterations += 1
+        still: list[_Request] = []
+        for req, tok in zip(self.running, decoded, strict=True):
+            req.length += 1
+            if not self._emit(req, tok, dt):
+                still.append(req)
+        if len(still) != len(self.running):
+            if not still:
+                self._batch, self._cache, self._mask = (), None, None
+            self.running = still  # finished rows leave the batched cache at the next rebuild
+        for req, first in firsts:
+            if first is None:
+                continue
+            self.prefilling.remove(req)
+            req.kv = [(layer.keys, layer.values) for layer in req.cache.layers]
+            req.cache = None
+            if not self._emit(req, first, dt):
+                self.running.append(req)
+
+    def _prefill_chunk(self, req: _Request, n: int) -> int | None:
+        """Run ``n`` more prompt tokens of ``req``; its first output token when the
+        prompt is complete, else ``None``."""
+        e = self.engine
+        ids = self.torch.tensor(
+            [req.prompt[req.length : req.length + n]], dtype=self.torch.long, device=e.device
+        )
+        tok = int(e.prefill(ids, req.cache)[0, 0])
+        req.length += n
+        return tok if req.length == len(req.prompt) else None
 
     def _emit(self, req: _Request, tok: int, dt: float) -> bool:
         """Hand a token to the request's handler; True when the request is finished."""
@@ -139,92 +206,53 @@ class Scheduler:
             req.tokens.put(None)
         return done
 
-    def _prefill(self) -> None:
-        e = self.engine
-        batch: list[_Request] = []
-        budget = self.max_prefill_tokens
-        while self.waiting and len(self.running) + len(batch) < self.max_batch:
-            nxt = self.waiting[0]
-            if batch and len(nxt.prompt) > budget:
-                break
-            budget -= len(nxt.prompt)
-            batch.append(self.waiting.pop(0))
-        t0 = time.perf_counter()
-        firsts: list[int] = []
-        for req in batch:
-            ids = self.torch.tensor([req.prompt], dtype=self.torch.long, device=e.device)
-            cache = e.new_dynamic_cache()
-            firsts.append(int(e.prefill(ids, cache)[0, 0]))
-            req.kv = [(layer.keys, layer.values) for layer in cache.layers]
-            req.length = len(req.prompt)
-        dt = time.perf_counter() - t0
-        for req, tok in zip(batch, firsts, strict=True):
-            if not self._emit(req, tok, dt):
-                self.running.append(req)
-
     def _build_batch(self) -> None:
-        """Left-pad every running request's KV into one batched cache."""
+        """Left-pad every running request's KV into one batched cache (rows of requests
+        already in the previous batch are sliced out of it)."""
         torch = self.torch
-        e = self.engine
         old = {r: i for i, r in enumerate(self._batch)}
         if self._cache is not None:
             width = self._mask.shape[1]
             for r in self.running:
-                if r in old:  # take the request's rows out of the previous batched cache
-                    i = old[r]
+                if r in old:
+                    i, start = old[r], width - r.length
                     r.kv = [
-                        (
-                            lay.keys[i : i + 1, :, width - r.length :],
-                            lay.values[i : i + 1, :, width - r.length :],
-                        )
+                        (lay.keys[i : i + 1, :, start:], lay.values[i : i + 1, :, start:])
                         for lay in self._cache.layers
                     ]
         longest = max(r.length for r in self.running)
-        cache = e.new_dynamic_cache()
+        cache = self.engine.new_dynamic_cache()
+        pad = torch.nn.functional.pad
         for li in range(len(self.running[0].kv)):
-            ks = [
-                torch.nn.functional.pad(r.kv[li][0], (0, 0, longest - r.length, 0))
-                for r in self.running
-            ]
-            vs = [
-                torch.nn.functional.pad(r.kv[li][1], (0, 0, longest - r.length, 0))
-                for r in self.running
-            ]
+            ks = [pad(r.kv[li][0], (0, 0, longest - r.length, 0)) for r in self.running]
+            vs = [pad(r.kv[li][1], (0, 0, longest - r.length, 0)) for r in self.running]
             cache.update(torch.cat(ks), torch.cat(vs), li)
-        mask = torch.zeros((len(self.running), longest), dtype=torch.long, device=e.device)
+        mask = torch.zeros(
+            (len(self.running), longest), dtype=torch.long, device=self.engine.device
+        )
         for i, r in enumerate(self.running):
             mask[i, longest - r.length :] = 1
             r.kv = []
         self._batch, self._cache, self._mask = tuple(self.running), cache, mask
 
-    def _decode(self) -> None:
+    def _decode(self) -> list[int]:
+        """One batched decode step of every running request; their next tokens."""
         torch = self.torch
-        e = self.engine
-        t0 = time.perf_counter()
+        dev = self.engine.device
         if tuple(self.running) != self._batch:
             self._build_batch()
         n = len(self.running)
-        ids = torch.tensor(
-            [[r.last_token] for r in self.running], dtype=torch.long, device=e.device
-        )
-        pos = torch.tensor([[r.length] for r in self.running], dtype=torch.long, device=e.device)
+        ids = torch.tensor([[r.last_token] for r in self.running], dtype=torch.long, device=dev)
+        pos = torch.tensor([[r.length] for r in self.running], dtype=torch.long, device=dev)
         self._mask = torch.cat(
-            [self._mask, torch.ones((n, 1), dtype=torch.long, device=e.device)], dim=1
+            [self._mask, torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1
         )
-        toks = e.decode(ids, self._cache, pos, attention_mask=self._mask)[:, 0].tolist()
-        dt = time.perf_counter() - t0
-        still: list[_Request] = []
-        for r, tok in zip(self.running, toks, strict=True):
-            r.length += 1
-            if not self._emit(r, int(tok), dt):
-                still.append(r)
-        if len(still) != n:
-            old = self._batch
-            self.running = still
-            if still:
-                self._batch = old  # rows are taken out of the old batch by _build_batch
-            else:
-                self._batch, self._cache, self._mask = (), None, None
+        return [
+            int(t)
+            for t in self.engine.decode(ids, self._cache, pos, attention_mask=self._mask)[
+                :, 0
+            ].tolist()
+        ]
 
 
 class _Server(ThreadingHTTPServer):
@@ -396,6 +424,7 @@ class _Handler(BaseHTTPRequestHandler):
             max_tokens=max_tokens,
             ignore_eos=bool(body.get("ignore_eos", False)),
             received=received,
+            user=str(body["user"]) if body.get("user") is not None else None,
         )
 
     def _log(self, req: _Request, received: float, times: list[float]) -> None:
@@ -404,6 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         rec = {
             "request_id": req.rid,
+            "user": req.user,
             "received_unix_s": time.time() - (time.perf_counter() - received),
             "prompt_tokens": len(req.prompt),
             "completion_tokens": len(times),
@@ -426,9 +456,11 @@ class CalibrationServer:
         header = self.engine.header().to_json()
         header["server"] = {
             "max_batch": cfg.max_batch,
-            "max_prefill_tokens": cfg.max_prefill_tokens,
+            "max_num_batched_tokens": cfg.max_num_batched_tokens,
+            "prefix_caching": False,
+            "scheduling": "fcfs; decodes first, then prompt chunks within the token budget",
         }
-        self.scheduler = Scheduler(self.engine, cfg.max_batch, cfg.max_prefill_tokens)
+        self.scheduler = Scheduler(self.engine, cfg.max_batch, cfg.max_num_batched_tokens)
         self.httpd = _Server(cfg, self.scheduler, header)
 
     @property
@@ -486,10 +518,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="0 picks an ephemeral port")
     p.add_argument("--max-batch", type=int, default=32, help="most running requests")
     p.add_argument(
-        "--max-prefill-tokens",
+        "--max-num-batched-tokens",
         type=int,
         default=4096,
-        help="most prompt tokens per prefill iteration",
+        help="most new tokens per iteration (decodes + prompt chunks)",
     )
     p.add_argument(
         "--log", default=None, help="append per-request server timings (JSON Lines) here"
@@ -515,7 +547,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host,
         port=args.port,
         max_batch=args.max_batch,
-        max_prefill_tokens=args.max_prefill_tokens,
+        max_num_batched_tokens=args.max_num_batched_tokens,
         log_path=args.log,
         max_lifetime_s=args.max_lifetime_s,
         idle_exit_s=args.idle_exit_s,

@@ -7,7 +7,8 @@ root call at its recorded ``issue_time_s`` after the replay starts, any other ca
 ``POST {url}/v1/completions`` whose ``prompt`` is ``input_tokens`` token ids (calls
 sharing ``prefix_hashes`` share the same leading token blocks, so prefix caches behave as
 in the trace), with ``max_tokens=output_tokens`` and ``ignore_eos`` so the server
-generates exactly that many tokens.
+generates exactly that many tokens; the OpenAI ``user`` field carries the call id, so
+server logs can be matched to calls.
 
 Per call the engine records the send time (``arrival_s``, seconds since replay start),
 TTFT (send to first streamed token), every inter-token gap (between consecutive content
@@ -169,6 +170,7 @@ def _stream_call(
             "stream_options": {"include_usage": True},
             "ignore_eos": True,
             "temperature": 0.0,
+            "user": m.call.call_id,
         }
     ).encode()
     c = ep.conn()

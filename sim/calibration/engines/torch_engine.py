@@ -21,6 +21,7 @@ decoder layers (for CPU runs of big architectures); the record header says so in
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,6 +130,9 @@ class TorchEngine:
                 hf_config, dtype=self.dtype, attn_implementation=cfg.attn_implementation
             ).eval()
         self.vocab_size = int(hf_config.vocab_size)
+        # transformers 5.x renamed ``past_key_values=`` to ``cache=`` (the old name warns)
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.transformers_version: str = transformers.__version__
 
@@ -186,7 +190,9 @@ class TorchEngine:
     def prefill(self, input_ids: Any, cache: Any) -> Any:
         """Forward prompts ``input_ids [batch, len]`` into ``cache``; returns the greedy
         next token of each sequence, ``[batch, 1]``."""
-        out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}
+        )
         return out.logits[:, -1].argmax(-1, keepdim=True)
 
     def decode(
@@ -196,11 +202,11 @@ class TorchEngine:
         returns the greedy next tokens ``[batch, 1]``."""
         out = self.model(
             input_ids=input_ids,
-            cache=cache,
             use_cache=True,
             position_ids=position_ids,
             attention_mask=attention_mask,
             logits_to_keep=1,
+            **{self._cache_kw: cache},
         )
         return out.logits[:, -1].argmax(-1, keepdim=True)
 
