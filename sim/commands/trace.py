@@ -19,7 +19,7 @@ from typing import Any
 
 from sim.errors import InputError
 from sim.traces import FORMATS, TraceOptions, detect_format, load_trace, stream_trace
-from sim.traces.canonical import write_canonical
+from sim.traces.canonical import HEADER_KEY, write_canonical
 from sim.traces.estimate import ServiceEstimate
 from sim.traces.generic import ColumnMap
 from sim.traces.sample import retime_sessions, sample_sessions
@@ -140,6 +140,7 @@ def register(sub: Any) -> None:
     m.add_argument(
         "--seed", type=int, help="draw sessions at random with this seed (default: the first N)"
     )
+    m.add_argument("--max-calls", type=int, metavar="K", help="only sessions of at most K calls")
     m.add_argument(
         "--rate",
         type=float,
@@ -220,18 +221,20 @@ def run_sample(args: argparse.Namespace) -> int:
         raise InputError("--sessions", None, None, "must be >= 1")
     fmt = _fmt_of(args, args.input)
     w = load_trace(args.input, fmt, _options(args))
-    calls = sample_sessions(w, args.sessions, args.seed)
+    calls = sample_sessions(w, args.sessions, args.seed, args.max_calls)
     if args.rate is not None:
         if args.rate <= 0:
             raise InputError("--rate", None, None, "must be > 0")
         calls = retime_sessions(calls, args.rate, args.seed or 0)
     header: dict[str, Any] = {
-        "source": Path(args.input).name,
+        **{k: v for k, v in w.meta.items() if k not in ("read", HEADER_KEY, "reconstruction")},
+        "source": w.meta.get("source") or Path(args.input).name,
+        "sampled_from": Path(args.input).name,
+        "format": "agentsim",
         "sampled_sessions": args.sessions,
-        **{
-            k: v for k, v in w.meta.items() if k not in ("read", "agentsim_trace", "reconstruction")
-        },
     }
+    if args.seed is not None:
+        header["sample_seed"] = args.seed
     if args.rate is not None:
         header["retimed_sessions_per_s"] = args.rate
     n = write_canonical(calls, args.out, header)

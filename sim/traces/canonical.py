@@ -20,6 +20,7 @@ from sim.workload import Call, Workload, topo_order
 
 FORMAT_VERSION = 1
 HEADER_KEY = "agentsim_trace"
+DEFAULT_BLOCK_SIZE = 16
 
 _KNOWN = {
     "session_id",
@@ -91,7 +92,7 @@ def parse_call(obj: Any, path: str, line: int) -> Call:
     if kind == "llm":
         inp = _int(path, line, obj, "input_tokens", None, 1)
         out = _int(path, line, obj, "output_tokens", None, 1)
-        bs = _int(path, line, obj, "block_size", 16, 1)
+        bs = _int(path, line, obj, "block_size", DEFAULT_BLOCK_SIZE, 1)
         hashes = obj.get("prefix_hashes", [])
         if not isinstance(hashes, list) or not all(
             isinstance(h, int) and not isinstance(h, bool) for h in hashes
@@ -217,6 +218,7 @@ def call_to_dict(c: Call) -> dict[str, Any]:
         d["output_tokens"] = c.output_tokens
         if c.prefix_hashes:
             d["prefix_hashes"] = list(c.prefix_hashes)
+        if c.prefix_hashes or c.block_size != DEFAULT_BLOCK_SIZE:
             d["block_size"] = c.block_size
     else:
         d["tool_duration_s"] = c.tool_duration_s

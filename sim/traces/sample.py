@@ -7,14 +7,20 @@ import numpy as np
 from sim.workload import Call, Workload, topo_order
 
 
-def sample_sessions(w: Workload, n: int, seed: int | None = None) -> list[Call]:
+def sample_sessions(
+    w: Workload, n: int, seed: int | None = None, max_calls: int | None = None
+) -> list[Call]:
     """The calls of ``n`` whole sessions of ``w``, in workload order.
 
-    Without a seed the first ``n`` sessions by start time are kept; with one, ``n``
-    sessions drawn uniformly without replacement.
+    Only sessions of at most ``max_calls`` calls are eligible (all when None).  Without
+    a seed the first ``n`` eligible sessions by start time are kept; with one, ``n``
+    drawn uniformly without replacement.
     """
     sessions = w.sessions()
-    order = sorted(sessions, key=lambda s: min(c.issue_time_s for c in sessions[s]))
+    order = sorted(
+        (s for s, cs in sessions.items() if max_calls is None or len(cs) <= max_calls),
+        key=lambda s: min(c.issue_time_s for c in sessions[s]),
+    )
     if seed is None:
         keep = set(order[:n])
     else:

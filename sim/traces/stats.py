@@ -71,6 +71,12 @@ class TraceStats:
         return asdict(self)
 
 
+def meta_section(w: Workload, key: str) -> dict[str, Any]:
+    """A dict-valued entry of ``w.meta`` (``read``, ``reconstruction``), or ``{}``."""
+    v = w.meta.get(key)
+    return dict(v) if isinstance(v, dict) else {}
+
+
 def prefix_reuse(llm_calls: Sequence[Call]) -> PrefixReuse:
     """Infinite-cache prefix reuse of LLM calls, in recorded issue order."""
     seen: set[int] = set()
@@ -113,8 +119,6 @@ def trace_stats(w: Workload) -> TraceStats:
         lo_hi = spans.setdefault(c.session_id, [c.issue_time_s, end])
         lo_hi[0] = min(lo_hi[0], c.issue_time_s)
         lo_hi[1] = max(lo_hi[1], end)
-    read = w.meta.get("read")
-    rec = w.meta.get("reconstruction")
     return TraceStats(
         calls=len(w.calls),
         llm_calls=len(llm),
@@ -130,8 +134,8 @@ def trace_stats(w: Workload) -> TraceStats:
         tool_duration_s=summarize([c.tool_duration_s for c in tools]),
         prefix_reuse=prefix_reuse(llm),
         models=sorted({c.model or "(default)" for c in llm}),
-        read=dict(read) if isinstance(read, dict) else {},
-        reconstruction=dict(rec) if isinstance(rec, dict) else None,
+        read=meta_section(w, "read"),
+        reconstruction=meta_section(w, "reconstruction") or None,
     )
 
 
