@@ -9,7 +9,6 @@ parent failed fails too (reason ``parent_failed``): every call ends exactly once
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,6 +185,7 @@ def simulate(
     progress: bool = False,
     check_invariants: bool = False,
     on_progress: Callable[[float, int, int], None] | None = None,
+    progress_label: str = "simulating",
 ) -> SimResult:
     """Run one simulation and return its results.
 
@@ -196,7 +196,8 @@ def simulate(
         load_scale: arrival-rate multiplier for root calls (2.0 doubles the load).
         cost_model: overrides the one named by ``cfg`` (default: the fitted A100 model).
         router: a router instance to use instead of ``cfg.policies.router``.
-        progress: show a progress bar on stderr (only when it is a terminal).
+        progress: show a progress bar on stderr (only when it is a terminal): calls
+            done, simulated time against the trace's span, events per second.
         check_invariants: assert KV and token accounting at every iteration (slow; tests).
     """
     t0 = time.perf_counter()
@@ -226,25 +227,20 @@ def simulate(
 
     events = 0
     bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
+    if progress:
+        from sim.progress import ProgressBar
 
-        bar = tqdm(
-            total=len(workload.calls), unit="call", desc="simulating", leave=False, file=sys.stderr
-        )
+        span = max((c.issue_time_s for c in workload.calls if not c.parents), default=0.0)
+        bar = ProgressBar(len(workload.calls), span / load_scale, progress_label)
     step = env.step
     try:
         while True:
             step()
             events += 1
-            if not events & 0x3FFF:
+            if not events & 0xFF:
                 if bar is not None:
-                    bar.n = driver.done
-                    el = time.perf_counter() - t0
-                    bar.set_postfix_str(
-                        f"sim t={env.now:,.0f}s, {events / el:,.0f} ev/s", refresh=True
-                    )
-                if on_progress is not None:
+                    bar.update(env.now, driver.done, events)
+                if on_progress is not None and not events & 0x3FFF:
                     on_progress(env.now, driver.done, events)
     except simpy.core.EmptySchedule:
         pass
