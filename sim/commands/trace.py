@@ -28,7 +28,9 @@ from sim.traces.stats import format_stats, trace_stats
 from sim.traces.synth import generate, load_synth_config
 
 
-def _reader_options(p: argparse.ArgumentParser, flag: str = "--trace-format") -> None:
+def add_reader_arguments(p: argparse.ArgumentParser, flag: str = "--trace-format") -> None:
+    """Add ``--trace-format`` (or ``--from``) and the reader options to a parser;
+    :func:`reader_options` turns the parsed arguments into :class:`TraceOptions`."""
     names = list(FORMATS)
     if flag == "--from":
         p.add_argument(
@@ -82,7 +84,8 @@ def _reader_options(p: argparse.ArgumentParser, flag: str = "--trace-format") ->
     )
 
 
-def _options(args: argparse.Namespace) -> TraceOptions:
+def reader_options(args: argparse.Namespace) -> TraceOptions:
+    """The :class:`TraceOptions` of arguments added by :func:`add_reader_arguments`."""
     cols = None
     if args.columns:
         cols = ColumnMap.parse(args.columns, args.time_unit)
@@ -117,13 +120,13 @@ def register(sub: Any) -> None:
     c.add_argument(
         "--attribution", default="", help="attribution/license text stored in the output header"
     )
-    _reader_options(c, "--from")
+    add_reader_arguments(c, "--from")
     c.set_defaults(func=run_convert)
 
     s = tsub.add_parser("stats", help="summary statistics of a trace")
     s.add_argument("path", metavar="PATH")
     s.add_argument("--json", action="store_true", help="print one JSON object")
-    _reader_options(s)
+    add_reader_arguments(s)
     s.set_defaults(func=run_stats)
 
     y = tsub.add_parser("synth", help="generate a synthetic agent workload from a TOML config")
@@ -147,7 +150,7 @@ def register(sub: Any) -> None:
         metavar="R",
         help="re-time session starts as a Poisson process of R sessions/s",
     )
-    _reader_options(m)
+    add_reader_arguments(m)
     m.set_defaults(func=run_sample)
 
 
@@ -160,7 +163,7 @@ def _fmt_of(args: argparse.Namespace, path: str) -> str:
 def run_convert(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     fmt = _fmt_of(args, args.input)
-    st = stream_trace(args.input, fmt, _options(args))
+    st = stream_trace(args.input, fmt, reader_options(args))
     header: dict[str, Any] = {"source": Path(args.input).name, **st.meta}
     if args.attribution:
         header["attribution"] = args.attribution
@@ -179,7 +182,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    w = load_trace(args.path, _fmt_of(args, args.path), _options(args))
+    w = load_trace(args.path, _fmt_of(args, args.path), reader_options(args))
     stats = trace_stats(w)
     if args.json:
         print(json.dumps(stats.as_dict(), indent=1, sort_keys=True))
@@ -220,7 +223,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.sessions < 1:
         raise InputError("--sessions", None, None, "must be >= 1")
     fmt = _fmt_of(args, args.input)
-    w = load_trace(args.input, fmt, _options(args))
+    w = load_trace(args.input, fmt, reader_options(args))
     calls = sample_sessions(w, args.sessions, args.seed, args.max_calls)
     if args.rate is not None:
         if args.rate <= 0:
