@@ -131,3 +131,14 @@ def test_config_errors_name_the_field(tmp_path: Path, text: str, field: str) -> 
     with pytest.raises(InputError) as e:
         load_synth_config(p)
     assert str(e.value).startswith(f"{p}: {field}:")
+
+
+def test_hash_block_tokens_and_toml_loads_as_a_trace(tmp_path: Path) -> None:
+    cfg = tmp_path / "w.toml"
+    cfg.write_text('seed = 1\nsessions = 3\nhash_block_tokens = 64\n[[agents]]\nkind = "react"\n')
+    w = load_trace(cfg)  # a .toml trace is generated in memory
+    assert w.meta["format"] == "synth" and w.num_sessions == 3
+    llm = [c for c in w.calls if c.kind == "llm"]
+    assert all(c.block_size == 64 and len(c.prefix_hashes) == c.input_tokens // 64 for c in llm)
+    fine = list(generate(replace(load_synth_config(cfg), hash_block_tokens=16)))
+    assert [c.input_tokens for c in fine] == [c.input_tokens for c in w.calls]

@@ -87,6 +87,10 @@ def stream_trace(path: str, fmt: str, opts: TraceOptions | None = None) -> Trace
         calls = iter_azure(_single(path), report)
     elif fmt == "burstgpt":
         calls = iter_burstgpt(_single(path), report)
+    elif fmt == "synth":
+        from sim.traces.synth import generate, load_synth_config
+
+        calls = generate(load_synth_config(path))
     elif fmt == "csv":
         calls = iter_generic(_single(path), opts.columns, report, opts.est)
         if opts.columns is not None and opts.columns.session is not None:
@@ -104,10 +108,21 @@ def _single(path: str) -> str:
     return path
 
 
+def _load_synth(path: str) -> Workload:
+    """Generate a synthetic workload from its TOML config, in memory (no file written)."""
+    from sim.traces.synth import generate, load_synth_config
+
+    cfg = load_synth_config(path)
+    meta: dict[str, Any] = {"format": "synth", "seed": cfg.seed, "sessions": cfg.sessions}
+    return Workload(calls=list(generate(cfg)), name=Path(path).stem, source=path, meta=meta)
+
+
 def _loader(fmt: str) -> Callable[..., Workload]:
     def load(path: str, opts: TraceOptions | None = None) -> Workload:
         if fmt == "agentsim":
             return read_canonical(path)
+        if fmt == "synth":
+            return _load_synth(path)
         st = stream_trace(path, fmt, opts)
         calls = list(st.calls)
         if fmt == "lmcache":
@@ -121,7 +136,8 @@ def _loader(fmt: str) -> Callable[..., Workload]:
 
 #: Format name -> loader ``(path, opts=None) -> Workload``.
 FORMATS: dict[str, Callable[..., Workload]] = {
-    name: _loader(name) for name in ("agentsim", "mooncake", "azure", "burstgpt", "lmcache", "csv")
+    name: _loader(name)
+    for name in ("agentsim", "mooncake", "azure", "burstgpt", "lmcache", "csv", "synth")
 }
 
 
@@ -135,7 +151,12 @@ def _first_record(path: str) -> str:
 
 
 def detect_format(path: str) -> str:
-    """Guess a trace's format from its first record (a directory: from its first file)."""
+    """Guess a trace's format from its first record (a directory: from its first file).
+
+    A ``.toml`` file is a synthetic workload config, generated on load (``synth``).
+    """
+    if path.endswith(".toml"):
+        return "synth"
     first_file = trace_files(path)[0]
     first = _first_record(first_file)
     try:

@@ -97,6 +97,9 @@ class SynthConfig:
     arrivals: ArrivalConfig = field(default_factory=ArrivalConfig)
     agents: tuple[ReactConfig | FanoutConfig, ...] = (ReactConfig(),)
     estimate: ServiceEstimate = field(default_factory=ServiceEstimate)
+    #: Tokens per prefix-hash block.  16 matches the engine's KV block; long-context
+    #: workloads at scale may use 64 or more (fewer hashes per call, coarser hits).
+    hash_block_tokens: int = TEXT_BLOCK_SIZE
 
 
 class _Context:
@@ -136,8 +139,9 @@ class _Context:
 class _Session:
     """Builds the calls of one session, tracking estimated end times."""
 
-    def __init__(self, sid: str, start_s: float, est: ServiceEstimate) -> None:
+    def __init__(self, sid: str, start_s: float, est: ServiceEstimate, block_size: int) -> None:
         self.sid = sid
+        self.bs = block_size
         self.start = start_s
         self.est = est
         self.calls: list[Call] = []
@@ -186,7 +190,7 @@ class _Session:
 
 
 def _react(s: _Session, a: ReactConfig, rng: np.random.Generator) -> None:
-    ctx = _Context()
+    ctx = _Context(s.bs)
     ctx.append("react:system", a.system_prompt_tokens)
     ctx.append(f"{s.sid}:task", a.task_tokens.sample_int(rng))
     turns = a.turns.sample_int(rng)
@@ -203,7 +207,7 @@ def _react(s: _Session, a: ReactConfig, rng: np.random.Generator) -> None:
         obs = a.tool_output_tokens.sample_int(rng, lo=0)
         parents, gap = (tid,), a.think_s.sample(rng)
         if a.small_model_fraction > 0 and rng.random() < a.small_model_fraction:
-            small = _Context()
+            small = _Context(s.bs)
             small.append("react:small-system", a.small_system_prompt_tokens)
             small.append(f"{tid}:out", obs)
             obs = a.small_output_tokens.sample_int(rng)
@@ -214,7 +218,7 @@ def _react(s: _Session, a: ReactConfig, rng: np.random.Generator) -> None:
 
 
 def _fanout(s: _Session, a: FanoutConfig, rng: np.random.Generator) -> None:
-    ctx = _Context()
+    ctx = _Context(s.bs)
     ctx.append("fanout:system", a.system_prompt_tokens)
     ctx.append(f"{s.sid}:task", a.task_tokens.sample_int(rng))
     parents: tuple[str, ...] = ()
@@ -224,7 +228,7 @@ def _fanout(s: _Session, a: FanoutConfig, rng: np.random.Generator) -> None:
         ctx.append(f"{plan}:out", out)
         leaves = []
         for j in range(a.subagents):
-            sub = _Context()
+            sub = _Context(s.bs)
             sub.append("fanout:subagent-system", a.subagent_system_prompt_tokens)
             sub.append(f"{plan}:instruction{j}", out)
             prev: tuple[str, ...] = (plan,)
@@ -251,7 +255,7 @@ def generate(cfg: SynthConfig) -> Iterator[Call]:
     weights /= weights.sum()
     for i, t in enumerate(starts):
         agent = cfg.agents[int(rng.choice(len(cfg.agents), p=weights))]
-        s = _Session(f"syn-{i}", t, cfg.estimate)
+        s = _Session(f"syn-{i}", t, cfg.estimate, cfg.hash_block_tokens)
         if isinstance(agent, ReactConfig):
             _react(s, agent, rng)
         else:
@@ -310,17 +314,22 @@ def load_synth_config(path: str | Path) -> SynthConfig:
     base_dir = p.parent
     cfg = SynthConfig()
     for key in raw:
-        if key not in ("seed", "sessions", "arrivals", "agents", "estimate"):
+        if key not in ("seed", "sessions", "arrivals", "agents", "estimate", "hash_block_tokens"):
             raise InputError(
-                where, None, key, "unknown key; known: seed, sessions, arrivals, agents, estimate"
+                where,
+                None,
+                key,
+                "unknown key; known: seed, sessions, arrivals, agents, estimate, hash_block_tokens",
             )
     ints: dict[str, int] = {}
-    for key, lo in (("seed", 0), ("sessions", 1)):
+    for key, lo in (("seed", 0), ("sessions", 1), ("hash_block_tokens", 1)):
         v = raw.get(key, getattr(cfg, key))
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise InputError(where, None, key, f"expected an integer >= {lo}")
         ints[key] = v
-    cfg = SynthConfig(seed=ints["seed"], sessions=ints["sessions"])
+    cfg = SynthConfig(
+        seed=ints["seed"], sessions=ints["sessions"], hash_block_tokens=ints["hash_block_tokens"]
+    )
     arr = raw.get("arrivals", {})
     if not isinstance(arr, dict):
         raise InputError(where, None, "arrivals", "expected a table")
