@@ -62,6 +62,11 @@ class ReplicaView(Protocol):
 
     @property
     def block_size(self) -> int: ...
+    @property
+    def busy_s(self) -> float:
+        """Seconds the replica's engine has spent iterating so far (GPU busy time)."""
+        ...
+
     def cached_prefix_tokens(self, call: Call) -> int:
         """Tokens of ``call``'s prompt whose KV is cached on this replica (prefix match)."""
         ...

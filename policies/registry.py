@@ -26,10 +26,13 @@ BUILTIN_MODULES = (
     "policies.routing.round_robin",
     "policies.routing.least_loaded",
     "policies.routing.session_affinity",
+    "policies.routing.k8s_service",
     "policies.batching.fcfs",
     "policies.retention.lru",
     "policies.placement.first_fit",
+    "policies.placement.k8s_default",
     "policies.autoscaling.static",
+    "policies.autoscaling.hpa",
 )
 
 T = TypeVar("T")

@@ -170,6 +170,23 @@ PRESETS: dict[str, ModelSpec] = {
         experts_per_token=2,
         max_context=32768,
     ),
+    # CohereForAI/c4ai-command-r-v01 config.json (Command R, 35B): 64 KV heads (no GQA),
+    # tied embeddings, 128k context (Cohere model card)
+    "command-r": ModelSpec(
+        "command-r",
+        40,
+        8192,
+        64,
+        64,
+        128,
+        22528,
+        256000,
+        tied_embeddings=True,
+        max_context=131072,
+    ),
+    # Qwen/Qwen2-7B-Instruct config.json (GQA 28/4 heads; QKV biases, 0.1% of the
+    # weights, are not counted)
+    "qwen2-7b": ModelSpec("qwen2-7b", 28, 3584, 28, 4, 128, 18944, 152064, max_context=32768),
 }
 
 HF_ALIASES = {
@@ -183,6 +200,10 @@ HF_ALIASES = {
     "meta-llama/Meta-Llama-3-70B-Instruct": "llama-3-70b",
     "mistralai/Mistral-7B-v0.1": "mistral-7b",
     "mistralai/Mixtral-8x7B-v0.1": "mixtral-8x7b",
+    "CohereForAI/c4ai-command-r-v01": "command-r",
+    "CohereLabs/c4ai-command-r-v01": "command-r",
+    "Qwen/Qwen2-7B": "qwen2-7b",
+    "Qwen/Qwen2-7B-Instruct": "qwen2-7b",
 }
 
 
