@@ -40,6 +40,20 @@ class Deployment:
     time on top of the weight load (seconds).  ``num_gpu_blocks_override`` (> 0)
     fixes the KV capacity in blocks instead of deriving it from memory (as vLLM's
     flag of the same name).
+
+    Pod start-up (``cold_start`` replicas and every replica an autoscaler adds), in
+    order: ``scheduling_s`` (API server, scheduler and kubelet until the container
+    starts; default 5 s, the Kubernetes pod-startup SLO: p99 <= 5 s excluding image
+    pull, sig-scalability ``pod_startup_latency.md``), ``image_pull_s`` (the serving
+    image, pulled once per node with ``imagePullPolicy: IfNotPresent``; a pod on a node
+    where a pull is under way waits for it; default 90 s: the vllm/vllm-openai image
+    is ~9 GB compressed (vllm-project/vllm#7609) at ~100 MB/s of download plus
+    decompression), the weight load (weight bytes per GPU over the slowest path from
+    ``weight_source``) and ``init_s`` (engine warm-up: profiling, KV allocation, CUDA
+    graph capture).  Mesh: ``mesh_hops`` proxies (sidecars, gateways) on every call,
+    each adding a log-normal round-trip latency with 90th/99th percentiles
+    ``mesh_hop_p90_s`` / ``mesh_hop_p99_s`` and ``mesh_hop_cpu_s`` vCPU-seconds per
+    call (defaults: Istio's published figures, see ``sim/mesh.py``).
     """
 
     model: str = "llama-3-70b"
@@ -54,6 +68,12 @@ class Deployment:
     weight_source: str = "nvme"
     init_s: float = 20.0
     num_gpu_blocks_override: int = 0
+    scheduling_s: float = 5.0
+    image_pull_s: float = 90.0
+    mesh_hops: int = 0
+    mesh_hop_p90_s: float = 0.85e-3
+    mesh_hop_p99_s: float = 1.35e-3
+    mesh_hop_cpu_s: float = 2e-4
 
     @property
     def gpus_per_replica(self) -> int:
@@ -69,6 +89,10 @@ class PolicyConfig:
     retention: str = "lru"
     placement: str = "first_fit"
     autoscaler: str = "static"
+    # decision latency (s): between a call's issue and the router's dispatch (an
+    # external scheduler), and between an autoscaler's decision and its action
+    router_delay_s: float = 0.0
+    autoscaler_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +188,8 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         if n.builder == "dgx-a100":
             _check(n.gpus == 8, w, f"nodes[{i}].gpus", "a dgx-a100 node has exactly 8 GPUs")
     _check(len(cfg.deployments) > 0, w, "deployments", "at least one deployment is required")
+    for f in ("router_delay_s", "autoscaler_delay_s"):
+        _check(getattr(cfg.policies, f) >= 0, w, f"policies.{f}", "must be >= 0")
     for i, d in enumerate(cfg.deployments):
         p = f"deployments[{i}]"
         try:
@@ -198,6 +224,16 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         )
         _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
         _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
+        _check(d.scheduling_s >= 0, w, f"{p}.scheduling_s", "must be >= 0")
+        _check(d.image_pull_s >= 0, w, f"{p}.image_pull_s", "must be >= 0")
+        _check(d.mesh_hops >= 0, w, f"{p}.mesh_hops", "must be >= 0")
+        _check(
+            0 < d.mesh_hop_p90_s <= d.mesh_hop_p99_s,
+            w,
+            f"{p}.mesh_hop_p90_s",
+            "need 0 < mesh_hop_p90_s <= mesh_hop_p99_s",
+        )
+        _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
     need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
     _check(
         need <= cfg.num_gpus,
