@@ -16,8 +16,8 @@ It does real compute (the random-weight transformers model of
   text of a token is ``"<id>"`` (there is no tokenizer); the ``user`` field is logged;
 - ``GET /v1/models`` lists the model, with the server's record header under ``agentsim``;
 - every finished request appends one JSON line to ``--log``: the server's own timings
-  (``ttft_s``, ``itl_s``, ``e2e_s``, seconds, measured when each chunk has been written
-  to the socket) and the iteration times.
+  (``ttft_s``, ``itl_s``, ``e2e_s``, seconds, from accepting the connection to each
+  chunk having been written to the socket) and the iteration times.
 
 It binds to 127.0.0.1 by default and exits by itself after ``--max-lifetime-s`` or
 ``--idle-exit-s`` seconds.  Run ``python -m sim.calibration.server --help`` or
@@ -266,6 +266,13 @@ class _Server(ThreadingHTTPServer):
         self.name = cfg.served_name or str(header["model"])
         self.log_lock = threading.Lock()
         self.last_activity = time.monotonic()
+        self.accepted: dict[Any, float] = {}  # connection -> perf_counter at accept
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Stamp the connection when accepted, before a handler thread is started, so
+        logged latencies include the server's own dispatch time."""
+        self.accepted[request] = time.perf_counter()
+        super().process_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -287,6 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(code, {"error": {"message": msg, "type": "invalid_request_error", "code": code}})
 
     def do_GET(self) -> None:
+        self.server.accepted.pop(self.request, None)
         self.server.last_activity = time.monotonic()
         if self.path in ("/health", "/v1/health"):
             self._json(200, {"status": "ok"})
@@ -303,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"no route {self.path}")
 
     def do_POST(self) -> None:
-        received = time.perf_counter()
+        received = self.server.accepted.pop(self.request, None) or time.perf_counter()
         self.server.last_activity = time.monotonic()
         if self.path != "/v1/completions":
             self._error(404, f"no route {self.path} (this server serves /v1/completions)")
@@ -558,6 +566,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 def serve(cfg: ServerConfig) -> int:
     """Start the server, print ``listening on URL`` (one line, flushed), serve."""
     server = CalibrationServer(cfg)
+    # hand the GIL over every 0.5 ms (default 5 ms) so a handler thread stamps and
+    # writes a token promptly while the scheduler thread runs Python between kernels
+    sys.setswitchinterval(5e-4)
     print(f"listening on {server.url}", flush=True)
     server.serve_forever()
     return 0

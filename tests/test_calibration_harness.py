@@ -1,0 +1,318 @@
+"""The calibration harness: grids, the torch engine on CPU end to end, resumable records.
+
+The torch tests run a tiny Llama (2 layers, hidden 128) on CPU: record -> fit ->
+validate -> replay byte-identical, plus resume, truncated and corrupt record files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim.calibration import harness_cli
+from sim.calibration.grid import IterationShape, load_grid, parse_grid
+from sim.errors import AgentsimError, InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "examples/calibration/tiny-llama/config.json")
+
+#: A grid of a dozen shapes: seconds on one CPU thread.
+SMALL_GRID = """
+warmup = 1
+repeats = 3
+dtype = "float32"
+
+[prefill]
+counts = [1, 2]
+lengths = [32, 128, 256]
+
+[decode]
+batch_sizes = [1, 8, 32]
+context_lens = [64, 512]
+
+[[mixed]]
+num_prefill_seqs = 1
+prefill_len = 64
+num_decode_seqs = 8
+decode_context_len = 128
+"""
+
+
+def cli(*argv: str) -> int:
+    """Run one harness subcommand as ``agentsim calibrate`` would."""
+    p = argparse.ArgumentParser()
+    harness_cli.register(p.add_subparsers())
+    args = p.parse_args(list(argv))
+    return int(args.func(args))
+
+
+# --- grids --------------------------------------------------------------------------
+
+
+def test_grid_expands_pairs_and_caps() -> None:
+    g = parse_grid(
+        {
+            "prefill": {"counts": [1, 4], "lengths": [128, 512], "max_tokens": 1024},
+            "decode": {"batch_sizes": [2], "context_lens": [100, 200]},
+            "mixed": [
+                {
+                    "num_prefill_seqs": 1,
+                    "prefill_len": 8,
+                    "num_decode_seqs": 2,
+                    "decode_context_len": 9,
+                }
+            ],
+        }
+    )
+    assert g.shapes == (
+        IterationShape(1, 128, 0, 0),
+        IterationShape(1, 512, 0, 0),
+        IterationShape(4, 128, 0, 0),
+        IterationShape(0, 0, 2, 100),
+        IterationShape(0, 0, 2, 200),
+        IterationShape(1, 8, 2, 9),
+    )
+    assert (g.warmup, g.repeats, g.dtype, g.tp, g.layers) == (2, 5, "auto", (1,), None)
+    assert g.max_context == 512
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ({"prefill": {"counts": [1], "lengths": [0]}}, "prefill.lengths"),
+        ({"prefill": {"counts": [1]}}, "prefill.lengths"),
+        ({"decode": {"batch_sizes": [1], "context_lens": [8]}, "repeats": 0}, "repeats"),
+        ({"decode": {"batch_sizes": [1], "context_lens": [8]}, "dtype": "int4"}, "dtype"),
+        ({"decode": {"batch_sizes": [1], "context_lens": [8]}, "bogus": 1}, "bogus"),
+        ({"mixed": [{"num_prefill_seqs": 1, "prefill_len": 8}]}, "mixed[0]"),
+        ({}, "no shapes"),
+    ],
+)
+def test_grid_errors_name_the_key(doc: dict, where: str) -> None:
+    with pytest.raises(InputError, match=where.replace("[", r"\[").replace("]", r"\]")):
+        parse_grid(doc, "g.toml")
+
+
+def test_example_grids_load() -> None:
+    for path in sorted((ROOT / "examples/calibration").glob("*.toml")):
+        assert load_grid(path).shapes
+
+
+def test_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sim.calibration.engines import require
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(AgentsimError) as e:
+        require("torch")
+    assert "pip install 'agentsim[calibrate]'" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+# --- the torch engine on CPU, end to end --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("harness")
+    grid = d / "grid.toml"
+    grid.write_text(SMALL_GRID)
+    out = d / "tiny.jsonl"
+    assert (
+        cli(
+            "record",
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--model",
+            TINY,
+            "--grid",
+            str(grid),
+            "-o",
+            str(out),
+        )
+        == 0
+    )
+    return grid, out
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_record_header_and_samples(recorded: tuple[Path, Path]) -> None:
+    grid, out = recorded
+    lines = _lines(out)
+    h = lines[0]
+    assert h["type"] == "header" and h["engine"] == "torch" and h["device"] == "cpu"
+    assert h["gpu"] == "cpu" and h["tp"] == 1 and h["layers_measured"] is None
+    assert h["model"] == "tiny-llama" and h["model_config"]["hidden_size"] == 128
+    assert (
+        h["dtype"] == "float32"
+        and h["torch_version"]
+        and h["engine_version"].startswith("transformers")
+    )
+    assert h["cpu_threads"] == 1
+    samples = lines[1:]
+    shapes = {IterationShape.from_dict(s["shape"]) for s in samples}
+    assert shapes == set(load_grid(grid).shapes)
+    for s in samples:
+        assert s["op"] == "iteration" and len(s["samples_s"]) == 3
+        assert all(0 < t < 5 for t in s["samples_s"])
+    by = {IterationShape.from_dict(s["shape"]): sorted(s["samples_s"])[1] for s in samples}
+    # more work takes longer: 2x256 prefill vs 1x32, 32@512 decode vs 1@64
+    assert by[IterationShape(2, 256, 0, 0)] > by[IterationShape(1, 32, 0, 0)]
+    assert by[IterationShape(0, 0, 32, 512)] > by[IterationShape(0, 0, 1, 64)]
+
+
+def test_record_resumes_without_remeasuring(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    grid, out = recorded
+    copy = tmp_path / "r.jsonl"
+    copy.write_bytes(out.read_bytes())
+    assert (
+        cli(
+            "record",
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--model",
+            TINY,
+            "--grid",
+            str(grid),
+            "-o",
+            str(copy),
+        )
+        == 0
+    )
+    assert copy.read_bytes() == out.read_bytes()
+
+
+def test_truncated_tail_loses_only_the_partial_line(
+    recorded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    grid, out = recorded
+    text = out.read_text()
+    lines = text.splitlines(keepends=True)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # crash mid-append
+    assert (
+        cli(
+            "record",
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--model",
+            TINY,
+            "--grid",
+            str(grid),
+            "-o",
+            str(cut),
+        )
+        == 0
+    )
+    new = cut.read_text().splitlines(keepends=True)
+    assert new[: len(lines) - 1] == lines[:-1]  # every complete line kept, in place
+    assert len(new) == len(lines)  # the lost shape was measured again
+    assert json.loads(new[-1])["shape"] == json.loads(lines[-1])["shape"]
+
+
+def test_corrupt_line_is_a_clear_error_and_changes_nothing(
+    recorded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    grid, out = recorded
+    lines = out.read_text().splitlines(keepends=True)
+    bad = tmp_path / "bad.jsonl"
+    lines[3] = lines[3][:20] + "\n"
+    bad.write_text("".join(lines))
+    before = bad.read_bytes()
+    with pytest.raises(InputError, match=r"bad\.jsonl:4: not valid JSON"):
+        cli(
+            "record",
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--model",
+            TINY,
+            "--grid",
+            str(grid),
+            "-o",
+            str(bad),
+        )
+    assert bad.read_bytes() == before
+
+
+def test_layers_can_be_reduced_and_the_header_says_so(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    grid = tmp_path / "g.toml"
+    grid.write_text("warmup = 0\nrepeats = 1\n[decode]\nbatch_sizes = [1]\ncontext_lens = [16]\n")
+    out = tmp_path / "r.jsonl"
+    assert (
+        cli(
+            "record",
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--model",
+            TINY,
+            "--grid",
+            str(grid),
+            "--layers",
+            "1",
+            "-o",
+            str(out),
+        )
+        == 0
+    )
+    h = _lines(out)[0]
+    assert h["layers_measured"] == 1 and h["model_config"]["num_hidden_layers"] == 2
+
+
+def test_torch_engine_rejects_tp(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    grid = tmp_path / "g.toml"
+    grid.write_text("tp = [2]\n[decode]\nbatch_sizes = [1]\ncontext_lens = [16]\n")
+    with pytest.raises(AgentsimError, match="tp=1 only"):
+        cli(
+            "record",
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--model",
+            TINY,
+            "--grid",
+            str(grid),
+            "-o",
+            str(tmp_path / "r.jsonl"),
+        )
+
+
+def test_fit_validate_replay_byte_identical(recorded: tuple[Path, Path], tmp_path: Path) -> None:
+    from sim.calibration.fit import fit_files
+    from sim.calibration.fitted import load_costmodel
+    from sim.calibration.records import read_records
+    from sim.calibration.validate import rows_of, validate_rows
+
+    _, out = recorded
+    records = tmp_path / "tiny-cpu.jsonl"
+    records.write_bytes(out.read_bytes())
+    cm_path = tmp_path / "tiny-cpu.toml"
+    cm_path.write_text(fit_files([records], "tiny-cpu"))
+    cm = load_costmodel(cm_path)
+    rep = validate_rows(rows_of(read_records(records)), cm.gpus, "a100_dgx")
+    assert rep.overall.n == len(read_records(records)[0].samples)
+    assert rep.overall.mape < 35.0  # a CPU with one thread is noisy; the fit must still track it
+    assert cli("replay", str(records), "-o", str(cm_path), "--check") == 0
+    before = cm_path.read_bytes()
+    assert cli("replay", str(records), "-o", str(cm_path)) == 0
+    assert cm_path.read_bytes() == before
