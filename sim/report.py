@@ -1,48 +1,319 @@
-"""Write a run's results to a directory (the output contract) and render report.md.
+"""Write a run's results to a directory (the output contract) and render its reports.
 
-Files: ``summary.json`` (the contract keys of :data:`sim.metrics.SUMMARY_KEYS`),
-``calls.parquet`` (one row per call), ``sessions.parquet``, ``timeline.parquet``
-(per-replica queue and KV samples at iteration boundaries), ``replicas.csv``,
-``config.json`` (cluster, trace, cost model, memory plan) and ``report.md``.  All
-writes are atomic.  ``summary.json`` is deterministic for a given seed; wall-clock
-numbers go to ``perf.json`` only.
+Files: ``summary.json`` (the contract keys of :data:`sim.metrics.SUMMARY_KEYS`, then
+the report metrics of :func:`report_metrics`), ``calls.parquet`` (one row per call),
+``sessions.parquet``, ``timeline.parquet`` (per-replica queue and KV samples at
+iteration boundaries), ``replicas.csv``, ``config.json`` (cluster, trace, cost model,
+memory plan), ``perf.json`` (wall-clock numbers), ``report.md`` and ``report.html``
+(the same report, self-contained, with plots embedded as PNG).  All writes are
+atomic.  ``summary.json`` is deterministic for a given seed and SLO; wall-clock
+numbers go to ``perf.json`` only.  :func:`load_results` reads a directory back, so
+reports can be re-rendered without re-simulating (``agentsim report``).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from sim.hardware import get_gpu
 from sim.io import atomic_write, atomic_write_json, atomic_write_text
+from sim.metrics import SUMMARY_KEYS
 from sim.simulation import SimResult
+from sim.stats import step_area
+
+LINK_TYPES = ("nvlink", "pcie", "network", "host")
+
+
+@dataclass(frozen=True)
+class SLO:
+    """Per-call service-level objectives, in seconds.
+
+    A call meets the SLO when it completed, its TTFT is at most ``ttft_s`` and its
+    TPOT is at most ``tpot_s`` (calls with one output token have no TPOT and meet
+    that half).  Failed calls never meet it.
+    """
+
+    ttft_s: float = 2.0
+    tpot_s: float = 0.1
+
+    def to_dict(self) -> dict[str, float]:
+        return {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s}
+
+
+def _r(x: float) -> float:
+    """Round for stable JSON (12 significant digits)."""
+    return float(f"{float(x):.12g}")
+
+
+def _gpu_count(gpus: Any) -> int:
+    return len(str(gpus).split(",")) if str(gpus) else 0
+
+
+def _replica_spans(replicas: pd.DataFrame, makespan_s: float) -> np.ndarray:
+    """Seconds each replica was ready to serve (ready to stop, within the run)."""
+    if replicas.empty:
+        return np.zeros(0)
+    stop = replicas["stop_s"].fillna(makespan_s).to_numpy(dtype=np.float64)
+    ready = replicas["ready_s"].to_numpy(dtype=np.float64)
+    return np.clip(stop - ready, 0.0, None)
+
+
+def replica_table(
+    replicas: pd.DataFrame, timeline: pd.DataFrame | None, makespan_s: float
+) -> pd.DataFrame:
+    """Per-replica utilisation and queue statistics.
+
+    Columns added to ``replicas``: ``num_gpus``; ``utilization`` = busy seconds /
+    seconds ready (ready to stop); ``mean_running``, ``mean_waiting`` (time-weighted
+    over the replica's life, sequences) and ``max_waiting``; ``kv_occupancy_mean``
+    (time-weighted used KV blocks / capacity) and ``kv_occupancy_peak``.
+    """
+    df = replicas.copy()
+    df["num_gpus"] = [_gpu_count(g) for g in df["gpus"]] if not df.empty else []
+    span = _replica_spans(df, makespan_s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["utilization"] = np.where(span > 0, df["busy_s"].to_numpy(dtype=float) / span, 0.0)
+    stats: dict[str, list[float]] = {
+        "mean_running": [],
+        "mean_waiting": [],
+        "max_waiting": [],
+        "kv_occupancy_mean": [],
+        "kv_occupancy_peak": [],
+    }
+    groups = dict(tuple(timeline.groupby("replica", sort=False))) if timeline is not None else {}
+    for r in df.to_dict("records"):
+        tl = groups.get(r["replica"])
+        start = float(r["start_s"])
+        stop = float(r["stop_s"]) if not pd.isna(r["stop_s"]) else makespan_s
+        life = max(stop - start, 0.0)
+        if tl is None or tl.empty or life <= 0:
+            for v in stats.values():
+                v.append(0.0)
+            continue
+        t = tl["time_s"].to_numpy(dtype=np.float64)
+        edges = np.array([start, stop])
+        cap = max(int(r["kv_capacity_blocks"]), 1)
+        for col, key in (("running", "mean_running"), ("waiting", "mean_waiting")):
+            a = step_area(t, tl[col].to_numpy(dtype=np.float64), edges)
+            stats[key].append(float(a[1] - a[0]) / life)
+        stats["max_waiting"].append(float(tl["waiting"].max()))
+        used = tl["kv_used_blocks"].to_numpy(dtype=np.float64)
+        a = step_area(t, used, edges)
+        stats["kv_occupancy_mean"].append(float(a[1] - a[0]) / life / cap)
+        stats["kv_occupancy_peak"].append(float(used.max()) / cap)
+    for k, v in stats.items():
+        df[k] = v
+    return df
+
+
+def weight_load_bytes(replicas: pd.DataFrame, config: dict[str, Any]) -> dict[str, float]:
+    """Bytes moved per link type by cold-start weight loads.
+
+    Each GPU of a cold-started replica streams its weight shard (``config['memory']``)
+    from the deployment's ``weight_source``; the bytes are counted on the bottleneck
+    link type of that load path (:meth:`sim.topology.Topology.load_path`).
+    """
+    out = dict.fromkeys(LINK_TYPES, 0.0)
+    cold = replicas[replicas["cold_start_s"] > 0] if not replicas.empty else replicas
+    if cold.empty:
+        return out
+    from sim.models import get_model
+    from sim.topology import build_topology
+
+    cl = config["cluster"]
+    nodes = [(n["builder"], n["gpus"]) for n in cl["nodes"] for _ in range(n["count"])]
+    topo = build_topology(nodes, cl["gpu"])
+    sources = {get_model(d["model"]).name: d["weight_source"] for d in cl["deployments"]}
+    for r in cold.to_dict("records"):
+        model = str(r["model"])
+        weights = float(config["memory"][model]["weights"])
+        for g in str(r["gpus"]).split(","):
+            link = topo.load_path(int(g), sources.get(model, "nvme")).link
+            out[link] = out.get(link, 0.0) + weights
+    return out
+
+
+def report_metrics(
+    summary: dict[str, Any],
+    calls: pd.DataFrame,
+    replicas: pd.DataFrame,
+    timeline: pd.DataFrame | None,
+    config: dict[str, Any],
+    slo: SLO | None = None,
+) -> dict[str, Any]:
+    """The report's derived metrics (added to ``summary.json`` after the contract keys).
+
+    Keys (seconds, hours, USD, bytes):
+
+    - ``slo``: the objectives used; ``slo_attainment``: fraction of LLM calls meeting
+      both; ``ttft_slo_attainment``, ``tpot_slo_attainment``: each alone.
+    - ``goodput_calls_per_s`` / ``goodput_tokens_per_s``: calls (output tokens) meeting
+      the SLO per second of makespan; ``calls_per_s``: completed LLM calls per second.
+    - ``usd_per_m_output_tokens``: cost per million output tokens of completed calls;
+      ``usd_per_m_tokens``: per million input + output tokens of completed calls.
+    - ``gpu_busy_hours``: GPUs x seconds iterating; ``cold_start_gpu_hours``: GPUs x
+      seconds loading weights (billed); ``gpu_idle_hours``: the rest of ``gpu_hours``;
+      ``gpu_utilization`` = busy / gpu_hours; ``cold_start_usd``: billed cold starts.
+    - ``kv_evictions``: prefix-cache blocks evicted; ``kv_occupancy_mean``: mean over
+      replicas of time-weighted used blocks / capacity; ``kv_occupancy_peak``: largest.
+    - ``bytes_moved``: bytes per link type (``nvlink``, ``pcie``, ``network``,
+      ``host``) by weight loads; the engine does not move KV between devices.
+    """
+    slo = slo or SLO()
+    makespan = float(summary["makespan_s"])
+    llm = calls[calls["kind"] == "llm"]
+    done = (llm["status"] == "completed").to_numpy()
+    ttft_ok = done & (llm["ttft_s"].to_numpy(dtype=float) <= slo.ttft_s)
+    tpot = llm["tpot_s"].to_numpy(dtype=float)
+    tpot_ok = done & (np.isnan(tpot) | (tpot <= slo.tpot_s))
+    met = ttft_ok & tpot_ok
+    n = len(llm)
+    out_tok = llm["output_tokens"].to_numpy(dtype=float)
+    in_tok = llm["input_tokens"].to_numpy(dtype=float)
+
+    def frac(mask: np.ndarray) -> float:
+        return _r(mask.sum() / n) if n else 0.0
+
+    def rate(x: float) -> float:
+        return _r(x / makespan) if makespan > 0 else 0.0
+
+    cost = float(summary["cost_usd"])
+    gpu_hours = float(summary["gpu_hours"])
+    done_out = float(out_tok[done].sum())
+    done_all = done_out + float(in_tok[done].sum())
+    rt = replica_table(replicas, timeline, makespan)
+    ngpu = rt["num_gpus"].to_numpy(dtype=float) if not rt.empty else np.zeros(0)
+    busy_h = float((rt["busy_s"].to_numpy(dtype=float) * ngpu).sum() / 3600)
+    cold_h = float((rt["cold_start_s"].to_numpy(dtype=float) * ngpu).sum() / 3600)
+    price = get_gpu(config["cluster"]["gpu"]).price_per_hour
+    return {
+        "slo": slo.to_dict(),
+        "slo_attainment": frac(met),
+        "ttft_slo_attainment": frac(ttft_ok),
+        "tpot_slo_attainment": frac(tpot_ok),
+        "goodput_calls_per_s": rate(float(met.sum())),
+        "goodput_tokens_per_s": rate(float(out_tok[met].sum())),
+        "calls_per_s": rate(float(done.sum())),
+        "usd_per_m_output_tokens": _r(cost / done_out * 1e6) if done_out else None,
+        "usd_per_m_tokens": _r(cost / done_all * 1e6) if done_all else None,
+        "gpu_busy_hours": _r(busy_h),
+        "cold_start_gpu_hours": _r(cold_h),
+        "gpu_idle_hours": _r(max(gpu_hours - busy_h - cold_h, 0.0)),
+        "gpu_utilization": _r(busy_h / gpu_hours) if gpu_hours > 0 else 0.0,
+        "cold_start_usd": _r(cold_h * price),
+        "kv_evictions": int(rt["evictions"].sum()) if not rt.empty else 0,
+        "kv_occupancy_mean": _r(rt["kv_occupancy_mean"].mean()) if not rt.empty else 0.0,
+        "kv_occupancy_peak": _r(rt["kv_occupancy_peak"].max()) if not rt.empty else 0.0,
+        "bytes_moved": {k: _r(v) for k, v in weight_load_bytes(replicas, config).items()},
+    }
+
+
+def enrich_summary(result: SimResult, slo: SLO | None = None) -> dict[str, Any]:
+    """``result.summary``'s contract keys followed by :func:`report_metrics`."""
+    base = {k: v for k, v in result.summary.items() if k in SUMMARY_KEYS}
+    extra = {k: v for k, v in result.summary.items() if k not in SUMMARY_KEYS}
+    extra.update(
+        report_metrics(
+            result.summary, result.calls, result.replicas, result.timeline, result.config, slo
+        )
+    )
+    return base | extra
 
 
 def _parquet(df: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
 
 
-def write_results(result: SimResult, out: str | Path) -> Path:
-    """Write every output file of a run into ``out`` (created if needed)."""
+def write_results(
+    result: SimResult, out: str | Path, slo: SLO | None = None, html: bool = True
+) -> Path:
+    """Write every output file of a run into ``out`` (created if needed).
+
+    ``summary.json`` gets the report metrics for ``slo``; ``html=False`` skips
+    ``report.html`` (the slowest file: it draws the plots).  ``perf.json`` gets
+    ``report_render_s``, the wall seconds spent rendering the reports.
+    """
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(d / "summary.json", result.summary)
+    summary = enrich_summary(result, slo)
+    atomic_write_json(d / "summary.json", summary)
     _parquet(result.calls, d / "calls.parquet")
     _parquet(result.sessions, d / "sessions.parquet")
     _parquet(result.timeline, d / "timeline.parquet")
     atomic_write_text(d / "replicas.csv", result.replicas.to_csv(index=False))
     atomic_write_json(d / "config.json", result.config)
-    atomic_write_json(d / "perf.json", result.perf)
-    atomic_write_text(
-        d / "report.md", render_markdown(result.summary, result.config, result.replicas)
-    )
+    render_s = write_reports(result, d, summary=summary, html=html)
+    atomic_write_json(d / "perf.json", {**result.perf, "report_render_s": render_s})
     return d
 
 
+def write_reports(
+    result: SimResult,
+    out: str | Path,
+    summary: dict[str, Any] | None = None,
+    html: bool = True,
+) -> float:
+    """Write ``report.md`` (and ``report.html``) for ``result``; returns seconds taken.
+
+    ``summary`` is the enriched summary (default: ``result.summary`` as is).
+    """
+    t0 = time.perf_counter()
+    d = Path(out)
+    s = summary if summary is not None else result.summary
+    md = render_markdown(s, result.config, result.replicas, result.timeline)
+    atomic_write_text(d / "report.md", md)
+    if html:
+        from sim.html import render_report_html
+
+        atomic_write_text(d / "report.html", render_report_html(md, result, s))
+    return time.perf_counter() - t0
+
+
+def load_results(path: str | Path) -> SimResult:
+    """Read a run directory written by :func:`write_results` back into a SimResult."""
+    from sim.errors import InputError
+
+    d = Path(path)
+    need = ("summary.json", "config.json", "calls.parquet", "replicas.csv")
+    missing = [f for f in need if not (d / f).exists()]
+    if missing:
+        raise InputError(str(d), None, None, f"not a run directory (missing {', '.join(missing)})")
+
+    def opt_parquet(name: str) -> pd.DataFrame:
+        p = d / name
+        return pd.read_parquet(p) if p.exists() else pd.DataFrame()
+
+    from sim.metrics import session_frame
+    from sim.simulation import TIMELINE_COLUMNS
+
+    calls = pd.read_parquet(d / "calls.parquet")
+    sessions = opt_parquet("sessions.parquet")
+    timeline = opt_parquet("timeline.parquet")
+    perf_p = d / "perf.json"
+    return SimResult(
+        summary=json.loads((d / "summary.json").read_text(encoding="utf-8")),
+        calls=calls,
+        sessions=sessions if not sessions.empty else session_frame(calls),
+        timeline=timeline if not timeline.empty else pd.DataFrame(columns=TIMELINE_COLUMNS),
+        replicas=pd.read_csv(d / "replicas.csv", dtype={"gpus": str}),
+        config=json.loads((d / "config.json").read_text(encoding="utf-8")),
+        perf=json.loads(perf_p.read_text(encoding="utf-8")) if perf_p.exists() else {},
+    )
+
+
+# ---- markdown ------------------------------------------------------------------------
+
+
 def _fmt(x: Any, unit: str = "") -> str:
-    if x is None:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     if isinstance(x, float):
         if unit == "ms":
@@ -51,19 +322,44 @@ def _fmt(x: Any, unit: str = "") -> str:
     return f"{x:,}{(' ' + unit) if unit else ''}"
 
 
-def render_markdown(summary: dict[str, Any], config: dict[str, Any], replicas: pd.DataFrame) -> str:
-    """A human-readable report of one run."""
+def _pct(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
+
+
+def _usd(x: Any) -> str:
+    return "n/a" if x is None else f"${x:,.2f}"
+
+
+def _bytes(x: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if x >= scale:
+            return f"{x / scale:,.2f} {unit}"
+    return f"{x:,.0f} B"
+
+
+def render_markdown(
+    summary: dict[str, Any],
+    config: dict[str, Any],
+    replicas: pd.DataFrame,
+    timeline: pd.DataFrame | None = None,
+) -> str:
+    """A human-readable report of one run.
+
+    Sections whose numbers come from :func:`report_metrics` (SLO, cost breakdown,
+    KV cache) appear when ``summary`` carries them (:func:`enrich_summary`).
+    """
     cl = config["cluster"]
     cm = config.get("costmodel", {})
     node_desc = ", ".join(f"{n['count']} x {n['builder']}" for n in cl["nodes"])
+    num_gpus = sum(n["count"] * n["gpus"] for n in cl["nodes"])
+    price = get_gpu(cl["gpu"]).price_per_hour
     lines = [
         f"# agentsim run: {Path(str(config['trace'])).name} / {summary['policy']} / seed {summary['seed']}",
         "",
         "## Configuration",
         "",
         f"- Trace: `{config['trace']}` (load scale {config.get('load_scale', 1.0)})",
-        f"- Cluster: {cl['name']} — {sum(n['count'] * n['gpus'] for n in cl['nodes'])} x {cl['gpu']} "
-        f"({node_desc})",
+        f"- Cluster: {cl['name']} — {num_gpus} x {cl['gpu']} ({node_desc}), ${price:,.2f} per GPU-hour",
     ]
     for dep in cl["deployments"]:
         lines.append(
@@ -73,6 +369,7 @@ def render_markdown(summary: dict[str, Any], config: dict[str, Any], replicas: p
         )
     pol = cl["policies"]
     lines.append("- Policies: " + ", ".join(f"{k}={v}" for k, v in pol.items()))
+    lines.append(f"- Seed: {summary['seed']}")
     val = cm.get("validation")
     val_s = f"; validation {json.dumps(val)}" if val else "; not validated against measurements"
     lines.append(f"- Cost model: {cm.get('name', '?')} ({cm.get('kind', '')}){val_s}")
@@ -83,8 +380,7 @@ def render_markdown(summary: dict[str, Any], config: dict[str, Any], replicas: p
         f"- Calls: {summary['requests']} LLM calls in {summary['sessions']} sessions; "
         f"{summary['completed_requests']} completed, {summary['failed_requests']} failed",
         f"- Preemptions: {summary['preemptions']}; cold starts: {summary['cold_starts']}",
-        f"- Prefix-cache hit rate: {summary['prefix_hit_rate']:.1%}",
-        f"- Throughput: {_fmt(summary['throughput_tokens_per_s'], 'output tokens/s')}; makespan {_fmt(summary['makespan_s'], 's')}",
+        f"- Makespan: {_fmt(summary['makespan_s'], 's')}",
         "",
         "## Latency",
         "",
@@ -103,20 +399,62 @@ def render_markdown(summary: dict[str, Any], config: dict[str, Any], replicas: p
             + " | ".join(_fmt(st[q], unit) for q in ("mean", "p50", "p90", "p99"))
             + " |"
         )
+    if "slo" in summary:
+        slo = summary["slo"]
+        lines += [
+            "",
+            "## SLO attainment and goodput",
+            "",
+            f"- SLO: TTFT <= {_fmt(float(slo['ttft_s']), 'ms')}, TPOT <= {_fmt(float(slo['tpot_s']), 'ms')}",
+            f"- Attainment: {_pct(summary['slo_attainment'])} of LLM calls meet both "
+            f"(TTFT alone {_pct(summary['ttft_slo_attainment'])}, TPOT alone {_pct(summary['tpot_slo_attainment'])})",
+            f"- Goodput: {_fmt(summary['goodput_calls_per_s'], 'calls/s')}, "
+            f"{_fmt(summary['goodput_tokens_per_s'], 'output tokens/s')}",
+        ]
     lines += [
+        "",
+        "## Throughput",
+        "",
+        f"- {_fmt(summary['throughput_tokens_per_s'], 'output tokens/s')}"
+        + (f"; {_fmt(summary['calls_per_s'], 'calls/s')}" if "calls_per_s" in summary else ""),
         "",
         "## Cost",
         "",
-        f"- GPU-hours: {summary['gpu_hours']:.4g}; cost: ${summary['cost_usd']:,.2f}",
+        f"- GPU-hours: {summary['gpu_hours']:.4g}; cost: {_usd(summary['cost_usd'])} "
+        f"(= {summary['gpu_hours']:.4g} GPU-hours x ${price:,.2f})",
+    ]
+    if "gpu_busy_hours" in summary:
+        lines += [
+            f"- $ per million tokens: {_usd(summary['usd_per_m_output_tokens'])} per M output tokens; "
+            f"{_usd(summary['usd_per_m_tokens'])} per M input + output tokens",
+            f"- GPU time: busy {summary['gpu_busy_hours']:.4g} h, idle {summary['gpu_idle_hours']:.4g} h, "
+            f"cold start {summary['cold_start_gpu_hours']:.4g} h (billed {_usd(summary['cold_start_usd'])}); "
+            f"utilisation {_pct(summary['gpu_utilization'])}",
+            "",
+            "## KV cache",
+            "",
+            f"- Prefix-cache hit rate: {summary['prefix_hit_rate']:.1%}",
+            f"- Occupancy: mean {_pct(summary['kv_occupancy_mean'])}, peak {_pct(summary['kv_occupancy_peak'])} of blocks",
+            f"- Evictions: {summary['kv_evictions']:,} blocks; preemptions: {summary['preemptions']:,}",
+            "- Bytes moved (weight loads): "
+            + ", ".join(f"{k} {_bytes(v)}" for k, v in summary["bytes_moved"].items()),
+        ]
+    else:
+        lines.append(f"- Prefix-cache hit rate: {summary['prefix_hit_rate']:.1%}")
+    rt = replica_table(replicas, timeline, float(summary["makespan_s"]))
+    lines += [
         "",
         "## Replicas",
         "",
-        "| replica | model | GPUs | busy s | iterations | preemptions | KV blocks | evictions |",
-        "|---|---|---|---|---|---|---|---|",
+        "| replica | model | GPUs | busy s | utilisation | mean running | mean waiting | max waiting "
+        "| KV mean | iterations | preemptions | KV blocks | evictions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in replicas.itertuples():
+    for r in rt.itertuples():
         lines.append(
-            f"| {r.replica} | {r.model} | {r.gpus} | {r.busy_s:,.1f} | {r.iterations:,} | {r.preemptions} | "
+            f"| {r.replica} | {r.model} | {r.gpus} | {r.busy_s:,.1f} | {r.utilization:.1%} | "
+            f"{r.mean_running:.2f} | {r.mean_waiting:.2f} | {r.max_waiting:.0f} | "
+            f"{r.kv_occupancy_mean:.1%} | {r.iterations:,} | {r.preemptions} | "
             f"{r.kv_capacity_blocks:,} | {r.evictions:,} |"
         )
     return "\n".join(lines) + "\n"
