@@ -19,6 +19,8 @@ from sim.errors import AgentsimError
 #: Command modules, in the order their commands appear in ``agentsim --help``.
 COMMAND_MODULES = (
     "sim.commands.run",
+    "sim.commands.compare",
+    "sim.commands.report",
     "sim.commands.policies",
     "sim.commands.trace",
 )

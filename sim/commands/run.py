@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.commands.common import add_run_arguments, cluster_from_args, trace_path, workload_from_args
+from sim.commands.report import add_slo_arguments, slo_from_args
 from sim.paths import RESULTS_DIR
 from sim.report import write_results
 from sim.simulation import simulate
@@ -18,9 +19,11 @@ def register(sub: Any) -> None:
         "run",
         help="simulate a trace on a cluster and write a report",
         description="Simulate a trace on a cluster under the chosen policies; writes summary.json, "
-        "calls.parquet and report.md to --out (default results/<trace>-<policy>-seed<N>/).",
+        "calls.parquet, report.md and report.html to --out "
+        "(default results/<trace>-<policy>-seed<N>/).",
     )
     add_run_arguments(p)
+    add_slo_arguments(p)
     p.add_argument("--out", help="output directory")
     p.set_defaults(func=run)
 
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out
         else RESULTS_DIR / default_run_name(trace_path(args), cfg.policies.router, args.seed)
     )
-    write_results(result, out)
+    write_results(result, out, slo=slo_from_args(args))
     if not args.quiet:
         s = result.summary
         p = result.perf
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
             f"({p['events']:,} events, {p['events_per_s']:,.0f} events/s)",
             file=sys.stderr,
         )
-        print(f"report: {out / 'report.md'}")
+        print(f"report: {out / 'report.md'}", file=sys.stderr)
+    print(out / "report.html")
     return 0
 
 

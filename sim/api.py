@@ -1,0 +1,579 @@
+"""The Python API for notebooks and scripts: ``sim.run`` and ``sim.api.compare``.
+
+>>> import sim
+>>> r = sim.run("traces/default.jsonl", policies="session_affinity", seed=0)
+>>> r.summary["ttft_s"]["p50"]            # seconds
+>>> r.calls.head()                         # one row per call (DataFrame)
+>>> r.plot_latency_cdf()                   # a matplotlib Figure
+>>> r.save("results/demo")                 # summary.json, calls.parquet, report.md/.html
+>>> cmp = sim.api.compare("traces/default.jsonl",
+...                       policies=["round_robin", "least_loaded"], seeds=3)
+>>> cmp.table                              # one row per policy (comparison.csv)
+
+``trace`` is a path (any supported format) or a :class:`~sim.workload.Workload`
+(None: the embedded default trace); ``cluster`` a TOML path, a
+:class:`~sim.config.ClusterConfig` or None (the default cluster); ``policies`` a
+router spec (``"prefix_affinity:cache_threshold=0.5"``), a ``kind=spec`` string
+(``"batching=fcfs"``) or a dict ``{"router": ..., "batching": ...}``.  Further
+keyword arguments are the quick cluster overrides of ``agentsim run`` (``gpu``,
+``nodes``, ``model``, ``tp``, ``pp``, ``replicas``, ``max_num_seqs``,
+``max_num_batched_tokens``, ``block_size``, ``costmodel``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from sim.config import ClusterConfig, apply_overrides, default_cluster_config, load_cluster_config
+from sim.errors import ConfigError
+from sim.report import SLO, enrich_summary, write_results
+from sim.simulation import SimResult, simulate
+from sim.workload import Workload
+
+if TYPE_CHECKING:  # keeps matplotlib out of ``import sim.api``
+    from matplotlib.figure import Figure
+
+#: ``kind=spec`` prefixes accepted in policy strings, and the config field they set.
+POLICY_KINDS = {
+    "router": "router",
+    "routing": "router",
+    "batching": "batching",
+    "retention": "retention",
+    "placement": "placement",
+    "autoscaler": "autoscaler",
+    "autoscaling": "autoscaler",
+}
+
+#: Registry kind of each policy field of the cluster config.
+REGISTRY_KIND = {
+    "router": "routing",
+    "batching": "batching",
+    "retention": "retention",
+    "placement": "placement",
+    "autoscaler": "autoscaling",
+}
+
+#: Metrics where larger is better (every other metric: smaller is better).
+HIGHER_IS_BETTER = (
+    "completed_requests",
+    "throughput_tokens_per_s",
+    "prefix_hit_rate",
+    "slo_attainment",
+    "ttft_slo_attainment",
+    "tpot_slo_attainment",
+    "goodput_calls_per_s",
+    "goodput_tokens_per_s",
+    "calls_per_s",
+    "gpu_utilization",
+)
+
+PolicyArg = str | Mapping[str, str] | None
+
+
+def policy_dict(policies: PolicyArg) -> dict[str, str]:
+    """Policy specs by config field (``router``, ``batching``, ...) from an API argument.
+
+    A plain spec names a router; ``kind=spec`` names another kind; several may be
+    joined with ``+`` (``"least_loaded+batching=fcfs"``).
+    """
+    if policies is None:
+        return {}
+    if isinstance(policies, Mapping):
+        out = {}
+        for k, v in policies.items():
+            if k not in POLICY_KINDS:
+                raise ConfigError(
+                    f"unknown policy kind {k!r}; expected one of {', '.join(POLICY_KINDS)}"
+                )
+            out[POLICY_KINDS[k]] = str(v)
+        return out
+    out = {}
+    for part in str(policies).split("+"):
+        part = part.strip()
+        head, eq, rest = part.partition("=")
+        if eq and ":" not in head and head in POLICY_KINDS:
+            out[POLICY_KINDS[head]] = rest.strip()
+        elif part:
+            out["router"] = part
+    if not out:
+        raise ConfigError(f"empty policy spec {policies!r}")
+    return out
+
+
+def split_policies(text: str) -> list[str]:
+    """Split ``--policies a,b:x=1,y=2,c`` into entries.
+
+    A comma starts a new entry unless the next piece is a bare ``key=value`` following
+    an entry with parameters (``name:key=value``): then it is another parameter.
+    ``kind=spec`` pieces (``batching=fcfs``) always start an entry.
+    """
+    out: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if not piece:
+            continue
+        key = piece.partition("=")[0]
+        is_param = (
+            "=" in piece
+            and ":" not in key
+            and "+" not in piece
+            and key not in POLICY_KINDS
+            and bool(out)
+            and ":" in out[-1].rpartition("+")[2]
+        )
+        if is_param:
+            out[-1] += "," + piece
+        else:
+            out.append(piece)
+    if not out:
+        raise ConfigError(f"--policies: no policy in {text!r}")
+    return out
+
+
+def load_workload(trace: str | Path | Workload | None, trace_format: str | None = None) -> Workload:
+    """A workload from a path (any supported format), a Workload, or None (default)."""
+    if isinstance(trace, Workload):
+        return trace
+    from sim.paths import DEFAULT_TRACE
+    from sim.traces import load_trace
+
+    return load_trace(str(trace if trace is not None else DEFAULT_TRACE), trace_format)
+
+
+def cluster_config(
+    cluster: str | Path | ClusterConfig | None = None,
+    policies: PolicyArg = None,
+    **overrides: Any,
+) -> ClusterConfig:
+    """A validated cluster config with policies and quick overrides applied."""
+    if isinstance(cluster, ClusterConfig):
+        cfg = cluster
+    elif cluster is None:
+        cfg = default_cluster_config()
+    else:
+        cfg = load_cluster_config(cluster)
+    return apply_overrides(cfg, policies=policy_dict(policies) or None, **overrides)
+
+
+@dataclass
+class Result:
+    """One run: the simulator's :class:`~sim.simulation.SimResult` plus report helpers.
+
+    ``summary`` is ``summary.json``: the contract metrics and the report metrics for
+    ``slo`` (see :func:`sim.report.report_metrics`).  Times are seconds, cost USD.
+    """
+
+    raw: SimResult
+    slo: SLO = field(default_factory=SLO)
+    summary: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summary = enrich_summary(self.raw, self.slo)
+
+    @property
+    def calls(self) -> pd.DataFrame:
+        """One row per call (``sim.metrics.CALL_COLUMNS`` plus ttft_s, e2e_s, tpot_s)."""
+        return self.raw.calls
+
+    @property
+    def sessions(self) -> pd.DataFrame:
+        """One row per session: start_s, end_s, calls, completed, session_s."""
+        return self.raw.sessions
+
+    @property
+    def timeline(self) -> pd.DataFrame:
+        """Per-replica samples at iteration boundaries: running, waiting, KV blocks."""
+        return self.raw.timeline
+
+    @property
+    def replicas(self) -> pd.DataFrame:
+        """One row per replica: GPUs, lifetime, busy seconds, KV capacity, evictions."""
+        return self.raw.replicas
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.raw.config
+
+    @property
+    def perf(self) -> dict[str, float]:
+        """Wall-clock numbers of the simulation (not deterministic)."""
+        return self.raw.perf
+
+    @property
+    def makespan_s(self) -> float:
+        return float(self.summary["makespan_s"])
+
+    # ---- plots (matplotlib Figures; a notebook shows them inline) ----------------
+    def plot_latency_cdf(self) -> Figure:
+        """CDFs of TTFT, TPOT, per-call end-to-end latency and session completion."""
+        from sim.plots import latency_cdfs
+
+        return latency_cdfs({str(self.summary["policy"]): (self.calls, self.sessions)})
+
+    def plot_timeline(self) -> Figure:
+        """Running and waiting sequences per replica over simulated time."""
+        from sim.plots import timeline_figure
+
+        return timeline_figure(self.timeline, self.makespan_s)
+
+    def plot_kv(self) -> Figure:
+        """KV cache occupancy per replica over simulated time."""
+        from sim.plots import kv_figure
+
+        return kv_figure(self.timeline, self.replicas, self.makespan_s)
+
+    def plot_heatmap(self) -> Figure:
+        """Per-replica utilisation heatmap over simulated time."""
+        from sim.plots import heatmap_figure
+
+        return heatmap_figure(self.timeline, self.makespan_s)
+
+    def plot_cost(self) -> Figure:
+        """GPU-hours per replica split into busy, idle and cold start."""
+        from sim.hardware import get_gpu
+        from sim.plots import cost_figure
+
+        price = get_gpu(self.config["cluster"]["gpu"]).price_per_hour
+        return cost_figure(self.summary, self.replicas, price)
+
+    def plot_topology(self) -> Figure:
+        """The cluster graph with each replica's GPUs coloured."""
+        from sim.plots import topology_figure
+
+        return topology_figure(self.config, self.replicas)
+
+    def markdown(self) -> str:
+        """The run's ``report.md`` text."""
+        from sim.report import render_markdown
+
+        return render_markdown(self.summary, self.config, self.replicas, self.timeline)
+
+    def save(self, out: str | Path, html: bool = True) -> Path:
+        """Write the run's output files (and ``report.html`` if ``html``) to ``out``."""
+        return write_results(self.raw, out, slo=self.slo, html=html)
+
+
+def run(
+    trace: str | Path | Workload | None = None,
+    cluster: str | Path | ClusterConfig | None = None,
+    policies: PolicyArg = None,
+    seed: int = 0,
+    *,
+    load_scale: float = 1.0,
+    slo: SLO | None = None,
+    trace_format: str | None = None,
+    progress: bool = False,
+    progress_label: str = "simulating",
+    **overrides: Any,
+) -> Result:
+    """Simulate ``trace`` on ``cluster`` under ``policies`` with ``seed``.
+
+    See the module docstring for the argument forms.  ``load_scale`` multiplies the
+    arrival rate; ``slo`` sets the objectives of the SLO metrics (default TTFT <= 2 s,
+    TPOT <= 100 ms); ``progress`` shows a bar on a terminal.
+    """
+    wl = load_workload(trace, trace_format)
+    cfg = cluster_config(cluster, policies, **overrides)
+    raw = simulate(
+        wl, cfg, seed=seed, load_scale=load_scale, progress=progress, progress_label=progress_label
+    )
+    return Result(raw, slo or SLO())
+
+
+# ---- comparisons ---------------------------------------------------------------------
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to dotted keys: ``{"ttft_s": {"p50": x}}`` -> ``{"ttft_s.p50": x}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.split(".")[0] in HIGHER_IS_BETTER
+
+
+#: Columns of the markdown/HTML comparison table: (metric, header, unit).
+TABLE_METRICS = (
+    ("ttft_s.p50", "TTFT p50", "ms"),
+    ("ttft_s.p99", "TTFT p99", "ms"),
+    ("tpot_s.p50", "TPOT p50", "ms"),
+    ("e2e_s.p50", "e2e p50", "s"),
+    ("session_s.mean", "session mean", "s"),
+    ("session_s.p90", "session p90", "s"),
+    ("slo_attainment", "SLO met", "%"),
+    ("goodput_tokens_per_s", "goodput tok/s", ""),
+    ("prefix_hit_rate", "hit rate", "%"),
+    ("preemptions", "preempt.", ""),
+    ("cost_usd", "cost $", ""),
+    ("usd_per_m_output_tokens", "$/M out tok", ""),
+)
+
+
+@dataclass
+class Comparison:
+    """Several policies run on the same workload with the same seeds.
+
+    ``runs``: one row per (policy, seed) with the flattened ``summary.json``.
+    ``table``: one row per policy (the ``comparison.csv`` contract): ``policy``,
+    ``seeds``, ``rank`` (1 = best by ``rank_by``), then every numeric metric as its
+    mean over seeds (``ttft_s.p50`` ...).  With two or more seeds each metric ``m``
+    also has ``m.ci95`` (half-width of the 95% t-interval of the mean) and, for
+    every policy but the first (the baseline), ``m.p_value`` of a paired t-test
+    against the baseline over matched seeds and ``m.significant`` (p < ``alpha``).
+    """
+
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    rank_by: str
+    seeds: list[int]
+    results: dict[str, list[Result]]
+    alpha: float = 0.05
+
+    @property
+    def policies(self) -> list[str]:
+        return list(self.table["policy"])
+
+    def markdown(self) -> str:
+        """The key metrics as a markdown table (mean ± 95% CI; * = significant)."""
+        many = len(self.seeds) > 1
+        cols = [(m, h, u) for m, h, u in TABLE_METRICS if m in self.table.columns]
+        head = "| policy | rank | " + " | ".join(h for _, h, _ in cols) + " |"
+        lines = [head, "|---|---|" + "---|" * len(cols)]
+        for row in self.table.to_dict("records"):
+            cells = [str(row["policy"]), str(row["rank"])]
+            for m, _, unit in cols:
+                cell = _fmt_metric(row[m], unit)
+                if many and not _isnan(row.get(f"{m}.ci95")):
+                    cell += " ± " + _fmt_metric(row[f"{m}.ci95"], unit, plain=True)
+                if row.get(f"{m}.significant") is True:
+                    cell += " *"
+                cells.append(cell)
+            lines.append("| " + " | ".join(cells) + " |")
+        notes = [
+            "",
+            f"Ranked by {self.rank_by} ({'higher' if higher_is_better(self.rank_by) else 'lower'} is better). "
+            f"Seeds: {', '.join(map(str, self.seeds))}.",
+        ]
+        if many:
+            notes.append(
+                f"Values are means over seeds ± the 95% t-interval half-width; * marks a difference from "
+                f"{self.policies[0]} significant at p < {self.alpha} (paired t-test over matched seeds)."
+            )
+        return "\n".join(lines + notes) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+    def plot_cdf(self) -> Figure:
+        """Overlaid latency CDFs of every policy (all seeds pooled)."""
+        from sim.plots import latency_cdfs
+
+        runs = {
+            label: (
+                pd.concat([r.calls for r in rs], ignore_index=True),
+                pd.concat([r.sessions for r in rs], ignore_index=True),
+            )
+            for label, rs in self.results.items()
+        }
+        return latency_cdfs(runs)
+
+    def html(self) -> str:
+        """A self-contained HTML page: the table and the overlaid CDFs."""
+        from sim.html import markdown_to_html, page
+        from sim.plots import png_bytes
+
+        md = "# agentsim comparison\n\n## Policies\n\n" + self.markdown()
+        figs = {"Policies": [("Latency CDFs by policy", png_bytes(self.plot_cdf()))]}
+        return page("agentsim comparison", markdown_to_html(md, figs))
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``comparison.csv``, ``comparison_runs.csv``, ``comparison.md``,
+        ``comparison.html`` and ``cdf.png`` into ``out``."""
+        from sim.io import atomic_write_text
+        from sim.plots import png_bytes
+
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "comparison.csv", self.table.to_csv(index=False))
+        atomic_write_text(d / "comparison_runs.csv", self.runs.to_csv(index=False))
+        atomic_write_text(d / "comparison.md", "# agentsim comparison\n\n" + self.markdown())
+        atomic_write_text(d / "comparison.html", self.html())
+        (d / "cdf.png").write_bytes(png_bytes(self.plot_cdf()))
+        return d
+
+
+def _isnan(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _fmt_metric(x: Any, unit: str, plain: bool = False) -> str:
+    if _isnan(x):
+        return "n/a"
+    v = float(x)
+    if unit == "ms":
+        return f"{v * 1000:.1f}" + ("" if plain else " ms")
+    if unit == "%":
+        return f"{v * 100:.1f}" + ("" if plain else "%")
+    if unit == "s":
+        return f"{v:,.2f}" + ("" if plain else " s")
+    return f"{v:,.4g}"
+
+
+def summarize_runs(
+    runs: pd.DataFrame, order: Sequence[str], rank_by: str, alpha: float = 0.05
+) -> pd.DataFrame:
+    """The per-policy table of :class:`Comparison` from its per-run rows."""
+    from sim.stats import mean_ci, paired_test
+
+    metrics = [
+        c
+        for c in runs.columns
+        if c not in ("policy", "seed") and pd.api.types.is_numeric_dtype(runs[c])
+    ]
+    if rank_by not in metrics:
+        raise ConfigError(f"--rank-by {rank_by!r} is not a metric; e.g. {', '.join(metrics[:8])}")
+    seeds = sorted(runs["seed"].unique())
+    many = len(seeds) > 1
+
+    def by_seed(policy: str, m: str) -> np.ndarray:
+        sub = runs[runs["policy"] == policy].set_index("seed")[m].astype(float)
+        return sub.reindex(seeds).to_numpy()
+
+    rows = []
+    for i, pol in enumerate(order):
+        row: dict[str, Any] = {"policy": pol, "seeds": len(seeds)}
+        for m in metrics:
+            vals = by_seed(pol, m)
+            ci = mean_ci(vals)
+            row[m] = ci.mean
+            if many:
+                row[f"{m}.ci95"] = ci.half_width
+                if i > 0:
+                    test = paired_test(by_seed(order[0], m), vals)
+                    row[f"{m}.p_value"] = test.p_value
+                    row[f"{m}.significant"] = test.significant(alpha)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    score = table[rank_by].astype(float)
+    if higher_is_better(rank_by):
+        score = -score
+    rank = score.rank(method="min", na_option="bottom").astype(int)
+    table.insert(2, "rank", rank)
+    return table
+
+
+def compare(
+    trace: str | Path | Workload | None = None,
+    cluster: str | Path | ClusterConfig | None = None,
+    policies: str | Iterable[PolicyArg] = ("round_robin", "least_loaded", "session_affinity"),
+    seeds: int = 1,
+    seed: int = 0,
+    *,
+    load_scale: float = 1.0,
+    slo: SLO | None = None,
+    trace_format: str | None = None,
+    rank_by: str = "session_s.mean",
+    alpha: float = 0.05,
+    labels: Sequence[str] | None = None,
+    retime: bool = False,
+    progress: bool = False,
+    on_run: Callable[[str, int, Result], None] | None = None,
+    **overrides: Any,
+) -> Comparison:
+    """Run every policy on the same workload with seeds ``seed .. seed + seeds - 1``.
+
+    ``policies`` is a ``--policies`` string (``"a,b:x=1,c"``) or an iterable of policy
+    arguments (see :func:`policy_dict`); the first is the baseline of significance
+    tests.  ``rank_by`` is a flattened summary metric (``ttft_s.p99``,
+    ``slo_attainment`` ...).  ``on_run(label, seed, result)`` is called after each run
+    (the CLI writes its files there).  ``retime``: for each seed, move the session
+    starts to a Poisson process of the trace's own session rate (seeded; calls inside
+    a session keep their timing), so seeds vary the workload as well as the policies'
+    randomness; every policy still sees the same workload for a given seed.  Returns a
+    :class:`Comparison`; its ``table`` is the comparison DataFrame.
+    """
+    entries: list[PolicyArg] = (
+        list(split_policies(policies)) if isinstance(policies, str) else list(policies)
+    )
+    if not entries:
+        raise ConfigError("compare needs at least one policy")
+    names = list(labels) if labels is not None else [_label(p) for p in entries]
+    if len(names) != len(entries) or len(set(names)) != len(names):
+        raise ConfigError(f"policy labels must be unique, one per policy: {names}")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    from policies import registry
+
+    specs = [policy_dict(p) for p in entries]
+    for spec in specs:  # fail on a bad name or parameter before simulating anything
+        for fld, text in spec.items():
+            registry.create(REGISTRY_KIND[fld], text)
+    wl = load_workload(trace, trace_format)
+    base = cluster_config(cluster, None, **overrides)
+    cfgs = [apply_overrides(base, policies=spec) for spec in specs]
+    slo = slo or SLO()
+    seed_list = list(range(seed, seed + seeds))
+    rows: list[dict[str, Any]] = []
+    results: dict[str, list[Result]] = {n: [] for n in names}
+    total = len(names) * len(seed_list)
+    k = 0
+    workloads = {s: retimed(wl, s) if retime else wl for s in seed_list}
+    for name, cfg in zip(names, cfgs, strict=True):
+        for s in seed_list:
+            k += 1
+            raw = simulate(
+                workloads[s],
+                cfg,
+                seed=s,
+                load_scale=load_scale,
+                progress=progress,
+                progress_label=f"[{k}/{total}] {name} seed {s}",
+            )
+            res = Result(raw, slo)
+            results[name].append(res)
+            flat = flatten(res.summary)
+            flat.pop("policy", None)
+            rows.append({"policy": name, **flat})
+            if on_run is not None:
+                on_run(name, s, res)
+    runs = pd.DataFrame(rows)
+    table = summarize_runs(runs, names, rank_by, alpha)
+    return Comparison(runs, table, rank_by, seed_list, results, alpha)
+
+
+def retimed(wl: Workload, seed: int) -> Workload:
+    """A copy of ``wl`` whose session starts form a Poisson process (``seed``) at the
+    trace's mean session rate (sessions / seconds between first and last start)."""
+    from dataclasses import replace
+
+    from sim.traces.sample import retime_sessions
+
+    starts: dict[str, float] = {}
+    for c in wl.calls:
+        starts[c.session_id] = min(starts.get(c.session_id, c.issue_time_s), c.issue_time_s)
+    span = max(starts.values()) - min(starts.values()) if starts else 0.0
+    if len(starts) < 2 or span <= 0:
+        raise ConfigError(
+            f"{wl.source or wl.name}: --retime needs sessions starting at different times"
+        )
+    calls = retime_sessions([replace(c) for c in wl.calls], (len(starts) - 1) / span, seed)
+    return Workload(calls, name=wl.name, source=wl.source, meta=dict(wl.meta))
+
+
+def _label(p: PolicyArg) -> str:
+    if isinstance(p, Mapping):
+        return "+".join(f"{k}={v}" for k, v in p.items())
+    return str(p)

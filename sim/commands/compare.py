@@ -1,0 +1,94 @@
+"""``agentsim compare``: run several policies on the same workload and compare them."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from sim.commands.common import add_run_arguments, cluster_from_args, trace_path, workload_from_args
+from sim.commands.report import add_slo_arguments, slo_from_args
+from sim.paths import RESULTS_DIR
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="run several policies on the same trace and compare them",
+        description="Run each policy of --policies on the same workload and cluster with seeds "
+        "--seed .. --seed+N-1; writes comparison.csv (one row per policy: the summary.json metrics "
+        "flattened, mean over seeds, 95%% confidence half-widths and paired t-tests against the "
+        "first policy), comparison.md, comparison.html with overlaid latency CDFs, and every run's "
+        "files under runs/.  Takes every flag of 'agentsim run'; policy flags set the base that "
+        "each --policies entry overrides.",
+    )
+    p.add_argument(
+        "--policies",
+        required=True,
+        help="comma-separated policies: router specs (prefix_affinity:cache_threshold=0.5) or "
+        "kind=spec (batching=fcfs); join kinds with + (least_loaded+batching=fcfs)",
+    )
+    add_run_arguments(p)
+    p.add_argument("--seeds", type=int, default=1, help="runs per policy (default 1)")
+    p.add_argument(
+        "--rank-by",
+        default="session_s.mean",
+        help="flattened summary metric that ranks the policies (default session_s.mean)",
+    )
+    p.add_argument(
+        "--retime",
+        action="store_true",
+        help="per seed, re-draw session start times as a Poisson process at the trace's session "
+        "rate, so seeds vary the workload too (all policies see the same workload per seed)",
+    )
+    add_slo_arguments(p)
+    p.add_argument("--out", help="output directory (default results/compare-<trace>/)")
+    p.add_argument(
+        "--run-reports",
+        action="store_true",
+        help="also render report.html of every run (slower; 'agentsim report' can do it later)",
+    )
+    p.set_defaults(func=run)
+
+
+def _dirname(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_") or "policy"
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.api import Result, compare
+    from sim.report import write_results
+
+    out = (
+        Path(args.out)
+        if args.out
+        else RESULTS_DIR / f"compare-{Path(trace_path(args)).name.split('.')[0]}"
+    )
+    slo = slo_from_args(args)
+
+    def save(label: str, seed: int, res: Result) -> None:
+        write_results(
+            res.raw, out / "runs" / f"{_dirname(label)}-seed{seed}", slo, args.run_reports
+        )
+
+    cmp = compare(
+        workload_from_args(args),
+        cluster_from_args(args),
+        args.policies,
+        seeds=args.seeds,
+        seed=args.seed,
+        load_scale=args.load_scale,
+        slo=slo,
+        rank_by=args.rank_by,
+        retime=args.retime,
+        progress=not args.quiet,
+        on_run=save,
+    )
+    cmp.save(out)
+    if not args.quiet:
+        print(cmp.markdown())
+        print(f"comparison: {out / 'comparison.csv'}", file=sys.stderr)
+    print(out / "comparison.html")
+    return 0
