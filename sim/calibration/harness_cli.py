@@ -313,3 +313,22 @@ def run_compare(args: argparse.Namespace) -> int:
 
         Path(args.json_out).write_text(json.dumps(cmp.to_dict(), indent=2, sort_keys=True) + "\n")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sim.calibration.harness_cli SUBCOMMAND ...``: the harness without the rest
+    of the CLI (recording then needs only torch and transformers, e.g. on a GPU box)."""
+    parser = argparse.ArgumentParser(prog="python -m sim.calibration.harness_cli")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    register(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AgentsimError as e:
+        print(f"agentsim: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
