@@ -29,6 +29,7 @@ from sim.costmodel import CostModel, ReplicaHardware, load_time
 from sim.engine import EngineConfig, Replica, Seq
 from sim.errors import ConfigError, PolicyError
 from sim.hardware import GiB, get_gpu
+from sim.mesh import HopModel, MeshOverhead
 from sim.models import ModelSpec, get_model
 from sim.topology import Topology, build_topology
 from sim.workload import Call
@@ -113,7 +114,9 @@ class Cluster:
         autoscaler: Autoscaler,
         on_call_done: CallDone,
         check_invariants: bool = False,
+        seed: int = 0,
     ) -> None:
+        """``seed`` seeds the mesh-overhead samples (``sim/mesh.py``)."""
         self.env = env
         self.cfg = cfg
         self.gpu = get_gpu(cfg.gpu)
@@ -146,6 +149,18 @@ class Cluster:
             self.specs[spec.name] = spec
             self.memory[spec.name] = plan_memory(spec, self.gpu.memory_bytes, dep)
         self.default_model = get_model(cfg.default_model).name
+        # Kubernetes plumbing: mesh overhead per call (the response half waits in
+        # _mesh_return until the call completes) and when each node has the image
+        hops = {
+            name: HopModel.from_percentiles(
+                d.mesh_hops, d.mesh_hop_p90_s, d.mesh_hop_p99_s, d.mesh_hop_cpu_s
+            )
+            for name, d in self.deployments.items()
+            if d.mesh_hops > 0
+        }
+        self.mesh: MeshOverhead | None = MeshOverhead(hops, seed) if hops else None
+        self._mesh_return: dict[str, float] = {}
+        self._image_ready: dict[int, float] = {}  # node -> time its image pull ends
         for dep in cfg.deployments:
             for _ in range(dep.replicas):
                 self.start_replica(get_model(dep.model).name, cold=dep.cold_start, at_start=True)
@@ -228,11 +243,7 @@ class Cluster:
         self._by_model[model].append(rep)
         now = self.env.now
         if cold:
-            path = min(
-                (self.topology.load_path(g, dep.weight_source) for g in gpus),
-                key=lambda p: p.bandwidth,
-            )
-            t = load_time(self.memory[model].weights, path.bandwidth, dep.init_s)
+            t = self._cold_start_time(model, tuple(gpus))
             self.cold_starts += 1
             self.cold_start_s += t
             self.lives.append(ReplicaLife(rid, model, tuple(gpus), now, now + t, cold_start_s=t))
@@ -240,8 +251,31 @@ class Cluster:
             ev.callbacks.append(lambda _e, r=rep: self._make_ready(r))
         else:
             self.lives.append(ReplicaLife(rid, model, tuple(gpus), now, now))
+            for g in gpus:  # a replica that is up at the start has its image
+                self._image_ready.setdefault(self.topology.gpu_node[g], now)
             self._make_ready(rep)
         return rep
+
+    def _cold_start_time(self, model: str, gpus: tuple[int, ...]) -> float:
+        """Seconds from now until a new pod of ``model`` on ``gpus`` is ready.
+
+        The pod start-up phases of the deployment, in order: scheduling
+        (``scheduling_s``), the image pull on every node of ``gpus`` that does not have
+        the serving image yet (``image_pull_s``, once per node: a pod on a node where a
+        pull is under way waits for that pull to end), the weight load over the slowest
+        load path, and engine warm-up (``init_s``).
+        """
+        dep = self.deployments[model]
+        path = min(
+            (self.topology.load_path(g, dep.weight_source) for g in gpus),
+            key=lambda p: p.bandwidth,
+        )
+        now = self.env.now
+        pulled = now + dep.scheduling_s
+        for node in sorted({self.topology.gpu_node[g] for g in gpus}):
+            done = self._image_ready.setdefault(node, now + dep.scheduling_s + dep.image_pull_s)
+            pulled = max(pulled, done)
+        return pulled - now + load_time(self.memory[model].weights, path.bandwidth, dep.init_s)
 
     def replica_hardware(
         self, spec: ModelSpec, dep: Deployment, gpus: tuple[int, ...]
@@ -317,24 +351,62 @@ class Cluster:
             )
         rep.submit(Seq(call, issued_s, rep.block_size, has_successor))
 
+    def issue(self, call: Call, issued_s: float, has_successor: bool) -> None:
+        """A new LLM call from an agent.  It crosses the mesh (half of its sampled
+        overhead, ``sim/mesh.py``) and waits the router's decision delay
+        (``policies.router_delay_s``) before :meth:`dispatch` routes it; with neither
+        it is dispatched at once."""
+        delay = self.cfg.policies.router_delay_s
+        if self.mesh is not None:
+            overhead = self.mesh.sample(self.resolve_model(call.model))
+            if overhead > 0:
+                self._mesh_return[call.call_id] = overhead / 2
+                delay += overhead / 2
+        if delay > 0:
+            ev = self.env.timeout(delay)
+            ev.callbacks.append(lambda _e: self.dispatch(call, issued_s, has_successor))
+        else:
+            self.dispatch(call, issued_s, has_successor)
+
     def _on_seq_finished(self, rep: Replica, seq: Seq, now: float) -> None:
-        self.on_call_done(seq.call, now, "completed", "", seq)
+        back = self._mesh_return.pop(seq.call.call_id, 0.0) if self._mesh_return else 0.0
+        if back > 0:  # the response crosses the mesh back to the agent
+            ev = self.env.timeout(back)
+            ev.callbacks.append(
+                lambda _e: self.on_call_done(seq.call, self.env.now, "completed", "", seq)
+            )
+        else:
+            self.on_call_done(seq.call, now, "completed", "", seq)
         if self._retiring:
             self._maybe_release(rep)
 
     # ---- autoscaling ---------------------------------------------------------------
     def start_autoscaler(self, until: Callable[[], bool]) -> None:
-        """Call the autoscaler every ``interval_s`` until ``until()`` is true."""
+        """Call the autoscaler every ``interval_s`` until ``until()`` is true.
+
+        A decision takes effect ``policies.autoscaler_delay_s`` after it is made (an
+        external controller's reaction time); 0 applies it at once.
+        """
         interval = self.autoscaler.interval_s
         if interval <= 0:
             return
+        delay = self.cfg.policies.autoscaler_delay_s
+
+        def act(desired: dict[str, int]) -> None:
+            if until():
+                return
+            for model, want in desired.items():
+                self._scale_to(model, max(0, int(want)))
 
         def tick(_: simpy.Event) -> None:
             if until():
                 return
             desired = self.autoscaler.decide(self, self.env.now)
-            for model, want in desired.items():
-                self._scale_to(model, max(0, int(want)))
+            if delay > 0 and desired:
+                later = self.env.timeout(delay)
+                later.callbacks.append(lambda _e: act(desired))
+            else:
+                act(desired)
             ev = self.env.timeout(interval)
             ev.callbacks.append(tick)
 

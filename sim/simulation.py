@@ -105,7 +105,7 @@ class Driver:
             ev.callbacks.append(lambda _e: self.end(i, "completed", "", None))
             return
         assert self.cluster is not None
-        self.cluster.dispatch(call, now, bool(self.children[i]))
+        self.cluster.issue(call, now, bool(self.children[i]))
 
     # ---- completions ----------------------------------------------------------------
     def on_call_done(
@@ -219,6 +219,7 @@ def simulate(
         registry.create("autoscaling", pol.autoscaler),
         driver.on_call_done,
         check_invariants=check_invariants,
+        seed=seed,
     )
     for m in workload.models():
         cluster.resolve_model(m)  # fail before simulating when a model is not deployed
@@ -297,6 +298,8 @@ def simulate(
         seed=seed,
         policy=_policy_label(cfg),
     )
+    if cluster.mesh is not None:
+        summary.update(cluster.mesh.summary())
     timeline = pd.DataFrame.from_records(
         [
             (t, r.replica_id, run, wait, used, act)

@@ -113,7 +113,10 @@ class HPA(Autoscaler):
         """``GetResourceReplicas`` for a utilisation target (no missing metrics)."""
         current = len(live)
         ready_ids = {r.replica_id for r in ready}
-        util = {r.replica_id: self._utilisation(r, now) for r in (*live, *ready)}
+        util = {
+            r.replica_id: self._utilisation(r, now)
+            for r in {id(r): r for r in (*live, *ready)}.values()
+        }
         values = [util[r.replica_id] for r in ready]
         unready = sum(1 for r in live if r.replica_id not in ready_ids)
         if not values:
