@@ -70,7 +70,7 @@ def latency_cdfs(runs: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]]) -> Figur
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, alpha=0.3)
     if any(ax.get_legend_handles_labels()[1] for ax in axes.flat):
-        axes.flat[0].legend(fontsize=8)
+        axes.flat[0].legend(fontsize=8, loc="lower right")
     fig.suptitle("Latency CDFs")
     return fig
 
@@ -105,7 +105,7 @@ def timeline_figure(timeline: pd.DataFrame, makespan_s: float, bins: int = BINS)
         ax.grid(True, alpha=0.3)
     ax_wait.set_xlabel("simulated time (s)")
     if timeline["replica"].nunique() <= 12:
-        ax_run.legend(fontsize=7, ncol=4)
+        ax_run.legend(fontsize=7, ncol=4, loc="upper right")
     fig.suptitle("Queue length per replica (time-weighted mean per bin)")
     return fig
 
@@ -130,7 +130,7 @@ def kv_figure(
     ax.set_title("KV cache occupancy (solid: used incl. prefix cache; dashed: running sequences)")
     ax.grid(True, alpha=0.3)
     if len(used) <= 12:
-        ax.legend(fontsize=7, ncol=4)
+        ax.legend(fontsize=7, ncol=4, loc="upper right")
     return fig
 
 
