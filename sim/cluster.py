@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import simpy
 
@@ -33,6 +34,9 @@ from sim.mesh import HopModel, MeshOverhead
 from sim.models import ModelSpec, get_model
 from sim.topology import Topology, build_topology
 from sim.workload import Call
+
+if TYPE_CHECKING:
+    from sim.faults import FaultHooks
 
 CUDA_CONTEXT_BYTES = 1 * GiB  # CUDA context, NCCL buffers, CUDA graphs (vLLM profiles ~1 GiB)
 
@@ -135,7 +139,14 @@ class Cluster:
         self._by_model: dict[str, list[Replica]] = defaultdict(list)
         self._ready: dict[str, list[Replica]] = defaultdict(list)
         self._retiring: set[int] = set()
-        self._pending: dict[str, deque[tuple[Call, float, bool]]] = defaultdict(deque)
+        self._pending: dict[str, deque[tuple[Call, float, bool, Seq | None]]] = defaultdict(deque)
+        # faults (sim/faults.py): hooks, replica epochs (a restart or failure bumps the
+        # epoch so stale ready-events are ignored), replicas lost for good and why
+        self.faults: FaultHooks | None = None
+        self._epoch: dict[int, int] = defaultdict(int)
+        self._dead: set[int] = set()
+        self._dead_reason: dict[str, str] = {}
+        self._hw: dict[int, ReplicaHardware] = {}
         self.deployments: dict[str, Deployment] = {}
         self.specs: dict[str, ModelSpec] = {}
         self.memory: dict[str, MemoryPlan] = {}
@@ -220,6 +231,7 @@ class Cluster:
         self.free_gpus -= set(gpus)
         hw = self.replica_hardware(spec, dep, tuple(gpus))
         rid = len(self.all_replicas)
+        self._hw[rid] = hw
         rep = Replica(
             self.env,
             rid,
@@ -247,8 +259,7 @@ class Cluster:
             self.cold_starts += 1
             self.cold_start_s += t
             self.lives.append(ReplicaLife(rid, model, tuple(gpus), now, now + t, cold_start_s=t))
-            ev = self.env.timeout(t)
-            ev.callbacks.append(lambda _e, r=rep: self._make_ready(r))
+            self._ready_after(rep, t)
         else:
             self.lives.append(ReplicaLife(rid, model, tuple(gpus), now, now))
             for g in gpus:  # a replica that is up at the start has its image
@@ -276,6 +287,18 @@ class Cluster:
             done = self._image_ready.setdefault(node, now + dep.scheduling_s + dep.image_pull_s)
             pulled = max(pulled, done)
         return pulled - now + load_time(self.memory[model].weights, path.bandwidth, dep.init_s)
+
+    def _ready_after(self, rep: Replica, delay_s: float) -> None:
+        """Make ``rep`` ready in ``delay_s`` unless it fails (or fails again) meanwhile."""
+        epoch = self._epoch[rep.replica_id]
+
+        def ready(_: simpy.Event) -> None:
+            rid = rep.replica_id
+            if self._epoch[rid] == epoch and self.lives[rid].stop_s is None:
+                self._make_ready(rep)
+
+        ev = self.env.timeout(delay_s)
+        ev.callbacks.append(ready)
 
     def replica_hardware(
         self, spec: ModelSpec, dep: Deployment, gpus: tuple[int, ...]
@@ -309,8 +332,8 @@ class Cluster:
         self._ready[rep.model].sort(key=lambda r: r.replica_id)
         pending = self._pending.get(rep.model)
         while pending:
-            call, issued, has_succ = pending.popleft()
-            self.dispatch(call, issued, has_succ)
+            call, issued, has_succ, seq = pending.popleft()
+            self.dispatch(call, issued, has_succ, seq)
 
     def retire_replica(self, rep: Replica) -> None:
         """Stop routing to ``rep``; free its GPUs once its calls drain."""
@@ -330,18 +353,25 @@ class Cluster:
             life.stop_s = self.env.now
 
     # ---- calls ---------------------------------------------------------------------
-    def dispatch(self, call: Call, issued_s: float, has_successor: bool) -> None:
-        """Route an LLM call (issued at ``issued_s``) to a replica of its model."""
+    def dispatch(
+        self, call: Call, issued_s: float, has_successor: bool, seq: Seq | None = None
+    ) -> None:
+        """Route an LLM call (issued at ``issued_s``) to a replica of its model.
+
+        ``seq``: the call's state when it fails over from a lost replica (it keeps its
+        issue time, generated tokens and counters); None for a new call.
+        """
         model = self.resolve_model(call.model)
         candidates = self._ready.get(model)
         if not candidates:
-            if not self._by_model.get(model) and self.autoscaler.interval_s <= 0:
-                self.on_call_done(call, self.env.now, "failed", "no_replica", None)
+            if not self._can_serve(model):
+                reason = self._dead_reason.get(model, "no_replica")
+                self.on_call_done(call, self.env.now, "failed", reason, seq)
             else:
-                self._pending[model].append((call, issued_s, has_successor))
+                self._pending[model].append((call, issued_s, has_successor, seq))
             return
         if not candidates[0].fits(call):
-            self.on_call_done(call, self.env.now, "failed", "exceeds_kv_capacity", None)
+            self.on_call_done(call, self.env.now, "failed", "exceeds_kv_capacity", seq)
             return
         rid = self.router.route(call, candidates, self)
         rep = self.all_replicas[rid] if 0 <= rid < len(self.all_replicas) else None
@@ -349,7 +379,18 @@ class Cluster:
             raise PolicyError(
                 f"router {self.router.policy_name!r} returned replica {rid}, not a ready replica of {model}"
             )
-        rep.submit(Seq(call, issued_s, rep.block_size, has_successor))
+        if seq is None:
+            seq = Seq(call, issued_s, rep.block_size, has_successor)
+        if self.faults is not None:
+            self.faults.deliver(rep, seq)
+        else:
+            rep.submit(seq)
+
+    def _can_serve(self, model: str) -> bool:
+        """Whether a replica of ``model`` is, or may become, ready (else calls fail)."""
+        if self.autoscaler.interval_s > 0:
+            return True
+        return any(r.replica_id not in self._dead for r in self._by_model.get(model, ()))
 
     def issue(self, call: Call, issued_s: float, has_successor: bool) -> None:
         """A new LLM call from an agent.  It crosses the mesh (half of its sampled
@@ -369,6 +410,8 @@ class Cluster:
             self.dispatch(call, issued_s, has_successor)
 
     def _on_seq_finished(self, rep: Replica, seq: Seq, now: float) -> None:
+        if self.faults is not None:
+            self.faults.on_completed(rep, seq, now)
         back = self._mesh_return.pop(seq.call.call_id, 0.0) if self._mesh_return else 0.0
         if back > 0:  # the response crosses the mesh back to the agent
             ev = self.env.timeout(back)
@@ -379,6 +422,67 @@ class Cluster:
             self.on_call_done(seq.call, now, "completed", "", seq)
         if self._retiring:
             self._maybe_release(rep)
+
+    # ---- faults (driven by sim.faults.FaultInjector) --------------------------------
+    def is_up(self, rep: Replica, epoch: int) -> bool:
+        """Whether ``rep`` is ready and has not failed since ``epoch``."""
+        return rep.ready and self._epoch[rep.replica_id] == epoch
+
+    def epoch(self, rep: Replica) -> int:
+        return self._epoch[rep.replica_id]
+
+    def is_dead(self, rep: Replica) -> bool:
+        return rep.replica_id in self._dead
+
+    def fail_replica(
+        self, rep: Replica, reason: str, restart_after_s: float | None
+    ) -> list[tuple[Seq, int]]:
+        """Lose ``rep``'s GPUs now: its calls and KV are dropped (see ``Replica.fail``).
+
+        ``restart_after_s``: the replica comes back on the same GPUs after that many
+        seconds plus a cold start (weight load + init); None: it is gone for good (its
+        GPUs are neither billed nor reused from now on).  When the last replica of a
+        model is gone for good, the calls the cluster held for it fail with ``reason``.
+        Returns the lost sequences with the KV tokens each had computed; the caller
+        re-dispatches them (``dispatch(..., seq=...)``).
+        """
+        rid = rep.replica_id
+        now = self.env.now
+        self._epoch[rid] += 1
+        if rep.ready:
+            self._ready[rep.model].remove(rep)
+        lost = rep.fail(now)
+        life = self.lives[rid]
+        if restart_after_s is None or rid in self._retiring or life.stop_s is not None:
+            self._retiring.discard(rid)
+            self._dead.add(rid)
+            if life.stop_s is None:
+                life.stop_s = now
+            self._dead_reason[rep.model] = reason
+            if not self._can_serve(rep.model):
+                pending = self._pending.pop(rep.model, deque())
+                for call, _issued, _succ, seq in pending:
+                    self.on_call_done(call, now, "failed", reason, seq)
+        else:
+            t = restart_after_s + self._cold_start_time(rep.model, rep.gpus)
+            self.cold_starts += 1
+            self.cold_start_s += t
+            life.cold_start_s += t
+            self._ready_after(rep, t)
+        return lost
+
+    def reprice(self) -> None:
+        """Rebuild the iteration model of every live replica whose interconnect changed
+        (after a link's bandwidth changed; ``Topology`` path cache is cleared first)."""
+        self.topology._path.cache_clear()
+        for rep in self.all_replicas:
+            if rep.replica_id in self._dead:
+                continue
+            dep = self.deployments[rep.model]
+            hw = self.replica_hardware(self.specs[rep.model], dep, rep.gpus)
+            if hw != self._hw.get(rep.replica_id):
+                self._hw[rep.replica_id] = hw
+                rep.set_cost(self.cost_model.for_replica(hw))
 
     # ---- autoscaling ---------------------------------------------------------------
     def start_autoscaler(self, until: Callable[[], bool]) -> None:

@@ -316,3 +316,19 @@ def test_fit_validate_replay_byte_identical(recorded: tuple[Path, Path], tmp_pat
     before = cm_path.read_bytes()
     assert cli("replay", str(records), "-o", str(cm_path)) == 0
     assert cm_path.read_bytes() == before
+
+
+# --- committed records and cost models pair by name and replay byte for byte ---------
+
+COMMITTED = sorted((ROOT / "calibration/costmodels").glob("*.toml"))
+
+
+@pytest.mark.parametrize("costmodel", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_committed_costmodel_replays_byte_for_byte(costmodel: Path, tmp_path: Path) -> None:
+    records = sorted((ROOT / "calibration/records").glob(f"{costmodel.stem}.jsonl*"))
+    assert records, (
+        f"calibration/records/{costmodel.stem}.jsonl is missing (records and cost models pair by name)"
+    )
+    out = tmp_path / costmodel.name
+    out.write_bytes(costmodel.read_bytes())
+    assert cli("replay", *map(str, records), "-o", str(out), "--check") == 0

@@ -22,13 +22,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from sim.calibration.engines.devices import register_cpu
 from sim.errors import AgentsimError, InputError
 
 ENGINES = ("torch", "vllm", "http")
 
 
 def register(sub: Any) -> None:
-    """Add ``record``, ``replay``, ``compare-e2e`` and ``serve`` to a subparsers object."""
+    """Add ``record``, ``replay``, ``compare-e2e`` and ``serve`` to a subparsers object.
+
+    Also registers the nominal ``"cpu"`` device (:mod:`sim.calibration.engines.devices`)
+    so every ``calibrate`` command can fit and validate records measured on a CPU."""
+    register_cpu()
     p = sub.add_parser(
         "record",
         help="time a real engine (torch, vllm, http) into a records file",
