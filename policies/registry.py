@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sim.errors import PolicyError
 
-KINDS = ("routing", "batching", "retention", "placement", "autoscaling")
+KINDS = ("routing", "batching", "retention", "placement", "autoscaling", "persistence")
 
 # Modules of the built-in policies, imported on first use of the registry.
 BUILTIN_MODULES = (
@@ -32,6 +32,10 @@ BUILTIN_MODULES = (
     "policies.placement.first_fit",
     "policies.placement.k8s_default",
     "policies.autoscaling.static",
+    "policies.persistence.none",
+    "policies.persistence.host_offload",
+    "policies.persistence.remote_store",
+    "policies.persistence.migrate",
     "policies.autoscaling.hpa",
 )
 

@@ -89,6 +89,7 @@ class PolicyConfig:
     retention: str = "lru"
     placement: str = "first_fit"
     autoscaler: str = "static"
+    persistence: str = "none"  # session state under faults (sim/faults.py)
     # decision latency (s): between a call's issue and the router's dispatch (an
     # external scheduler), and between an autoscaler's decision and its action
     router_delay_s: float = 0.0

@@ -74,6 +74,8 @@ class Seq:
         "hit_counted",
         "has_successor",
         "replica_id",
+        "restored",
+        "failovers",
     )
 
     def __init__(self, call: Call, arrival_s: float, block_size: int, has_successor: bool) -> None:
@@ -97,6 +99,8 @@ class Seq:
         self.hit_counted = False
         self.has_successor = has_successor
         self.replica_id = -1
+        self.restored = 0  # prompt tokens whose KV was loaded from a saved copy (faults)
+        self.failovers = 0  # times the call moved off a failed replica
 
     # SeqView protocol (read by batch policies)
     @property
@@ -238,6 +242,56 @@ class Replica:
         ev = self.env.timeout(self._span_start + float(cum[m]) - self.env.now)
         ev.callbacks.append(self._make_cb(self._gen))
 
+    # ---- faults ------------------------------------------------------------------------
+    def fail(self, now: float) -> list[tuple[Seq, int]]:
+        """The replica's GPUs are lost (a fault): drop every call and all of its KV.
+
+        The decode iterations of a span that finished by ``now`` are committed first,
+        exactly as step by step; the iteration in flight is lost.  Returns each running,
+        then waiting, sequence with the KV tokens it had computed, reset to recompute its
+        prompt and the tokens it generated wherever it goes next.  The boundary event in
+        flight goes stale (``_gen`` is bumped); the replica is no longer ready and holds
+        no KV.
+        """
+        cum = self._span_cum
+        if self._span_k and cum is not None:
+            done = int(np.searchsorted(cum, now - self._span_start, side="right"))
+            self.busy_s += now - self._span_start - (float(cum[done - 1]) if done else 0.0)
+            if done:
+                self._span_k = done
+                self._finish_span(now)
+        lost = [(s, s.kv) for s in self.running]
+        lost += [(s, s.kv) for s in self.waiting]
+        for seq, _ in lost:
+            seq.kv = 0
+            seq.nref = 0
+            seq.private = 0
+            seq.registered = False
+            seq.restored = 0
+            seq.target = seq.prompt + seq.gen
+        self.running = []
+        self.waiting = deque()
+        self._outstanding_tokens = 0
+        self._busy = False
+        self._gen += 1
+        self._span_k = 0
+        self._span_cum = None
+        self._pending = None
+        self.ready = False
+        self.kv = KVCache(self.kv.capacity, self.block_size)
+        self.timeline.append((now, 0, 0, 0, 0))
+        return lost
+
+    def set_cost(self, cost: IterationModel) -> None:
+        """Re-price iterations (e.g. a link of the TP group changed bandwidth).
+
+        The iteration in flight keeps its time; a decode span in flight ends after its
+        current iteration so that later iterations use the new model (exact).
+        """
+        self.cost = cost
+        if self._span_k > 1:
+            self._cut_span()
+
     # ---- the iteration loop ------------------------------------------------------------
     def _on_boundary(self) -> None:
         now = self.env.now
@@ -314,6 +368,7 @@ class Replica:
         victim.registered = False
         victim.kv = 0
         victim.target = victim.prompt + victim.gen
+        victim.restored = 0
         victim.preemptions += 1
         self.preemptions += 1
         self._outstanding_tokens += victim.remaining_tokens
@@ -372,17 +427,18 @@ class Replica:
                     break
                 n = kv.match(seq.hashes) if seq.hashes else 0
                 hit_tokens = min(n * seq.hash_tokens, seq.target - 1)
-                chunk = min(seq.target - hit_tokens, budget)
+                start = max(hit_tokens, min(seq.restored, seq.target - 1))
+                chunk = min(seq.target - start, budget)
                 kv.ref(seq.hashes, n)
                 seq.nref = n
-                need = self._blocks_for(seq, hit_tokens + chunk)
+                need = self._blocks_for(seq, start + chunk)
                 if not kv.allocate(need, now):
                     kv.unref(seq.hashes, n, now)
                     seq.nref = 0
                     break  # head-of-line blocking, as vLLM
                 seq.private = need
-                seq.kv = hit_tokens
-                self._outstanding_tokens -= hit_tokens
+                seq.kv = start
+                self._outstanding_tokens -= start
                 if not seq.hit_counted:
                     seq.hit_counted = True
                     seq.cached_tokens = hit_tokens
@@ -469,7 +525,7 @@ class Replica:
         # during a span, so it cannot be admitted before the span ends either
         head = self.waiting[0]
         n = self.kv.match(head.hashes) if head.hashes else 0
-        hit = min(n * head.hash_tokens, head.target - 1)
+        hit = max(min(n * head.hash_tokens, head.target - 1), min(head.restored, head.target - 1))
         budget = self.cfg.max_num_batched_tokens - len(self.running)
         need = max(
             0, -(-(hit + min(head.target - hit, budget)) // self.block_size) - n * head.entry_blocks

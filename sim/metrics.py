@@ -41,6 +41,7 @@ CALL_COLUMNS = [
     "cached_tokens",
     "preemptions",
     "generated_tokens",
+    "failovers",
 ]
 
 SUMMARY_KEYS = (

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from sim.hardware import get_gpu
+from sim.faults import render_faults_section
 from sim.io import atomic_write, atomic_write_json, atomic_write_text
 from sim.metrics import SUMMARY_KEYS
 from sim.simulation import SimResult
@@ -441,6 +442,7 @@ def render_markdown(
         ]
     else:
         lines.append(f"- Prefix-cache hit rate: {summary['prefix_hit_rate']:.1%}")
+    lines += render_faults_section(summary)  # sim/faults.py; empty without faults
     rt = replica_table(replicas, timeline, float(summary["makespan_s"]))
     lines += [
         "",

@@ -24,6 +24,7 @@ from sim.config import ClusterConfig
 from sim.costmodel import CostModel, resolve_cost_model
 from sim.engine import Seq
 from sim.errors import ConfigError
+from sim.faults import FaultInjector, FaultSchedule
 from sim.metrics import Recorder, session_frame, summarize
 from sim.workload import Call, Workload
 
@@ -142,6 +143,7 @@ class Driver:
                     seq.cached_tokens,
                     seq.preemptions,
                     seq.gen,
+                    seq.failovers,
                 )
             )
         else:
@@ -149,7 +151,7 @@ class Driver:
             fin = now if status == "completed" else math.nan
             self.recorder.add(
                 (call.call_id, call.session_id, call.kind, call.model, replica, status, reason, issue,
-                 math.nan, first, fin, call.input_tokens, call.output_tokens, 0, 0, 0)
+                 math.nan, first, fin, call.input_tokens, call.output_tokens, 0, 0, 0, 0)
             )  # fmt: skip
         for j in self.children[i]:
             if self.ended[j]:
@@ -186,6 +188,7 @@ def simulate(
     check_invariants: bool = False,
     on_progress: Callable[[float, int, int], None] | None = None,
     progress_label: str = "simulating",
+    faults: FaultSchedule | None = None,
 ) -> SimResult:
     """Run one simulation and return its results.
 
@@ -199,6 +202,9 @@ def simulate(
         progress: show a progress bar on stderr (only when it is a terminal): calls
             done, simulated time against the trace's span, events per second.
         check_invariants: assert KV and token accounting at every iteration (slow; tests).
+        faults: a fault schedule to inject (``sim/faults.py``); session state survives
+            faults as ``cfg.policies.persistence`` says.  With faults the run ends when
+            the last call ends (faults and repairs scheduled later are not applied).
     """
     t0 = time.perf_counter()
     if not workload.calls:
@@ -223,6 +229,11 @@ def simulate(
     )
     for m in workload.models():
         cluster.resolve_model(m)  # fail before simulating when a model is not deployed
+    persistence = registry.create("persistence", pol.persistence)
+    injector = None
+    if faults is not None:
+        injector = FaultInjector(env, cluster, faults, persistence)
+        injector.start()
     driver.start(cluster)
     cluster.start_autoscaler(driver.finished)
 
@@ -236,6 +247,8 @@ def simulate(
     step = env.step
     try:
         while True:
+            if injector is not None and driver.finished():
+                break
             step()
             events += 1
             if not events & 0xFF:
@@ -297,6 +310,11 @@ def simulate(
         price_per_hour=cluster.gpu.price_per_hour,
         seed=seed,
         policy=_policy_label(cfg),
+        extra={
+            "failovers": injector.stats.failovers if injector else 0,
+            "recomputed_tokens": injector.stats.recomputed_tokens if injector else 0,
+            **({"faults": injector.stats.as_dict(pol.persistence)} if injector else {}),
+        },
     )
     if cluster.mesh is not None:
         summary.update(cluster.mesh.summary())

@@ -11,11 +11,12 @@ from typing import Any
 
 from sim.config import ClusterConfig, apply_overrides, default_cluster_config, load_cluster_config
 from sim.errors import InputError
+from sim.faults import FaultSchedule, load_faults
 from sim.paths import DEFAULT_TRACE
 from sim.traces import load_trace
 from sim.workload import Workload
 
-POLICY_FLAGS = ("router", "batching", "retention", "placement", "autoscaler")
+POLICY_FLAGS = ("router", "batching", "retention", "placement", "autoscaler", "persistence")
 
 
 def add_trace_arguments(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -47,6 +48,15 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
         p.add_argument("--retention", help="KV retention policy spec (e.g. lru)")
         p.add_argument("--placement", help="placement policy spec (e.g. first_fit)")
         p.add_argument("--autoscaler", help="autoscaling policy spec (e.g. static)")
+        p.add_argument(
+            "--persistence",
+            help="session-state persistence under faults: none, host_offload, remote_store, migrate",
+        )
+    p.add_argument(
+        "--faults",
+        help="fault schedule TOML (GPU/node failures, pod restarts, link cuts, spot preemption); "
+        "see examples/faults/",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of every policy (default 0)")
     p.add_argument(
         "--load-scale",
@@ -121,6 +131,12 @@ def trace_path(args: argparse.Namespace) -> str:
             str(DEFAULT_TRACE), None, None, "the embedded default trace is missing; pass --trace"
         )
     return str(DEFAULT_TRACE)
+
+
+def faults_from_args(args: argparse.Namespace) -> FaultSchedule | None:
+    """The fault schedule named by ``--faults`` (None without the flag)."""
+    path = getattr(args, "faults", None)
+    return load_faults(path) if path else None
 
 
 def workload_from_args(args: argparse.Namespace) -> Workload:

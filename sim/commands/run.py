@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim.commands.common import add_run_arguments, cluster_from_args, trace_path, workload_from_args
+from sim.commands.common import (
+    add_run_arguments,
+    cluster_from_args,
+    faults_from_args,
+    trace_path,
+    workload_from_args,
+)
 from sim.commands.report import add_slo_arguments, slo_from_args
 from sim.paths import RESULTS_DIR
 from sim.report import write_results
@@ -38,7 +44,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = cluster_from_args(args)
     workload = workload_from_args(args)
     result = simulate(
-        workload, cfg, seed=args.seed, load_scale=args.load_scale, progress=not args.quiet
+        workload,
+        cfg,
+        seed=args.seed,
+        load_scale=args.load_scale,
+        progress=not args.quiet,
+        faults=faults_from_args(args),
     )
     out = (
         Path(args.out)
