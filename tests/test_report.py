@@ -11,7 +11,7 @@ import pytest
 
 from sim.cli import main
 from sim.hardware import get_gpu
-from sim.metrics import Recorder, session_frame, summarize
+from sim.metrics import CALL_COLUMNS, Recorder, session_frame, summarize
 from sim.models import get_model
 from sim.report import SLO, enrich_summary, load_results, render_markdown, write_results
 from sim.simulation import TIMELINE_COLUMNS, SimResult, simulate
@@ -29,8 +29,11 @@ def _known_latencies() -> SimResult:
         ttft = k / 10
         tpot = 0.05 if k % 2 else 0.2
         fin = ttft + 10 * tpot
-        rec.add((f"c{k}", f"s{k}", "llm", "m", 0, "completed", "", 0.0, 0.0, ttft, fin,
-                 100, 11, 0, 0, 11))  # fmt: skip
+        row = {"call_id": f"c{k}", "session_id": f"s{k}", "kind": "llm", "model": "m",
+               "replica": 0, "status": "completed", "reason": "", "issue_s": 0.0,
+               "admit_s": 0.0, "first_token_s": ttft, "finish_s": fin, "input_tokens": 100,
+               "output_tokens": 11, "generated_tokens": 11}  # fmt: skip
+        rec.add(tuple(row.get(c, 0) for c in CALL_COLUMNS))  # other counters: 0
     calls = rec.frame()
     sessions = session_frame(calls)
     makespan = float(calls["finish_s"].max())  # k = 10: 1.0 + 10 x 0.2 = 3.0 s
