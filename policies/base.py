@@ -67,6 +67,11 @@ class ReplicaView(Protocol):
         """Seconds the replica's engine has spent iterating so far (GPU busy time)."""
         ...
 
+    @property
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens of queued and running calls whose KV is not computed yet."""
+        ...
+
     def cached_prefix_tokens(self, call: Call) -> int:
         """Tokens of ``call``'s prompt whose KV is cached on this replica (prefix match)."""
         ...
@@ -85,15 +90,32 @@ class ClusterView(Protocol):
         """Replicas of ``model`` that accept calls now, in replica-id order."""
         ...
 
+    def models(self) -> Sequence[str]:
+        """The deployed models (also those scaled to zero replicas)."""
+        ...
+
+    def live_replicas(self, model: str) -> Sequence[ReplicaView]:
+        """Replicas of ``model`` that are serving or starting (not retiring or stopped)."""
+        ...
+
+    def pending_calls(self, model: str) -> int:
+        """Calls of ``model`` held by the cluster because no replica of it is ready."""
+        ...
+
 
 class Router:
     """Chooses the replica that serves an LLM call.
 
     ``route`` receives the call and the ready replicas of the call's model (never
     empty) and returns one of their ``replica_id``.  ``seed`` seeds any randomness.
+    ``migrate_kv``: when True, the cluster may move the call's cached prefix from the
+    replica holding most of it to the chosen one before the call starts, if the
+    transfer over the topology is faster than recomputing it (see
+    ``sim.cluster.Cluster.dispatch``).
     """
 
     policy_name = "router"
+    migrate_kv = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -141,6 +163,36 @@ class BatchPolicy:
         """Called with the tokens a call computed (prefill or decode) when it finishes
         a phase or the call ends.  Default: ignore."""
 
+    def on_arrival(self, seq: SeqView, waiting: Sequence[SeqView], now: float) -> None:
+        """Called when ``seq`` joins the replica's queue, before it is appended to
+        ``waiting`` (the calls already queued).  Default: ignore."""
+
+
+class KVCostView(Protocol):
+    """What a retention policy may read about the replica where a call finished.
+
+    Times in seconds, sizes in tokens and blocks.
+    """
+
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def active_blocks(self) -> int: ...
+    @property
+    def kv_capacity_blocks(self) -> int: ...
+    @property
+    def host_capacity_blocks(self) -> int:
+        """Blocks of the replica's host-DRAM KV tier (0 when it has none; LRU when full)."""
+        ...
+
+    def recompute_time(self, tokens: int) -> float:
+        """Seconds to prefill ``tokens`` tokens from scratch on this replica (alone)."""
+        ...
+
+    def swap_time(self, tokens: int) -> float:
+        """Seconds to copy ``tokens`` tokens of KV one way between HBM and host DRAM."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionDecision:
@@ -159,11 +211,22 @@ class RetentionDecision:
 
 
 class RetentionPolicy:
-    """Decides what happens to a call's KV cache when the call finishes."""
+    """Decides what happens to a call's KV cache when the call finishes.
+
+    ``on_call_arrived`` tells the policy that a call reached a replica (so a policy
+    can learn how long sessions stay away between calls); ``on_call_finished``
+    returns the decision for the finished call's blocks.  ``replica`` describes the
+    replica for cost estimates.
+    """
 
     policy_name = "retention"
 
-    def on_call_finished(self, call: Call, has_successor: bool, now: float) -> RetentionDecision:
+    def on_call_arrived(self, call: Call, now: float) -> None:
+        """A call was submitted to a replica at ``now``.  Default: ignore."""
+
+    def on_call_finished(
+        self, call: Call, has_successor: bool, now: float, replica: KVCostView
+    ) -> RetentionDecision:
         return RetentionDecision()
 
 

@@ -17,11 +17,14 @@ class LeastLoaded(Router):
     Rule: minimise ``outstanding_requests`` (``metric=requests``, default) or
     ``outstanding_tokens`` (``metric=tokens``: prefill tokens still to compute plus
     output tokens still to generate); ties go to the lowest replica id.
+    ``migrate`` (bool, False): move the call's cached prefix to the chosen replica
+    when that is cheaper than recomputing it.
     Reference: least-outstanding-requests load balancing (Envoy ``LEAST_REQUEST``).
     """
 
-    def __init__(self, metric: str = "requests", seed: int = 0) -> None:
+    def __init__(self, metric: str = "requests", migrate: bool = False, seed: int = 0) -> None:
         super().__init__(seed)
+        self.migrate_kv = migrate
         if metric not in ("requests", "tokens"):
             raise PolicyError(
                 f"least_loaded: metric must be 'requests' or 'tokens', got {metric!r}"

@@ -24,12 +24,17 @@ class SessionAffinity(Router):
     requests exceed ``overload_factor`` x the mean over ready replicas (and
     ``overload_factor`` > 0), the call falls back to the next replica on the ring that
     is not overloaded.  A replica that is down is skipped, so only its sessions move.
-    Parameters: ``vnodes`` (int, 64), ``overload_factor`` (float, 0 = never fall back).
+    Parameters: ``vnodes`` (int, 64), ``overload_factor`` (float, 0 = never fall back),
+    ``migrate`` (bool, False: when a session moves, move its cached prefix along if
+    the transfer is cheaper than recomputing it).
     Reference: Envoy ring-hash load balancing / Karger et al. consistent hashing (1997).
     """
 
-    def __init__(self, vnodes: int = 64, overload_factor: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self, vnodes: int = 64, overload_factor: float = 0.0, migrate: bool = False, seed: int = 0
+    ) -> None:
         super().__init__(seed)
+        self.migrate_kv = migrate
         self.vnodes = vnodes
         self.overload_factor = overload_factor
         self._rings: dict[tuple[int, ...], tuple[list[int], list[int]]] = {}

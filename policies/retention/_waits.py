@@ -1,0 +1,53 @@
+"""Online distribution of how long a session's KV sits idle between its LLM calls.
+
+Shared by the retention policies that size pins from the tool-call distribution.
+The wait of a session is measured from the end of one of its LLM calls to the
+arrival of its next LLM call (tool time plus think time), in seconds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from sim.workload import Call
+
+
+class WaitStats:
+    """A sliding window of the last ``window`` observed waits, with cached statistics."""
+
+    def __init__(self, window: int = 2048, refresh: int = 32) -> None:
+        self._last_end: dict[str, float] = {}
+        self._waits: deque[float] = deque(maxlen=window)
+        self._sorted: list[float] = []
+        self._new = 0
+        self._refresh = refresh
+
+    def __len__(self) -> int:
+        return len(self._waits)
+
+    def finished(self, call: Call, now: float) -> None:
+        self._last_end[call.session_id] = now
+
+    def arrived(self, call: Call, now: float) -> None:
+        end = self._last_end.pop(call.session_id, None)
+        if end is not None:
+            self._waits.append(now - end)
+            self._new += 1
+
+    def _sync(self) -> None:
+        if self._new >= self._refresh or (self._new and len(self._sorted) != len(self._waits)):
+            self._sorted = sorted(self._waits)
+            self._new = 0
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (nearest rank) of the observed waits; 0 if none."""
+        self._sync()
+        xs = self._sorted
+        if not xs:
+            return 0.0
+        return xs[min(len(xs) - 1, max(0, int(q * len(xs))))]
+
+    def mean(self) -> float:
+        self._sync()
+        xs = self._sorted
+        return sum(xs) / len(xs) if xs else 0.0
