@@ -6,6 +6,19 @@ activation reserve; its cost model is built for the bottleneck link of its TP gr
 LLM calls are dispatched to a replica chosen by the router among the ready replicas
 of the call's model.  An autoscaler may add replicas (paying a cold start) or retire
 them.  The cluster implements ``policies.base.ClusterView`` for the policies.
+
+KV migration (routers with ``migrate_kv``): after the router picks replica B for a
+call, if another ready replica A of the model caches a longer prefix of the call
+(by at least one block), the cluster compares moving the extra ``n`` tokens of KV
+A -> B over the topology path between the replicas' first GPUs (each GPU of the TP
+group sends its shard in parallel: ``n x KV bytes per token per GPU / bottleneck
+bandwidth + latency``; NVLink inside a node, the NICs across nodes) with
+recomputing them on B (``B.recompute_time``).  If the move is faster, the call
+reaches B after the transfer with those tokens already in KV (``Seq.restored``);
+the tokens count as migrated, not as cache hits.
+
+Host-DRAM KV tier: each replica gets ``host_kv_gib`` of its node's DRAM for swapped
+KV blocks, reached over the PCIe path from its GPUs to the node's CPU.
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from policies.base import (
     Router,
 )
 from sim.config import ClusterConfig, Deployment
-from sim.costmodel import CostModel, ReplicaHardware, load_time
+from sim.costmodel import CostModel, ReplicaHardware, kv_transfer_time, load_time
 from sim.engine import EngineConfig, Replica, Seq
 from sim.errors import ConfigError, PolicyError
 from sim.hardware import GiB, get_gpu
@@ -85,6 +98,12 @@ def plan_memory(model: ModelSpec, gpu_memory: int, dep: Deployment) -> MemoryPla
             f"raise tp/pp or use larger GPUs"
         )
     return MemoryPlan(usable, weights, act, kv, int(blocks))
+
+
+def kv_bytes_per_token_per_gpu(model: ModelSpec, dep: Deployment) -> int:
+    """KV bytes one token occupies on each GPU of a TP x PP group (layers / pp, heads / tp)."""
+    kv_heads_per_gpu = max(1, model.num_kv_heads // dep.tp)
+    return 2 * (model.num_layers // dep.pp) * kv_heads_per_gpu * model.head_dim * model.dtype_bytes
 
 
 @dataclass
@@ -152,6 +171,9 @@ class Cluster:
         self.memory: dict[str, MemoryPlan] = {}
         self.cold_starts = 0
         self.cold_start_s = 0.0
+        self.migrations = 0
+        self.migrated_tokens = 0
+        self.migration_s = 0.0
         for dep in cfg.deployments:
             spec = get_model(dep.model)
             if spec.name in self.deployments:
@@ -188,6 +210,19 @@ class Cluster:
         if model is None:
             return [r for rs in self._ready.values() for r in rs]
         return self._ready.get(model, [])
+
+    def models(self) -> Sequence[str]:
+        return list(self.deployments)
+
+    def live_replicas(self, model: str) -> Sequence[Replica]:
+        return [
+            r
+            for r in self._by_model.get(model, ())
+            if r.replica_id not in self._retiring and self.lives[r.replica_id].stop_s is None
+        ]
+
+    def pending_calls(self, model: str) -> int:
+        return len(self._pending.get(model, ()))
 
     # ---- replicas ------------------------------------------------------------------
     def resolve_model(self, name: str | None) -> str:
@@ -230,6 +265,15 @@ class Cluster:
             )
         self.free_gpus -= set(gpus)
         hw = self.replica_hardware(spec, dep, tuple(gpus))
+        block_bytes = kv_bytes_per_token_per_gpu(spec, dep) * dep.block_size
+        host_path = min(
+            (
+                self.topology.path(self.topology.gpu_names[g], f"n{self.topology.gpu_node[g]}/cpu0")
+                for g in gpus
+            ),
+            key=lambda p: (p.bandwidth, -p.latency),
+        )
+        host_blocks = int(dep.host_kv_gib * GiB) // (block_bytes * dep.gpus_per_replica)
         rid = len(self.all_replicas)
         self._hw[rid] = hw
         rep = Replica(
@@ -250,6 +294,10 @@ class Cluster:
             self.batch_policy_factory(),
             self.retention,
             self._on_seq_finished,
+            host_kv_blocks=host_blocks,
+            host_bandwidth=host_path.bandwidth,
+            host_latency=host_path.latency,
+            kv_block_bytes=block_bytes,
         )
         self.all_replicas.append(rep)
         self._by_model[model].append(rep)
@@ -381,6 +429,38 @@ class Cluster:
             )
         if seq is None:
             seq = Seq(call, issued_s, rep.block_size, has_successor)
+        if self.router.migrate_kv and call.prefix_hashes:
+            delay = self._migrate(call, rep, candidates, seq)
+            if delay > 0:
+                ev = self.env.timeout(delay)
+                ev.callbacks.append(lambda _e: self._deliver(rep, seq))
+                return
+        self._deliver(rep, seq)
+
+    def _migrate(self, call: Call, rep: Replica, candidates: Sequence[Replica], seq: Seq) -> float:
+        """Move ``call``'s cached prefix to ``rep`` if cheaper than recompute; the delay (s)."""
+        mine = max(rep.cached_prefix_tokens(call), seq.restored)
+        src = max(candidates, key=lambda r: (r.cached_prefix_tokens(call), -r.replica_id))
+        theirs = src.cached_prefix_tokens(call)
+        if src is rep or theirs - mine < rep.block_size:
+            return 0.0
+        moved = theirs - mine
+        per_token = rep.kv_block_bytes / rep.block_size
+        path = self.topology.gpu_path(src.gpus[0], rep.gpus[0])
+        t_move = kv_transfer_time(moved * per_token, path.bandwidth, path.latency)
+        if t_move >= rep.recompute_time(theirs) - rep.recompute_time(mine):
+            return 0.0
+        seq.restored = theirs
+        self.migrations += 1
+        self.migrated_tokens += moved
+        self.migration_s += t_move
+        return t_move
+
+    def _deliver(self, rep: Replica, seq: Seq) -> None:
+        """Hand ``seq`` to ``rep`` (re-dispatch if ``rep`` stopped serving meanwhile)."""
+        if not rep.ready:
+            self.dispatch(seq.call, seq.arrival_s, seq.has_successor, seq)
+            return
         if self.faults is not None:
             self.faults.deliver(rep, seq)
         else:
@@ -520,11 +600,7 @@ class Cluster:
     def _scale_to(self, model: str, want: int) -> None:
         if model not in self.deployments:
             raise PolicyError(f"autoscaler asked for unknown model {model!r}")
-        live = [
-            r
-            for r in self._by_model[model]
-            if r.replica_id not in self._retiring and self.lives[r.replica_id].stop_s is None
-        ]
+        live = list(self.live_replicas(model))
         while len(live) < want:
             rep = self.start_replica(model, cold=True)
             if rep is None:

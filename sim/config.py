@@ -53,7 +53,9 @@ class Deployment:
     graph capture).  Mesh: ``mesh_hops`` proxies (sidecars, gateways) on every call,
     each adding a log-normal round-trip latency with 90th/99th percentiles
     ``mesh_hop_p90_s`` / ``mesh_hop_p99_s`` and ``mesh_hop_cpu_s`` vCPU-seconds per
-    call (defaults: Istio's published figures, see ``sim/mesh.py``).
+    call (defaults: Istio's published figures, see ``sim/mesh.py``).  ``host_kv_gib``: host DRAM (GiB) each replica may use
+    as a KV tier for blocks swapped out of HBM (0: none); the default 128 GiB per
+    replica fits a DGX A100 80GB (2 TiB DRAM) even with 8 single-GPU replicas.
     """
 
     model: str = "llama-3-70b"
@@ -74,6 +76,7 @@ class Deployment:
     mesh_hop_p90_s: float = 0.85e-3
     mesh_hop_p99_s: float = 1.35e-3
     mesh_hop_cpu_s: float = 2e-4
+    host_kv_gib: float = 128.0
 
     @property
     def gpus_per_replica(self) -> int:
@@ -89,11 +92,11 @@ class PolicyConfig:
     retention: str = "lru"
     placement: str = "first_fit"
     autoscaler: str = "static"
-    persistence: str = "none"  # session state under faults (sim/faults.py)
     # decision latency (s): between a call's issue and the router's dispatch (an
     # external scheduler), and between an autoscaler's decision and its action
     router_delay_s: float = 0.0
     autoscaler_delay_s: float = 0.0
+    persistence: str = "none"  # session state under faults (sim/faults.py)
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,7 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
             "need 0 < mesh_hop_p90_s <= mesh_hop_p99_s",
         )
         _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
+        _check(d.host_kv_gib >= 0, w, f"{p}.host_kv_gib", "must be >= 0")
     need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
     _check(
         need <= cfg.num_gpus,
