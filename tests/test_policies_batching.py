@@ -1,0 +1,106 @@
+"""Batching policies: who is admitted first when calls wait, with known answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from policies import registry
+from sim.config import ClusterConfig
+from sim.simulation import simulate
+from sim.workload import Call
+from tests.helpers import ROOFLINE, cluster, llm, workload
+
+
+def one_slot(batching: str) -> ClusterConfig:
+    """One replica that runs one call at a time, so admission order is visible."""
+    cfg = cluster(max_num_seqs=1)
+    return replace(cfg, policies=replace(cfg.policies, batching=batching))
+
+
+def test_plas_runs_a_new_short_program_ahead_of_a_long_running_one() -> None:
+    calls = [
+        llm("L0", "L", 3000, 10, t=0.0),  # L attains > 3000 tokens of service
+        llm("X", "X", 100, 300, t=0.35),  # occupies the slot for seconds
+        llm("L1", "L", 3000, 10, parents=("L0",), gap=0.2),  # waits from ~0.6 s
+        llm("S0", "S", 500, 10, t=1.0),  # a new program, waits from 1.0 s
+    ]
+    w = workload(calls)
+    fcfs = simulate(w, one_slot("fcfs"), cost_model=ROOFLINE).calls.set_index("call_id")
+    plas = simulate(w, one_slot("plas"), cost_model=ROOFLINE).calls.set_index("call_id")
+    assert (
+        float(fcfs.loc["X", "admit_s"])
+        < float(fcfs.loc["L1", "issue_s"])
+        < float(fcfs.loc["S0", "issue_s"])
+    )
+    assert float(fcfs.loc["S0", "issue_s"]) < float(fcfs.loc["X", "finish_s"])
+    assert float(fcfs.loc["L1", "admit_s"]) < float(fcfs.loc["S0", "admit_s"])
+    assert float(plas.loc["S0", "admit_s"]) < float(plas.loc["L1", "admit_s"])
+    assert float(plas.loc["S0", "admit_s"]) == float(fcfs.loc["L1", "admit_s"])  # right when X ends
+
+
+def test_plas_anti_starvation_promotes_a_call_that_waited_too_long() -> None:
+    calls = [
+        llm("L0", "L", 3000, 10, t=0.0),
+        llm("X", "X", 100, 300, t=0.35),
+        llm("L1", "L", 3000, 10, parents=("L0",), gap=0.2),
+        llm("S0", "S", 500, 10, t=1.0),
+    ]
+    w = workload(calls)
+    # L1 waits ~4 s behind X: with starvation_s=1 it is promoted and, being older, first
+    r = simulate(w, one_slot("plas:starvation_s=1"), cost_model=ROOFLINE).calls.set_index("call_id")
+    assert float(r.loc["L1", "admit_s"]) < float(r.loc["S0", "admit_s"])
+
+
+@dataclass
+class _Seq:
+    call: Call
+    arrival_s: float
+    computed_tokens: int = 0
+    generated_tokens: int = 0
+
+
+def test_atlas_ranks_a_call_by_its_critical_path_not_the_whole_program() -> None:
+    # program P: root p0, a heavy branch pa and a light branch pb; pb2 follows pb.
+    # program Q: one earlier call of moderate size.
+    p0 = llm("p0", "P", 100, 1)
+    pa = llm("pa", "P", 9000, 1, parents=("p0",))
+    pb = llm("pb", "P", 100, 1, parents=("p0",))
+    pb2 = llm("pb2", "P", 100, 1, parents=("pb",))
+    q0 = llm("q0", "Q", 3000, 1)
+    q1 = llm("q1", "Q", 100, 1, parents=("q0",))
+    plas, atlas = registry.create("batching", "plas"), registry.create("batching", "atlas")
+    for pol in (plas, atlas):
+        for c, tokens in ((p0, 100), (pa, 9000), (pb, 100), (q0, 3000)):
+            pol.on_tokens(c, tokens, 0.0)
+    waiting = [_Seq(q1, 1.0), _Seq(pb2, 2.0)]
+    # PLAS: P attained 9200 (queue 3), Q 3000 (queue 1): q1 first
+    assert [s.call.call_id for s in plas.order(waiting, 3.0)] == ["q1", "pb2"]
+    # ATLAS: pb2's critical path p0 -> pb attained 200 (queue 0): pb2 first
+    assert [s.call.call_id for s in atlas.order(waiting, 3.0)] == ["pb2", "q1"]
+    assert atlas.attained(pb2) == 200 and atlas.attained(q1) == 3000
+
+
+def test_vtc_serves_a_light_session_between_a_heavy_sessions_backlog() -> None:
+    calls = [llm(f"H{i}", "H", 1000, 50, t=0.0) for i in range(5)]
+    calls.append(llm("L", "L", 1000, 50, t=0.001))
+    w = workload(calls)
+    fcfs = simulate(w, one_slot("fcfs"), cost_model=ROOFLINE).calls
+    vtc = simulate(w, one_slot("vtc"), cost_model=ROOFLINE).calls
+
+    def rank(df) -> int:  # type: ignore[no-untyped-def]
+        return list(df.sort_values("admit_s")["call_id"]).index("L")
+
+    assert rank(fcfs) == 5
+    assert rank(vtc) == 1
+
+
+def test_vtc_lifts_a_returning_clients_counter() -> None:
+    vtc = registry.create("batching", "vtc")
+    a, a2, b = llm("a", "A", 100, 1), llm("a2", "A", 100, 1), llm("b", "B", 100, 1)
+    vtc.on_tokens(a, 1000, 0.0)  # A was served 1000 prompt tokens while B was idle
+    vtc.on_tokens(a, 5, 0.0)  # and 5 output tokens (weight 2)
+    vtc.on_arrival(_Seq(b, 1.0), [_Seq(a2, 0.5)], 1.0)  # B arrives behind A's queued call
+    assert vtc.counter["B"] == vtc.counter["A"] == 1000 + 2 * 5
+    c = llm("c", "C", 100, 1)
+    vtc.on_arrival(_Seq(c, 2.0), [], 2.0)  # empty queue: lifted to the last served (A)
+    assert vtc.counter["C"] == 1010
