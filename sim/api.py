@@ -40,6 +40,8 @@ from sim.workload import Workload
 if TYPE_CHECKING:  # keeps matplotlib out of ``import sim.api``
     from matplotlib.figure import Figure
 
+    from sim.faults import FaultSchedule
+
 #: ``kind=spec`` prefixes accepted in policy strings, and the config field they set.
 POLICY_KINDS = {
     "router": "router",
@@ -268,6 +270,7 @@ def run(
     load_scale: float = 1.0,
     slo: SLO | None = None,
     trace_format: str | None = None,
+    faults: FaultSchedule | None = None,
     progress: bool = False,
     progress_label: str = "simulating",
     **overrides: Any,
@@ -276,12 +279,19 @@ def run(
 
     See the module docstring for the argument forms.  ``load_scale`` multiplies the
     arrival rate; ``slo`` sets the objectives of the SLO metrics (default TTFT <= 2 s,
-    TPOT <= 100 ms); ``progress`` shows a bar on a terminal.
+    TPOT <= 100 ms); ``faults`` a fault schedule to inject (``sim.faults``);
+    ``progress`` shows a bar on a terminal.
     """
     wl = load_workload(trace, trace_format)
     cfg = cluster_config(cluster, policies, **overrides)
     raw = simulate(
-        wl, cfg, seed=seed, load_scale=load_scale, progress=progress, progress_label=progress_label
+        wl,
+        cfg,
+        seed=seed,
+        load_scale=load_scale,
+        progress=progress,
+        progress_label=progress_label,
+        faults=faults,
     )
     return Result(raw, slo or SLO())
 
@@ -489,6 +499,7 @@ def compare(
     alpha: float = 0.05,
     labels: Sequence[str] | None = None,
     retime: bool = False,
+    faults: FaultSchedule | None = None,
     progress: bool = False,
     on_run: Callable[[str, int, Result], None] | None = None,
     **overrides: Any,
@@ -502,7 +513,8 @@ def compare(
     (the CLI writes its files there).  ``retime``: for each seed, move the session
     starts to a Poisson process of the trace's own session rate (seeded; calls inside
     a session keep their timing), so seeds vary the workload as well as the policies'
-    randomness; every policy still sees the same workload for a given seed.  Returns a
+    randomness; every policy still sees the same workload for a given seed.  ``faults``:
+    the same fault schedule is injected into every run.  Returns a
     :class:`Comparison`; its ``table`` is the comparison DataFrame.
     """
     entries: list[PolicyArg] = (
@@ -541,6 +553,7 @@ def compare(
                 load_scale=load_scale,
                 progress=progress,
                 progress_label=f"[{k}/{total}] {name} seed {s}",
+                faults=faults,
             )
             res = Result(raw, slo)
             results[name].append(res)

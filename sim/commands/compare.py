@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim.commands.common import add_run_arguments, cluster_from_args, trace_path, workload_from_args
+from sim.commands.common import (
+    add_run_arguments,
+    cluster_from_args,
+    faults_from_args,
+    trace_path,
+    workload_from_args,
+)
 from sim.commands.report import add_slo_arguments, slo_from_args
 from sim.paths import RESULTS_DIR
 
@@ -19,7 +25,7 @@ def register(sub: Any) -> None:
         help="run several policies on the same trace and compare them",
         description="Run each policy of --policies on the same workload and cluster with seeds "
         "--seed .. --seed+N-1; writes comparison.csv (one row per policy: the summary.json metrics "
-        "flattened, mean over seeds, 95%% confidence half-widths and paired t-tests against the "
+        "flattened, mean over seeds, 95% confidence half-widths and paired t-tests against the "
         "first policy), comparison.md, comparison.html with overlaid latency CDFs, and every run's "
         "files under runs/.  Takes every flag of 'agentsim run'; policy flags set the base that "
         "each --policies entry overrides.",
@@ -83,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         slo=slo,
         rank_by=args.rank_by,
         retime=args.retime,
+        faults=faults_from_args(args),
         progress=not args.quiet,
         on_run=save,
     )
