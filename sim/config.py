@@ -323,6 +323,10 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
         text = Path(p).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -10,7 +10,9 @@ conversions that stream from reader to writer.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,12 +202,17 @@ def load_trace(
     p = str(path)
     if not Path(p).exists():
         raise InputError(p, None, None, "file not found")
-    name = fmt or detect_format(p)
-    if name not in FORMATS:
-        raise InputError(
-            p, None, "--trace-format", f"unknown format {name!r}; known: {', '.join(FORMATS)}"
-        )
-    return FORMATS[name](p, opts)
+    try:
+        name = fmt or detect_format(p)
+        if name not in FORMATS:
+            raise InputError(
+                p, None, "--trace-format", f"unknown format {name!r}; known: {', '.join(FORMATS)}"
+            )
+        return FORMATS[name](p, opts)
+    except UnicodeDecodeError as e:
+        raise InputError(p, None, None, f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise InputError(p, None, None, f"corrupt or truncated gzip file: {e}") from None
 
 
 __all__ = [
