@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.hardware import get_gpu
 from sim.faults import render_faults_section
+from sim.hardware import get_gpu
 from sim.io import atomic_write, atomic_write_json, atomic_write_text
 from sim.metrics import SUMMARY_KEYS
 from sim.simulation import SimResult
