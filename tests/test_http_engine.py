@@ -132,21 +132,30 @@ def test_http_timings_agree_with_server_log(server: tuple[str, Path]) -> None:
     assert all(m.error is None for m in llm)
     logged = _server_log(log, before + len(llm))
     ttft_diff: list[float] = []
+    itl_sum_diff: list[float] = []
+    gap_diff: list[float] = []
     for m in llm:
         srv = logged[m.call.call_id]
         assert (
             m.chunks == m.call.output_tokens == srv["completion_tokens"] == m.output_tokens_reported
         )
         assert srv["prompt_tokens"] == m.call.input_tokens
-        assert m.ttft_s is not None
-        # loopback trips, parsing and thread switches on a busy 2-core machine: a few ms
-        assert abs(m.ttft_s - srv["ttft_s"]) <= 0.010 + 0.2 * srv["ttft_s"]
+        assert m.ttft_s is not None and len(m.itl_s) == len(srv["itl_s"])
+        # the client cannot see a token before the server wrote it (5 ms of stamp jitter)
+        assert m.ttft_s >= srv["ttft_s"] - 0.005
         ttft_diff.append(abs(m.ttft_s - srv["ttft_s"]))
-        assert len(m.itl_s) == len(srv["itl_s"])
-        assert abs(sum(m.itl_s) - sum(srv["itl_s"])) <= 0.010 + 0.1 * sum(srv["itl_s"])
-        gaps = sorted(abs(a - b) for a, b in zip(m.itl_s, srv["itl_s"], strict=True))
-        assert gaps[len(gaps) // 2] <= 0.003  # median gap agrees to 3 ms
-    assert sorted(ttft_diff)[len(ttft_diff) // 2] <= 0.005  # median TTFT agrees to 5 ms
+        itl_sum_diff.append(abs(sum(m.itl_s) - sum(srv["itl_s"])))
+        gap_diff += [abs(a - b) for a, b in zip(m.itl_s, srv["itl_s"], strict=True)]
+
+    def median(xs: list[float]) -> float:
+        return sorted(xs)[len(xs) // 2]
+
+    # loopback trips, parsing and thread switches (on a busy 2-core machine): a few ms;
+    # medians, because one descheduled client thread can stall a single call
+    assert median(ttft_diff) <= 0.005
+    assert median(itl_sum_diff) <= 0.005
+    assert median(gap_diff) <= 0.002
+    assert sorted(gap_diff)[int(0.9 * len(gap_diff))] <= 0.010
     # closed loop: the second call of a session is issued after the tool finished
     by = {m.call.call_id: m for m in ms}
     for s in range(4):
