@@ -77,6 +77,7 @@ class Deployment:
     mesh_hop_p99_s: float = 1.35e-3
     mesh_hop_cpu_s: float = 2e-4
     host_kv_gib: float = 128.0
+    allow_cross_node_tp: bool = False  # a TP group larger than a node must be allowed
 
     @property
     def gpus_per_replica(self) -> int:
@@ -239,6 +240,14 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         )
         _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
         _check(d.host_kv_gib >= 0, w, f"{p}.host_kv_gib", "must be >= 0")
+        node_gpus = max(n.gpus for n in cfg.nodes)
+        _check(
+            d.tp <= node_gpus or d.allow_cross_node_tp,
+            w,
+            f"{p}.tp",
+            f"TP={d.tp} is larger than a node ({node_gpus} GPUs): its all-reduces would cross "
+            "the network every layer; lower tp, or set allow_cross_node_tp = true",
+        )
     need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
     _check(
         need <= cfg.num_gpus,
