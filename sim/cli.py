@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "sim.commands.report",
     "sim.commands.policies",
     "sim.commands.trace",
+    "sim.commands.sweep",
+    "sim.commands.regress",
 )
 
 
