@@ -33,6 +33,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix sim policies tests benchmarks
 	$(VENV)/bin/ruff format sim policies tests benchmarks
 
+.PHONY: regress
+# The CI regression gate on scheduling metrics (see README, "Regression gate").
+regress: $(STAMP)
+	$(VENV)/bin/agentsim regress --baseline results/baselines/ci.json $(ARGS)
+
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
