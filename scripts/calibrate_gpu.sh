@@ -65,12 +65,11 @@ timeout 390 "$PY" -m sim.calibration.harness_cli record --engine torch --device 
 
 if ! has_fit_deps "$FIT_PY"; then
   say "no interpreter with numpy/scipy/pandas/simpy here: copy $REC to a machine with agentsim and run"
-  say "  agentsim calibrate replay $REC -o $CM && agentsim calibrate validate --costmodel $CM $REC"
+  say "  agentsim calibrate fit $REC -o $CM && agentsim calibrate validate --costmodel $CM $REC"
   exit 0
 fi
 say "2/3 fit -> $CM"
-rm -f "$CM"
-"$FIT_PY" -m sim.calibration.harness_cli replay "$REC" -o "$CM"
+"$FIT_PY" -m sim.cli calibrate fit "$REC" -o "$CM"
 say "3/3 validate and replay"
 "$FIT_PY" -m sim.cli calibrate validate --costmodel "$CM" "$REC"
 "$FIT_PY" -m sim.calibration.harness_cli replay "$REC" -o "$CM" --check
