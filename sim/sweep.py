@@ -926,15 +926,19 @@ def write_report(
     for metric in (m for m in metrics if m in t):
         t[metric] = pd.to_numeric(t[metric], errors="coerce")
         g = t.groupby(["_facet", "_series", "load_scale"])[metric].agg(["mean", "min", "max"])
-        facet_names = list(dict.fromkeys(t["_facet"]))
+        facet_names = sorted(set(t["_facet"]))
         fig, axes = plt.subplots(
             1, len(facet_names), figsize=(6 * len(facet_names), 4), squeeze=False
         )
         for ax, facet in zip(axes[0], facet_names, strict=True):
-            for s in dict.fromkeys(t.loc[t["_facet"] == facet, "_series"]):
+            for s in sorted(set(t.loc[t["_facet"] == facet, "_series"])):
                 part = g.loc[(facet, s)]
                 ax.plot(part.index, part["mean"], marker="o", label=s)
                 ax.fill_between(part.index, part["min"], part["max"], alpha=0.2)
+            scales = sorted(t["load_scale"].unique())
+            if scales[0] > 0 and scales[-1] / scales[0] >= 4:  # geometric loads: log axis
+                ax.set_xscale("log", base=2)
+                ax.set_xticks(scales, [f"{x:g}" for x in scales])
             ax.set_xlabel("load scale")
             ax.set_ylabel(metric)
             ax.set_title(facet or title)
