@@ -17,6 +17,20 @@ the cost model's vectorised ``decode_times``.  An arrival during a span cuts it 
 end of the iteration in flight, so every timestamp equals the step-by-step result
 (``fast_forward=False``) up to float rounding.  No SimPy event per token.
 
+Host-DRAM KV tier (``host_kv_blocks`` > 0): when the retention policy swaps a
+finished call's prefix to host memory, the copy runs on the GPU's copy engine
+alongside compute (as InferCept's pipelined swap-out), so it frees HBM at once and
+delays nothing; its time is counted in ``swap_out_s``.  When an admitted call's
+prefix continues into the host tier, those blocks are swapped back into fresh HBM
+blocks and the copy time over the GPU's PCIe path to its CPU (``host_bandwidth``,
+``host_latency``; each GPU of the TP group copies its shard in parallel) is *added
+to the admitting iteration* (vLLM swaps in before the forward pass of the step).
+
+Pins (TTL retention): a call that cannot be admitted because pinned blocks hold the
+memory waits for the earliest pin to expire (or for the next arrival); a decode
+span ends at the first iteration boundary after that expiry, so fast-forward stays
+exact.
+
 Units: seconds, tokens, KV blocks.
 """
 
@@ -24,15 +38,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import simpy
 
-from sim.costmodel import BatchShape, IterationModel
-from sim.kvcache import KVCache, effective_hashes
+from sim.costmodel import BatchShape, IterationModel, kv_transfer_time
+from sim.kvcache import BLOCKS, PINNED, REFS, KVCache, effective_hashes
 
 if TYPE_CHECKING:
     from policies.base import BatchPolicy, RetentionPolicy
@@ -136,7 +150,14 @@ class Replica:
         batch_policy: BatchPolicy,
         retention: RetentionPolicy,
         on_finish: FinishHook,
+        host_kv_blocks: int = 0,
+        host_bandwidth: float = float("inf"),
+        host_latency: float = 0.0,
+        kv_block_bytes: int = 0,
     ) -> None:
+        """``host_kv_blocks``: blocks of the host-DRAM tier; ``host_bandwidth`` (bytes/s)
+        and ``host_latency`` (s): the GPU-to-CPU path; ``kv_block_bytes``: bytes of one
+        KV block on one GPU of the group (what each GPU copies)."""
         self.env = env
         self.replica_id = replica_id
         self.model = model
@@ -145,7 +166,10 @@ class Replica:
         self.cost = cost
         self.cfg = config
         self.block_size = config.block_size
-        self.kv = KVCache(kv_capacity_blocks, config.block_size)
+        self.kv = KVCache(kv_capacity_blocks, config.block_size, host_kv_blocks)
+        self.host_bandwidth = host_bandwidth
+        self.host_latency = host_latency
+        self.kv_block_bytes = kv_block_bytes
         self.policy = batch_policy
         self.retention = retention
         self.on_finish = on_finish
@@ -153,6 +177,9 @@ class Replica:
         self.waiting: deque[Seq] = deque()
         self.running: list[Seq] = []
         self._outstanding_tokens = 0
+        self._prefill_left = 0  # sum over queued/running calls of max(0, target - kv)
+        self._stalled = False  # waiting for a pin to expire
+        self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
         # in-flight work: either idle, one mixed iteration, or a decode span
         self._busy = False
         self._gen = 0  # generation id; a boundary event with an old id is stale
@@ -166,6 +193,8 @@ class Replica:
         self.preemptions = 0
         self.prompt_tokens = 0
         self.hit_tokens = 0
+        self.swap_in_s = 0.0
+        self.swap_out_s = 0.0
         self.timeline: list[tuple[float, int, int, int, int]] = []
 
     # ---- ReplicaView ------------------------------------------------------------
@@ -197,6 +226,32 @@ class Replica:
     def active_blocks(self) -> int:
         return self.kv.active_blocks
 
+    @property
+    def pending_prefill_tokens(self) -> int:
+        return self._prefill_left
+
+    # ---- KVCostView (read by retention policies) ----------------------------------
+    @property
+    def host_capacity_blocks(self) -> int:
+        return self.kv.host_capacity
+
+    def recompute_time(self, tokens: int) -> float:
+        """Seconds to prefill ``tokens`` tokens alone, in budget-sized chunks."""
+        step = self.cfg.max_num_batched_tokens
+        return sum(
+            self.cost.iteration_time(BatchShape((min(step, tokens - c),), (c,)))
+            for c in range(0, max(0, tokens), step)
+        )
+
+    def swap_time(self, tokens: int) -> float:
+        """Seconds to copy ``tokens`` tokens of KV one way over the GPU-CPU path."""
+        return self._swap_blocks_time(-(-tokens // self.block_size))
+
+    def _swap_blocks_time(self, blocks: int) -> float:
+        return kv_transfer_time(
+            blocks * self.kv_block_bytes, self.host_bandwidth, self.host_latency
+        )
+
     def cached_prefix_tokens(self, call: Call) -> int:
         if not call.prefix_hashes:
             return 0
@@ -212,9 +267,13 @@ class Replica:
     def submit(self, seq: Seq) -> None:
         """Queue a call (arriving now)."""
         seq.replica_id = self.replica_id
+        self.policy.on_arrival(seq, self.waiting, self.env.now)
         self.waiting.append(seq)
         self._outstanding_tokens += seq.remaining_tokens
-        if not self._busy:
+        self._prefill_left += max(0, seq.target - seq.kv)
+        self.retention.on_call_arrived(seq.call, self.env.now)
+        if not self._busy or self._stalled:
+            self._stalled = False
             self._busy = True
             self._gen += 1
             ev = self.env.timeout(0.0)
@@ -272,13 +331,16 @@ class Replica:
         self.running = []
         self.waiting = deque()
         self._outstanding_tokens = 0
+        self._prefill_left = 0
+        self._stalled = False
+        self._swap_in_pending_s = 0.0
         self._busy = False
         self._gen += 1
         self._span_k = 0
         self._span_cum = None
         self._pending = None
         self.ready = False
-        self.kv = KVCache(self.kv.capacity, self.block_size)
+        self.kv = KVCache(self.kv.capacity, self.block_size, self.kv.host_capacity)
         self.timeline.append((now, 0, 0, 0, 0))
         return lost
 
@@ -306,12 +368,15 @@ class Replica:
         self.kv.check()
         assert self.kv.used <= self.kv.capacity
         private = sum(s.private for s in self.running)
-        assert private + sum(e.blocks for e in self.kv.entries.values()) == self.kv.used, (
+        assert private + sum(e[BLOCKS] for e in self.kv.entries.values()) == self.kv.used, (
             "block leak"
         )
         assert self._outstanding_tokens == sum(s.remaining_tokens for s in self.running) + sum(
             s.remaining_tokens for s in self.waiting
         ), "outstanding token accounting"
+        assert self._prefill_left == sum(
+            max(0, s.target - s.kv) for s in (*self.running, *self.waiting)
+        ), "pending prefill accounting"
         for s in self.running:
             assert s.gen <= s.out and s.kv <= s.target + s.out
             assert s.private >= self._blocks_for(s, s.kv), (
@@ -319,6 +384,7 @@ class Replica:
             )
 
     def _schedule(self, now: float) -> None:
+        self._stalled = False
         if self.cfg.check_invariants:
             self.check()
         running = self.running
@@ -335,9 +401,16 @@ class Replica:
                 return
         decodes, prefills = self._build_batch(now)
         if not decodes and not prefills:
-            # Nothing can run (cannot happen with validated configs: a call that
-            # fits memory can always run once the running set drains).
-            raise RuntimeError(f"replica {self.replica_id}: scheduler stalled")
+            # Nothing can run: only pinned blocks can hold the memory a call that fits
+            # needs (a call that fits can always run once the running set drains).
+            expiry = self.kv.next_pin_expiry()
+            if expiry is None:
+                raise RuntimeError(f"replica {self.replica_id}: scheduler stalled")
+            self._stalled = True
+            self._gen += 1
+            ev = self.env.timeout(max(0.0, expiry - now))
+            ev.callbacks.append(self._make_cb(self._gen))
+            return
         shape = BatchShape(
             prefill_tokens=tuple(c for _, c in prefills),
             prefill_context=tuple(s.kv for s, _ in prefills),
@@ -345,6 +418,9 @@ class Replica:
             decode_context_sum=sum(s.kv for s in decodes) + len(decodes),
         )
         dt = self.cost.iteration_time(shape)
+        if self._swap_in_pending_s:
+            dt += self._swap_in_pending_s
+            self._swap_in_pending_s = 0.0
         self._pending = (decodes, prefills)
         self._span_k = 0
         self.busy_s += dt
@@ -361,6 +437,7 @@ class Replica:
     def _preempt(self, victim: Seq, now: float) -> None:
         self.running.remove(victim)
         self._outstanding_tokens -= victim.remaining_tokens
+        self._prefill_left -= max(0, victim.target - victim.kv)
         self.kv.release(victim.private)
         self.kv.unref(victim.hashes, victim.nref, now)
         victim.private = 0
@@ -372,6 +449,7 @@ class Replica:
         victim.preemptions += 1
         self.preemptions += 1
         self._outstanding_tokens += victim.remaining_tokens
+        self._prefill_left += victim.target
         self.waiting.appendleft(victim)
 
     @staticmethod
@@ -418,27 +496,34 @@ class Replica:
             # seq itself was preempted: the loop index now points at its successor
         # 2. admit waiting sequences in policy order
         if self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
-            order = (
-                self.policy.order(list(self.waiting), now) if self.policy.reorders else self.waiting
+            # batch policies return the engine's own Seq objects, reordered
+            order = cast(
+                "Iterable[Seq]",
+                self.policy.order(list(self.waiting), now)
+                if self.policy.reorders
+                else self.waiting,
             )
             admitted: list[Seq] = []
             for seq in order:
                 if budget <= 0 or len(self.running) >= self.cfg.max_num_seqs:
                     break
-                n = kv.match(seq.hashes) if seq.hashes else 0
-                hit_tokens = min(n * seq.hash_tokens, seq.target - 1)
-                start = max(hit_tokens, min(seq.restored, seq.target - 1))
-                chunk = min(seq.target - start, budget)
-                kv.ref(seq.hashes, n)
-                seq.nref = n
-                need = self._blocks_for(seq, start + chunk)
-                if not kv.allocate(need, now):
-                    kv.unref(seq.hashes, n, now)
-                    seq.nref = 0
+                plan = self._admission(seq, budget, now)
+                if plan is None:
                     break  # head-of-line blocking, as vLLM
+                n, m, hit_tokens, start, chunk, need, swap = plan
+                kv.ref(seq.hashes, n)
+                seq.nref = n + m
+                ok = kv.allocate(need + swap, now)
+                assert ok, "admission planned beyond available blocks"
+                if m:
+                    kv.swap_in(seq.hashes, n, m)
+                    t = self._swap_blocks_time(swap)
+                    self._swap_in_pending_s += t
+                    self.swap_in_s += t
                 seq.private = need
                 seq.kv = start
                 self._outstanding_tokens -= start
+                self._prefill_left -= start
                 if not seq.hit_counted:
                     seq.hit_counted = True
                     seq.cached_tokens = hit_tokens
@@ -472,6 +557,7 @@ class Replica:
         for seq, chunk in prefills:
             seq.kv += chunk
             self._outstanding_tokens -= chunk
+            self._prefill_left -= chunk
             if seq.kv >= seq.target:
                 self._complete_prefill(seq, now)
                 if seq.gen >= seq.out:
@@ -499,14 +585,17 @@ class Replica:
         self.running.remove(seq)
         self.kv.release(seq.private)
         seq.private = 0
-        decision = self.retention.on_call_finished(seq.call, seq.has_successor, now)
-        self.kv.unref(
+        decision = self.retention.on_call_finished(seq.call, seq.has_successor, now, self)
+        moved = self.kv.unref(
             seq.hashes,
             seq.nref,
             now,
             pin_until=now + decision.pin_s if decision.pin_s > 0 else 0.0,
             discard=decision.discard,
+            to_host=decision.swap_to_host,
         )
+        if moved:
+            self.swap_out_s += self._swap_blocks_time(moved)
         seq.nref = 0
         self.policy.on_tokens(seq.call, max(0, seq.out - 1), now)
         self.on_finish(self, seq, now)
@@ -523,21 +612,44 @@ class Replica:
             return False
         # the head of the queue cannot be admitted now, and free memory only shrinks
         # during a span, so it cannot be admitted before the span ends either
-        head = self.waiting[0]
-        n = self.kv.match(head.hashes) if head.hashes else 0
-        hit = max(min(n * head.hash_tokens, head.target - 1), min(head.restored, head.target - 1))
         budget = self.cfg.max_num_batched_tokens - len(self.running)
-        need = max(
-            0, -(-(hit + min(head.target - hit, budget)) // self.block_size) - n * head.entry_blocks
-        )
-        if n:
-            # referencing the hit entries would also take them out of the evictable pool
-            return need > self.kv.available(now) - self._hit_evictable(head.hashes, n)
-        return need > self.kv.available(now)
+        return self._admission(self.waiting[0], budget, now) is None
+
+    def _admission(
+        self, seq: Seq, budget: int, now: float
+    ) -> tuple[int, int, int, int, int, int, int] | None:
+        """Plan admitting ``seq`` with ``budget`` tokens left, without touching the cache.
+
+        Returns ``(hits, host_hits, hit_tokens, start, chunk, private_blocks,
+        swap_blocks)``, or None when its memory cannot be had now.  The check comes
+        before any cache reference, so a failed attempt leaves the LRU order as it
+        was (the fast-forward path makes no attempts during a span; vLLM also checks
+        before it allocates).
+        """
+        kv = self.kv
+        n = kv.match(seq.hashes) if seq.hashes else 0
+        # the prefix may continue in the host tier: those entries are swapped in
+        m = kv.host_match(seq.hashes, n) if kv.host_used and seq.hashes else 0
+        hit_tokens = min((n + m) * seq.hash_tokens, seq.target - 1)
+        start = max(hit_tokens, min(seq.restored, seq.target - 1))
+        chunk = min(seq.target - start, budget)
+        need = max(0, -(-(start + chunk) // self.block_size) - (n + m) * seq.entry_blocks)
+        swap = m * seq.entry_blocks
+        avail = kv.available(now)
+        if need + swap > avail:
+            return None
+        # referencing the hit entries takes them out of the evictable pool
+        if n and need + swap > avail - self._hit_evictable(seq.hashes, n):
+            return None
+        return n, m, hit_tokens, start, chunk, need, swap
 
     def _hit_evictable(self, hashes: tuple[int, ...], n: int) -> int:
         entries = self.kv.entries
-        return sum(entries[h].blocks for h in hashes[:n] if entries[h].refs == 0)
+        return sum(
+            int(entries[h][BLOCKS])
+            for h in hashes[:n]
+            if not entries[h][REFS] and not entries[h][PINNED]
+        )
 
     def _span_length(self) -> int:
         """Iterations until the first completion, capped where free blocks run out."""
@@ -566,6 +678,14 @@ class Replica:
         sums = ctx0 + n * np.arange(1, k + 1, dtype=np.int64)
         times = self.cost.decode_times(n, sums)
         cum = np.cumsum(times)
+        if self.waiting and self.kv.pinned_blocks:
+            # an expiring pin frees memory a waiting call may need: end the span at the
+            # first iteration boundary at or after the expiry (the step-by-step engine
+            # would admit there)
+            expiry = self.kv.next_pin_expiry()
+            if expiry is not None and now + float(cum[-1]) > expiry:
+                k = int(np.searchsorted(cum, expiry - now, side="left")) + 1
+                cum = cum[:k]
         self._span_start = now
         self._span_cum = cum
         self._span_k = k

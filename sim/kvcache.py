@@ -17,15 +17,24 @@ sequence's prompt entries are registered when its prefill completes (vLLM caches
 full computed blocks), so concurrent sequences share a prefix only once it has been
 computed.
 
-Invariant: ``used_blocks <= capacity`` always; ``free + used == capacity``.
+Host-DRAM tier: a replica may also hold up to ``host_capacity`` blocks of prefix
+entries in host memory.  A retention policy can *swap* a finished call's entries
+there instead of keeping them in HBM (:meth:`KVCache.unref` with ``to_host``); a
+later call whose prefix continues into the host tier *swaps them in*
+(:meth:`KVCache.host_match`, :meth:`KVCache.swap_in`) into freshly allocated HBM
+blocks.  The host tier is LRU; the engine prices the copies over the GPU's PCIe
+path to its CPU (``sim/engine.py``).
+
+Invariant: ``used_blocks <= capacity`` always; ``free + used == capacity``;
+``host_used <= host_capacity``.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from typing import Any
 
 
 def effective_hashes(
@@ -47,13 +56,10 @@ def effective_hashes(
     return hashes[r - 1 :: r], unit, unit // block_size
 
 
-@dataclass(slots=True)
-class Entry:
-    """A cached prefix block group: ``blocks`` blocks, ``refs`` sequences using it."""
-
-    blocks: int
-    refs: int = 0
-    pinned_until: float = 0.0
+# An entry is a 3-item list [refs, blocks, pinned_until] (a list, not an object: the
+# cache creates and touches one per prompt block, millions per run).
+REFS, BLOCKS, PINNED, STAMP = 0, 1, 2, 3
+Entry = list[Any]  # [refs: int, blocks: int, pinned_until: float (0: unpinned), stamp: int]
 
 
 class KVCache:
@@ -62,21 +68,36 @@ class KVCache:
     Args:
         capacity_blocks: total KV blocks of the replica.
         block_size: tokens per block.
+        host_capacity_blocks: blocks of the host-DRAM tier (0: no host tier).
     """
 
-    def __init__(self, capacity_blocks: int, block_size: int) -> None:
+    def __init__(
+        self, capacity_blocks: int, block_size: int, host_capacity_blocks: int = 0
+    ) -> None:
         if capacity_blocks < 1:
             raise ValueError("KV capacity must be at least one block")
         self.capacity = capacity_blocks
         self.block_size = block_size
         self.free = capacity_blocks
-        self.entries: dict[int, Entry] = {}
-        self._lru: OrderedDict[int, None] = OrderedDict()  # unreferenced, unpinned entries
+        self.entries: dict[int, Entry] = {}  # hash -> [refs, blocks, pinned_until, stamp]
+        # LRU of unreferenced, unpinned entries, oldest first, with lazy deletion: an
+        # item (stamp, hash) is live only while the entry exists, is unreferenced and
+        # unpinned, and still carries that stamp.  Referencing an entry is then O(1)
+        # with no queue operation; eviction skips stale items.
+        self._lru: deque[tuple[int, int]] = deque()
+        self._tick = 0
         self._pinned: list[tuple[float, int]] = []  # heap of (until, hash) unreferenced pinned
         self.evictable_blocks = 0  # blocks of entries in _lru
         self.pinned_blocks = 0  # blocks of unreferenced entries waiting in _pinned
         self.evictions = 0  # entries evicted
         self.evicted_blocks = 0
+        # host-DRAM tier: hash -> blocks, least recently used first
+        self.host_capacity = max(0, host_capacity_blocks)
+        self.host_used = 0
+        self._host: OrderedDict[int, int] = OrderedDict()
+        self.swapped_out_blocks = 0
+        self.swapped_in_blocks = 0
+        self.host_evicted_blocks = 0
 
     # ---- queries ----------------------------------------------------------------
     @property
@@ -103,6 +124,19 @@ class KVCache:
             n += 1
         return n
 
+    def next_pin_expiry(self) -> float | None:
+        """When the earliest pin of an unreferenced entry expires (None: no pins)."""
+        pinned = self._pinned
+        entries = self.entries
+        while pinned:
+            until, h = pinned[0]
+            e = entries.get(h)
+            if e is None or e[REFS] or e[PINNED] != until:
+                heapq.heappop(pinned)  # stale: re-referenced, re-pinned or gone
+                continue
+            return until
+        return None
+
     def available(self, now: float) -> int:
         """Blocks that can be had now: free plus evictable (expiring pins released)."""
         self._release_expired(now)
@@ -114,32 +148,37 @@ class KVCache:
         while pinned and pinned[0][0] <= now:
             until, h = heapq.heappop(pinned)
             e = self.entries.get(h)
-            if e is None or e.refs or e.pinned_until != until:
+            if e is None or e[REFS] or e[PINNED] != until:
                 continue  # re-referenced or re-pinned since
-            e.pinned_until = 0.0
-            self.pinned_blocks -= e.blocks
-            self._lru[h] = None
-            self._lru.move_to_end(h, last=False)  # expired pins are the oldest entries
-            self.evictable_blocks += e.blocks
+            e[PINNED] = 0.0
+            self.pinned_blocks -= e[BLOCKS]
+            self._tick += 1
+            e[STAMP] = self._tick
+            self._lru.appendleft((self._tick, h))  # expired pins are the oldest entries
+            self.evictable_blocks += e[BLOCKS]
 
     def allocate(self, blocks: int, now: float) -> bool:
         """Take ``blocks`` blocks, evicting LRU entries if needed; False if impossible."""
         if blocks <= self.free:
             self.free -= blocks
             return True
+        # expired pins become the oldest LRU entries, so they are evicted first
+        self._release_expired(now)
         if blocks > self.free + self.evictable_blocks:
-            self._release_expired(now)
-            if blocks > self.free + self.evictable_blocks:
-                return False
+            return False
         lru = self._lru
         entries = self.entries
         while self.free < blocks:
-            h, _ = lru.popitem(last=False)
-            e = entries.pop(h)
-            self.evictable_blocks -= e.blocks
-            self.free += e.blocks
+            stamp, h = lru.popleft()
+            e = entries.get(h)
+            if e is None or e[REFS] or e[PINNED] or e[STAMP] != stamp:
+                continue  # stale item
+            del entries[h]
+            b = int(e[BLOCKS])
+            self.evictable_blocks -= b
+            self.free += b
             self.evictions += 1
-            self.evicted_blocks += e.blocks
+            self.evicted_blocks += b
         self.free -= blocks
         return True
 
@@ -151,17 +190,15 @@ class KVCache:
     def ref(self, hashes: tuple[int, ...], n: int) -> None:
         """Reference the first ``n`` of ``hashes`` (all present: see :meth:`match`)."""
         entries = self.entries
-        lru = self._lru
         for h in hashes[:n]:
             e = entries[h]
-            if e.refs == 0:
-                if h in lru:
-                    del lru[h]
-                    self.evictable_blocks -= e.blocks
-                else:  # pinned and unreferenced
-                    self.pinned_blocks -= e.blocks
-                    e.pinned_until = 0.0
-            e.refs += 1
+            if not e[REFS]:
+                if e[PINNED]:
+                    self.pinned_blocks -= e[BLOCKS]
+                    e[PINNED] = 0.0
+                else:  # leaves the LRU (its queue item goes stale)
+                    self.evictable_blocks -= e[BLOCKS]
+            e[REFS] += 1
 
     def register(self, hashes: tuple[int, ...], start: int, entry_blocks: int) -> int:
         """Turn private blocks holding ``hashes[start:]`` into referenced entries.
@@ -174,16 +211,15 @@ class KVCache:
         for h in hashes[start:]:
             e = entries.get(h)
             if e is None:
-                entries[h] = Entry(entry_blocks, 1)
+                entries[h] = [1, entry_blocks, 0.0, 0]
             else:
-                if e.refs == 0:
-                    if h in self._lru:
-                        del self._lru[h]
-                        self.evictable_blocks -= e.blocks
+                if not e[REFS]:
+                    if e[PINNED]:
+                        self.pinned_blocks -= e[BLOCKS]
+                        e[PINNED] = 0.0
                     else:
-                        self.pinned_blocks -= e.blocks
-                        e.pinned_until = 0.0
-                e.refs += 1
+                        self.evictable_blocks -= e[BLOCKS]
+                e[REFS] += 1
                 freed += entry_blocks
         self.free += freed
         return freed
@@ -195,34 +231,136 @@ class KVCache:
         now: float,
         pin_until: float = 0.0,
         discard: bool = False,
-    ) -> None:
+        to_host: bool = False,
+    ) -> int:
         """Drop one reference from the first ``n`` of ``hashes``.
 
         Entries left unreferenced become evictable (most recently used), are pinned
-        until ``pin_until`` if that is in the future, or are freed if ``discard``.
+        until ``pin_until`` if that is in the future, are freed if ``discard``, or
+        move to the host tier if ``to_host`` (and it has room for them).  Returns the
+        blocks moved to the host tier.
+        Hashes are released tail first, so that under LRU a prompt's last blocks are
+        evicted before its first ones and the cached part stays a prefix (as vLLM
+        frees a request's blocks in reverse order).
         """
         entries = self.entries
         lru = self._lru
-        for h in hashes[:n]:
+        to_host = to_host and self.host_capacity > 0
+        moved = 0
+        for i in range(n - 1, -1, -1):
+            h = hashes[i]
             e = entries[h]
-            e.refs -= 1
-            if e.refs:
+            e[REFS] -= 1
+            if e[REFS]:
                 continue
-            if discard:
+            if to_host and e[BLOCKS] <= self.host_capacity:
                 del entries[h]
-                self.free += e.blocks
+                b = int(e[BLOCKS])
+                self.free += b
+                self._host_put(h, b)
+                moved += b
+            elif discard:
+                del entries[h]
+                self.free += e[BLOCKS]
             elif pin_until > now:
-                e.pinned_until = pin_until
-                self.pinned_blocks += e.blocks
+                e[PINNED] = pin_until
+                self.pinned_blocks += e[BLOCKS]
                 heapq.heappush(self._pinned, (pin_until, h))
             else:
-                lru[h] = None
-                self.evictable_blocks += e.blocks
+                self._tick += 1
+                e[STAMP] = self._tick
+                lru.append((self._tick, h))
+                self.evictable_blocks += e[BLOCKS]
+        if len(lru) > 2 * len(entries) + 4096:
+            self._compact()
+        self.swapped_out_blocks += moved
+        return moved
+
+    # ---- host-DRAM tier -----------------------------------------------------------
+    def _host_put(self, h: int, blocks: int) -> None:
+        host = self._host
+        if h in host:
+            host.move_to_end(h)
+            return
+        while self.host_used + blocks > self.host_capacity:
+            _, b = host.popitem(last=False)
+            self.host_used -= b
+            self.host_evicted_blocks += b
+        host[h] = blocks
+        self.host_used += blocks
+
+    def host_match(self, hashes: tuple[int, ...], start: int) -> int:
+        """How many of ``hashes[start:]`` follow on in the host tier (a prefix run)."""
+        host = self._host
+        if not host:
+            return 0
+        m = 0
+        for h in hashes[start:]:
+            if h not in host:
+                break
+            m += 1
+        return m
+
+    def swap_in(self, hashes: tuple[int, ...], start: int, m: int) -> int:
+        """Move ``hashes[start:start + m]`` from the host tier into HBM as referenced entries.
+
+        The caller has already allocated their blocks (the blocks returned).
+        """
+        host = self._host
+        entries = self.entries
+        blocks = 0
+        for h in hashes[start : start + m]:
+            b = host.pop(h)
+            self.host_used -= b
+            blocks += b
+            e = entries.get(h)
+            if e is None:
+                entries[h] = [1, b, 0.0, 0]
+            else:  # computed again meanwhile: keep that copy, return the allocation
+                if not e[REFS]:
+                    if e[PINNED]:
+                        self.pinned_blocks -= int(e[BLOCKS])
+                        e[PINNED] = 0.0
+                    else:
+                        self.evictable_blocks -= int(e[BLOCKS])
+                e[REFS] += 1
+                self.free += b
+        self.swapped_in_blocks += blocks
+        return blocks
+
+    def _compact(self) -> None:
+        """Drop stale LRU items (keeps the queue within a constant factor of the cache)."""
+        entries = self.entries
+        self._lru = deque(
+            (stamp, h)
+            for stamp, h in self._lru
+            if (e := entries.get(h)) is not None
+            and not e[REFS]
+            and not e[PINNED]
+            and e[STAMP] == stamp
+        )
+
+    def is_evictable(self, h: int) -> bool:
+        """Whether cached entry ``h`` is unreferenced and unpinned (evictable now)."""
+        e = self.entries[h]
+        return not e[REFS] and not e[PINNED]
 
     def check(self) -> None:
         """Assert the accounting invariants (used by tests)."""
         assert 0 <= self.free <= self.capacity, (self.free, self.capacity)
-        ev = sum(self.entries[h].blocks for h in self._lru)
+        live = [
+            h
+            for stamp, h in self._lru
+            if (e := self.entries.get(h)) is not None
+            and not e[REFS]
+            and not e[PINNED]
+            and e[STAMP] == stamp
+        ]
+        assert len(live) == len(set(live)), "an entry is twice in the LRU"
+        ev = sum(self.entries[h][BLOCKS] for h in live)
         assert ev == self.evictable_blocks, (ev, self.evictable_blocks)
-        entry_blocks = sum(e.blocks for e in self.entries.values())
+        ev_all = sum(e[BLOCKS] for e in self.entries.values() if not e[REFS] and not e[PINNED])
+        assert ev_all == ev, "an evictable entry is missing from the LRU"
+        entry_blocks = sum(e[BLOCKS] for e in self.entries.values())
         assert entry_blocks <= self.used, (entry_blocks, self.used)
+        assert self.host_used == sum(self._host.values()) <= self.host_capacity
