@@ -28,7 +28,7 @@ def add_trace_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
     p.add_argument(
         "--trace-format",
         default=None,
-        help="trace format (agentsim, mooncake, azure, burstgpt, lmcache, csv); auto-detected by default",
+        help="trace format (agentsim, mooncake, azure, burstgpt, lmcache, csv, synth: a synthetic-workload TOML); auto-detected by default",
     )
 
 
