@@ -418,6 +418,10 @@ class Cluster:
             else:
                 self._pending[model].append((call, issued_s, has_successor, seq))
             return
+        limit = self.deployments[model].max_model_len
+        if limit and call.input_tokens + call.output_tokens > limit:
+            self.on_call_done(call, self.env.now, "failed", "exceeds_max_model_len", seq)
+            return
         if not candidates[0].fits(call):
             self.on_call_done(call, self.env.now, "failed", "exceeds_kv_capacity", seq)
             return

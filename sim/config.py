@@ -37,7 +37,9 @@ class Deployment:
     block, ``gpu_memory_utilization`` of GPU memory usable for weights + activations +
     KV.  ``cold_start``: replicas load their weights at t=0 (from ``weight_source``:
     ``nvme``, ``host`` or ``remote``) before serving; ``init_s`` is engine start-up
-    time on top of the weight load (seconds).  ``num_gpu_blocks_override`` (> 0)
+    time on top of the weight load (seconds).  ``max_model_len`` (> 0) rejects calls
+    whose prompt plus output exceed it, as vLLM does (0: no limit; the presets'
+    native context is ``ModelSpec.max_context``).  ``num_gpu_blocks_override`` (> 0)
     fixes the KV capacity in blocks instead of deriving it from memory (as vLLM's
     flag of the same name).
 
@@ -70,6 +72,7 @@ class Deployment:
     weight_source: str = "nvme"
     init_s: float = 20.0
     num_gpu_blocks_override: int = 0
+    max_model_len: int = 0
     scheduling_s: float = 5.0
     image_pull_s: float = 90.0
     mesh_hops: int = 0
@@ -229,6 +232,7 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         )
         _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
         _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
+        _check(d.max_model_len >= 0, w, f"{p}.max_model_len", "must be >= 0 (0: no limit)")
         _check(d.scheduling_s >= 0, w, f"{p}.scheduling_s", "must be >= 0")
         _check(d.image_pull_s >= 0, w, f"{p}.image_pull_s", "must be >= 0")
         _check(d.mesh_hops >= 0, w, f"{p}.mesh_hops", "must be >= 0")

@@ -165,3 +165,11 @@ def test_fast_forward_matches_step_by_step_exactly() -> None:
     assert (a["preemptions"] == b["preemptions"]).all()
     assert fast.perf["events"] < slow.perf["events"]
     assert math.isclose(fast.summary["makespan_s"], slow.summary["makespan_s"], rel_tol=1e-9)
+
+
+def test_max_model_len_rejects_longer_calls() -> None:
+    w = workload([llm("long", "s", 900, 200), llm("ok", "s2", 700, 100, t=0.5)])
+    r = simulate(w, cluster(max_model_len=1000), cost_model=ROOFLINE)
+    rows = r.calls.set_index("call_id")
+    assert rows.loc["long", "reason"] == "exceeds_max_model_len"
+    assert rows.loc["ok", "status"] == "completed"
