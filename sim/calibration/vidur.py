@@ -67,8 +67,7 @@ def _stats(row: dict[str, str], op: str, path: str, line: int) -> dict[str, floa
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     try:
         with open(path, newline="") as fh:
-            for i, row in enumerate(csv.DictReader(fh), start=2):
-                yield i, row
+            yield from enumerate(csv.DictReader(fh), start=2)
     except OSError as e:
         raise InputError(str(path), None, None, f"cannot read: {e.strerror or e}") from None
 
@@ -80,7 +79,9 @@ def _int(row: dict[str, str], key: str, path: str, line: int) -> int:
         raise InputError(path, line, key, f"missing or not an integer: {row.get(key)!r}") from None
 
 
-def _header(gpu: str, model: str, cfg: dict[str, Any], tp: int, source: str, **extra: Any) -> RecordHeader:
+def _header(
+    gpu: str, model: str, cfg: dict[str, Any], tp: int, source: str, **extra: Any
+) -> RecordHeader:
     return RecordHeader(
         engine="vidur",
         gpu=gpu,
@@ -126,7 +127,9 @@ def import_mlp(path: Path, gpu: str, model: str, source: str) -> list[Section]:
         tp = _int(row, "num_tensor_parallel_workers", sp, line)
         tokens = _int(row, "num_tokens", sp, line)
         if tp not in by_tp:
-            by_tp[tp] = Section(_header(gpu, model, _model_config(row, model, sp, line), tp, source))
+            by_tp[tp] = Section(
+                _header(gpu, model, _model_config(row, model, sp, line), tp, source)
+            )
         for op in MLP_OPS:
             st = _stats(row, op, sp, line)
             if st is not None:
@@ -143,13 +146,15 @@ def import_attention(path: Path, gpu: str, model: str, source: str) -> list[Sect
         if tp not in by_tp:
             cfg = _model_config(row, model, sp, line)
             by_tp[tp] = Section(
-                _header(gpu, model, cfg, tp, source, attention_backend=row.get("attention_backend", ""))
+                _header(
+                    gpu, model, cfg, tp, source, attention_backend=row.get("attention_backend", "")
+                )
             )
         batch = _int(row, "batch_size", sp, line)
         kv = _int(row, "kv_cache_size", sp, line)
         if row.get("is_prefill") == "True":
             st = _stats(row, "attn_prefill", sp, line)
-            shape = {
+            shape: dict[str, float] = {
                 "prefill_chunk_size": _int(row, "prefill_chunk_size", sp, line),
                 "kv_cache_size": kv,
                 "batch_size": batch,
@@ -176,7 +181,7 @@ def import_network(path: Path, gpu: str, topology: str, source: str) -> list[Sec
         st = _stats(row, op, sp, line)
         if st is None:
             continue
-        shape = {
+        shape: dict[str, float] = {
             "size_bytes": _int(row, "size", sp, line),
             "num_workers": workers,
             "devices_per_node": _int(row, "devices_per_node", sp, line),
@@ -191,7 +196,9 @@ def import_vidur(profile_dir: str | Path) -> list[Section]:
     """All sections of a Vidur profiling directory, in a deterministic order."""
     root = Path(profile_dir)
     if not root.is_dir():
-        raise InputError(str(root), None, None, "not a directory (expected a Vidur profiling directory)")
+        raise InputError(
+            str(root), None, None, "not a directory (expected a Vidur profiling directory)"
+        )
     sections: list[Section] = []
     for sub in ("compute", "legacy"):
         for csv_path in sorted((root / sub).glob("*/**/*.csv")):
@@ -211,5 +218,10 @@ def import_vidur(profile_dir: str | Path) -> list[Section]:
         sku = topology.split("_", 1)[0]
         sections += import_network(csv_path, SKU_TO_GPU.get(sku, sku), topology, str(rel))
     if not sections:
-        raise InputError(str(root), None, None, "no Vidur profiling CSVs found under compute/, legacy/ or network/")
+        raise InputError(
+            str(root),
+            None,
+            None,
+            "no Vidur profiling CSVs found under compute/, legacy/ or network/",
+        )
     return sections

@@ -1,0 +1,760 @@
+"""The fitted cost model: roofline operators with efficiency curves fitted to real timings.
+
+Every operator of a transformer layer is priced from its *shape*, never looked up by
+model name, so an architecture nobody profiled is predicted from its config alone.
+Each kernel (:class:`OpModel`) has a roofline time at the GPU's datasheet peaks,
+
+    roofline = smoothmax(flops / peak_flops, bytes / peak_bytes) + per_item x items,
+    smoothmax(a, b) = (a^p + b^p)^(1/p),
+
+and a fitted efficiency curve (:class:`Curve`, achieved fraction of the roofline as a
+function of the roofline time): ``time = roofline / efficiency(roofline)``.  Achieved
+FLOP/s and bytes/s are thus functions of the kernel's shape.  Kernels:
+
+- GEMMs (QKV, attention output, MLP up/gate, MLP down; the LM head, MoE experts and
+  router use the MLP-up kernel's fit).  FLOPs count the token dimension padded to the
+  GEMM tile (64 rows up to 256 tokens, 128 above), which is what makes measured GEMM
+  time a staircase in the token count; bytes are weights + input + output.
+- element-wise kernels (norms, residual add x2, activation, RoPE, embedding): bytes only.
+- attention prefill: causal FLOPs ``4 x q_width x new x (context + (new+1)/2)`` and KV
+  bytes; decode: KV bytes read plus a fitted roofline cost per sequence.
+- TP all-reduce (2 per layer): measured NVLink curves (bytes -> seconds per world size)
+  when the replica's TP group is on NVLink and the GPU has them, else the ring formula
+  over the topology's bottleneck bandwidth and latency (:func:`sim.costmodel.allreduce_time`).
+- per iteration: embedding, final norm, LM head for each sequence's last token,
+  pipeline sends between stages, and a fixed plus per-sequence CPU overhead.
+
+A :class:`Curve` is piecewise-linear in log(work) vs log(throughput) between knots,
+with the first knot's time as a floor below them and the last knot's throughput above.
+Its log-log slope is at most 1 (fitted under that constraint, and clipped when loaded),
+so ``time = work / throughput`` never decreases as work grows: more tokens or more
+context never predicts less time.
+
+Units: seconds, bytes, FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.costmodel import BatchShape, IterationModel, ReplicaHardware, allreduce_time
+from sim.errors import ConfigError, InputError
+from sim.hardware import GPUS, GPUSpec
+from sim.models import DTYPE_BYTES, ModelSpec
+
+FORMAT = "agentsim-costmodel"
+VERSION = 1
+
+GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
+ELEMENTWISE_OPS = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "add",
+    "mlp_act",
+    "attn_rope",
+    "emb",
+)
+ATTENTION_OPS = ("attn_prefill", "attn_decode")
+NETWORK_OPS = ("all_reduce", "send_recv")
+
+#: Operator family of each op name, for error reports.
+FAMILY = {
+    **{op: "gemm" for op in GEMM_OPS},
+    **{op: "elementwise" for op in ELEMENTWISE_OPS},
+    "attn_prefill": "attn_prefill",
+    "attn_decode": "attn_decode",
+    "all_reduce": "all_reduce",
+    "send_recv": "send_recv",
+    "iteration": "iteration",
+}
+
+
+# --- curves --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """Achieved throughput as a function of work (piecewise-linear in log-log).
+
+    Below the first knot the time is the first knot's (a latency floor); above the
+    last knot the throughput stays at the last knot's.
+
+    For an :class:`OpModel` the work is roofline seconds and the throughput the achieved
+    efficiency (fraction of the roofline), so ``time(work) = work / efficiency``.
+
+    Attributes:
+        lx: natural log of the knot work sizes, increasing.
+        ly: natural log of the achieved throughput (work per second) at each knot.
+    """
+
+    lx: tuple[float, ...]
+    ly: tuple[float, ...]
+
+    @classmethod
+    def from_table(cls, work: list[float], throughput: list[float]) -> Curve:
+        """Build from knots in natural units, enforcing the monotone-time envelope
+        (log-log slope <= 1, so time = work / throughput is non-decreasing)."""
+        if len(work) != len(throughput) or not work:
+            raise ValueError("curve needs equally many work and throughput knots (at least one)")
+        lx = [math.log(w) for w in work]
+        ly = [math.log(t) for t in throughput]
+        for j in range(1, len(lx)):
+            if lx[j] <= lx[j - 1]:
+                raise ValueError("curve work knots must increase")
+            ly[j] = min(ly[j], ly[j - 1] + (lx[j] - lx[j - 1]))
+        return cls(tuple(lx), tuple(ly))
+
+    @classmethod
+    def constant(cls, throughput: float) -> Curve:
+        """A flat curve (its single knot at 1e-30 work, so no latency floor in practice)."""
+        return cls((math.log(1e-30),), (math.log(throughput),))
+
+    def to_table(self) -> dict[str, list[float]]:
+        return {
+            "work": [_sig(math.exp(x)) for x in self.lx],
+            "throughput": [_sig(math.exp(y)) for y in self.ly],
+        }
+
+    def scaled(self, factor: float) -> Curve:
+        """The curve with every throughput multiplied by ``factor``."""
+        d = math.log(factor)
+        return Curve(self.lx, tuple(y + d for y in self.ly))
+
+    def time(self, work: float) -> float:
+        """Seconds to do ``work`` (0 for no work)."""
+        if work <= 0.0:
+            return 0.0
+        lx, ly = self.lx, self.ly
+        x = math.log(work)
+        if x <= lx[0]:
+            return math.exp(lx[0] - ly[0])  # latency floor: the first knot's time
+        if x >= lx[-1]:
+            y = ly[-1]
+        else:
+            j = bisect_right(lx, x) - 1
+            y = ly[j] + (ly[j + 1] - ly[j]) * (x - lx[j]) / (lx[j + 1] - lx[j])
+        return math.exp(x - y)
+
+    def times(self, work: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`time`."""
+        w = np.asarray(work, dtype=np.float64)
+        safe = np.where(w > 0, w, 1.0)
+        x = np.maximum(np.log(safe), self.lx[0])
+        y = np.interp(x, self.lx, self.ly)
+        return np.where(w > 0, np.exp(x - y), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class NetCurve:
+    """Measured collective time vs message size (piecewise-linear in log-log).
+
+    Below the first knot the time is the first knot's (latency floor); above the last
+    it grows linearly with size at the last knot's bandwidth.
+
+    Attributes:
+        lx: natural log of message sizes (bytes), increasing.
+        lt: natural log of seconds at each size, non-decreasing.
+    """
+
+    lx: tuple[float, ...]
+    lt: tuple[float, ...]
+
+    @classmethod
+    def from_table(cls, size_bytes: list[float], seconds: list[float]) -> NetCurve:
+        lx = [math.log(s) for s in size_bytes]
+        lt = [math.log(t) for t in seconds]
+        for j in range(1, len(lt)):
+            lt[j] = max(lt[j], lt[j - 1])
+        return cls(tuple(lx), tuple(lt))
+
+    def to_table(self) -> dict[str, list[float]]:
+        return {
+            "size_bytes": [_sig(math.exp(x)) for x in self.lx],
+            "seconds": [_sig(math.exp(t)) for t in self.lt],
+        }
+
+    def time(self, nbytes: float) -> float:
+        if nbytes <= 0.0:
+            return 0.0
+        lx, lt = self.lx, self.lt
+        x = math.log(nbytes)
+        if x <= lx[0]:
+            return math.exp(lt[0])
+        if x >= lx[-1]:
+            return math.exp(lt[-1] + x - lx[-1])
+        j = bisect_right(lx, x) - 1
+        return math.exp(lt[j] + (lt[j + 1] - lt[j]) * (x - lx[j]) / (lx[j + 1] - lx[j]))
+
+    def times(self, nbytes: np.ndarray) -> np.ndarray:
+        return np.array([self.time(float(b)) for b in np.asarray(nbytes, dtype=np.float64)])
+
+
+@dataclass(frozen=True, slots=True)
+class OpModel:
+    """One kernel: roofline time divided by a fitted efficiency curve.
+
+    ``roofline = smoothmax(flops / peak_flops, bytes / peak_bytes) + per_item x items``
+    (seconds at datasheet peaks; ``smoothmax(a, b) = (a^p + b^p)^(1/p)``), and
+    ``time = roofline / efficiency(roofline)``: achieved FLOP/s and bytes/s are the
+    peaks times the efficiency, a :class:`Curve` of the kernel's size.
+
+    Attributes:
+        peak_flops: FLOP/s the roofline uses (the GPU's datasheet dense peak).
+        peak_bytes: bytes/s the roofline uses (the GPU's datasheet HBM bandwidth).
+        efficiency: achieved fraction of the roofline vs roofline seconds.
+        p: smooth-max exponent (large p -> hard max of compute and memory time).
+        per_item: roofline seconds per item, e.g. per decoding sequence.
+    """
+
+    peak_flops: float
+    peak_bytes: float
+    efficiency: Curve
+    p: float = 4.0
+    per_item: float = 0.0
+
+    def roofline(self, flops: float, nbytes: float, items: float = 0.0) -> float:
+        tm = nbytes / self.peak_bytes
+        tc = flops / self.peak_flops
+        if tc > 0.0:
+            p = self.p
+            tm = (tm**p + tc**p) ** (1.0 / p)
+        return tm + self.per_item * items
+
+    def time(self, flops: float, nbytes: float, items: float = 0.0) -> float:
+        return self.efficiency.time(self.roofline(flops, nbytes, items))
+
+    def rooflines(
+        self, flops: np.ndarray, nbytes: np.ndarray, items: np.ndarray | float = 0.0
+    ) -> np.ndarray:
+        tm = np.asarray(nbytes, dtype=np.float64) / self.peak_bytes
+        tc = np.asarray(flops, dtype=np.float64) / self.peak_flops
+        core = np.where(tc > 0.0, (tm**self.p + tc**self.p) ** (1.0 / self.p), tm)
+        return core + self.per_item * np.asarray(items, dtype=np.float64)
+
+    def times(
+        self, flops: np.ndarray, nbytes: np.ndarray, items: np.ndarray | float = 0.0
+    ) -> np.ndarray:
+        return self.efficiency.times(self.rooflines(flops, nbytes, items))
+
+    def scaled(self, flops_factor: float, bytes_factor: float) -> OpModel:
+        """The same efficiency curve on a GPU with peaks scaled by the given factors."""
+        return replace(
+            self,
+            peak_flops=self.peak_flops * flops_factor,
+            peak_bytes=self.peak_bytes * bytes_factor,
+        )
+
+    def to_table(self) -> dict[str, Any]:
+        return {
+            "peak_flops": _sig(self.peak_flops),
+            "peak_bytes": _sig(self.peak_bytes),
+            "p": _sig(self.p),
+            "per_item_s": _sig(self.per_item),
+            "efficiency": self.efficiency.to_table(),
+        }
+
+    @classmethod
+    def from_table(cls, d: dict[str, Any]) -> OpModel:
+        eff = d["efficiency"]
+        return cls(
+            peak_flops=float(d["peak_flops"]),
+            peak_bytes=float(d["peak_bytes"]),
+            efficiency=Curve.from_table(eff["work"], eff["throughput"]),
+            p=float(d.get("p", 4.0)),
+            per_item=float(d.get("per_item_s", 0.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GPUParams:
+    """Everything the fitted model knows about one GPU type.
+
+    Attributes:
+        gemm: GEMM kernel model per GEMM op name (shared by every model).
+        elementwise: per element-wise op name.
+        attn_prefill, attn_decode: attention kernel models.
+        all_reduce: measured NVLink all-reduce curves by world size (may be empty).
+        send_recv: measured NVLink point-to-point curve (or None).
+        iteration_s, per_seq_s: CPU/scheduling/sampling overhead per iteration and per sequence.
+        origin: how these were obtained (for reports).
+    """
+
+    gemm: dict[str, OpModel]
+    elementwise: dict[str, OpModel]
+    attn_prefill: OpModel
+    attn_decode: OpModel
+    all_reduce: dict[int, NetCurve] = field(default_factory=dict)
+    send_recv: NetCurve | None = None
+    iteration_s: float = 0.0
+    per_seq_s: float = 0.0
+    origin: str = ""
+
+    def scaled(self, flops_factor: float, bytes_factor: float, origin: str) -> GPUParams:
+        """Transfer to another GPU: compute curves x flops_factor, memory x bytes_factor.
+        Measured collective curves do not transfer (the replica's topology prices them)."""
+        return GPUParams(
+            gemm={k: v.scaled(flops_factor, bytes_factor) for k, v in self.gemm.items()},
+            elementwise={
+                k: v.scaled(flops_factor, bytes_factor) for k, v in self.elementwise.items()
+            },
+            attn_prefill=self.attn_prefill.scaled(flops_factor, bytes_factor),
+            attn_decode=self.attn_decode.scaled(flops_factor, bytes_factor),
+            iteration_s=self.iteration_s,
+            per_seq_s=self.per_seq_s,
+            origin=origin,
+        )
+
+    def to_table(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "origin": self.origin,
+            "iteration_s": _sig(self.iteration_s),
+            "per_seq_s": _sig(self.per_seq_s),
+            "gemm": {k: v.to_table() for k, v in sorted(self.gemm.items())},
+            "elementwise": {k: v.to_table() for k, v in sorted(self.elementwise.items())},
+            "attn_prefill": self.attn_prefill.to_table(),
+            "attn_decode": self.attn_decode.to_table(),
+        }
+        if self.all_reduce:
+            d["all_reduce"] = {str(w): c.to_table() for w, c in sorted(self.all_reduce.items())}
+        if self.send_recv is not None:
+            d["send_recv"] = self.send_recv.to_table()
+        return d
+
+    @classmethod
+    def from_table(cls, d: dict[str, Any]) -> GPUParams:
+        sr = d.get("send_recv")
+        return cls(
+            gemm={k: OpModel.from_table(v) for k, v in d["gemm"].items()},
+            elementwise={k: OpModel.from_table(v) for k, v in d["elementwise"].items()},
+            attn_prefill=OpModel.from_table(d["attn_prefill"]),
+            attn_decode=OpModel.from_table(d["attn_decode"]),
+            all_reduce={
+                int(w): NetCurve.from_table(c["size_bytes"], c["seconds"])
+                for w, c in d.get("all_reduce", {}).items()
+            },
+            send_recv=None if sr is None else NetCurve.from_table(sr["size_bytes"], sr["seconds"]),
+            iteration_s=float(d.get("iteration_s", 0.0)),
+            per_seq_s=float(d.get("per_seq_s", 0.0)),
+            origin=str(d.get("origin", "")),
+        )
+
+
+def _sig(x: float) -> float:
+    """``x`` rounded to 7 significant digits (keeps the TOML stable across platforms)."""
+    return float(f"{x:.7g}")
+
+
+# --- operator shapes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """The per-GPU dimensions of one model at one TP degree (elements, not bytes)."""
+
+    hidden: int
+    q: float  # query width per GPU (heads x head_dim / tp)
+    kv: float  # key (= value) width per GPU
+    inter: float  # MLP intermediate width per GPU
+    gated: bool
+    dt: int  # bytes per element
+
+    @classmethod
+    def of(cls, cfg: dict[str, Any], tp: int) -> Geometry:
+        """From an HF-style config dict (see :class:`sim.models.ModelSpec`)."""
+        h = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        kvh = int(cfg.get("num_key_value_heads") or heads)
+        hd = int(cfg.get("head_dim") or h // heads)
+        act = str(cfg.get("hidden_act", "silu"))
+        return cls(
+            hidden=h,
+            q=heads * hd / tp,
+            kv=max(kvh, tp) * hd / tp,  # KV heads are replicated when TP exceeds them
+            inter=float(cfg.get("intermediate_size", 0)) / tp,
+            gated=act in ("silu", "swiglu", "gelu_pytorch_tanh", "geglu")
+            or bool(cfg.get("use_gated_mlp", False)),
+            dt=DTYPE_BYTES.get(str(cfg.get("torch_dtype") or "float16"), 2),
+        )
+
+    @classmethod
+    def of_spec(cls, m: ModelSpec, tp: int) -> Geometry:
+        return cls(
+            hidden=m.hidden_size,
+            q=m.q_size / tp,
+            kv=max(m.num_kv_heads, tp) * m.head_dim / tp,
+            inter=m.intermediate_size / tp,
+            gated=True,
+            dt=m.dtype_bytes,
+        )
+
+    def gemm_nk(self, op: str) -> tuple[float, float]:
+        """(N, K) of a GEMM op: output width and reduction width per GPU."""
+        h = self.hidden
+        if op == "attn_pre_proj":
+            return self.q + 2 * self.kv, h
+        if op == "attn_post_proj":
+            return h, self.q
+        if op == "mlp_up_proj":
+            return (2 if self.gated else 1) * self.inter, h
+        if op == "mlp_down_proj":
+            return h, self.inter
+        raise KeyError(op)
+
+    def elementwise_bytes(self, op: str, tokens: float) -> float:
+        """Bytes an element-wise op moves for ``tokens`` tokens (reads + writes)."""
+        h, dt = self.hidden, self.dt
+        if op in ("input_layernorm", "post_attention_layernorm"):
+            return 2.0 * tokens * h * dt
+        if op == "add":
+            return 3.0 * tokens * h * dt
+        if op == "mlp_act":
+            return (3.0 if self.gated else 2.0) * tokens * self.inter * dt
+        if op == "attn_rope":
+            return 2.0 * tokens * (self.q + self.kv) * dt
+        if op == "emb":
+            return 1.0 * tokens * h * dt
+        raise KeyError(op)
+
+    def prefill_work(self, new: float, ctx: float, batch: float = 1.0) -> tuple[float, float]:
+        """(FLOPs, bytes) of causal attention over ``new`` tokens after ``ctx`` cached ones."""
+        flops = batch * 4.0 * self.q * new * (ctx + (new + 1) / 2.0)
+        nbytes = batch * self.dt * (2.0 * self.kv * (ctx + new) + 2.0 * self.q * new)
+        return flops, nbytes
+
+    def decode_bytes(self, context_sum: float) -> float:
+        """KV bytes one layer reads for decode sequences with ``context_sum`` total context."""
+        return 2.0 * self.kv * self.dt * context_sum
+
+
+def gemm_work(m: float, n: float, k: float, dt: int) -> tuple[float, float]:
+    """(FLOPs, bytes) of an ``m x k`` by ``k x n`` GEMM: weights, input and output."""
+    return 2.0 * m * n * k, dt * (n * k + m * k + m * n)
+
+
+def predict_op(
+    params: GPUParams, cfg: dict[str, Any], op: str, tp: int, shape: dict[str, float]
+) -> float:
+    """Predicted seconds of one recorded operator (see :mod:`sim.calibration.records`)."""
+    if op in NETWORK_OPS:
+        size = float(shape["size_bytes"])
+        w = int(shape["num_workers"])
+        if op == "all_reduce":
+            curve = params.all_reduce.get(w)
+            if curve is None:
+                raise ConfigError(f"no all-reduce curve for {w} workers")
+            return curve.time(size)
+        if params.send_recv is None:
+            raise ConfigError("no send/recv curve")
+        return params.send_recv.time(size)
+    g = Geometry.of(cfg, tp)
+    if op in GEMM_OPS:
+        n, k = g.gemm_nk(op)
+        return params.gemm[op].time(*gemm_work(float(shape["num_tokens"]), n, k, g.dt))
+    if op in ELEMENTWISE_OPS:
+        return params.elementwise[op].time(0.0, g.elementwise_bytes(op, float(shape["num_tokens"])))
+    if op == "attn_prefill":
+        f, b = g.prefill_work(
+            shape["prefill_chunk_size"], shape["kv_cache_size"], shape.get("batch_size", 1)
+        )
+        return params.attn_prefill.time(f, b)
+    if op == "attn_decode":
+        n = float(shape["batch_size"])
+        return params.attn_decode.time(0.0, g.decode_bytes(n * shape["kv_cache_size"]), n)
+    raise ConfigError(f"operator {op!r} has no prediction")
+
+
+# --- the iteration model -------------------------------------------------------------
+
+
+class FittedIterationModel:
+    """Iteration time of one replica from fitted operator curves (module docstring)."""
+
+    def __init__(
+        self, hw: ReplicaHardware, params: GPUParams, *, nvlink_tables: bool = True
+    ) -> None:
+        m = hw.model
+        m.check_tp(hw.tp)
+        if hw.pp < 1 or m.num_layers % hw.pp:
+            raise ConfigError(
+                f"model {m.name}: PP={hw.pp} does not divide num_layers={m.num_layers}"
+            )
+        self.hw = hw
+        self.params = params
+        g = Geometry.of_spec(m, hw.tp)
+        self._g = g
+        self._layers = m.num_layers
+        self._tp = hw.tp
+        self._pp = hw.pp
+        self._experts = m.num_experts
+        self._k = m.experts_per_token
+        self._act_bytes_per_token = hw.model.hidden_size * m.dtype_bytes
+        self._attn_gemms = (g.gemm_nk("attn_pre_proj"), g.gemm_nk("attn_post_proj"))
+        self._mlp_gemms = (g.gemm_nk("mlp_up_proj"), g.gemm_nk("mlp_down_proj"))
+        self._head_nk = (m.vocab_size / hw.tp, float(m.hidden_size))
+        self._qkv = params.gemm["attn_pre_proj"]
+        self._o = params.gemm["attn_post_proj"]
+        self._up = params.gemm["mlp_up_proj"]
+        self._down = params.gemm["mlp_down_proj"]
+        ew = params.elementwise
+        self._norm1 = ew["input_layernorm"]
+        self._norm2 = ew["post_attention_layernorm"]
+        self._add = ew["add"]
+        self._act = ew["mlp_act"]
+        self._rope = ew["attn_rope"]
+        self._emb = ew["emb"]
+        self._prefill = params.attn_prefill
+        self._decode = params.attn_decode
+        ar = params.all_reduce.get(hw.tp) if nvlink_tables and hw.link == "nvlink" else None
+        self._ar_curve = ar
+        self._p2p_curve = params.send_recv if nvlink_tables and hw.link == "nvlink" else None
+        self._decode_bytes_per_ctx = g.decode_bytes(1.0)
+        self._linear_memo: dict[int, float] = {}
+        self._head_memo: dict[int, float] = {}
+
+    # -- components (all seconds) --
+    def allreduce(self, nbytes: float) -> float:
+        """One TP all-reduce of ``nbytes`` (0 without TP)."""
+        if self._tp <= 1:
+            return 0.0
+        if self._ar_curve is not None:
+            return self._ar_curve.time(nbytes)
+        return allreduce_time(
+            nbytes, self._tp, self.hw.allreduce_bandwidth, self.hw.allreduce_latency
+        )
+
+    def p2p(self, nbytes: float) -> float:
+        """One activation send between pipeline stages."""
+        if self._p2p_curve is not None:
+            return self._p2p_curve.time(nbytes)
+        return self.hw.pp_latency + nbytes / self.hw.pp_bandwidth
+
+    def layer_breakdown(self, tokens: int) -> dict[str, float]:
+        """Seconds of one layer's non-attention work for ``tokens`` tokens, by component."""
+        t = float(tokens)
+        g, dt = self._g, self._g.dt
+        (qn, qk), (on, ok) = self._attn_gemms
+        (un, uk), (dn, dk) = self._mlp_gemms
+        attn_gemm = self._qkv.time(*gemm_work(t, qn, qk, dt)) + self._o.time(
+            *gemm_work(t, on, ok, dt)
+        )
+        if self._experts > 1:
+            routed = t * self._k
+            hit = min(float(self._experts), routed)
+            per = routed / hit
+            mlp_gemm = hit * (
+                self._up.time(*gemm_work(per, un, uk, dt))
+                + self._down.time(*gemm_work(per, dn, dk, dt))
+            )
+            router = gemm_work(t, float(self._experts), float(g.hidden), dt)
+            mlp_gemm += self._up.time(*router)
+        else:
+            routed = t
+            mlp_gemm = self._up.time(*gemm_work(t, un, uk, dt)) + self._down.time(
+                *gemm_work(t, dn, dk, dt)
+            )
+        ew = (
+            self._norm1.time(0.0, g.elementwise_bytes("input_layernorm", t))
+            + self._norm2.time(0.0, g.elementwise_bytes("post_attention_layernorm", t))
+            + 2.0 * self._add.time(0.0, g.elementwise_bytes("add", t))
+            + self._act.time(0.0, g.elementwise_bytes("mlp_act", routed))
+            + self._rope.time(0.0, g.elementwise_bytes("attn_rope", t))
+        )
+        return {
+            "gemm": attn_gemm + mlp_gemm,
+            "elementwise": ew,
+            "all_reduce": 2.0 * self.allreduce(t * self._act_bytes_per_token),
+        }
+
+    def breakdown(self, batch: BatchShape) -> dict[str, float]:
+        """Seconds of one iteration by component; :meth:`iteration_time` is their sum."""
+        tokens, seqs = batch.num_tokens, batch.num_seqs
+        if tokens < 0 or seqs < 0 or batch.decode_context_sum < 0:
+            raise ConfigError(f"batch shape has negative sizes: {batch}")
+        if tokens == 0:
+            return dict.fromkeys(
+                (
+                    "gemm",
+                    "elementwise",
+                    "all_reduce",
+                    "attention",
+                    "emb",
+                    "lm_head",
+                    "pp_transfer",
+                    "overhead",
+                ),
+                0.0,
+            )
+        L, g = float(self._layers), self._g
+        layer = self.layer_breakdown(tokens)
+        attn = 0.0
+        for new, ctx in zip(batch.prefill_tokens, batch.prefill_context, strict=True):
+            attn += self._prefill.time(*g.prefill_work(new, ctx))
+        if batch.num_decode:
+            attn += self._decode.time(
+                0.0, self._decode_bytes_per_ctx * batch.decode_context_sum, batch.num_decode
+            )
+        t = float(tokens)
+        hn, hk = self._head_nk
+        return {
+            "gemm": L * layer["gemm"],
+            "elementwise": L * layer["elementwise"]
+            + self._norm1.time(0.0, g.elementwise_bytes("input_layernorm", t)),
+            "all_reduce": L * layer["all_reduce"],
+            "attention": L * attn,
+            "emb": self._emb.time(0.0, g.elementwise_bytes("emb", t)),
+            "lm_head": self._up.time(*gemm_work(float(seqs), hn, hk, g.dt)),
+            "pp_transfer": (self._pp - 1) * self.p2p(t * self._act_bytes_per_token),
+            "overhead": self.params.iteration_s + self.params.per_seq_s * seqs,
+        }
+
+    def _linear(self, tokens: int) -> float:
+        """Memoised token-dependent part: layers' GEMMs, element-wise ops, all-reduces,
+        embedding, final norm, pipeline transfers."""
+        v = self._linear_memo.get(tokens)
+        if v is None:
+            b = self.breakdown(BatchShape(num_decode=tokens))
+            v = b["gemm"] + b["elementwise"] + b["all_reduce"] + b["emb"] + b["pp_transfer"]
+            self._linear_memo[tokens] = v
+        return v
+
+    def _per_seq(self, seqs: int) -> float:
+        """Memoised sequence-dependent part: LM head and CPU overhead."""
+        v = self._head_memo.get(seqs)
+        if v is None:
+            hn, hk = self._head_nk
+            v = self._up.time(*gemm_work(float(seqs), hn, hk, self._g.dt))
+            v += self.params.iteration_s + self.params.per_seq_s * seqs
+            self._head_memo[seqs] = v
+        return v
+
+    def iteration_time(self, batch: BatchShape) -> float:
+        tokens = batch.num_tokens
+        if tokens <= 0:
+            if tokens < 0:
+                raise ConfigError(f"batch shape has negative sizes: {batch}")
+            return 0.0
+        t = self._linear(tokens) + self._per_seq(batch.num_seqs)
+        attn = 0.0
+        if batch.prefill_tokens:
+            g, pre = self._g, self._prefill
+            for new, ctx in zip(batch.prefill_tokens, batch.prefill_context, strict=True):
+                attn += pre.time(*g.prefill_work(new, ctx))
+        if batch.num_decode:
+            attn += self._decode.time(
+                0.0, self._decode_bytes_per_ctx * batch.decode_context_sum, batch.num_decode
+            )
+        return t + self._layers * attn
+
+    def decode_times(self, num_decode: int, context_sums: np.ndarray) -> np.ndarray:
+        cs = np.asarray(context_sums, dtype=np.float64)
+        if num_decode <= 0:
+            return np.zeros_like(cs)
+        base = self._linear(num_decode) + self._per_seq(num_decode)
+        attn = self._decode.times(
+            np.zeros_like(cs), self._decode_bytes_per_ctx * cs, float(num_decode)
+        )
+        return base + self._layers * attn
+
+
+# --- the cost model ------------------------------------------------------------------
+
+
+@dataclass
+class FittedCostModel:
+    """A cost model loaded from a fitted TOML (see :mod:`sim.calibration.fit`).
+
+    Attributes:
+        name: the model's name (the TOML's ``name``).
+        gpus: fitted parameters per GPU name.
+        meta: the TOML's provenance tables (records, options, validation).
+        path: where it was loaded from.
+    """
+
+    name: str
+    gpus: dict[str, GPUParams]
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def params_for(self, gpu: GPUSpec) -> GPUParams:
+        """The GPU's fitted parameters, or those of the closest fitted GPU scaled by
+        datasheet ratios (peak FLOP/s for compute curves, HBM bandwidth for memory)."""
+        if gpu.name in self.gpus:
+            return self.gpus[gpu.name]
+        known = [n for n in sorted(self.gpus) if n in GPUS]
+        if not known:
+            raise ConfigError(
+                f"cost model {self.name!r} has no parameters for GPU {gpu.name!r} and none to scale from"
+            )
+        base_name = min(known, key=lambda n: abs(math.log(GPUS[n].peak_flops / gpu.peak_flops)))
+        base = GPUS[base_name]
+        return self.gpus[base_name].scaled(
+            gpu.peak_flops / base.peak_flops,
+            gpu.hbm_bandwidth / base.hbm_bandwidth,
+            origin=f"scaled from {base_name} by datasheet peak FLOP/s and HBM bandwidth",
+        )
+
+    def for_replica(self, hw: ReplicaHardware) -> IterationModel:
+        return FittedIterationModel(hw, self.params_for(hw.gpu))
+
+    def describe(self) -> dict[str, Any]:
+        fitted = self.meta.get("fitted_from", [])
+        return {
+            "name": self.name,
+            "kind": "fitted roofline (efficiency curves)",
+            "source": (
+                f"{self.path or self.name}: fitted from "
+                + ", ".join(f"{f['file']} (sha256 {f['sha256'][:12]})" for f in fitted)
+            ),
+            "gpus": sorted(self.gpus),
+            "validation": self.meta.get("validation"),
+        }
+
+
+def parse_costmodel(text: str, path: str = "<string>") -> FittedCostModel:
+    """Parse a fitted cost model TOML."""
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(path, None, None, f"not valid TOML: {e}") from None
+    if d.get("format") != FORMAT or d.get("version") != VERSION:
+        raise InputError(path, None, "format", f"expected format {FORMAT!r} version {VERSION}")
+    try:
+        gpus = {name: GPUParams.from_table(t) for name, t in d.get("gpu", {}).items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(path, None, "gpu", f"malformed fitted parameters: {e!r}") from None
+    meta = {k: v for k, v in d.items() if k != "gpu"}
+    return FittedCostModel(
+        name=str(d.get("name", Path(path).stem)), gpus=gpus, meta=meta, path=path
+    )
+
+
+def load_costmodel(path: str | Path) -> FittedCostModel:
+    """Load a fitted cost model TOML file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError(str(p), None, None, f"cannot read cost model: {e.strerror or e}") from None
+    return parse_costmodel(text, str(p))
+
+
+DEFAULT_NAME = "vidur-a100"
+
+
+def default_costmodel_path() -> Path:
+    """The committed default cost model, shipped as package data (``sim/data/costmodels``)."""
+    return Path(__file__).resolve().parent.parent / "data" / "costmodels" / f"{DEFAULT_NAME}.toml"
+
+
+@cache
+def default_fitted_costmodel() -> FittedCostModel:
+    """The default fitted cost model, loaded once."""
+    return load_costmodel(default_costmodel_path())
