@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "sim.commands.compare",
     "sim.commands.report",
     "sim.commands.policies",
+    "sim.commands.calibrate",
+    "sim.commands.costmodel",
     "sim.commands.trace",
     "sim.commands.sweep",
     "sim.commands.regress",
