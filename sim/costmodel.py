@@ -19,6 +19,7 @@ import numpy as np
 
 from sim.hardware import GPUSpec
 from sim.models import ModelSpec
+from sim.transfer import achieved_bandwidth
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,21 +202,37 @@ class RooflineCostModel:
         }
 
 
-def kv_transfer_time(nbytes: float, bandwidth: float, latency: float) -> float:
-    """Seconds to move ``nbytes`` of KV cache over a path of the given bottleneck."""
+def kv_transfer_time(
+    nbytes: float, bandwidth: float, latency: float, link: str | None = None
+) -> float:
+    """Seconds to move ``nbytes`` of KV cache over a path of the given bottleneck.
+
+    ``bandwidth`` is the path's datasheet bottleneck (bytes/s); with ``link`` (the
+    bottleneck link type: nvlink, pcie, network, host, ...) it is derated to the achieved
+    rate of :data:`sim.transfer.ACHIEVED_FRACTION`, whose sources that module lists.
+    """
     if nbytes <= 0:
         return 0.0
-    return latency + nbytes / bandwidth
+    return latency + nbytes / achieved_bandwidth(link, bandwidth)
 
 
-def load_time(weight_bytes_per_gpu: float, path_bandwidth: float, init_s: float) -> float:
-    """Cold start: weights streamed over the slowest link of the load path, plus engine init."""
-    return weight_bytes_per_gpu / path_bandwidth + init_s
+def load_time(
+    weight_bytes_per_gpu: float, path_bandwidth: float, init_s: float, link: str | None = None
+) -> float:
+    """Cold start: weights streamed over the slowest link of the load path (derated to
+    its achieved rate when ``link`` is given, see :mod:`sim.transfer`), plus engine init
+    (:data:`sim.transfer.ENGINE_INIT_S` is a sourced default for ``init_s``)."""
+    return weight_bytes_per_gpu / achieved_bandwidth(link, path_bandwidth) + init_s
 
 
 def default_cost_model() -> CostModel:
-    """The cost model the simulator uses when none is named."""
-    return RooflineCostModel()
+    """The cost model the simulator uses when none is named: the committed fitted A100
+    model (``calibration/costmodels/vidur-a100.toml``, shipped as package data), fitted
+    to Vidur's measured A100 tables; GPUs it was not fitted on are scaled from A100 by
+    datasheet ratios (see :class:`sim.calibration.fitted.FittedCostModel`)."""
+    from sim.calibration.fitted import default_fitted_costmodel
+
+    return default_fitted_costmodel()
 
 
 def resolve_cost_model(path: str | None) -> CostModel:
