@@ -1,0 +1,305 @@
+"""The fitted cost model: default loading, operator sums, monotonicity, vectorised
+decode, errors for bad shapes, transfer constants, and the CLI commands."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.calibration.fitted import (
+    Curve,
+    FittedIterationModel,
+    default_costmodel_path,
+    default_fitted_costmodel,
+    predict_op,
+)
+from sim.cli import main
+from sim.costmodel import (
+    BatchShape,
+    ReplicaHardware,
+    default_cost_model,
+    kv_transfer_time,
+    load_time,
+)
+from sim.errors import ConfigError
+from sim.hardware import get_gpu
+from sim.models import get_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hw(
+    model: str = "llama-2-70b", gpu: str = "a100-80gb", tp: int = 4, link: str = "nvlink"
+) -> ReplicaHardware:
+    g = get_gpu(gpu)
+    bw = g.nvlink_bandwidth if link == "nvlink" else g.pcie_bandwidth
+    return ReplicaHardware(
+        get_model(model), g, tp=tp, allreduce_bandwidth=bw, allreduce_latency=5e-6, link=link
+    )
+
+
+def _cfg(name: str) -> dict[str, object]:
+    m = get_model(name)
+    return {
+        "hidden_size": m.hidden_size,
+        "num_attention_heads": m.num_heads,
+        "num_key_value_heads": m.num_kv_heads,
+        "head_dim": m.head_dim,
+        "intermediate_size": m.intermediate_size,
+        "vocab_size": m.vocab_size,
+    }
+
+
+def test_default_is_the_committed_fitted_model_with_validation() -> None:
+    cm = default_cost_model()
+    d = cm.describe()
+    assert d["name"] == "vidur-a100" and "vidur-a100.jsonl.gz" in d["source"]
+    assert d["validation"]["random_split"]["mape"] > 0
+    assert {v["eval_model"] for v in d["validation"]["leave_one_model_out"]} == {
+        "meta-llama/Llama-2-7b-hf",
+        "meta-llama/Llama-2-70b-hf",
+    }
+    # the package-data copy is the committed model
+    assert (
+        default_costmodel_path().read_bytes()
+        == (ROOT / "calibration/costmodels/vidur-a100.toml").read_bytes()
+    )
+
+
+@pytest.mark.parametrize("ctx", [1, 700, 4000])
+def test_one_token_decode_is_the_sum_of_its_operators(ctx: int) -> None:
+    hw = _hw()
+    it = default_cost_model().for_replica(hw)
+    p = default_fitted_costmodel().gpus["a100-80gb"]
+    cfg, tp, m = _cfg("llama-2-70b"), 4, hw.model
+    one = {"num_tokens": 1.0}
+    per_layer = sum(
+        predict_op(p, cfg, op, tp, one)
+        for op in (
+            "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj",
+            "post_attention_layernorm", "mlp_up_proj", "mlp_act", "mlp_down_proj",
+        )
+    )  # fmt: skip
+    per_layer += 2 * predict_op(p, cfg, "add", tp, one)
+    per_layer += predict_op(
+        p, cfg, "attn_decode", tp, {"batch_size": 1.0, "kv_cache_size": float(ctx)}
+    )
+    ar = {"size_bytes": float(m.hidden_size * 2), "num_workers": 4.0, "devices_per_node": 4.0}
+    per_layer += 2 * predict_op(p, cfg, "all_reduce", tp, ar)
+    head_cfg = {
+        **cfg,
+        "intermediate_size": m.vocab_size / 2,
+    }  # gated up-proj: N = 2 I / tp = vocab / tp
+    total = (
+        m.num_layers * per_layer
+        + predict_op(p, cfg, "emb", tp, one)
+        + predict_op(p, cfg, "input_layernorm", tp, one)  # final norm
+        + predict_op(p, head_cfg, "mlp_up_proj", tp, one)  # LM head
+        + p.iteration_s
+        + p.per_seq_s
+    )
+    assert it.iteration_time(BatchShape(num_decode=1, decode_context_sum=ctx)) == pytest.approx(
+        total, rel=1e-9
+    )
+
+
+REPLICAS = [
+    ("llama-2-70b", "a100-80gb", 8),
+    ("llama-3-8b", "a100-80gb", 1),
+    ("mixtral-8x7b", "h100-80gb", 2),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rep=st.sampled_from(REPLICAS),
+    prefill=st.lists(st.tuples(st.integers(1, 4096), st.integers(0, 8192)), max_size=3),
+    num_decode=st.integers(0, 256),
+    ctx=st.integers(0, 4096),
+    extra_tokens=st.integers(1, 512),
+    extra_ctx=st.integers(1, 100_000),
+)
+def test_more_tokens_or_context_never_predicts_less_time(
+    rep: tuple[str, str, int],
+    prefill: list[tuple[int, int]],
+    num_decode: int,
+    ctx: int,
+    extra_tokens: int,
+    extra_ctx: int,
+) -> None:
+    it = default_cost_model().for_replica(_hw(rep[0], rep[1], rep[2]))
+    new = tuple(p[0] for p in prefill)
+    old = tuple(p[1] for p in prefill)
+    base = BatchShape(new, old, num_decode, num_decode * ctx)
+    t = it.iteration_time(base)
+    assert t >= 0.0
+    assert it.iteration_time(BatchShape(new, old, num_decode + 1, num_decode * ctx + ctx)) >= t
+    if num_decode:
+        assert (
+            it.iteration_time(BatchShape(new, old, num_decode, num_decode * ctx + extra_ctx)) >= t
+        )
+    if prefill:
+        longer = (new[0] + extra_tokens, *new[1:])
+        assert it.iteration_time(BatchShape(longer, old, num_decode, num_decode * ctx)) >= t
+        deeper = (old[0] + extra_ctx, *old[1:])
+        assert it.iteration_time(BatchShape(new, deeper, num_decode, num_decode * ctx)) >= t
+    assert (
+        it.iteration_time(BatchShape((*new, extra_tokens), (*old, 0), num_decode, num_decode * ctx))
+        >= t
+    )
+
+
+@pytest.mark.parametrize("rep", REPLICAS)
+def test_decode_times_matches_iteration_time(rep: tuple[str, str, int]) -> None:
+    it = default_cost_model().for_replica(_hw(*rep))
+    for n in (1, 7, 64):
+        sums = np.array([0, 1, 100, n * 1000, n * 4096, n * 30000], dtype=np.float64)
+        vec = it.decode_times(n, sums)
+        one = [it.iteration_time(BatchShape(num_decode=n, decode_context_sum=int(s))) for s in sums]
+        np.testing.assert_allclose(vec, one, rtol=1e-12)
+
+
+def test_bad_shapes_and_tp_give_clear_errors() -> None:
+    cm = default_cost_model()
+    with pytest.raises(ConfigError, match="TP=3 does not divide num_attention_heads=32"):
+        cm.for_replica(_hw("llama-2-7b", tp=3))
+    it = cm.for_replica(_hw())
+    with pytest.raises(ConfigError, match="negative"):
+        it.iteration_time(BatchShape(prefill_tokens=(-5,), prefill_context=(0,), num_decode=1))
+    assert isinstance(it, FittedIterationModel)
+    with pytest.raises(ConfigError, match="negative"):
+        it.breakdown(BatchShape(num_decode=-1))
+
+
+def test_unprofiled_gpu_and_link_are_priced_from_datasheets() -> None:
+    cm = default_cost_model()
+    b = BatchShape(prefill_tokens=(2048,), prefill_context=(0,))
+    a100 = cm.for_replica(_hw("llama-3-70b", "a100-80gb", 8)).iteration_time(b)
+    h100 = cm.for_replica(_hw("llama-3-70b", "h100-80gb", 8)).iteration_time(b)
+    pcie = cm.for_replica(_hw("llama-3-70b", "a100-80gb", 8, link="pcie")).iteration_time(b)
+    assert h100 < a100 < pcie
+
+
+def test_curve_envelope_keeps_time_monotone() -> None:
+    c = Curve.from_table([1.0, 2.0, 4.0], [1.0, 8.0, 8.0])  # slope 3 clipped to 1
+    assert c.time(2.0) >= c.time(1.0) and c.time(4.0) >= c.time(2.0)
+    assert c.time(0.5) == pytest.approx(c.time(1.0))  # latency floor below the first knot
+
+
+def test_transfer_times_use_achieved_rates() -> None:
+    raw = kv_transfer_time(1e9, 32e9, 1e-5)
+    assert raw == pytest.approx(1e-5 + 1e9 / 32e9)
+    assert kv_transfer_time(1e9, 32e9, 1e-5, link="pcie") == pytest.approx(
+        1e-5 + 1e9 / (0.78 * 32e9)
+    )
+    assert kv_transfer_time(0, 32e9, 1e-5, link="nvlink") == 0.0
+    assert load_time(1e10, 6.8e9, 20.0, link="nvme") == pytest.approx(1e10 / 6.8e9 + 20.0)
+
+
+def test_cli_costmodel_predict(tmp_path: Path) -> None:
+    shapes = tmp_path / "in.csv"
+    shapes.write_text(
+        "num_prefill_seqs,prefill_len,num_decode_seqs,decode_context_len\n0,0,32,1024\n1,512,0,0\n"
+    )
+    out = tmp_path / "out.csv"
+    assert (
+        main(
+            [
+                "costmodel",
+                "predict",
+                "--model",
+                "meta-llama/Llama-2-70b-hf",
+                "--gpu",
+                "a100-80gb",
+                "--tp",
+                "4",
+                "--shapes",
+                str(shapes),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = list(csv.DictReader(out.open()))
+    it = default_cost_model().for_replica(_hw())
+    assert float(rows[0]["iteration_s"]) == it.iteration_time(
+        BatchShape(num_decode=32, decode_context_sum=32 * 1024)
+    )
+    assert float(rows[1]["iteration_s"]) > 0
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**_cfg("mistral-7b"), "num_hidden_layers": 32}))
+    assert (
+        main(
+            [
+                "costmodel",
+                "predict",
+                "--model-config",
+                str(cfg),
+                "--tp",
+                "2",
+                "--shapes",
+                str(shapes),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    shapes.write_text(
+        "num_prefill_seqs,prefill_len,num_decode_seqs,decode_context_len\n0,0,-3,10\n"
+    )
+    assert (
+        main(
+            [
+                "costmodel",
+                "predict",
+                "--model",
+                "llama-2-7b",
+                "--shapes",
+                str(shapes),
+                "-o",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "costmodel",
+                "predict",
+                "--model",
+                "llama-2-7b",
+                "--tp",
+                "3",
+                "--shapes",
+                str(shapes),
+                "-o",
+                str(out),
+            ]
+        )
+        == 2
+    )
+
+
+def test_cli_import_fit_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = Path("/work/shared/data/vidur-a100")
+    records = ROOT / "calibration/records/vidur-a100.jsonl.gz"
+    if not records.exists():
+        pytest.skip("committed records missing")
+    # validate the committed default on its own records (JSON keys of the contract)
+    assert main(["calibrate", "validate", str(records), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert {"mape", "p90_ape", "n", "by_operator"} <= set(rep)
+    assert rep["by_operator"]["mlp_up_proj"]["n"] == 2 * 1044
+    if src.is_dir():
+        out = tmp_path / "v.jsonl.gz"
+        assert main(["calibrate", "import", "--from", "vidur", str(src), "-o", str(out)]) == 0
+        assert out.read_bytes() == records.read_bytes()
