@@ -6,13 +6,12 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 EXTRAS ?= dev
 
-.PHONY: run test lint format bench keynote install clean
+.PHONY: run test lint format bench keynote regress install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -e ".[$(EXTRAS)]" --config-settings editable_mode=compat
 	@touch $(STAMP)
 
@@ -33,7 +32,6 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix sim policies tests benchmarks
 	$(VENV)/bin/ruff format sim policies tests benchmarks
 
-.PHONY: regress
 # The CI regression gate on scheduling metrics (see README, "Regression gate").
 regress: $(STAMP)
 	$(VENV)/bin/agentsim regress --baseline results/baselines/ci.json $(ARGS)

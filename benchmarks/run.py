@@ -47,15 +47,38 @@ def scenarios(quick: bool) -> list[Scenario]:
              "--model", "llama-3-70b", "--tp", "4", "--replicas", "16", "--policy", "kv_aware"]  # fmt: skip
     out = [
         Scenario("default", [], "demo trace"),
-        Scenario("azure-conv-4x70b-rr", azure + ["--policy", "round_robin"], "< 3 s, < 1 GiB", [AZURE_CONV]),
-        Scenario("azure-conv-4x70b-rr-half-load", azure + ["--policy", "round_robin", "--load-scale", "0.5"], "", [AZURE_CONV]),
-        Scenario("mooncake-16x70b-kv_aware", mooncake + ["--policy", "kv_aware"], "< 10 s", [MOONCAKE]),
+        Scenario(
+            "azure-conv-4x70b-rr",
+            azure + ["--policy", "round_robin"],
+            "< 3 s, < 1 GiB",
+            [AZURE_CONV],
+        ),
+        Scenario(
+            "azure-conv-4x70b-rr-half-load",
+            azure + ["--policy", "round_robin", "--load-scale", "0.5"],
+            "",
+            [AZURE_CONV],
+        ),
+        Scenario(
+            "mooncake-16x70b-kv_aware", mooncake + ["--policy", "kv_aware"], "< 10 s", [MOONCAKE]
+        ),
     ]
     if not quick:
-        for pol in ("round_robin", "least_loaded", "power_of_two", "session_affinity", "prefix_affinity", "llmd_scorer"):
-            out.append(Scenario(f"mooncake-16x70b-{pol}", mooncake + ["--policy", pol], "", [MOONCAKE]))
+        for pol in (
+            "round_robin",
+            "least_loaded",
+            "power_of_two",
+            "session_affinity",
+            "prefix_affinity",
+            "llmd_scorer",
+        ):
+            out.append(
+                Scenario(f"mooncake-16x70b-{pol}", mooncake + ["--policy", pol], "", [MOONCAKE])
+            )
         for mult in (1, 4, 16):
-            out.append(Scenario(f"synth-{mult}x", synth, "time/call within 1.5x", [SYNTH], 250 * mult))
+            out.append(
+                Scenario(f"synth-{mult}x", synth, "time/call within 1.5x", [SYNTH], 250 * mult)
+            )
         out.append(Scenario("synth-100k-calls", synth, "< 60 s, < 2 GiB", [SYNTH], 5000))
     return out
 
@@ -68,7 +91,9 @@ def run_one(sc: Scenario) -> dict[str, object]:
         args = list(sc.args)
         if sc.synth_sessions:
             toml = Path(tmp) / "synth.toml"
-            text = re.sub(r"(?m)^sessions = \d+", f"sessions = {sc.synth_sessions}", SYNTH.read_text())
+            text = re.sub(
+                r"(?m)^sessions = \d+", f"sessions = {sc.synth_sessions}", SYNTH.read_text()
+            )
             toml.write_text(text)
             args = ["--trace", str(toml), *args]
         cmd = [sys.executable, "-m", "sim.cli", "run", "--quiet", "--out", tmp, *args]
@@ -109,7 +134,17 @@ def main() -> int:
         names = set(args.only.split(","))
         chosen = [s for s in chosen if s.name in names]
     rows = []
-    cols = ["scenario", "calls", "wall_s", "sim_loop_s", "peak_rss_mib", "calls_per_s", "sim_s_per_wall_s", "events_per_s", "target"]
+    cols = [
+        "scenario",
+        "calls",
+        "wall_s",
+        "sim_loop_s",
+        "peak_rss_mib",
+        "calls_per_s",
+        "sim_s_per_wall_s",
+        "events_per_s",
+        "target",
+    ]
     print(" | ".join(cols))
     for sc in chosen:
         row = run_one(sc)

@@ -397,9 +397,8 @@ def apply_overrides(
     if dep:
         changes["deployments"] = (replace(cfg.deployments[0], **dep),) + cfg.deployments[1:]
     if policies:
-        changes["policies"] = replace(
-            cfg.policies, **{k: v for k, v in policies.items() if v is not None}
-        )
+        pol: dict[str, Any] = {k: v for k, v in policies.items() if v is not None}
+        changes["policies"] = replace(cfg.policies, **pol)
     if costmodel is not None:
         changes["costmodel"] = costmodel
     if fast_forward is not None:

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -97,6 +98,9 @@ class Driver:
             self._next_root += 1
         self._schedule_roots()
 
+    def _issue_cb(self, i: int, _: simpy.Event) -> None:
+        self.issue(i)
+
     def issue(self, i: int) -> None:
         call = self.calls[i]
         now = self.env.now
@@ -164,7 +168,7 @@ class Driver:
                 gap = self.calls[j].gap_s
                 if gap > 0:
                     ev = self.env.timeout(gap)
-                    ev.callbacks.append(lambda _e, j=j: self.issue(j))
+                    ev.callbacks.append(partial(self._issue_cb, j))
                 else:
                     self.issue(j)
 

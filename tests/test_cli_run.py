@@ -47,7 +47,9 @@ def test_default_run_writes_the_output_contract(tmp_path: Path) -> None:
 def test_same_seed_gives_byte_identical_summary(tmp_path: Path) -> None:
     for name in ("a", "b"):
         assert main(["run", "--quiet", "--seed", "7", "--out", str(tmp_path / name)]) == 0
-    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
+    assert (tmp_path / "a" / "summary.json").read_bytes() == (
+        tmp_path / "b" / "summary.json"
+    ).read_bytes()
 
 
 def test_quick_flags_build_the_cluster(tmp_path: Path) -> None:
@@ -56,7 +58,12 @@ def test_quick_flags_build_the_cluster(tmp_path: Path) -> None:
     assert rc == 0
     cfg = json.loads((tmp_path / "config.json").read_text())["cluster"]
     dep = cfg["deployments"][0]
-    assert (dep["model"], dep["tp"], dep["replicas"], dep["max_num_seqs"]) == ("llama-2-70b", 2, 4, 64)
+    assert (dep["model"], dep["tp"], dep["replicas"], dep["max_num_seqs"]) == (
+        "llama-2-70b",
+        2,
+        4,
+        64,
+    )
     reps = pd.read_csv(tmp_path / "replicas.csv")
     assert len(reps) == 4 and set(reps["node"]) == {0}
 
