@@ -96,7 +96,7 @@ def run_one(sc: Scenario) -> dict[str, object]:
             )
             toml.write_text(text)
             args = ["--trace", str(toml), *args]
-        cmd = [sys.executable, "-m", "sim.cli", "run", "--quiet", "--out", tmp, *args]
+        cmd = [sys.executable, "-m", "sim.cli", "run", "--quiet", "--no-html", "--out", tmp, *args]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -470,11 +470,23 @@ class Replica:
         decodes: list[Seq] = []
         prefills: list[tuple[Seq, int]] = []
         # 1. running sequences, in admission order; preempt from the back when out of memory
+        running = self.running
+        bs = self.block_size
         i = 0
-        while i < len(self.running) and budget > 0:
-            seq = self.running[i]
-            chunk = min(seq.target - seq.kv, budget) if seq.kv < seq.target else 1
-            need = self._blocks_for(seq, seq.kv + chunk) - seq.private
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            kvt = seq.kv
+            if kvt >= seq.target:
+                # decode: one token, and a new block only when the held blocks are full
+                if kvt < (seq.nref * seq.entry_blocks + seq.private) * bs:
+                    decodes.append(seq)
+                    budget -= 1
+                    i += 1
+                    continue
+                chunk = 1
+            else:
+                chunk = min(seq.target - kvt, budget)
+            need = self._blocks_for(seq, kvt + chunk) - seq.private
             while need > 0 and not kv.allocate(need, now):
                 victim_i = self.policy.preempt_victim(self.running, now)
                 victim = self.running[victim_i]
@@ -656,7 +668,18 @@ class Replica:
         bs = self.block_size
         k = min(s.out - s.gen for s in self.running)
         free = self.kv.free
-        slacks = [(s.nref * s.entry_blocks + s.private) * bs - s.kv for s in self.running]
+        if free >= len(self.running) * -(-k // bs):
+            return k  # no sequence can need more than ceil(k / bs) new blocks in k steps
+        slacks = sorted((s.nref * s.entry_blocks + s.private) * bs - s.kv for s in self.running)
+        n = len(slacks)
+        if slacks[-1] < bs:
+            # Sequence i needs a new block at steps slack_i + 1 + t * bs (t = 0, 1, ...);
+            # with every slack below bs, round t of these crossings lies in
+            # (t * bs, (t + 1) * bs], so the sorted crossings are the sorted slacks
+            # repeated every bs steps.  The span ends just before crossing number
+            # ``free`` (0-based), the first one free blocks cannot pay for.
+            first_short = slacks[free % n] + 1 + (free // n) * bs
+            return min(k, first_short - 1)
 
         def extra(j: int) -> int:
             return sum((j - sl + bs - 1) // bs for sl in slacks if j > sl)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _st
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,8 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> M
     if n == 1:
         return MeanCI(mean, math.nan, 1)
     sd = float(a.std(ddof=1))
+    from scipy import stats as _st  # imported on use: scipy.stats costs ~0.5 s to import
+
     t = float(_st.t.ppf(0.5 + confidence / 2, n - 1))
     return MeanCI(mean, t * sd / math.sqrt(n), n)
 
@@ -92,6 +93,8 @@ def paired_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
     if sd <= 1e-12 * scale:
         return PairedTest(diff, 0.0 if abs(diff) > 1e-12 * scale else 1.0, n)
     t = diff / (sd / math.sqrt(n))
+    from scipy import stats as _st
+
     p = float(2 * _st.t.sf(abs(t), n - 1))
     return PairedTest(diff, p, n)
 

@@ -81,6 +81,11 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
         help="step every iteration (for validation; slower)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--no-html",
+        action="store_true",
+        help="skip the per-run report.html (its plots are the slowest output); report.md is still written",
+    )
 
 
 def policy_overrides(args: argparse.Namespace) -> dict[str, str]:

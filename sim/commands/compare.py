@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
     def save(label: str, seed: int, res: Result) -> None:
         write_results(
-            res.raw, out / "runs" / f"{_dirname(label)}-seed{seed}", slo, args.run_reports
+            res.raw,
+            out / "runs" / f"{_dirname(label)}-seed{seed}",
+            slo,
+            args.run_reports and not args.no_html,
         )
 
     cmp = compare(

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out
         else RESULTS_DIR / default_run_name(trace_path(args), cfg.policies.router, args.seed)
     )
-    write_results(result, out, slo=slo_from_args(args))
+    write_results(result, out, slo=slo_from_args(args), html=not args.no_html)
     if not args.quiet:
         s = result.summary
         p = result.perf
@@ -72,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
             f"({p['events']:,} events, {p['events_per_s']:,.0f} events/s)",
             file=sys.stderr,
         )
-        print(f"report: {out / 'report.md'}", file=sys.stderr)
-    print(out / "report.html")
+        if not args.no_html:
+            print(f"report: {out / 'report.md'}", file=sys.stderr)
+    print(out / ("report.md" if args.no_html else "report.html"))
     return 0
 
 

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         metrics=sweep.metrics,
         title=sweep.name,
-        html=args.html,
+        html=args.html and not args.no_html,
     )
     if not args.quiet:
         print(
