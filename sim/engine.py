@@ -650,8 +650,13 @@ class Replica:
         avail = kv.available(now)
         if need + swap > avail:
             return None
-        # referencing the hit entries takes them out of the evictable pool
-        if n and need + swap > avail - self._hit_evictable(seq.hashes, n):
+        # referencing the hit entries takes them out of the evictable pool (at most
+        # n * entry_blocks blocks: count them only when that bound could matter)
+        if (
+            n
+            and need + swap > avail - n * seq.entry_blocks
+            and need + swap > avail - self._hit_evictable(seq.hashes, n)
+        ):
             return None
         return n, m, hit_tokens, start, chunk, need, swap
 

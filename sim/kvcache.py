@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict, deque
+from itertools import takewhile
 from typing import Any
 
 
@@ -80,11 +81,14 @@ class KVCache:
         self.block_size = block_size
         self.free = capacity_blocks
         self.entries: dict[int, Entry] = {}  # hash -> [refs, blocks, pinned_until, stamp]
-        # LRU of unreferenced, unpinned entries, oldest first, with lazy deletion: an
-        # item (stamp, hash) is live only while the entry exists, is unreferenced and
-        # unpinned, and still carries that stamp.  Referencing an entry is then O(1)
-        # with no queue operation; eviction skips stale items.
-        self._lru: deque[tuple[int, int]] = deque()
+        # LRU of unreferenced, unpinned entries, oldest first, with lazy deletion.  An
+        # item (stamp, hashes, lo, hi) stands for the entries hashes[lo:hi] released
+        # together by one call, evicted tail first; an entry in it is live only while
+        # it exists, is unreferenced and unpinned, and still carries that stamp.
+        # Referencing an entry is then O(1) with no queue operation, releasing a call
+        # appends one item, and eviction skips stale entries.
+        self._lru: deque[tuple[int, tuple[int, ...], int, int]] = deque()
+        self._lru_len = 0  # entries named by the items of _lru (live or stale)
         self._tick = 0
         self._pinned: list[tuple[float, int]] = []  # heap of (until, hash) unreferenced pinned
         self.evictable_blocks = 0  # blocks of entries in _lru
@@ -116,13 +120,8 @@ class KVCache:
 
     def match(self, hashes: tuple[int, ...]) -> int:
         """Number of leading ``hashes`` present in the cache."""
-        entries = self.entries
-        n = 0
-        for h in hashes:
-            if h not in entries:
-                break
-            n += 1
-        return n
+        # takewhile and dict.__contains__ both run in C: no Python loop per block
+        return len(list(takewhile(self.entries.__contains__, hashes)))
 
     def next_pin_expiry(self) -> float | None:
         """When the earliest pin of an unreferenced entry expires (None: no pins)."""
@@ -154,7 +153,8 @@ class KVCache:
             self.pinned_blocks -= e[BLOCKS]
             self._tick += 1
             e[STAMP] = self._tick
-            self._lru.appendleft((self._tick, h))  # expired pins are the oldest entries
+            self._lru.appendleft((self._tick, (h,), 0, 1))  # expired pins are the oldest
+            self._lru_len += 1
             self.evictable_blocks += e[BLOCKS]
 
     def allocate(self, blocks: int, now: float) -> bool:
@@ -169,16 +169,24 @@ class KVCache:
         lru = self._lru
         entries = self.entries
         while self.free < blocks:
-            stamp, h = lru.popleft()
-            e = entries.get(h)
-            if e is None or e[REFS] or e[PINNED] or e[STAMP] != stamp:
-                continue  # stale item
-            del entries[h]
-            b = int(e[BLOCKS])
-            self.evictable_blocks -= b
-            self.free += b
-            self.evictions += 1
-            self.evicted_blocks += b
+            stamp, hs, lo, hi = lru.popleft()
+            self._lru_len -= hi - lo
+            j = hi - 1
+            while j >= lo and self.free < blocks:
+                h = hs[j]
+                j -= 1
+                e = entries.get(h)
+                if e is None or e[REFS] or e[PINNED] or e[STAMP] != stamp:
+                    continue  # stale: re-referenced, pinned, re-released or gone
+                del entries[h]
+                b = int(e[BLOCKS])
+                self.evictable_blocks -= b
+                self.free += b
+                self.evictions += 1
+                self.evicted_blocks += b
+            if j >= lo:  # the rest of this group stays, still the oldest
+                lru.appendleft((stamp, hs, lo, j + 1))
+                self._lru_len += j + 1 - lo
         self.free -= blocks
         return True
 
@@ -244,9 +252,11 @@ class KVCache:
         frees a request's blocks in reverse order).
         """
         entries = self.entries
-        lru = self._lru
         to_host = to_host and self.host_capacity > 0
         moved = 0
+        self._tick += 1
+        stamp = self._tick
+        to_lru = 0  # blocks that became evictable
         for i in range(n - 1, -1, -1):
             h = hashes[i]
             e = entries[h]
@@ -267,12 +277,14 @@ class KVCache:
                 self.pinned_blocks += e[BLOCKS]
                 heapq.heappush(self._pinned, (pin_until, h))
             else:
-                self._tick += 1
-                e[STAMP] = self._tick
-                lru.append((self._tick, h))
-                self.evictable_blocks += e[BLOCKS]
-        if len(lru) > 2 * len(entries) + 4096:
-            self._compact()
+                e[STAMP] = stamp
+                to_lru += e[BLOCKS]
+        if to_lru:
+            self.evictable_blocks += to_lru
+            self._lru.append((stamp, hashes, 0, n))
+            self._lru_len += n
+            if self._lru_len > 2 * len(entries) + 4096:
+                self._compact()
         self.swapped_out_blocks += moved
         return moved
 
@@ -328,17 +340,20 @@ class KVCache:
         self.swapped_in_blocks += blocks
         return blocks
 
+    def _live(self, stamp: int, h: int) -> bool:
+        e = self.entries.get(h)
+        return e is not None and not e[REFS] and not e[PINNED] and e[STAMP] == stamp
+
     def _compact(self) -> None:
-        """Drop stale LRU items (keeps the queue within a constant factor of the cache)."""
-        entries = self.entries
-        self._lru = deque(
-            (stamp, h)
-            for stamp, h in self._lru
-            if (e := entries.get(h)) is not None
-            and not e[REFS]
-            and not e[PINNED]
-            and e[STAMP] == stamp
-        )
+        """Rebuild the LRU from its live entries (keeps it within a constant factor of
+        the cache), in the same eviction order."""
+        items: deque[tuple[int, tuple[int, ...], int, int]] = deque()
+        for stamp, hs, lo, hi in self._lru:
+            live = tuple(h for h in hs[lo:hi] if self._live(stamp, h))
+            if live:
+                items.append((stamp, live, 0, len(live)))
+        self._lru = items
+        self._lru_len = sum(hi - lo for _, _, lo, hi in items)
 
     def is_evictable(self, h: int) -> bool:
         """Whether cached entry ``h`` is unreferenced and unpinned (evictable now)."""
@@ -348,14 +363,8 @@ class KVCache:
     def check(self) -> None:
         """Assert the accounting invariants (used by tests)."""
         assert 0 <= self.free <= self.capacity, (self.free, self.capacity)
-        live = [
-            h
-            for stamp, h in self._lru
-            if (e := self.entries.get(h)) is not None
-            and not e[REFS]
-            and not e[PINNED]
-            and e[STAMP] == stamp
-        ]
+        live = [h for stamp, hs, lo, hi in self._lru for h in hs[lo:hi] if self._live(stamp, h)]
+        assert self._lru_len == sum(hi - lo for _, _, lo, hi in self._lru)
         assert len(live) == len(set(live)), "an entry is twice in the LRU"
         ev = sum(self.entries[h][BLOCKS] for h in live)
         assert ev == self.evictable_blocks, (ev, self.evictable_blocks)
