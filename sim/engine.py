@@ -562,10 +562,10 @@ class Replica:
         done: list[Seq] = []
         for seq in decodes:
             seq.kv += 1
-            seq.gen += 1
-            self._outstanding_tokens -= 1
-            if seq.gen >= seq.out:
+            g = seq.gen = seq.gen + 1
+            if g >= seq.out:
                 done.append(seq)
+        self._outstanding_tokens -= len(decodes)
         for seq, chunk in prefills:
             seq.kv += chunk
             self._outstanding_tokens -= chunk
@@ -734,14 +734,14 @@ class Replica:
         done: list[Seq] = []
         taken = 0
         for seq in self.running:
+            kvt = seq.kv = seq.kv + m
+            g = seq.gen = seq.gen + m
             held = (seq.nref * seq.entry_blocks + seq.private) * bs
-            seq.kv += m
-            seq.gen += m
-            if seq.kv > held:
-                add = -(-(seq.kv - held) // bs)
+            if kvt > held:
+                add = (kvt - held + bs - 1) // bs
                 seq.private += add
                 taken += add
-            if seq.gen >= seq.out:
+            if g >= seq.out:
                 done.append(seq)
         if taken:
             ok = self.kv.allocate(taken, now)
