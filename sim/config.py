@@ -8,13 +8,13 @@ See ``examples/clusters/*.toml`` and the README for the format.  Every problem r
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sim.errors import ConfigError
 from sim.hardware import GPUS
+from sim.io import read_toml
 from sim.models import get_model
 from sim.topology import BUILDERS
 
@@ -332,18 +332,7 @@ def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
 def load_cluster_config(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster TOML file."""
     p = str(path)
-    try:
-        text = Path(p).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    raw, _ = read_toml(p)
     return parse_config(raw, p)
 
 

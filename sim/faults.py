@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
-import tomllib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -72,6 +70,7 @@ from policies.persistence.base import (
 )
 from sim.costmodel import kv_transfer_time
 from sim.errors import InputError
+from sim.io import read_toml
 
 if TYPE_CHECKING:
     from sim.cluster import Cluster
@@ -514,21 +513,7 @@ def parse_faults(raw: dict[str, Any], source: str, text: str = "") -> FaultSched
 def load_faults(path: str | Path) -> FaultSchedule:
     """Read and validate a fault schedule TOML file (errors name file, line and field)."""
     p = str(path)
-    try:
-        data = Path(p).read_bytes()
-    except FileNotFoundError:
-        raise InputError(p, None, None, "file not found") from None
-    except (IsADirectoryError, PermissionError) as e:
-        raise InputError(p, None, None, f"cannot read: {e.strerror}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(p, data[: e.start].count(b"\n") + 1, None, "not UTF-8 text") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"at line (\d+)", str(e))
-        raise InputError(p, int(m.group(1)) if m else None, None, f"invalid TOML: {e}") from None
+    raw, text = read_toml(p)
     return parse_faults(raw, p, text)
 
 

@@ -36,3 +36,33 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
+    """Read a UTF-8 TOML file; returns the document and its text.
+
+    Every failure (missing file, unreadable, not UTF-8, invalid TOML) raises
+    :class:`~sim.errors.InputError` naming the file and, where known, the line.
+    """
+    import re
+    import tomllib
+
+    from sim.errors import InputError
+
+    p = str(path)
+    try:
+        data = Path(p).read_bytes()
+    except FileNotFoundError:
+        raise InputError(p, None, None, "file not found") from None
+    except OSError as e:
+        raise InputError(p, None, None, f"cannot read: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(p, line, None, f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"at line (\d+)", str(e))
+        raise InputError(p, int(m.group(1)) if m else None, None, f"invalid TOML: {e}") from None

@@ -36,7 +36,6 @@ import math
 import os
 import shutil
 import sys
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,7 @@ from sim.config import (
     validate,
 )
 from sim.errors import AgentsimError, ConfigError
-from sim.io import atomic_write, atomic_write_json, atomic_write_text
+from sim.io import atomic_write, atomic_write_json, atomic_write_text, read_toml
 from sim.paths import DEFAULT_TRACE
 from sim.report import write_results
 from sim.simulation import SimResult, simulate
@@ -411,18 +410,7 @@ def _check_axis(w: str, gk: str, axis: str, values: list[Any], base_dir: Path) -
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
     """Read and check a sweep TOML file (``overrides``: command-line base settings)."""
     p = str(path)
-    try:
-        text = Path(p).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}: {e.reason})") from None
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read: {e.strerror}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    raw, _ = read_toml(p)
     return parse_sweep(raw, p, overrides)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from sim.cli import main
 from sim.config import default_cluster_config
-from sim.errors import ConfigError
+from sim.errors import ConfigError, InputError
 from sim.paths import DEFAULT_TRACE
 from sim.simulation import SimResult
 from sim.sweep import (
@@ -172,7 +172,7 @@ def test_unknown_table_and_invalid_toml(tmp_path: Path) -> None:
         parse_sweep({"grids": {}}, "x.toml")
     p = tmp_path / "bad.toml"
     p.write_text("[grid\n")
-    with pytest.raises(ConfigError, match="invalid TOML"):
+    with pytest.raises(InputError, match=r"bad\.toml:1: invalid TOML"):
         load_sweep(p)
 
 

@@ -32,12 +32,12 @@ and the key.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.io import read_toml
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -236,13 +236,5 @@ def parse_grid(doc: dict[str, Any], path: str = "<grid>") -> Grid:
 def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid TOML file."""
     p = str(path)
-    try:
-        with open(p, "rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise InputError(p, None, None, "grid file not found") from None
-    except OSError as e:
-        raise InputError(p, None, None, f"cannot read grid file: {e.strerror or e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(p, None, None, f"not valid TOML: {e}") from None
+    doc, _ = read_toml(p)
     return parse_grid(doc, p)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from hashlib import blake2b
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import InputError
+from sim.io import read_toml
 from sim.traces.arrivals import PROCESSES, ArrivalConfig, arrival_times
 from sim.traces.distributions import Dist, const, lognormal, parse_dist
 from sim.traces.estimate import ServiceEstimate
@@ -305,12 +305,7 @@ def load_synth_config(path: str | Path) -> SynthConfig:
     """Read and validate a synthetic workload TOML file (see ``examples/synth/``)."""
     p = Path(path)
     where = str(p)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(where, None, None, "file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(where, None, None, f"invalid TOML ({e})") from None
+    raw, _ = read_toml(p)
     base_dir = p.parent
     cfg = SynthConfig()
     for key in raw:
