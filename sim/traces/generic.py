@@ -24,7 +24,7 @@ from typing import Any
 
 from sim.errors import InputError
 from sim.traces.estimate import ServiceEstimate
-from sim.traces.io import ReadReport, iter_lines, open_text
+from sim.traces.io import ReadReport, iter_json_objects, open_text
 from sim.workload import Call, Workload
 
 TIME_UNITS: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -123,16 +123,7 @@ def _records(
     with open_text(path) as fh:
         first = fh.read(1)
     if first == "{":
-        for lineno, s in iter_lines(path):
-            report.lines += 1
-            try:
-                obj = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise InputError(
-                    path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})"
-                ) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, lineno, None, "expected a JSON object per line")
+        for lineno, obj in iter_json_objects(path, report):
             yield lineno, None, obj
         return
     with open_text(path) as fh:

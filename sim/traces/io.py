@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,22 @@ def iter_lines(path: str) -> Iterator[tuple[int, str]]:
             s = raw.strip()
             if s:
                 yield lineno, s
+
+
+def iter_json_objects(path: str, report: ReadReport) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Stream ``(line_number, object)`` from a JSON Lines file, one object per line,
+    counting lines in ``report``; anything else raises :class:`InputError`."""
+    for lineno, s in iter_lines(path):
+        report.lines += 1
+        try:
+            obj = json.loads(s)
+        except json.JSONDecodeError as e:
+            raise InputError(
+                path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})"
+            ) from None
+        if not isinstance(obj, dict):
+            raise InputError(path, lineno, None, "expected a JSON object per line")
+        yield lineno, obj
 
 
 @dataclass

@@ -25,7 +25,6 @@ their recorded relative start times.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 from sim.errors import InputError
 from sim.traces.estimate import ServiceEstimate
 from sim.traces.hashing import TEXT_BLOCK_SIZE, chain_hashes
-from sim.traces.io import ReadReport, iter_lines, trace_files
+from sim.traces.io import ReadReport, iter_json_objects, trace_files
 from sim.traces.tokenizer import encode
 from sim.workload import Call, Workload
 
@@ -66,16 +65,7 @@ def _read_session(path: str, report: ReadReport) -> tuple[str, list[_Rec]]:
     recs: list[_Rec] = []
     session: str | None = None
     report.files += 1
-    for lineno, s in iter_lines(path):
-        report.lines += 1
-        try:
-            obj = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise InputError(
-                path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})"
-            ) from None
-        if not isinstance(obj, dict):
-            raise InputError(path, lineno, None, "expected a JSON object per line")
+    for lineno, obj in iter_json_objects(path, report):
         ts = obj.get("timestamp")
         if ts is None:
             raise InputError(path, lineno, "timestamp", "required field is missing")

@@ -21,7 +21,7 @@ from typing import Any
 
 from sim.errors import InputError
 from sim.traces.estimate import ServiceEstimate
-from sim.traces.io import ReadReport, iter_lines
+from sim.traces.io import ReadReport, iter_json_objects
 from sim.traces.sessions import SHARED_FANOUT, reconstruct_sessions
 from sim.workload import Call, Workload
 
@@ -44,16 +44,7 @@ def iter_mooncake(path: str, report: ReadReport | None = None) -> Iterator[Call]
     report = report if report is not None else ReadReport()
     report.files += 1
     last_ms = -1
-    for lineno, s in iter_lines(path):
-        report.lines += 1
-        try:
-            obj = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise InputError(
-                path, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})"
-            ) from None
-        if not isinstance(obj, dict):
-            raise InputError(path, lineno, None, "expected a JSON object per line")
+    for lineno, obj in iter_json_objects(path, report):
         ts = _nonneg_int(path, lineno, obj, "timestamp", 0)
         if ts < last_ms:
             raise InputError(
