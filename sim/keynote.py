@@ -237,26 +237,30 @@ def prefill_usd_per_token(cfg: ClusterConfig, context: int) -> float:
 def q1_kv_affinity(scale: Scale) -> Answer:
     """Cheapest replica count meeting the SLO for ``k8s_service`` vs the KV-aware
     routers on both workloads, and what the KV-aware routers save there."""
-    target = 0.95
     routers = ("k8s_service", "kv_aware", "prefix_affinity")
+    # (workload, model, TP, SLO, attainment target)
     setups = {
         "real traces (Llama-3-70B TP=4)": (
             lambda s: real_workload(scale, s, 4.0, "llama-3-70b"),
             "llama-3-70b",
             4,
             SLO(ttft_s=2.0, tpot_s=0.1),
+            0.95,
         ),
-        # a ~50k-token first prompt alone takes seconds to prefill: a 10 s TTFT objective
+        # a ~50k-token first prompt takes ~12 s to prefill on command-r at TP=4, so the
+        # first call of each session (1 in synth_turns) cannot meet a 10 s TTFT: the
+        # target leaves room for them
         "synthetic 50k (command-r TP=4)": (
             lambda s: synth_workload(scale, s),
             "command-r",
             4,
             SLO(ttft_s=10.0, tpot_s=0.1),
+            0.85,
         ),
     }
     seeds = list(range(scale.seeds))
     rows = []
-    for wname, (wl_fn, model, tp, slo) in setups.items():
+    for wname, (wl_fn, model, tp, slo, _) in setups.items():
         wls = {s: wl_fn(s) for s in seeds}
         for router in routers:
             for n in scale.sizes:
@@ -269,16 +273,27 @@ def q1_kv_affinity(scale: Scale) -> Answer:
     per_size = _ci_table(rows, ("workload", "router", "replicas"), metrics)
     runs = pd.DataFrame(rows)
     table_rows = []
-    for wname in setups:
+    for wname, setup in setups.items():
+        target = setup[4]
         chosen: dict[str, int | None] = {}
         for router in routers:
             ok = per_size[(per_size.workload == wname) & (per_size.router == router)]
             meets = ok[ok.slo_attainment >= target]
             chosen[router] = int(meets.replicas.min()) if not meets.empty else None
+        # when the Service never meets the SLO, savings are measured against its largest
+        # size tried: a lower bound on what affinity saves
         base_n = chosen["k8s_service"]
+        lower_bound = base_n is None
+        if lower_bound:
+            base_n = max(scale.sizes)
         for router in routers:
             size = chosen[router]
-            row: dict[str, Any] = {"workload": wname, "router": router, "cheapest_replicas": size}
+            row: dict[str, Any] = {
+                "workload": wname,
+                "router": router,
+                "cheapest_replicas": size,
+                "savings_are_lower_bound": lower_bound,
+            }
             if size is None:
                 table_rows.append(row)
                 continue
@@ -291,19 +306,17 @@ def q1_kv_affinity(scale: Scale) -> Answer:
                     for m in ("slo_attainment", "gpu_hours", "cost_usd")
                 }
             )
-            if base_n is not None:
-                base = runs[
-                    (runs.workload == wname)
-                    & (runs.router == "k8s_service")
-                    & (runs.replicas == base_n)
-                ]
-                for m in ("gpu_hours", "cost_usd", "ttft_p50_s", "session_s"):
-                    d = mean_ci(
-                        base.sort_values("seed")[m].to_numpy()
-                        - mine.sort_values("seed")[m].to_numpy()
-                    )
-                    row[f"{m}_saved"] = d.mean
-                    row[f"{m}_saved_ci"] = 0.0 if math.isnan(d.half_width) else d.half_width
+            base = runs[
+                (runs.workload == wname)
+                & (runs.router == "k8s_service")
+                & (runs.replicas == base_n)
+            ]
+            for m in ("gpu_hours", "cost_usd", "ttft_p50_s", "session_s"):
+                d = mean_ci(
+                    base.sort_values("seed")[m].to_numpy() - mine.sort_values("seed")[m].to_numpy()
+                )
+                row[f"{m}_saved"] = d.mean
+                row[f"{m}_saved_ci"] = 0.0 if math.isnan(d.half_width) else d.half_width
             table_rows.append(row)
     table = pd.DataFrame(table_rows)
     best = table[
@@ -312,8 +325,9 @@ def q1_kv_affinity(scale: Scale) -> Answer:
     ]
     if not best.empty and "cost_usd_saved" in best:
         b = best.sort_values("cost_usd_saved", ascending=False).iloc[0]
+        at_least = "at least " if b.savings_are_lower_bound else ""
         headline = (
-            f"{b.router} saves ${_fmt(b.cost_usd_saved, b.cost_usd_saved_ci)} "
+            f"{b.router} saves {at_least}${_fmt(b.cost_usd_saved, b.cost_usd_saved_ci)} "
             f"({_fmt(b.gpu_hours_saved, b.gpu_hours_saved_ci)} GPU-h) and "
             f"{_fmt(b.session_s_saved, b.session_s_saved_ci, ' s')} of mean session time over "
             f"k8s_service on the {b.workload} at the cheapest size meeting the SLO"
@@ -331,7 +345,7 @@ def q1_kv_affinity(scale: Scale) -> Answer:
                 ax.errorbar(
                     d.replicas, d.slo_attainment, yerr=d.slo_attainment_ci, marker="o", label=router
                 )
-            ax.axhline(target, color="grey", ls="--", lw=1)
+            ax.axhline(setups[wname][4], color="grey", ls="--", lw=1)
             ax.set(title=wname, xlabel="replicas", ylabel="SLO attainment")
             ax.legend()
         fig.tight_layout()
@@ -343,8 +357,10 @@ def q1_kv_affinity(scale: Scale) -> Answer:
         headline,
         table,
         {
-            "SLO": f">= {target:.0%} of calls with TTFT <= 2 s (real traces) or <= 10 s "
-            "(synthetic 50k) and TPOT <= 0.1 s",
+            "SLO": ">= 95% of calls with TTFT <= 2 s (real traces) or >= 85% with TTFT <= 10 s "
+            "(synthetic 50k; first turns cannot meet it), and TPOT <= 0.1 s",
+            "savings": "vs k8s_service at its cheapest size meeting the SLO, or at its largest "
+            "size tried when it never meets it (then a lower bound: 'at least')",
             "sizes tried": ", ".join(map(str, scale.sizes)),
             "real traces": "LMCache agent sessions (Llama-3-70B TP=4), Poisson starts at 4 sessions/s",
             "synthetic": f"{scale.synth_sessions} ReAct sessions x {scale.synth_turns} calls, "
