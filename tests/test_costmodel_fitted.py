@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sim.calibration.fitted import (
     Curve,
     FittedIterationModel,
+    Surface,
     default_costmodel_path,
     default_fitted_costmodel,
     predict_op,
@@ -124,6 +125,7 @@ REPLICAS = [
     ctx=st.integers(0, 4096),
     extra_tokens=st.integers(1, 512),
     extra_ctx=st.integers(1, 100_000),
+    joining_ctx=st.integers(0, 4096),
 )
 def test_more_tokens_or_context_never_predicts_less_time(
     rep: tuple[str, str, int],
@@ -132,6 +134,7 @@ def test_more_tokens_or_context_never_predicts_less_time(
     ctx: int,
     extra_tokens: int,
     extra_ctx: int,
+    joining_ctx: int,
 ) -> None:
     it = default_cost_model().for_replica(_hw(rep[0], rep[1], rep[2]))
     new = tuple(p[0] for p in prefill)
@@ -140,6 +143,10 @@ def test_more_tokens_or_context_never_predicts_less_time(
     t = it.iteration_time(base)
     assert t >= 0.0
     assert it.iteration_time(BatchShape(new, old, num_decode + 1, num_decode * ctx + ctx)) >= t
+    # a joining sequence with any context, shorter than the batch's mean included
+    assert (
+        it.iteration_time(BatchShape(new, old, num_decode + 1, num_decode * ctx + joining_ctx)) >= t
+    )
     if num_decode:
         assert (
             it.iteration_time(BatchShape(new, old, num_decode, num_decode * ctx + extra_ctx)) >= t
@@ -190,6 +197,39 @@ def test_curve_envelope_keeps_time_monotone() -> None:
     c = Curve.from_table([1.0, 2.0, 4.0], [1.0, 8.0, 8.0])  # slope 3 clipped to 1
     assert c.time(2.0) >= c.time(1.0) and c.time(4.0) >= c.time(2.0)
     assert c.time(0.5) == pytest.approx(c.time(1.0))  # latency floor below the first knot
+
+
+def test_surface_envelope_keeps_time_monotone() -> None:
+    # a dip in the table is lifted by the cumulative maximum along both axes
+    s = Surface.from_table([1.0, 4.0], [1.0, 2.0, 4.0], [[2.0, 1.0, 3.0], [1.5, 5.0, 6.0]])
+    assert s.time(1.0, 2.0) == pytest.approx(2.0)
+    assert s.time(4.0, 1.0) == pytest.approx(2.0)
+    for x in (0.5, 1.0, 2.0, 4.0, 8.0):
+        ts = [s.time(x, z) for z in (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)]
+        assert ts == sorted(ts)
+    for z in (0.5, 1.0, 3.0, 8.0):
+        ts = [s.time(x, z) for x in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)]
+        assert ts == sorted(ts)
+    assert s.time(8.0, 4.0) == pytest.approx(2.0 * s.time(4.0, 4.0))  # linear above sizes
+    xs, zs = np.array([0.7, 1.3, 3.0, 9.0]), np.array([0.9, 1.7, 3.9, 5.0])
+    np.testing.assert_allclose(
+        s.times(xs, zs), [s.time(x, z) for x, z in zip(xs, zs, strict=True)], rtol=1e-12
+    )
+
+
+def test_committed_model_prices_kernels_by_shape() -> None:
+    p = default_fitted_costmodel().gpus["a100-80gb"]
+    # GEMM, element-wise and prefill kernels have (size, width) surfaces; decode keeps
+    # the roofline curve (see FitOptions.decode_surface)
+    assert all(m.surface is not None for m in p.gemm.values())
+    assert all(m.surface is not None for m in p.elementwise.values())
+    assert p.attn_prefill.surface is not None and p.attn_decode.surface is None
+    # a shape outside the measured widths is still priced (roofline curve caps it)
+    cfg = {**_cfg("llama-2-7b"), "hidden_size": 1024, "intermediate_size": 2048}
+    one, big = {"num_tokens": 1.0}, {"num_tokens": 512.0}
+    small = predict_op(p, cfg, "mlp_up_proj", 8, one)
+    assert 0 < small <= predict_op(p, _cfg("llama-2-7b"), "mlp_up_proj", 8, one)
+    assert predict_op(p, cfg, "mlp_up_proj", 8, big) >= small
 
 
 def test_transfer_times_use_achieved_rates() -> None:

@@ -7,9 +7,11 @@ split, sorted keys, parameters rounded to 7 significant digits, ``repr`` floats)
 Per GPU in the records:
 
 - operator families present (GEMM, element-wise kernels, attention) are fitted by
-  non-linear least squares on log time (relative error) to the forms in
-  :mod:`sim.calibration.fitted`; efficiency curves have one knot per octave of work
-  inside the measured range and are constant outside it;
+  least squares on log time (relative error) to the forms in
+  :mod:`sim.calibration.fitted`: a monotone roofline efficiency curve (knots per octave
+  of work inside the measured range, constant outside; one curve shared by the GEMM
+  ops), then per op a (size, width) :class:`~sim.calibration.fitted.Surface` of log
+  seconds, regularised towards that curve and made monotone by a cumulative maximum;
 - NVLink collective curves come from the intra-node rows of ``options.network_topology``;
 - ``iteration`` rows fit the per-iteration and per-sequence overhead when operator rows
   exist, and otherwise the roofline efficiencies (constant curves) plus overhead;
@@ -43,6 +45,7 @@ from sim.calibration.fitted import (
     GPUParams,
     NetCurve,
     OpModel,
+    Surface,
     gemm_work,
 )
 from sim.calibration.records import Section, read_records
@@ -72,7 +75,28 @@ class FitOptions:
             ``iteration`` rows measure it (vLLM-typical ~2 ms).
         per_seq_overhead_s: extra CPU time per sequence in the batch, same caveat.
         knots_per_octave: efficiency-curve knots per doubling of work.
+        network_knots_per_octave: collective-curve knots per doubling of message size.
+        robust_iterations: reweighting passes that turn the collective curves' least
+            squares into least absolute percentage error (the tables' bimodal
+            small-message timings then pull less); 0 is plain least squares.
         max_nfev: optimiser evaluation budget of a whole-iteration-only fit.
+        size_knots_per_octave: size-axis knots per doubling of a kernel's leading size
+            (tokens, chunk, batch) on the per-operator :class:`Surface`; 0 fits only the
+            one-variable efficiency curves.
+        width_knots_per_octave: width-axis knots per doubling on a :class:`Surface`.
+        surface_smoothing: weight of the surface's second-difference penalties on log
+            seconds (towards a local power law), which fill grid cells without data.
+        decode_surface: fit decode attention on a (batch, KV bytes per sequence)
+            surface (random-split MAPE about 4.6% instead of about 10%).  Off by default:
+            the records time uniform batches, in which fewer, longer sequences are often
+            slower than more, shorter ones of the same total, so such a surface predicts
+            up to about 5% less iteration time when a sequence shorter than the batch's
+            mean context joins it, and more sequences must never predict less time.
+            A surface over (batch, total KV bytes) made monotone does worse than the
+            roofline curve (about 13-25%).
+        shared_gemm_curve: fit one roofline efficiency curve to all GEMM ops' rows (it
+            prices GEMM shapes outside an op's measured widths; pooling gives it the
+            widest range of shapes), with a surface per op.
     """
 
     seed: int = 0
@@ -80,8 +104,15 @@ class FitOptions:
     network_topology: str = "a100_dgx"
     iteration_overhead_s: float = 2.0e-3
     per_seq_overhead_s: float = 2.0e-5
-    knots_per_octave: int = 2
+    knots_per_octave: int = 6
+    network_knots_per_octave: int = 8
+    robust_iterations: int = 5
+    shared_gemm_curve: bool = True
     max_nfev: int = 200
+    size_knots_per_octave: int = 12
+    width_knots_per_octave: int = 6
+    surface_smoothing: float = 0.1
+    decode_surface: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +168,7 @@ def _hat_basis(lx: np.ndarray, kx: np.ndarray) -> np.ndarray:
 
 
 def _fit_log_curve(
-    lx: np.ndarray, ly: np.ndarray, per_octave: int
+    lx: np.ndarray, ly: np.ndarray, per_octave: int, robust: int = 0
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Least squares of ``ly`` as a non-decreasing piecewise-linear function of ``lx``.
 
@@ -154,18 +185,127 @@ def _fit_log_curve(
     kx, basis = kx[used], basis[:, used]
     nk = len(kx)
     cum = np.tril(np.ones((nk, nk)))  # knot values = cumsum(first value, increments)
-    a, b = basis @ cum, ly
+    lo = np.concatenate(([-np.inf], np.zeros(nk - 1)))
+    pen = np.zeros((0, nk))
     if nk > 2:
         d2 = np.zeros((nk - 2, nk))
         for i in range(nk - 2):
             d2[i, i : i + 3] = (1.0, -2.0, 1.0)
-        a = np.vstack((a, 1e-2 * (d2 @ cum)))
-        b = np.concatenate((ly, np.zeros(nk - 2)))
-    lo = np.concatenate(([-np.inf], np.zeros(nk - 1)))
-    sol = lsq_linear(a, b, bounds=(lo, np.full(nk, np.inf)), method="bvls")
+        pen = 1e-2 * (d2 @ cum)
+    w = np.ones(len(ly))
+    for _ in range(robust + 1):
+        a = np.vstack((np.sqrt(w)[:, None] * (basis @ cum), pen))
+        b = np.concatenate((np.sqrt(w) * ly, np.zeros(len(pen))))
+        sol = lsq_linear(a, b, bounds=(lo, np.full(nk, np.inf)), method="bvls")
+        w = _l1_weights(basis @ (cum @ sol.x) - ly)
     coef = cum @ sol.x
     sse = float(np.sum((basis @ coef - ly) ** 2))
     return kx, coef, sse
+
+
+def _size_knots(size: np.ndarray, per_octave: int) -> np.ndarray:
+    """log of the measured sizes, thinned to at most ``per_octave`` knots per doubling
+    (always keeping the smallest and largest)."""
+    lv = np.unique(np.log(size))
+    gap = _LN2 / per_octave
+    keep = [float(lv[0])]
+    for v in lv[1:]:
+        if v - keep[-1] >= gap - 1e-12:
+            keep.append(float(v))
+    if lv[-1] > keep[-1]:
+        if len(keep) > 1 and lv[-1] - keep[-1] < 0.5 * gap:
+            keep[-1] = float(lv[-1])
+        else:
+            keep.append(float(lv[-1]))
+    return np.array(keep)
+
+
+def _bilinear(
+    u: np.ndarray, v: np.ndarray, kx: np.ndarray, ky: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, weights) of the bilinear basis of points (u, v) on the knot grid
+    (flattened row-major, ``i * len(ky) + j``); points outside are clamped."""
+
+    def axis(p: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if len(k) == 1:
+            z = np.zeros(len(p), dtype=np.int64)
+            return z, z, np.zeros(len(p))
+        q = np.clip(p, k[0], k[-1])
+        i = np.clip(np.searchsorted(k, q, side="right") - 1, 0, len(k) - 2)
+        return i, i + 1, (q - k[i]) / (k[i + 1] - k[i])
+
+    i0, i1, fx = axis(u, kx)
+    j0, j1, fy = axis(v, ky)
+    ny = len(ky)
+    n = len(u)
+    rows = np.tile(np.arange(n), 4)
+    cols = np.concatenate((i0 * ny + j0, i1 * ny + j0, i0 * ny + j1, i1 * ny + j1))
+    w = np.concatenate(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy))
+    return rows, cols, w
+
+
+def _l1_weights(resid: np.ndarray) -> np.ndarray:
+    """Iteratively-reweighted least-squares weights that minimise the absolute
+    percentage error ``|exp(resid) - 1|`` of log-time residuals."""
+    r = np.where(np.abs(resid) < 1e-3, np.copysign(1e-3, resid), resid)
+    return np.abs(np.expm1(r)) / (r * r)
+
+
+def _fit_surface(
+    fam: _Family,
+    base: OpModel,
+    width_per_octave: int,
+    size_per_octave: int,
+    smoothing: float,
+    size_smoothing: float | None = None,
+) -> Surface:
+    """Log seconds on a (log size, log width) grid by regularised least squares.
+
+    Knots: the measured sizes thinned to ``size_per_octave`` per doubling, and widths on
+    the ``width_per_octave`` lattice.  The penalty (weight ``smoothing``) is on second
+    differences of the grid's departure from ``base`` (the roofline efficiency curve), so
+    cells between and beyond the measured shapes follow the roofline's shape; a
+    cumulative maximum along both axes makes the grid monotone.  The base curve needs
+    each node's roofline seconds: log roofline is smoothed onto the grid the same way
+    (it is close to a plane in these coordinates)."""
+    from scipy.sparse import coo_matrix, diags, identity, kron
+    from scipy.sparse.linalg import splu
+
+    u, v = np.log(fam.size), np.log(fam.width)
+    kx = _size_knots(fam.size, size_per_octave)
+    kz = _knots(fam.width, width_per_octave)
+    kx[0] -= 1e-4  # so that rounding to 7 digits keeps the data inside
+    kx[-1] += 1e-4
+    kz[0] -= 1e-4
+    kz[-1] += 1e-4
+    nx, nz = len(kx), len(kz)
+    rows, cols, w = _bilinear(u, v, kx, kz)
+    a = coo_matrix((w, (rows, cols)), shape=(len(u), nx * nz)).tocsr()
+
+    def diff(n: int, order: int) -> Any:
+        if order == 1:
+            return diags([-np.ones(n - 1), np.ones(n - 1)], [0, 1], shape=(n - 1, n))
+        return diags(
+            [np.ones(n - 2), -2.0 * np.ones(n - 2), np.ones(n - 2)], [0, 1, 2], shape=(n - 2, n)
+        )
+
+    reg = 1e-9 * identity(nx * nz, format="csr")
+    sx = smoothing if size_smoothing is None else size_smoothing
+    for order, wx, wz in ((1, 1e-3 * sx, 1e-3 * smoothing), (2, sx, smoothing)):
+        if nx > order:
+            d = kron(diff(nx, order), identity(nz))
+            reg = reg + wx * (d.T @ d)
+        if nz > order:
+            d = kron(identity(nx), diff(nz, order))
+            reg = reg + wz * (d.T @ d)
+    lu = splu((a.T @ a + reg).tocsc())
+    lr = lu.solve(a.T @ np.log(base.rooflines(fam.flops, fam.nbytes, fam.items)))
+    prior = np.log(base.efficiency.times(np.exp(lr)))
+    sol = lu.solve(a.T @ np.log(fam.y) + reg @ prior)
+    grid = np.exp(np.asarray(sol).reshape(nx, nz))
+    return Surface.from_table(
+        [float(x) for x in np.exp(kx)], [float(z) for z in np.exp(kz)], grid.tolist()
+    )
 
 
 @dataclass
@@ -176,6 +316,8 @@ class _Family:
     nbytes: np.ndarray
     items: np.ndarray
     y: np.ndarray
+    size: np.ndarray
+    width: np.ndarray
 
 
 def _fit_opmodel(
@@ -186,6 +328,9 @@ def _fit_opmodel(
     compute: bool,
     per_item: bool,
     per_octave: int,
+    size_per_octave: int = 0,
+    width_per_octave: int = 6,
+    smoothing: float = 0.0,
 ) -> OpModel:
     """Fit the efficiency curve (monotone least squares of log time on log roofline
     seconds), choosing the smooth-max exponent and per-item cost from fixed grids."""
@@ -203,12 +348,17 @@ def _fit_opmodel(
                 eff = Curve.from_table(list(np.exp(kx)), list(np.exp(kx - lt)))
                 best = (sse, OpModel(peak_flops, peak_bytes, eff, p=p, per_item=pi))
     assert best is not None
-    return OpModel.from_table(best[1].to_table())  # round exactly as the TOML will
+    model = best[1]
+    if size_per_octave > 0:
+        model = replace(
+            model, surface=_fit_surface(fam, model, width_per_octave, size_per_octave, smoothing)
+        )
+    return OpModel.from_table(model.to_table())  # round exactly as the TOML will
 
 
-def _fit_netcurve(size: np.ndarray, secs: np.ndarray, per_octave: int) -> NetCurve:
+def _fit_netcurve(size: np.ndarray, secs: np.ndarray, per_octave: int, robust: int = 0) -> NetCurve:
     """Piecewise-linear least squares of log time on log size."""
-    kx, coef, _ = _fit_log_curve(np.log(size), np.log(secs), per_octave)
+    kx, coef, _ = _fit_log_curve(np.log(size), np.log(secs), per_octave, robust)
     curve = NetCurve.from_table(list(np.exp(kx)), list(np.exp(coef)))
     return NetCurve.from_table(**curve.to_table())
 
@@ -220,35 +370,39 @@ def _family_arrays(rows: Sequence[Row]) -> dict[str, _Family]:
     """Group operator rows into fit families with their work sizes."""
     from sim.calibration.fitted import Geometry
 
-    acc: dict[str, list[tuple[float, float, float, float]]] = {}
+    acc: dict[str, list[tuple[float, float, float, float, float, float]]] = {}
     for r in rows:
         if r.op in GEMM_OPS:
             g = Geometry.of(r.cfg, r.tp)
             n, k = g.gemm_nk(r.op)
-            f, b = gemm_work(float(r.shape["num_tokens"]), n, k, g.dt)
-            acc.setdefault(r.op, []).append((f, b, 0.0, r.value_s))
+            m = float(r.shape["num_tokens"])
+            f, b = gemm_work(m, n, k, g.dt)
+            acc.setdefault(r.op, []).append((f, b, 0.0, r.value_s, m, n * k))
         elif r.op in ELEMENTWISE_OPS:
             g = Geometry.of(r.cfg, r.tp)
-            b = g.elementwise_bytes(r.op, float(r.shape["num_tokens"]))
-            acc.setdefault(r.op, []).append((0.0, b, 0.0, r.value_s))
+            t = float(r.shape["num_tokens"])
+            b = g.elementwise_bytes(r.op, t)
+            acc.setdefault(r.op, []).append(
+                (0.0, b, 0.0, r.value_s, t, g.elementwise_bytes(r.op, 1.0))
+            )
         elif r.op == "attn_prefill":
             g = Geometry.of(r.cfg, r.tp)
+            c = float(r.shape["prefill_chunk_size"])
             f, b = g.prefill_work(
-                r.shape["prefill_chunk_size"],
+                c,
                 r.shape["kv_cache_size"],
                 r.shape.get("batch_size", 1),
             )
-            acc.setdefault(r.op, []).append((f, b, 0.0, r.value_s))
+            acc.setdefault(r.op, []).append((f, b, 0.0, r.value_s, c, f / c))
         elif r.op == "attn_decode":
             g = Geometry.of(r.cfg, r.tp)
             n = float(r.shape["batch_size"])
-            acc.setdefault(r.op, []).append(
-                (0.0, g.decode_bytes(n * r.shape["kv_cache_size"]), n, r.value_s)
-            )
+            b = g.decode_bytes(n * r.shape["kv_cache_size"])
+            acc.setdefault(r.op, []).append((0.0, b, n, r.value_s, n, b / n))
     out: dict[str, _Family] = {}
     for fam, vals in acc.items():
         arr = np.array(vals, dtype=np.float64)
-        out[fam] = _Family(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3])
+        out[fam] = _Family(*(arr[:, i] for i in range(6)))
     return out
 
 
@@ -315,6 +469,35 @@ def _fit_iteration_only(gpu: str, rows: Sequence[Row], max_nfev: int) -> GPUPara
     return GPUParams.from_table(fitted.to_table())
 
 
+def _fit_kernels(
+    fams: dict[str, _Family], ops: Sequence[str], compute: bool, shared: bool, kw: dict[str, Any]
+) -> dict[str, OpModel]:
+    """Fit the kernels ``ops`` that have rows.  With ``shared``, one roofline efficiency
+    curve is fitted to all their rows pooled (the curve prices shapes outside a kernel's
+    surface, so pooling gives it the widest range of shapes) and each op gets its own
+    surface."""
+    present = [op for op in ops if op in fams]
+    if not shared or not present:
+        return {op: _fit_opmodel(fams[op], compute=compute, per_item=False, **kw) for op in present}
+    pooled = _Family(
+        *(
+            np.concatenate([getattr(fams[op], f) for op in present])
+            for f in _Family.__dataclass_fields__
+        )
+    )
+    base = _fit_opmodel(pooled, compute=compute, per_item=False, **{**kw, "size_per_octave": 0})
+    out = {}
+    for op in present:
+        m = base
+        if kw["size_per_octave"] > 0:
+            sf = _fit_surface(
+                fams[op], base, kw["width_per_octave"], kw["size_per_octave"], kw["smoothing"]
+            )
+            m = replace(base, surface=sf)
+        out[op] = OpModel.from_table(m.to_table())
+    return out
+
+
 def fit_gpu(gpu: str, rows: Sequence[Row], options: FitOptions) -> GPUParams:
     """Fit one GPU's parameters from its rows (see module docstring)."""
     fams = _family_arrays(rows)
@@ -328,29 +511,25 @@ def fit_gpu(gpu: str, rows: Sequence[Row], options: FitOptions) -> GPUParams:
         "peak_flops": pf,
         "peak_bytes": pb,
         "per_octave": options.knots_per_octave,
+        "size_per_octave": options.size_knots_per_octave,
+        "width_per_octave": options.width_knots_per_octave,
+        "smoothing": options.surface_smoothing,
     }
-    fitted = {
-        op: _fit_opmodel(fams[op], compute=True, per_item=False, **kw)
-        for op in GEMM_OPS
-        if op in fams
-    }
+    fitted = _fit_kernels(fams, GEMM_OPS, True, options.shared_gemm_curve, kw)
     gemm = {op: fitted.get(op) or next(iter(fitted.values())) for op in GEMM_OPS}
     up = gemm["mlp_up_proj"]
-    stream = replace(up, p=4.0)
-    ew = {
-        op: _fit_opmodel(fams[op], compute=False, per_item=False, **kw) if op in fams else stream
-        for op in ELEMENTWISE_OPS
-    }
+    stream = replace(up, p=4.0, surface=None)
+    ew_fit = _fit_kernels(fams, ELEMENTWISE_OPS, False, False, kw)
+    ew = {op: ew_fit.get(op, stream) for op in ELEMENTWISE_OPS}
     prefill = (
         _fit_opmodel(fams["attn_prefill"], compute=True, per_item=False, **kw)
         if "attn_prefill" in fams
-        else up
+        else replace(up, surface=None)
     )
-    decode = (
-        _fit_opmodel(fams["attn_decode"], compute=False, per_item=True, **kw)
-        if "attn_decode" in fams
-        else stream
-    )
+    decode = stream
+    if "attn_decode" in fams:
+        dkw = kw if options.decode_surface else {**kw, "size_per_octave": 0}
+        decode = _fit_opmodel(fams["attn_decode"], compute=False, per_item=True, **dkw)
     ar: dict[int, NetCurve] = {}
     sr: NetCurve | None = None
     net = [
@@ -364,7 +543,8 @@ def fit_gpu(gpu: str, rows: Sequence[Row], options: FitOptions) -> GPUParams:
             curve = _fit_netcurve(
                 np.array([r.shape["size_bytes"] for r in sel]),
                 np.array([r.value_s for r in sel]),
-                options.knots_per_octave,
+                options.network_knots_per_octave,
+                options.robust_iterations,
             )
             if op == "all_reduce":
                 ar[w] = curve
@@ -495,6 +675,28 @@ def toml_dumps(d: dict[str, Any]) -> str:
     return "\n".join(out).lstrip("\n") + "\n"
 
 
+#: Options that only shape per-operator fits (surfaces, shared curves, collective curves).
+OPERATOR_FIT_OPTIONS = (
+    "decode_surface",
+    "network_knots_per_octave",
+    "robust_iterations",
+    "shared_gemm_curve",
+    "size_knots_per_octave",
+    "width_knots_per_octave",
+    "surface_smoothing",
+)
+
+
+def _recorded_options(options: FitOptions, rows: Sequence[Row]) -> dict[str, Any]:
+    """The options a fit depends on: all of them when it fits operator rows, else (only
+    whole iterations) those of the iteration-only fit."""
+    d = asdict(options)
+    if not any(r.op != "iteration" for r in rows):
+        for k in OPERATOR_FIT_OPTIONS:
+            del d[k]
+    return d
+
+
 def fit_costmodel(
     inputs: Sequence[RecordsInput], name: str, options: FitOptions | None = None
 ) -> str:
@@ -517,7 +719,7 @@ def fit_costmodel(
             }
             for i in inputs
         ],
-        "fit_options": asdict(options),
+        "fit_options": _recorded_options(options, rows),
         "validation": {
             "random_split": random_split_validation(rows, options),
             "leave_one_model_out": leave_one_model_out(rows, options),

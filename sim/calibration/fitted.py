@@ -24,6 +24,14 @@ FLOP/s and bytes/s are thus functions of the kernel's shape.  Kernels:
 - per iteration: embedding, final norm, LM head for each sequence's last token,
   pipeline sends between stages, and a fixed plus per-sequence CPU overhead.
 
+Where the records cover a kernel at several shapes, its :class:`OpModel` also has a
+:class:`Surface`: measured seconds on a log-log grid of (size, width) -- tokens and
+``N x K`` for GEMMs, tokens and bytes per token for element-wise kernels, chunk and
+FLOPs per chunk token for prefill -- which captures kernel switches and shape effects
+that one curve over roofline time cannot.  Shapes outside the surface's widths (a new
+architecture) are priced by the roofline curve, capped by the surface's edge so time
+stays monotone; on another GPU only the roofline curve transfers.
+
 A :class:`Curve` is piecewise-linear in log(work) vs log(throughput) between knots,
 with the first knot's time as a floor below them and the last knot's throughput above.
 Its log-log slope is at most 1 (fitted under that constraint, and clipped when loaded),
@@ -153,6 +161,123 @@ class Curve:
 
 
 @dataclass(frozen=True, slots=True)
+class Surface:
+    """Seconds of a kernel as a function of its size and its width (log-log grid).
+
+    The size ``x`` is what grows with the batch (tokens for GEMMs and element-wise
+    kernels, the chunk for prefill attention, the batch for decode attention); the width
+    ``z`` is the rest of the shape (GEMM ``N x K``, element-wise bytes per token, prefill
+    FLOPs per chunk token, decode KV bytes per sequence).  A decode surface treats the
+    batch as uniform, so adding a sequence shorter than the batch's mean context can
+    predict slightly less time; the committed fit therefore leaves decode to the roofline
+    curve (``FitOptions.decode_surface``).  ``log seconds`` is bilinear in
+    (log x, log z) between knots, with non-decreasing values along both axes (enforced by
+    a cumulative maximum when built).  Above the last knot of either axis the time grows
+    in proportion (``x`` and ``z`` are work multipliers there); below the first knot it is
+    the first knot's (a floor; :class:`OpModel` also caps it by its roofline curve), so
+    a larger size or width never predicts less time.
+
+    Attributes:
+        lx: natural log of the size knots, increasing.
+        lz: natural log of the width knots, increasing.
+        lt: natural log of seconds, ``lt[i][j]`` at (``lx[i]``, ``lz[j]``).
+    """
+
+    lx: tuple[float, ...]
+    lz: tuple[float, ...]
+    lt: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_table(cls, x: list[float], width: list[float], seconds: list[list[float]]) -> Surface:
+        """Build from knots in natural units, enforcing the monotone envelope."""
+        if (
+            not x
+            or not width
+            or len(seconds) != len(x)
+            or any(len(r) != len(width) for r in seconds)
+        ):
+            raise ValueError("surface needs a len(x) x len(width) table of seconds")
+        lx = [math.log(v) for v in x]
+        lz = [math.log(v) for v in width]
+        if any(b <= a for a, b in zip(lx, lx[1:], strict=False)) or any(
+            b <= a for a, b in zip(lz, lz[1:], strict=False)
+        ):
+            raise ValueError("surface knots must increase")
+        g = np.log(np.array(seconds, dtype=np.float64))
+        g = np.maximum.accumulate(np.maximum.accumulate(g, axis=0), axis=1)
+        return cls(tuple(lx), tuple(lz), tuple(tuple(float(v) for v in r) for r in g))
+
+    def to_table(self) -> dict[str, Any]:
+        return {
+            "x": [_sig(math.exp(v)) for v in self.lx],
+            "width": [_sig(math.exp(v)) for v in self.lz],
+            "seconds": [[_sig(math.exp(v)) for v in r] for r in self.lt],
+        }
+
+    @property
+    def min_width(self) -> float:
+        return math.exp(self.lz[0])
+
+    @property
+    def max_width(self) -> float:
+        return math.exp(self.lz[-1])
+
+    def row(self, x: float) -> tuple[float, ...]:
+        """log seconds at the width knots for size ``x`` (``x`` > 0)."""
+        lx = self.lx
+        v = math.log(x)
+        if v <= lx[0]:
+            return self.lt[0]
+        if v >= lx[-1]:
+            d = v - lx[-1]
+            return tuple(t + d for t in self.lt[-1])
+        i = bisect_right(lx, v) - 1
+        f = (v - lx[i]) / (lx[i + 1] - lx[i])
+        return tuple(p + (q - p) * f for p, q in zip(self.lt[i], self.lt[i + 1], strict=True))
+
+    def time_on_row(self, row: tuple[float, ...], width: float) -> float:
+        """Seconds at ``width`` (> 0) on a :meth:`row`."""
+        lz = self.lz
+        y = math.log(width)
+        if y <= lz[0]:
+            return math.exp(row[0])
+        if y >= lz[-1]:
+            return math.exp(row[-1])
+        j = bisect_right(lz, y) - 1
+        return math.exp(row[j] + (row[j + 1] - row[j]) * (y - lz[j]) / (lz[j + 1] - lz[j]))
+
+    def time(self, x: float, width: float) -> float:
+        """Seconds of a kernel of size ``x`` and width ``width`` (both > 0)."""
+        return self.time_on_row(self.row(x), width)
+
+    def times_on_row(self, row: tuple[float, ...], width: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`time_on_row` (widths > 0)."""
+        y = np.log(np.asarray(width, dtype=np.float64))
+        lz = np.asarray(self.lz)
+        return np.exp(np.interp(np.clip(y, lz[0], lz[-1]), lz, row))
+
+    def times(self, x: np.ndarray, width: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`time` over arrays of sizes and widths (both > 0)."""
+        lx, lz = np.asarray(self.lx), np.asarray(self.lz)
+        grid = np.asarray(self.lt)
+        u = np.log(np.asarray(x, dtype=np.float64))
+        y = np.log(np.asarray(width, dtype=np.float64))
+        uc, yc = np.clip(u, lx[0], lx[-1]), np.clip(y, lz[0], lz[-1])
+        i = np.clip(np.searchsorted(lx, uc, side="right") - 1, 0, max(len(lx) - 2, 0))
+        j = np.clip(np.searchsorted(lz, yc, side="right") - 1, 0, max(len(lz) - 2, 0))
+        i1, j1 = np.minimum(i + 1, len(lx) - 1), np.minimum(j + 1, len(lz) - 1)
+        fx = np.where(i1 > i, (uc - lx[i]) / np.where(i1 > i, lx[i1] - lx[i], 1.0), 0.0)
+        fy = np.where(j1 > j, (yc - lz[j]) / np.where(j1 > j, lz[j1] - lz[j], 1.0), 0.0)
+        g = (
+            (1 - fx) * (1 - fy) * grid[i, j]
+            + fx * (1 - fy) * grid[i1, j]
+            + (1 - fx) * fy * grid[i, j1]
+            + fx * fy * grid[i1, j1]
+        )
+        return np.exp(g + np.maximum(u - lx[-1], 0.0))
+
+
+@dataclass(frozen=True, slots=True)
 class NetCurve:
     """Measured collective time vs message size (piecewise-linear in log-log).
 
@@ -219,6 +344,7 @@ class OpModel:
     efficiency: Curve
     p: float = 4.0
     per_item: float = 0.0
+    surface: Surface | None = None
 
     def roofline(self, flops: float, nbytes: float, items: float = 0.0) -> float:
         tm = nbytes / self.peak_bytes
@@ -228,8 +354,26 @@ class OpModel:
             tm = (tm**p + tc**p) ** (1.0 / p)
         return tm + self.per_item * items
 
-    def time(self, flops: float, nbytes: float, items: float = 0.0) -> float:
-        return self.efficiency.time(self.roofline(flops, nbytes, items))
+    def time(
+        self,
+        flops: float,
+        nbytes: float,
+        items: float = 0.0,
+        size: float = 0.0,
+        width: float = 0.0,
+    ) -> float:
+        """Seconds of a kernel.  With a :class:`Surface`, ``size`` and ``width`` (see
+        there) price it; below the surface's widths the roofline curve caps the time."""
+        r = self.roofline(flops, nbytes, items)
+        sf = self.surface
+        if sf is None or r <= 0.0 or size <= 0.0 or width <= 0.0:
+            return self.efficiency.time(r)
+        t = sf.time(size, width)
+        if width < sf.min_width:
+            t = min(t, self.efficiency.time(r))
+        elif width > sf.max_width:
+            t = max(t, self.efficiency.time(r))
+        return t
 
     def rooflines(
         self, flops: np.ndarray, nbytes: np.ndarray, items: np.ndarray | float = 0.0
@@ -240,9 +384,26 @@ class OpModel:
         return core + self.per_item * np.asarray(items, dtype=np.float64)
 
     def times(
-        self, flops: np.ndarray, nbytes: np.ndarray, items: np.ndarray | float = 0.0
+        self,
+        flops: np.ndarray,
+        nbytes: np.ndarray,
+        items: np.ndarray | float = 0.0,
+        size: np.ndarray | float = 0.0,
+        width: np.ndarray | float = 0.0,
     ) -> np.ndarray:
-        return self.efficiency.times(self.rooflines(flops, nbytes, items))
+        """Vectorised :meth:`time`."""
+        r = self.rooflines(flops, nbytes, items)
+        base = self.efficiency.times(r)
+        sf = self.surface
+        if sf is None:
+            return base
+        x = np.broadcast_to(np.asarray(size, dtype=np.float64), r.shape)
+        z = np.broadcast_to(np.asarray(width, dtype=np.float64), r.shape)
+        ok = (r > 0) & (x > 0) & (z > 0)
+        t = sf.times(np.where(ok, x, 1.0), np.where(ok, z, 1.0))
+        t = np.where(z < sf.min_width, np.minimum(t, base), t)
+        t = np.where(z > sf.max_width, np.maximum(t, base), t)
+        return np.where(ok, t, base)
 
     def scaled(self, flops_factor: float, bytes_factor: float) -> OpModel:
         """The same efficiency curve on a GPU with peaks scaled by the given factors."""
@@ -250,16 +411,20 @@ class OpModel:
             self,
             peak_flops=self.peak_flops * flops_factor,
             peak_bytes=self.peak_bytes * bytes_factor,
+            surface=None,  # measured seconds do not transfer; the roofline curve does
         )
 
     def to_table(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "peak_flops": _sig(self.peak_flops),
             "peak_bytes": _sig(self.peak_bytes),
             "p": _sig(self.p),
             "per_item_s": _sig(self.per_item),
             "efficiency": self.efficiency.to_table(),
         }
+        if self.surface is not None:
+            d["surface"] = self.surface.to_table()
+        return d
 
     @classmethod
     def from_table(cls, d: dict[str, Any]) -> OpModel:
@@ -270,6 +435,9 @@ class OpModel:
             efficiency=Curve.from_table(eff["work"], eff["throughput"]),
             p=float(d.get("p", 4.0)),
             per_item=float(d.get("per_item_s", 0.0)),
+            surface=None
+            if (sf := d.get("surface")) is None
+            else Surface.from_table(sf["x"], sf["width"], sf["seconds"]),
         )
 
 
@@ -457,17 +625,21 @@ def predict_op(
     g = Geometry.of(cfg, tp)
     if op in GEMM_OPS:
         n, k = g.gemm_nk(op)
-        return params.gemm[op].time(*gemm_work(float(shape["num_tokens"]), n, k, g.dt))
+        m = float(shape["num_tokens"])
+        return params.gemm[op].time(*gemm_work(m, n, k, g.dt), 0.0, m, n * k)
     if op in ELEMENTWISE_OPS:
-        return params.elementwise[op].time(0.0, g.elementwise_bytes(op, float(shape["num_tokens"])))
-    if op == "attn_prefill":
-        f, b = g.prefill_work(
-            shape["prefill_chunk_size"], shape["kv_cache_size"], shape.get("batch_size", 1)
+        t = float(shape["num_tokens"])
+        return params.elementwise[op].time(
+            0.0, g.elementwise_bytes(op, t), 0.0, t, g.elementwise_bytes(op, 1.0)
         )
-        return params.attn_prefill.time(f, b)
+    if op == "attn_prefill":
+        c = float(shape["prefill_chunk_size"])
+        f, b = g.prefill_work(c, shape["kv_cache_size"], shape.get("batch_size", 1))
+        return params.attn_prefill.time(f, b, 0.0, c, f / c)
     if op == "attn_decode":
         n = float(shape["batch_size"])
-        return params.attn_decode.time(0.0, g.decode_bytes(n * shape["kv_cache_size"]), n)
+        b = g.decode_bytes(n * shape["kv_cache_size"])
+        return params.attn_decode.time(0.0, b, n, n, b / n)
     raise ConfigError(f"operator {op!r} has no prediction")
 
 
@@ -517,9 +689,17 @@ class FittedIterationModel:
         self._p2p_curve = params.send_recv if nvlink_tables and hw.link == "nvlink" else None
         self._decode_bytes_per_ctx = g.decode_bytes(1.0)
         self._linear_memo: dict[int, float] = {}
+        self._decode_rows: dict[int, tuple[float, ...]] = {}
+        self._prefill_rows: dict[int, tuple[float, ...]] = {}
         self._head_memo: dict[int, float] = {}
 
     # -- components (all seconds) --
+    def _elementwise(self, model: OpModel, op: str, tokens: float) -> float:
+        g = self._g
+        return model.time(
+            0.0, g.elementwise_bytes(op, tokens), 0.0, tokens, g.elementwise_bytes(op, 1.0)
+        )
+
     def allreduce(self, nbytes: float) -> float:
         """One TP all-reduce of ``nbytes`` (0 without TP)."""
         if self._tp <= 1:
@@ -542,30 +722,30 @@ class FittedIterationModel:
         g, dt = self._g, self._g.dt
         (qn, qk), (on, ok) = self._attn_gemms
         (un, uk), (dn, dk) = self._mlp_gemms
-        attn_gemm = self._qkv.time(*gemm_work(t, qn, qk, dt)) + self._o.time(
-            *gemm_work(t, on, ok, dt)
+        attn_gemm = self._qkv.time(*gemm_work(t, qn, qk, dt), 0.0, t, qn * qk) + self._o.time(
+            *gemm_work(t, on, ok, dt), 0.0, t, on * ok
         )
         if self._experts > 1:
             routed = t * self._k
             hit = min(float(self._experts), routed)
             per = routed / hit
             mlp_gemm = hit * (
-                self._up.time(*gemm_work(per, un, uk, dt))
-                + self._down.time(*gemm_work(per, dn, dk, dt))
+                self._up.time(*gemm_work(per, un, uk, dt), 0.0, per, un * uk)
+                + self._down.time(*gemm_work(per, dn, dk, dt), 0.0, per, dn * dk)
             )
             router = gemm_work(t, float(self._experts), float(g.hidden), dt)
-            mlp_gemm += self._up.time(*router)
+            mlp_gemm += self._up.time(*router, 0.0, t, float(self._experts * g.hidden))
         else:
             routed = t
-            mlp_gemm = self._up.time(*gemm_work(t, un, uk, dt)) + self._down.time(
-                *gemm_work(t, dn, dk, dt)
+            mlp_gemm = self._up.time(*gemm_work(t, un, uk, dt), 0.0, t, un * uk) + self._down.time(
+                *gemm_work(t, dn, dk, dt), 0.0, t, dn * dk
             )
         ew = (
-            self._norm1.time(0.0, g.elementwise_bytes("input_layernorm", t))
-            + self._norm2.time(0.0, g.elementwise_bytes("post_attention_layernorm", t))
-            + 2.0 * self._add.time(0.0, g.elementwise_bytes("add", t))
-            + self._act.time(0.0, g.elementwise_bytes("mlp_act", routed))
-            + self._rope.time(0.0, g.elementwise_bytes("attn_rope", t))
+            self._elementwise(self._norm1, "input_layernorm", t)
+            + self._elementwise(self._norm2, "post_attention_layernorm", t)
+            + 2.0 * self._elementwise(self._add, "add", t)
+            + self._elementwise(self._act, "mlp_act", routed)
+            + self._elementwise(self._rope, "attn_rope", t)
         )
         return {
             "gemm": attn_gemm + mlp_gemm,
@@ -596,21 +776,21 @@ class FittedIterationModel:
         layer = self.layer_breakdown(tokens)
         attn = 0.0
         for new, ctx in zip(batch.prefill_tokens, batch.prefill_context, strict=True):
-            attn += self._prefill.time(*g.prefill_work(new, ctx))
+            attn += self._prefill_attn(new, ctx)
         if batch.num_decode:
-            attn += self._decode.time(
-                0.0, self._decode_bytes_per_ctx * batch.decode_context_sum, batch.num_decode
-            )
+            attn += self._decode_attn(batch.num_decode, batch.decode_context_sum)
         t = float(tokens)
         hn, hk = self._head_nk
         return {
             "gemm": L * layer["gemm"],
             "elementwise": L * layer["elementwise"]
-            + self._norm1.time(0.0, g.elementwise_bytes("input_layernorm", t)),
+            + self._elementwise(self._norm1, "input_layernorm", t),
             "all_reduce": L * layer["all_reduce"],
             "attention": L * attn,
-            "emb": self._emb.time(0.0, g.elementwise_bytes("emb", t)),
-            "lm_head": self._up.time(*gemm_work(float(seqs), hn, hk, g.dt)),
+            "emb": self._elementwise(self._emb, "emb", t),
+            "lm_head": self._up.time(
+                *gemm_work(float(seqs), hn, hk, g.dt), 0.0, float(seqs), hn * hk
+            ),
             "pp_transfer": (self._pp - 1) * self.p2p(t * self._act_bytes_per_token),
             "overhead": self.params.iteration_s + self.params.per_seq_s * seqs,
         }
@@ -630,7 +810,9 @@ class FittedIterationModel:
         v = self._head_memo.get(seqs)
         if v is None:
             hn, hk = self._head_nk
-            v = self._up.time(*gemm_work(float(seqs), hn, hk, self._g.dt))
+            v = self._up.time(
+                *gemm_work(float(seqs), hn, hk, self._g.dt), 0.0, float(seqs), hn * hk
+            )
             v += self.params.iteration_s + self.params.per_seq_s * seqs
             self._head_memo[seqs] = v
         return v
@@ -644,13 +826,10 @@ class FittedIterationModel:
         t = self._linear(tokens) + self._per_seq(batch.num_seqs)
         attn = 0.0
         if batch.prefill_tokens:
-            g, pre = self._g, self._prefill
             for new, ctx in zip(batch.prefill_tokens, batch.prefill_context, strict=True):
-                attn += pre.time(*g.prefill_work(new, ctx))
+                attn += self._prefill_attn(new, ctx)
         if batch.num_decode:
-            attn += self._decode.time(
-                0.0, self._decode_bytes_per_ctx * batch.decode_context_sum, batch.num_decode
-            )
+            attn += self._decode_attn(batch.num_decode, batch.decode_context_sum)
         return t + self._layers * attn
 
     def decode_times(self, num_decode: int, context_sums: np.ndarray) -> np.ndarray:
@@ -658,10 +837,57 @@ class FittedIterationModel:
         if num_decode <= 0:
             return np.zeros_like(cs)
         base = self._linear(num_decode) + self._per_seq(num_decode)
-        attn = self._decode.times(
-            np.zeros_like(cs), self._decode_bytes_per_ctx * cs, float(num_decode)
-        )
+        dec = self._decode
+        kv = self._decode_bytes_per_ctx * cs
+        attn = dec.times(np.zeros_like(cs), kv, float(num_decode))
+        if dec.surface is not None:
+            sf = dec.surface
+            z = kv / num_decode
+            ok = z > 0
+            t = sf.times_on_row(self._decode_row(num_decode), np.where(ok, z, 1.0))
+            t = np.where(z < sf.min_width, np.minimum(t, attn), t)
+            t = np.where(z > sf.max_width, np.maximum(t, attn), t)
+            attn = np.where(ok, t, attn)
         return base + self._layers * attn
+
+    def _decode_row(self, n: int) -> tuple[float, ...]:
+        """Memoised decode-surface row for batch ``n``."""
+        row = self._decode_rows.get(n)
+        if row is None:
+            assert self._decode.surface is not None
+            row = self._decode_rows[n] = self._decode.surface.row(float(n))
+        return row
+
+    def _decode_attn(self, n: int, context_sum: float) -> float:
+        """One layer's decode attention for ``n`` sequences with ``context_sum`` context."""
+        dec, sf = self._decode, self._decode.surface
+        kv = self._decode_bytes_per_ctx * context_sum
+        if sf is None or kv <= 0.0:
+            return dec.time(0.0, kv, n)
+        z = kv / n
+        t = sf.time_on_row(self._decode_row(n), z)
+        if z < sf.min_width:
+            t = min(t, dec.efficiency.time(dec.roofline(0.0, kv, n)))
+        elif z > sf.max_width:
+            t = max(t, dec.efficiency.time(dec.roofline(0.0, kv, n)))
+        return t
+
+    def _prefill_attn(self, new: int, ctx: int) -> float:
+        """One layer's prefill attention for ``new`` tokens after ``ctx`` cached ones."""
+        pre, sf = self._prefill, self._prefill.surface
+        f, b = self._g.prefill_work(new, ctx)
+        if sf is None or new <= 0:
+            return pre.time(f, b)
+        row = self._prefill_rows.get(new)
+        if row is None:
+            row = self._prefill_rows[new] = sf.row(float(new))
+        z = f / new
+        t = sf.time_on_row(row, z)
+        if z < sf.min_width:
+            t = min(t, pre.efficiency.time(pre.roofline(f, b)))
+        elif z > sf.max_width:
+            t = max(t, pre.efficiency.time(pre.roofline(f, b)))
+        return t
 
 
 # --- the cost model ------------------------------------------------------------------
