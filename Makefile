@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-STAMP  := $(VENV)/.installed
 EXTRAS ?= dev
+# one stamp per set of extras, so `make test EXTRAS=dev,calibrate` installs what it needs
+STAMP  := $(VENV)/.installed-$(EXTRAS)
 
 .PHONY: run test lint format bench keynote regress install clean
 
