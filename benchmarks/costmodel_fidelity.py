@@ -15,6 +15,12 @@ Prints three tables (issue 4's targets):
    sequences, so that row is used.  The prediction compared is the same components
    (no LM head or CPU overhead, which the tables do not measure).
 
+Attention decode is priced by its roofline curve, not a (batch, context) surface: the
+uniform-batch tables are not monotone in the batch at a fixed total context, and the
+simulator needs time to never drop when a sequence joins (``FitOptions.decode_surface``).
+All-reduce small messages (below ~4 MB) are bimodal in the tables (15-62 us at one size),
+which bounds any monotone curve of size at roughly 5% MAPE.
+
 Also times ``iteration_time`` (microseconds per call).
 
 Run: ``.venv/bin/python benchmarks/costmodel_fidelity.py`` (about a minute on 2 cores).
@@ -52,7 +58,9 @@ MLP_OPS = (
 )
 
 
-def _table(title: str, rep: dict, target: float | None = None) -> None:
+def _table(
+    title: str, rep: dict, target: float | None = None, overall_target: float | None = None
+) -> None:
     print(title)
     print(f"  {'operator':<26}{'family':<14}{'MAPE %':>8}{'p90 %':>8}{'n':>7}")
     for op, v in sorted(rep["by_operator"].items(), key=lambda kv: (FAMILY.get(kv[0], ""), kv[0])):
@@ -65,7 +73,10 @@ def _table(title: str, rep: dict, target: float | None = None) -> None:
                 else ("  ok" if v["mape"] <= target else f"  MISSES <= {target:g}%")
             )
             print(f"  {'[family] ' + fam:<40}{v['mape']:>8.2f}{v['p90_ape']:>8.2f}{v['n']:>7}{ok}")
-    print(f"  {'overall':<40}{rep['mape']:>8.2f}{rep['p90_ape']:>8.2f}{rep['n']:>7}")
+    ok = ""
+    if overall_target is not None:
+        ok = "  ok" if rep["mape"] <= overall_target else f"  MISSES <= {overall_target:g}%"
+    print(f"  {'overall':<40}{rep['mape']:>8.2f}{rep['p90_ape']:>8.2f}{rep['n']:>7}{ok}")
 
 
 def _vidur_tables() -> tuple[dict, dict, dict]:
@@ -179,6 +190,7 @@ def main() -> None:
         _table(
             f"2. Leave-one-model-out: fit {rep['fit_model']} -> predict {rep['eval_model']} (target MAPE <= 10%)",
             rep,
+            overall_target=10.0,
         )
         print()
     if VIDUR.is_dir():
