@@ -343,3 +343,23 @@ def test_cli_import_fit_validate(tmp_path: Path, capsys: pytest.CaptureFixture[s
         out = tmp_path / "v.jsonl.gz"
         assert main(["calibrate", "import", "--from", "vidur", str(src), "-o", str(out)]) == 0
         assert out.read_bytes() == records.read_bytes()
+
+
+def test_surface_point_lookup_equals_row_interpolation() -> None:
+    """Surface.time interpolates only the two width columns it needs; it must equal
+    interpolating the whole row first, bit for bit (spans and steps must agree)."""
+    import math
+    import random
+
+    from sim.calibration.fitted import Surface
+
+    sf = Surface.from_table(
+        [16.0, 64.0, 256.0, 1024.0],
+        [1.0, 10.0, 100.0],
+        [[1e-5, 2e-5, 5e-5], [2e-5, 3e-5, 9e-5], [4e-5, 8e-5, 2e-4], [9e-5, 2e-4, 6e-4]],
+    )
+    rng = random.Random(0)
+    for _ in range(5000):
+        x = math.exp(rng.uniform(1.0, 8.0))
+        w = math.exp(rng.uniform(-1.0, 6.0))
+        assert sf.time(x, w) == sf.time_on_row(sf.row(x), w)

@@ -247,8 +247,38 @@ class Surface:
         return math.exp(row[j] + (row[j + 1] - row[j]) * (y - lz[j]) / (lz[j + 1] - lz[j]))
 
     def time(self, x: float, width: float) -> float:
-        """Seconds of a kernel of size ``x`` and width ``width`` (both > 0)."""
-        return self.time_on_row(self.row(x), width)
+        """Seconds of a kernel of size ``x`` and width ``width`` (both > 0).
+
+        Equals ``time_on_row(row(x), width)`` to the last bit, but interpolates only
+        the two width columns it needs (this runs for every prefill chunk).
+        """
+        lz = self.lz
+        y = math.log(width)
+        if y <= lz[0]:
+            j, g = 0, None
+        elif y >= lz[-1]:
+            j, g = len(lz) - 1, None
+        else:
+            j = bisect_right(lz, y) - 1
+            g = y - lz[j]
+        lx = self.lx
+        v = math.log(x)
+        if v <= lx[0]:
+            r = self.lt[0]
+            a, b = r[j], (r[j + 1] if g is not None else 0.0)
+        elif v >= lx[-1]:
+            d = v - lx[-1]
+            r = self.lt[-1]
+            a, b = r[j] + d, (r[j + 1] + d if g is not None else 0.0)
+        else:
+            i = bisect_right(lx, v) - 1
+            f = (v - lx[i]) / (lx[i + 1] - lx[i])
+            p, q = self.lt[i], self.lt[i + 1]
+            a = p[j] + (q[j] - p[j]) * f
+            b = p[j + 1] + (q[j + 1] - p[j + 1]) * f if g is not None else 0.0
+        if g is None:
+            return math.exp(a)
+        return math.exp(a + (b - a) * g / (lz[j + 1] - lz[j]))
 
     def times_on_row(self, row: tuple[float, ...], width: np.ndarray) -> np.ndarray:
         """Vectorised :meth:`time_on_row` (widths > 0)."""
@@ -837,6 +867,13 @@ class FittedIterationModel:
         if num_decode <= 0:
             return np.zeros_like(cs)
         base = self._linear(num_decode) + self._per_seq(num_decode)
+        if cs.size <= 16:
+            # short spans (the common case under load): a scalar loop beats the fixed
+            # cost of the vectorised path's numpy calls, and equals iteration_time exactly
+            layers = self._layers
+            return np.array(
+                [base + layers * self._decode_attn(num_decode, float(c)) for c in cs.tolist()]
+            )
         dec = self._decode
         kv = self._decode_bytes_per_ctx * cs
         attn = dec.times(np.zeros_like(cs), kv, float(num_decode))
