@@ -178,6 +178,7 @@ class Replica:
         self.running: list[Seq] = []
         self._outstanding_tokens = 0
         self._prefill_left = 0  # sum over queued/running calls of max(0, target - kv)
+        self._n_prefilling = 0  # running sequences whose prefill is not complete
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
         # in-flight work: either idle, one mixed iteration, or a decode span
@@ -332,6 +333,7 @@ class Replica:
         self.waiting = deque()
         self._outstanding_tokens = 0
         self._prefill_left = 0
+        self._n_prefilling = 0
         self._stalled = False
         self._swap_in_pending_s = 0.0
         self._busy = False
@@ -374,6 +376,7 @@ class Replica:
         assert self._outstanding_tokens == sum(s.remaining_tokens for s in self.running) + sum(
             s.remaining_tokens for s in self.waiting
         ), "outstanding token accounting"
+        assert self._n_prefilling == sum(1 for s in self.running if s.kv < s.target)
         assert self._prefill_left == sum(
             max(0, s.target - s.kv) for s in (*self.running, *self.waiting)
         ), "pending prefill accounting"
@@ -436,6 +439,8 @@ class Replica:
 
     def _preempt(self, victim: Seq, now: float) -> None:
         self.running.remove(victim)
+        if victim.kv < victim.target:
+            self._n_prefilling -= 1
         self._outstanding_tokens -= victim.remaining_tokens
         self._prefill_left -= max(0, victim.target - victim.kv)
         self.kv.release(victim.private)
@@ -543,6 +548,7 @@ class Replica:
                     self.prompt_tokens += seq.prompt
                     self.hit_tokens += hit_tokens
                 self.running.append(seq)
+                self._n_prefilling += 1
                 admitted.append(seq)
                 prefills.append((seq, chunk))
                 budget -= chunk
@@ -571,6 +577,7 @@ class Replica:
             self._outstanding_tokens -= chunk
             self._prefill_left -= chunk
             if seq.kv >= seq.target:
+                self._n_prefilling -= 1
                 self._complete_prefill(seq, now)
                 if seq.gen >= seq.out:
                     done.append(seq)
@@ -615,9 +622,8 @@ class Replica:
     # ---- decode spans (exact fast-forward) ---------------------------------------
     def _can_span(self, now: float) -> bool:
         """Pure decode, and no waiting call could join the batch before it changes."""
-        for seq in self.running:
-            if seq.kv < seq.target:
-                return False
+        if self._n_prefilling:
+            return False
         if not self.waiting or len(self.running) >= self.cfg.max_num_seqs:
             return True
         if self.policy.reorders or self.cfg.max_num_batched_tokens <= len(self.running):

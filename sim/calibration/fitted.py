@@ -945,6 +945,11 @@ class FittedCostModel:
     gpus: dict[str, GPUParams]
     meta: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    # Iteration models are pure functions of the hardware with memo tables: replicas
+    # on identical hardware share one, so they share its memoised components too.
+    _models: dict[ReplicaHardware, FittedIterationModel] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def params_for(self, gpu: GPUSpec) -> GPUParams:
         """The GPU's fitted parameters, or those of the closest fitted GPU scaled by
@@ -965,7 +970,10 @@ class FittedCostModel:
         )
 
     def for_replica(self, hw: ReplicaHardware) -> IterationModel:
-        return FittedIterationModel(hw, self.params_for(hw.gpu))
+        model = self._models.get(hw)
+        if model is None:
+            model = self._models[hw] = FittedIterationModel(hw, self.params_for(hw.gpu))
+        return model
 
     def describe(self) -> dict[str, Any]:
         fitted = self.meta.get("fitted_from", [])
