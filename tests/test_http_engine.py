@@ -141,7 +141,8 @@ def test_http_timings_agree_with_server_log(server: tuple[str, Path]) -> None:
         )
         assert srv["prompt_tokens"] == m.call.input_tokens
         assert m.ttft_s is not None and len(m.itl_s) == len(srv["itl_s"])
-        # the client cannot see a token before the server wrote it (5 ms of stamp jitter)
+        # the client cannot see a token before the server stamped and wrote it
+        # (its clock starts before the server accepted the request; 5 ms of slack)
         assert m.ttft_s >= srv["ttft_s"] - 0.005
         ttft_diff.append(abs(m.ttft_s - srv["ttft_s"]))
         itl_sum_diff.append(abs(sum(m.itl_s) - sum(srv["itl_s"])))

@@ -340,6 +340,9 @@ class _Handler(BaseHTTPRequestHandler):
             if tok is None:
                 break
             toks.append(tok)
+            # stamp when the token is handed to the socket, before writing it: a thread
+            # descheduled after the write would otherwise log it after the client saw it
+            times.append(time.perf_counter())
             if stream:
                 chunk = {
                     "id": req.rid,
@@ -357,7 +360,6 @@ class _Handler(BaseHTTPRequestHandler):
                 }
                 self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                 self.wfile.flush()
-            times.append(time.perf_counter())
         usage = {
             "prompt_tokens": len(req.prompt),
             "completion_tokens": len(toks),
