@@ -19,6 +19,10 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
+    # mkstemp creates the file private (0600); results get the usual permissions
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
     try:
         write(tmp)
         os.replace(tmp, target)
