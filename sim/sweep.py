@@ -45,6 +45,7 @@ import pandas as pd
 
 from sim import __version__
 from sim.config import (
+    QUICK_FIELDS,
     ClusterConfig,
     _build,
     _typed,
@@ -99,15 +100,7 @@ AXIS_OF_BASE = {
     "seed": "seeds",
 }
 POLICY_KINDS = ("router", "batching", "retention", "placement", "autoscaler")
-QUICK_KEYS = (
-    "model",
-    "tp",
-    "pp",
-    "replicas",
-    "max_num_seqs",
-    "max_num_batched_tokens",
-    "block_size",
-)
+QUICK_KEYS = QUICK_FIELDS
 #: Metrics the report plots when the sweep file names none.
 DEFAULT_METRICS = (
     "ttft_s.p50",

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.traces import load_trace
+from sim.traces import TraceOptions, load_trace
 from sim.traces.estimate import ServiceEstimate
 from sim.traces.hashing import chain_hashes
-from sim.traces.lmcache import read_lmcache
 from sim.traces.stats import meta_section, trace_stats
 from sim.traces.tokenizer import encode
 
@@ -34,7 +33,7 @@ def test_sequential_agent_chain_with_tool_calls(tmp_path: Path) -> None:
         {"timestamp": 3_000_000, "input": t1, "output": "fixed", "session_id": "s"},
         {"timestamp": 1_000_000, "input": base, "output": out1, "session_id": "s"},
     ]
-    w = read_lmcache(str(_write(tmp_path / "s.jsonl.gz", rows)))
+    w = load_trace(_write(tmp_path / "s.jsonl.gz", rows), "lmcache")
     llm0, tool, llm1 = w.calls
     assert (llm0.call_id, tool.call_id, llm1.call_id) == ("s-0", "s-1-tool", "s-1")
     assert llm0.input_tokens == len(encode(base)) and llm0.output_tokens == len(encode(out1))
@@ -62,7 +61,7 @@ def test_concurrent_calls_branch_and_gaps_are_never_negative(tmp_path: Path) -> 
         },  # overlaps call 1
         {"timestamp": 9_000_000, "input": "merge", "output": "c", "session_id": "m"},
     ]
-    w = read_lmcache(str(_write(tmp_path / "m.jsonl.gz", rows)), est)
+    w = load_trace(_write(tmp_path / "m.jsonl.gz", rows), "lmcache", TraceOptions(est=est))
     by = {c.call_id: c for c in w.calls}
     assert by["m-1"].parents == ("m-0",) and by["m-2"].parents == ("m-0",)  # fan-out
     assert by["m-3"].parents == ("m-1",)  # the call that ended last before m-3 started

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.commands.common import POLICY_FLAGS, add_run_arguments, policy_overrides
+from sim.config import QUICK_FIELDS
 from sim.paths import RESULTS_DIR
 from sim.sweep import expand, is_done, load_sweep, make_backend, run_sweep
 
@@ -60,20 +61,7 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, key)
         if v is not None:
             out[key] = str(v)
-    for key in (
-        "trace_format",
-        "seed",
-        "load_scale",
-        "gpu",
-        "nodes",
-        "model",
-        "tp",
-        "pp",
-        "replicas",
-        "max_num_seqs",
-        "max_num_batched_tokens",
-        "block_size",
-    ):
+    for key in ("trace_format", "seed", "load_scale", "gpu", "nodes", *QUICK_FIELDS):
         v = getattr(args, key)
         if v is not None:
             out[key] = float(v) if key == "load_scale" else v

@@ -12,12 +12,11 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 from sim.errors import InputError
 from sim.traces.io import ReadReport, open_text
 from sim.traces.tabular import check_width, header_index, row_int
-from sim.workload import Call, Workload
+from sim.workload import Call
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 _TICKS = 10_000_000  # 100 ns ticks per second
@@ -76,15 +75,3 @@ def iter_azure(path: str, report: ReadReport | None = None) -> Iterator[Call]:
                 input_tokens=row_int(path, line, row[iin], "ContextTokens", 1),
                 output_tokens=row_int(path, line, row[iout], "GeneratedTokens", 1),
             )
-
-
-def read_azure(path: str) -> Workload:
-    """Load an Azure LLM inference trace (each row its own session)."""
-    report = ReadReport()
-    calls = list(iter_azure(path, report))
-    return Workload(
-        calls=calls,
-        name=Path(path).name.split(".")[0],
-        source=path,
-        meta={"format": "azure", "read": report.as_dict()},
-    )

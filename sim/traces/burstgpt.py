@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from pathlib import Path
 
 from sim.errors import InputError
 from sim.traces.io import ReadReport, open_text
 from sim.traces.tabular import check_width, header_index, row_float, row_int
-from sim.workload import Call, Workload
+from sim.workload import Call
 
 COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens")
 
@@ -58,15 +57,3 @@ def iter_burstgpt(path: str, report: ReadReport | None = None) -> Iterator[Call]
                 input_tokens=inp,
                 output_tokens=out,
             )
-
-
-def read_burstgpt(path: str) -> Workload:
-    """Load a BurstGPT trace (each row its own session)."""
-    report = ReadReport()
-    calls = list(iter_burstgpt(path, report))
-    return Workload(
-        calls=calls,
-        name=Path(path).name.split(".")[0],
-        source=path,
-        meta={"format": "burstgpt", "read": report.as_dict()},
-    )

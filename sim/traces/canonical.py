@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from sim.errors import InputError
-from sim.traces.io import ReadReport, iter_lines, open_text, open_write, trace_files
+from sim.traces.io import (
+    ReadReport,
+    iter_json_objects,
+    open_text,
+    open_write,
+    trace_files,
+)
 from sim.workload import Call, Workload, topo_order
 
 FORMAT_VERSION = 1
@@ -134,15 +140,8 @@ def iter_canonical(
     p = str(path)
     report = report if report is not None else ReadReport()
     report.files += 1
-    for lineno, s in iter_lines(p):
-        report.lines += 1
-        try:
-            obj = json.loads(s)
-        except json.JSONDecodeError as e:
-            raise InputError(
-                p, lineno, None, f"invalid JSON ({e.msg} at column {e.colno})"
-            ) from None
-        if lineno == 1 and isinstance(obj, dict) and HEADER_KEY in obj:
+    for lineno, obj in iter_json_objects(p, report):
+        if lineno == 1 and HEADER_KEY in obj:
             if obj[HEADER_KEY] != FORMAT_VERSION:
                 raise InputError(p, 1, HEADER_KEY, f"unsupported version {obj[HEADER_KEY]!r}")
             continue

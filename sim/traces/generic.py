@@ -19,13 +19,12 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
 from sim.traces.estimate import ServiceEstimate
 from sim.traces.io import ReadReport, iter_json_objects, open_text
-from sim.workload import Call, Workload
+from sim.workload import Call
 
 TIME_UNITS: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
@@ -240,17 +239,3 @@ def iter_generic(
             input_tokens=inp,
             output_tokens=out,
         )
-
-
-def read_generic(
-    path: str, cmap: ColumnMap | None = None, est: ServiceEstimate | None = None
-) -> Workload:
-    """Load a mapped CSV/JSONL request log."""
-    report = ReadReport()
-    calls = list(iter_generic(path, cmap, report, est))
-    return Workload(
-        calls=calls,
-        name=Path(path).name.split(".")[0],
-        source=path,
-        meta={"format": "csv", "read": report.as_dict()},
-    )

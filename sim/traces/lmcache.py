@@ -34,7 +34,7 @@ from sim.traces.estimate import ServiceEstimate
 from sim.traces.hashing import TEXT_BLOCK_SIZE, chain_hashes
 from sim.traces.io import ReadReport, iter_json_objects, trace_files
 from sim.traces.tokenizer import encode
-from sim.workload import Call, Workload
+from sim.workload import Call
 
 TOOL_MARKERS = ("```bash", "<tool_call>")
 
@@ -185,16 +185,3 @@ def iter_lmcache(
         for c in _session_calls(sid, recs, t0, est, report):
             report.calls += 1
             yield c
-
-
-def read_lmcache(path: str, est: ServiceEstimate | None = None) -> Workload:
-    """Load LMCache agent sessions (a ``.jsonl[.gz]`` file or a directory of them)."""
-    report = ReadReport()
-    calls = list(iter_lmcache(path, report, est))
-    est = est or ServiceEstimate()
-    return Workload(
-        calls=calls,
-        name=Path(path).name.split(".")[0],
-        source=path,
-        meta={"format": "lmcache", "read": report.as_dict(), "service_estimate": est.as_dict()},
-    )

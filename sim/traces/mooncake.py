@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
-from sim.traces.estimate import ServiceEstimate
 from sim.traces.io import ReadReport, iter_json_objects
-from sim.traces.sessions import SHARED_FANOUT, reconstruct_sessions
-from sim.workload import Call, Workload
+from sim.workload import Call
 
 BLOCK_SIZE = 512
 
@@ -80,20 +77,3 @@ def iter_mooncake(path: str, report: ReadReport | None = None) -> Iterator[Call]
             prefix_hashes=tuple(ids[:nfull]),
             block_size=BLOCK_SIZE,
         )
-
-
-def read_mooncake(
-    path: str,
-    sessions: bool = True,
-    est: ServiceEstimate | None = None,
-    shared_fanout: int = SHARED_FANOUT,
-) -> Workload:
-    """Load a Mooncake trace, reconstructing sessions unless ``sessions`` is False."""
-    report = ReadReport()
-    calls = list(iter_mooncake(path, report))
-    meta: dict[str, object] = {"format": "mooncake", "read": report.as_dict()}
-    if sessions:
-        est = est or ServiceEstimate()
-        rec = reconstruct_sessions(calls, est, shared_fanout, session_prefix="mc-s")
-        meta["reconstruction"] = rec.as_dict()
-    return Workload(calls=calls, name=Path(path).name.split(".")[0], source=path, meta=meta)
