@@ -172,18 +172,21 @@ class KVCache:
             stamp, hs, lo, hi = lru.popleft()
             self._lru_len -= hi - lo
             j = hi - 1
-            while j >= lo and self.free < blocks:
+            get = entries.get
+            free = self.free
+            while j >= lo and free < blocks:
                 h = hs[j]
                 j -= 1
-                e = entries.get(h)
-                if e is None or e[REFS] or e[PINNED] or e[STAMP] != stamp:
-                    continue  # stale: re-referenced, pinned, re-released or gone
+                e = get(h)
+                if e is None or e[3] != stamp or e[0] or e[2]:
+                    continue  # stale: re-released, re-referenced, pinned or gone
                 del entries[h]
-                b = int(e[BLOCKS])
+                b = int(e[1])
                 self.evictable_blocks -= b
-                self.free += b
+                free += b
                 self.evictions += 1
                 self.evicted_blocks += b
+            self.free = free
             if j >= lo:  # the rest of this group stays, still the oldest
                 lru.appendleft((stamp, hs, lo, j + 1))
                 self._lru_len += j + 1 - lo
@@ -198,15 +201,18 @@ class KVCache:
     def ref(self, hashes: tuple[int, ...], n: int) -> None:
         """Reference the first ``n`` of ``hashes`` (all present: see :meth:`match`)."""
         entries = self.entries
+        left_lru = 0
         for h in hashes[:n]:
             e = entries[h]
-            if not e[REFS]:
-                if e[PINNED]:
-                    self.pinned_blocks -= e[BLOCKS]
-                    e[PINNED] = 0.0
+            r = e[0]  # REFS
+            if not r:
+                if e[2]:  # PINNED
+                    self.pinned_blocks -= e[1]
+                    e[2] = 0.0
                 else:  # leaves the LRU (its queue item goes stale)
-                    self.evictable_blocks -= e[BLOCKS]
-            e[REFS] += 1
+                    left_lru += e[1]  # BLOCKS
+            e[0] = r + 1
+        self.evictable_blocks -= left_lru
 
     def register(self, hashes: tuple[int, ...], start: int, entry_blocks: int) -> int:
         """Turn private blocks holding ``hashes[start:]`` into referenced entries.
@@ -257,7 +263,19 @@ class KVCache:
         self._tick += 1
         stamp = self._tick
         to_lru = 0  # blocks that became evictable
-        for i in range(n - 1, -1, -1):
+        if not to_host and not discard and not pin_until > now:
+            # the common case, kept tight: entries left unreferenced join the LRU
+            for h in reversed(hashes[:n]):
+                e = entries[h]
+                r = e[0] - 1  # REFS
+                e[0] = r
+                if not r:
+                    e[3] = stamp  # STAMP
+                    to_lru += e[1]  # BLOCKS
+            n_iter = 0
+        else:
+            n_iter = n
+        for i in range(n_iter - 1, -1, -1):
             h = hashes[i]
             e = entries[h]
             e[REFS] -= 1
