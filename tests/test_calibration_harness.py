@@ -50,6 +50,14 @@ def cli(*argv: str) -> int:
     return int(args.func(args))
 
 
+def record_tiny(grid: Path, out: Path, *extra: str) -> int:
+    """``calibrate record`` of the tiny Llama with the torch engine on CPU."""
+    return cli(
+        "record", "--engine", "torch", "--device", "cpu", "--model", TINY, "--grid", str(grid),
+        *extra, "-o", str(out),
+    )  # fmt: skip
+
+
 # --- grids --------------------------------------------------------------------------
 
 
@@ -123,22 +131,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     grid = d / "grid.toml"
     grid.write_text(SMALL_GRID)
     out = d / "tiny.jsonl"
-    assert (
-        cli(
-            "record",
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--model",
-            TINY,
-            "--grid",
-            str(grid),
-            "-o",
-            str(out),
-        )
-        == 0
-    )
+    assert record_tiny(grid, out) == 0
     return grid, out
 
 
@@ -175,22 +168,7 @@ def test_record_resumes_without_remeasuring(recorded: tuple[Path, Path], tmp_pat
     grid, out = recorded
     copy = tmp_path / "r.jsonl"
     copy.write_bytes(out.read_bytes())
-    assert (
-        cli(
-            "record",
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--model",
-            TINY,
-            "--grid",
-            str(grid),
-            "-o",
-            str(copy),
-        )
-        == 0
-    )
+    assert record_tiny(grid, copy) == 0
     assert copy.read_bytes() == out.read_bytes()
 
 
@@ -202,22 +180,7 @@ def test_truncated_tail_loses_only_the_partial_line(
     lines = text.splitlines(keepends=True)
     cut = tmp_path / "cut.jsonl"
     cut.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # crash mid-append
-    assert (
-        cli(
-            "record",
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--model",
-            TINY,
-            "--grid",
-            str(grid),
-            "-o",
-            str(cut),
-        )
-        == 0
-    )
+    assert record_tiny(grid, cut) == 0
     new = cut.read_text().splitlines(keepends=True)
     assert new[: len(lines) - 1] == lines[:-1]  # every complete line kept, in place
     assert len(new) == len(lines)  # the lost shape was measured again
@@ -234,19 +197,7 @@ def test_corrupt_line_is_a_clear_error_and_changes_nothing(
     bad.write_text("".join(lines))
     before = bad.read_bytes()
     with pytest.raises(InputError, match=r"bad\.jsonl:4: not valid JSON"):
-        cli(
-            "record",
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--model",
-            TINY,
-            "--grid",
-            str(grid),
-            "-o",
-            str(bad),
-        )
+        record_tiny(grid, bad)
     assert bad.read_bytes() == before
 
 
@@ -255,24 +206,7 @@ def test_layers_can_be_reduced_and_the_header_says_so(tmp_path: Path) -> None:
     grid = tmp_path / "g.toml"
     grid.write_text("warmup = 0\nrepeats = 1\n[decode]\nbatch_sizes = [1]\ncontext_lens = [16]\n")
     out = tmp_path / "r.jsonl"
-    assert (
-        cli(
-            "record",
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--model",
-            TINY,
-            "--grid",
-            str(grid),
-            "--layers",
-            "1",
-            "-o",
-            str(out),
-        )
-        == 0
-    )
+    assert record_tiny(grid, out, "--layers", "1") == 0
     h = _lines(out)[0]
     assert h["layers_measured"] == 1 and h["model_config"]["num_hidden_layers"] == 2
 
@@ -282,19 +216,7 @@ def test_torch_engine_rejects_tp(tmp_path: Path) -> None:
     grid = tmp_path / "g.toml"
     grid.write_text("tp = [2]\n[decode]\nbatch_sizes = [1]\ncontext_lens = [16]\n")
     with pytest.raises(AgentsimError, match="tp=1 only"):
-        cli(
-            "record",
-            "--engine",
-            "torch",
-            "--device",
-            "cpu",
-            "--model",
-            TINY,
-            "--grid",
-            str(grid),
-            "-o",
-            str(tmp_path / "r.jsonl"),
-        )
+        record_tiny(grid, tmp_path / "r.jsonl")
 
 
 def test_fit_validate_replay_byte_identical(recorded: tuple[Path, Path], tmp_path: Path) -> None:
