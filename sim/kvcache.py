@@ -109,11 +109,6 @@ class KVCache:
         return self.capacity - self.free
 
     @property
-    def cached_blocks(self) -> int:
-        """Blocks held by unreferenced cache entries (evictable or pinned)."""
-        return self.evictable_blocks + self.pinned_blocks
-
-    @property
     def active_blocks(self) -> int:
         """Blocks referenced by sequences."""
         return self.capacity - self.free - self.evictable_blocks - self.pinned_blocks
@@ -372,11 +367,6 @@ class KVCache:
                 items.append((stamp, live, 0, len(live)))
         self._lru = items
         self._lru_len = sum(hi - lo for _, _, lo, hi in items)
-
-    def is_evictable(self, h: int) -> bool:
-        """Whether cached entry ``h`` is unreferenced and unpinned (evictable now)."""
-        e = self.entries[h]
-        return not e[REFS] and not e[PINNED]
 
     def check(self) -> None:
         """Assert the accounting invariants (used by tests)."""

@@ -12,7 +12,7 @@ import gc
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -136,7 +136,7 @@ class Driver:
                     call.session_id,
                     call.kind,
                     call.model,
-                    self._replica_of(seq),
+                    seq.replica_id,
                     status,
                     reason,
                     issue,
@@ -172,14 +172,6 @@ class Driver:
                     ev.callbacks.append(partial(self._issue_cb, j))
                 else:
                     self.issue(j)
-
-    @staticmethod
-    def _replica_of(seq: Seq) -> int:
-        return seq.replica_id
-
-
-def _policy_label(cfg: ClusterConfig) -> str:
-    return cfg.policies.router
 
 
 def simulate(
@@ -322,7 +314,7 @@ def simulate(
         gpu_hours=gpu_hours,
         price_per_hour=cluster.gpu.price_per_hour,
         seed=seed,
-        policy=_policy_label(cfg),
+        policy=cfg.policies.router,
         extra={
             "failovers": injector.stats.failovers if injector else 0,
             "recomputed_tokens": injector.stats.recomputed_tokens if injector else 0,
@@ -352,7 +344,7 @@ def simulate(
             "load_scale": load_scale,
             "seed": seed,
             "costmodel": cm.describe(),
-            "memory": {m: vars_of(p) for m, p in cluster.memory.items()},
+            "memory": {m: asdict(p) for m, p in cluster.memory.items()},
         },
         perf={
             "sim_wall_s": sim_wall,
@@ -362,7 +354,3 @@ def simulate(
             "iterations": sum(r.iterations for r in cluster.all_replicas),
         },
     )
-
-
-def vars_of(obj: Any) -> dict[str, Any]:
-    return {k: getattr(obj, k) for k in obj.__slots__}
