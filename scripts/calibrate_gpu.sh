@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Calibrate the cost model on the NVIDIA GPU of this machine, in under 8 minutes:
+# Calibrate the cost model on the NVIDIA GPU of this machine, in under 10 minutes:
 #
 #   1. record: time a Llama-3-8B-architecture grid (bf16, random weights, real kernels)
 #      with the torch engine on cuda:0   -> calibration/records/NAME.jsonl
 #   2. fit:    fit a cost model to it     -> calibration/costmodels/NAME.toml
-#   3. validate the fit on the records, and replay it byte-for-byte from the records.
+#   3. validate the fit on the records, and replay it byte-for-byte from the records;
+#   4. e2e:    replay examples/calibration/agent-replay.jsonl through agentsim's torch
+#              server on the same GPU (scripts/record_e2e.sh)
+#                                      -> calibration/records/http-llama-3-8b-<gpu key>.jsonl
+#              and, where agentsim is installed, compare it with the simulator
+#              (agentsim calibrate compare-e2e --costmodel the model of step 2).
 #
 # NAME is torch-llama-3-8b-<gpu key>, e.g. torch-llama-3-8b-h100-80gb.  Recording is
 # resumable: rerunning continues an interrupted grid.  Usage:
@@ -60,12 +65,17 @@ CM=calibration/costmodels/$NAME.toml
 mkdir -p calibration/records calibration/costmodels
 
 say "1/3 record $MODEL over $GRID -> $REC"
-timeout 390 "$PY" -m sim.calibration.harness_cli record --engine torch --device cuda \
-  --model "$MODEL" --grid "$GRID" -o "$REC" --time-budget-s 300
+timeout 330 "$PY" -m sim.calibration.harness_cli record --engine torch --device cuda \
+  --model "$MODEL" --grid "$GRID" -o "$REC" --time-budget-s 240
+E2E=calibration/records/http-$MODEL-$KEY.jsonl
+say "e2e: replay the agent example through the torch server -> $E2E"
+rm -f "$E2E"
+PYTHON=$PY timeout 240 scripts/record_e2e.sh "$MODEL" cuda "$E2E"
 
 if ! has_fit_deps "$FIT_PY"; then
   say "no interpreter with numpy/scipy/pandas/simpy here: copy $REC to a machine with agentsim and run"
   say "  agentsim calibrate fit $REC -o $CM && agentsim calibrate validate --costmodel $CM $REC"
+  say "  agentsim calibrate compare-e2e --records $E2E --costmodel $CM"
   exit 0
 fi
 say "2/3 fit -> $CM"
@@ -73,4 +83,6 @@ say "2/3 fit -> $CM"
 say "3/3 validate and replay"
 "$FIT_PY" -m sim.cli calibrate validate --costmodel "$CM" "$REC"
 "$FIT_PY" -m sim.calibration.harness_cli replay "$REC" -o "$CM" --check
-say "done: $REC and $CM (commit both)"
+say "4/4 compare the e2e replay with the simulator"
+"$FIT_PY" -m sim.cli calibrate compare-e2e --records "$E2E" --costmodel "$CM"
+say "done: $REC, $E2E and $CM (commit all three)"

@@ -307,7 +307,22 @@ class TorchEngine:
 
                 t = timed(run)
                 if static is not None:
-                    static.crop(-1)  # rewind the decoded token's slot: same context next run
+                    _rewind_one(static)  # the decoded token's slot: same context next run
                 if i >= warmup:
                     out.append(t)
         return out
+
+
+def _rewind_one(cache: Any) -> None:
+    """Forget the last token written to every layer of a StaticCache, so the next
+    update overwrites its slot.  ``StaticCache.crop`` does this from transformers 5.2x;
+    earlier 5.x static layers have no ``crop`` but keep the same ``cumulative_length``
+    write pointer, which is moved back directly."""
+    layers = cache.layers
+    if all(hasattr(layer, "crop") for layer in layers):
+        cache.crop(-1)
+        return
+    for layer in layers:
+        if layer.is_initialized:
+            layer.cumulative_length.sub_(1)
+
