@@ -325,4 +325,3 @@ def _rewind_one(cache: Any) -> None:
     for layer in layers:
         if layer.is_initialized:
             layer.cumulative_length.sub_(1)
-
