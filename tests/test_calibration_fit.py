@@ -4,6 +4,7 @@ validation is reported, whole-iteration records fit the roofline and overhead.""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -14,11 +15,13 @@ from sim.calibration.fitted import (
     Curve,
     GPUParams,
     OpModel,
+    load_costmodel,
     parse_costmodel,
     predict_op,
 )
-from sim.calibration.records import RecordHeader, Sample, Section
-from sim.calibration.validate import iteration_batch, predict_rows, rows_of
+from sim.calibration.records import RecordHeader, Sample, Section, read_records
+from sim.calibration.validate import iteration_batch, iteration_model_for, predict_rows, rows_of
+from sim.costmodel import BatchShape
 
 A100_FLOPS, A100_BYTES = 312e12, 2039e9
 CFG_SMALL = {
@@ -228,3 +231,94 @@ def test_fitted_curves_are_monotone_even_on_non_monotone_data() -> None:
         assert cur >= prev
         prev = cur
     assert math.isfinite(prev)
+
+
+def _iteration_section(
+    truth: GPUParams, cfg: dict[str, int], shapes: list[tuple[int, ...]]
+) -> Section:
+    """Whole-iteration samples of ``shapes`` (npre, plen, ndec, ctx) priced by ``truth``."""
+    sec = Section(
+        RecordHeader(engine="torch", gpu="h100-80gb", model="llama", tp=1, model_config=cfg)
+    )
+    for npre, plen, ndec, ctx in shapes:
+        shape: dict[str, float] = {
+            "num_prefill_seqs": npre,
+            "prefill_len": plen,
+            "num_decode_seqs": ndec,
+            "decode_context_len": ctx,
+        }
+        sec.samples.append(Sample("iteration", 1, shape, samples_s=[1.0]))
+    for s, t in zip(sec.samples, predict_rows(rows_of([sec]), truth), strict=True):
+        s.samples_s = [float(t)]
+    return sec
+
+
+CFG_8B = {
+    "hidden_size": 4096,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "intermediate_size": 14336,
+    "vocab_size": 128256,
+    "num_hidden_layers": 32,
+    "torch_dtype": "bfloat16",
+}
+#: The H100 grid's shapes: prefill batches x lengths, decode batches x contexts.
+GRID_8B = [
+    *((n, p, 0, 0) for n in (1, 2, 4, 8) for p in (128, 256, 512, 1024, 2048) if n * p <= 8192),
+    *((0, 0, n, c) for n in (1, 8, 32, 64, 128, 256) for c in (256, 1024, 2048, 4096) if n * c <= 262144),
+]  # fmt: skip
+
+
+def test_iteration_only_fit_recovers_floors_and_per_family_bandwidths() -> None:
+    # An eager engine: every kernel call costs at least its launch time (the floors),
+    # decode attention reads the KV cache at 6% of HBM bandwidth while the weights
+    # stream at 35%.  The fit recovers the decode bandwidth, its floor, the prefill
+    # throughput and every iteration (one shared bandwidth, as before, could not).
+    truth = _roofline_constant(
+        "h100-80gb", 0.6, 0.35, 0.45, 1e-3, 5e-6,
+        e_decode=0.06, floors=(2e-5, 2e-5, 2e-6, 3.7e-4),
+    )  # fmt: skip
+    sec = _iteration_section(truth, CFG_8B, GRID_8B)
+    fitted = fit_gpu("h100-80gb", rows_of([sec]), FitOptions())
+    assert fitted.attn_decode.peak_bytes == pytest.approx(truth.attn_decode.peak_bytes, rel=0.03)
+    assert fitted.attn_decode.efficiency.time(1e-9) == pytest.approx(3.7e-4, rel=0.05)
+    assert fitted.gemm["mlp_up_proj"].peak_flops == pytest.approx(
+        truth.gemm["mlp_up_proj"].peak_flops, rel=0.03
+    )
+    times = predict_rows(rows_of([sec]), truth)
+    pred = predict_rows(rows_of([sec]), fitted)
+    assert max(abs(p / t - 1) for p, t in zip(pred, times, strict=True)) < 0.02
+    # shapes the grid did not time, e.g. decode batches between its batches
+    other = _iteration_section(
+        truth, CFG_8B, [(0, 0, 16, 3000), (0, 0, 100, 700), (3, 700, 0, 0), (1, 300, 12, 900)]
+    )
+    want = predict_rows(rows_of([other]), truth)
+    got = predict_rows(rows_of([other]), fitted)
+    assert max(abs(p / t - 1) for p, t in zip(got, want, strict=True)) < 0.03
+
+
+def test_committed_h100_iteration_fit_is_accurate_and_monotone() -> None:
+    root = Path(__file__).resolve().parent.parent
+    name = "torch-llama-3-8b-h100-80gb"
+    cm = load_costmodel(root / f"calibration/costmodels/{name}.toml")
+    assert cm.meta["validation"]["random_split"]["mape"] < 12.0
+    rows = rows_of(read_records(root / f"calibration/records/{name}.jsonl"))
+    params = cm.gpus["h100-80gb"]
+    pred = predict_rows(rows, params)
+    mape = sum(abs(p / r.value_s - 1) for p, r in zip(pred, rows, strict=True)) / len(rows)
+    assert mape < 0.10
+    model = iteration_model_for(rows[0], params)
+    prev = 0.0
+    for t in range(1, 4097, 7):  # prefill tokens
+        cur = model.iteration_time(BatchShape(prefill_tokens=(t,), prefill_context=(0,)))
+        assert cur >= prev
+        prev = cur
+    for n in (1, 8, 64):  # decode context and batch
+        prev = 0.0
+        for ctx in range(n, 300_000, 997):
+            cur = model.iteration_time(BatchShape(num_decode=n, decode_context_sum=ctx))
+            assert cur >= prev
+            prev = cur
+    assert model.iteration_time(BatchShape(num_decode=65, decode_context_sum=65)) >= (
+        model.iteration_time(BatchShape(num_decode=64, decode_context_sum=64))
+    )

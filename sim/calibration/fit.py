@@ -14,7 +14,13 @@ Per GPU in the records:
   seconds, regularised towards that curve and made monotone by a cumulative maximum;
 - NVLink collective curves come from the intra-node rows of ``options.network_topology``;
 - ``iteration`` rows fit the per-iteration and per-sequence overhead when operator rows
-  exist, and otherwise the roofline efficiencies (constant curves) plus overhead;
+  exist.  Without operator rows (e.g. the ``torch`` engine's grid) they fit, by robust
+  least squares of log time, one constant roofline efficiency per kernel family (GEMM
+  FLOP/s, weight and activation bandwidth, prefill attention FLOP/s, decode attention
+  KV bandwidth, which differ several-fold in an eager engine), a latency floor per
+  family (the efficiency curve's first knot: every call of the kernel takes at least
+  that long, which is how a launch-bound eager engine's ~constant small-batch
+  iteration time appears), decode attention's cost per sequence, and the overhead;
 - without ``iteration`` rows the overhead is ``options.iteration_overhead_s`` /
   ``per_seq_overhead_s`` (vLLM-typical CPU cost; the Vidur tables do not measure it).
 
@@ -414,22 +420,52 @@ def _peaks(gpu: str) -> tuple[float, float]:
     return (spec.peak_flops, spec.hbm_bandwidth) if spec else (1e12, 1e11)
 
 
+def _floor_curve(floor_s: float) -> Curve:
+    """An efficiency curve of constant throughput 1 (the peaks carry the efficiency)
+    with a latency floor: a kernel takes at least ``floor_s`` seconds (none if 0)."""
+    return Curve.from_table([floor_s], [1.0]) if floor_s > 0.0 else Curve.constant(1.0)
+
+
 def _roofline_constant(
-    gpu: str, e_gemm: float, e_mem: float, e_attn: float, c0: float, c1: float
+    gpu: str,
+    e_gemm: float,
+    e_mem: float,
+    e_attn: float,
+    c0: float,
+    c1: float,
+    *,
+    e_decode: float | None = None,
+    floors: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+    decode_per_item: float = 0.0,
 ) -> GPUParams:
-    """Constant-efficiency parameters (used when only whole iterations are measured)."""
+    """Constant-efficiency parameters (used when only whole iterations are measured).
+
+    ``e_gemm``: GEMM (and LM head) fraction of peak FLOP/s; ``e_mem``: fraction of HBM
+    bandwidth for weights and activations (GEMMs, element-wise kernels, prefill KV);
+    ``e_attn``: prefill attention fraction of peak FLOP/s; ``e_decode``: decode
+    attention's fraction of HBM bandwidth for the KV cache (default ``e_mem``);
+    ``floors``: latency floors, seconds per kernel call, of (GEMM, element-wise,
+    prefill attention, decode attention); ``c0``, ``c1``: overhead per iteration and per
+    sequence."""
     pf, pb = _peaks(gpu)
-    one = Curve.constant(1.0)
-    gemm = OpModel(pf * e_gemm, pb * e_mem, one, p=8.0)
-    stream = OpModel(pf * e_gemm, pb * e_mem, one)
+    f_gemm, f_ew, f_pre, f_dec = floors
+    gemm = OpModel(pf * e_gemm, pb * e_mem, _floor_curve(f_gemm), p=8.0)
+    stream = OpModel(pf * e_gemm, pb * e_mem, _floor_curve(f_ew))
+    decode = OpModel(
+        pf * e_gemm,
+        pb * (e_mem if e_decode is None else e_decode),
+        _floor_curve(f_dec),
+        per_item=decode_per_item,
+    )
     return GPUParams(
         gemm=dict.fromkeys(GEMM_OPS, gemm),
         elementwise=dict.fromkeys(ELEMENTWISE_OPS, stream),
-        attn_prefill=OpModel(pf * e_attn, pb * e_mem, one, p=8.0),
-        attn_decode=stream,
+        attn_prefill=OpModel(pf * e_attn, pb * e_mem, _floor_curve(f_pre), p=8.0),
+        attn_decode=decode,
         iteration_s=c0,
         per_seq_s=c1,
-        origin="roofline efficiencies and overhead fitted to whole-iteration records",
+        origin="roofline efficiencies per kernel family, kernel latency floors and "
+        "overhead fitted to whole-iteration records",
     )
 
 
@@ -449,24 +485,67 @@ def _fit_overhead(rows: Sequence[Row], params: GPUParams) -> tuple[float, float]
     return max(c0, 0.0), c1
 
 
+#: Start points of the whole-iteration fit's kernel latency floors, as divisors of the
+#: fastest measured iteration's time per layer (the fit is not convex: a floor that
+#: starts below every kernel's time has no gradient and stays there).
+FLOOR_START_DIVISORS = (64.0, 8.0)
+#: Soft-L1 scale of the whole-iteration fit's log residuals: residuals beyond ~5% count
+#: linearly, so shapes the model cannot express (a grid's "mixed" shape is two forward
+#: passes) pull the fit less.
+ITERATION_LOSS_SCALE = 0.05
+
+
+def _iteration_params(gpu: str, th: np.ndarray) -> GPUParams:
+    """Whole-iteration parameters from the optimiser's unconstrained vector: four
+    efficiencies (logistic: GEMM FLOP/s, weight and activation bandwidth, prefill
+    attention FLOP/s, decode attention KV bandwidth), then (log) the per-iteration and
+    per-sequence overhead, the GEMM, element-wise, prefill and decode kernel floors and
+    decode attention's roofline seconds per sequence."""
+    e = 1.0 / (1.0 + np.exp(-th[:4]))
+    x = np.exp(th[4:])
+    return _roofline_constant(
+        gpu,
+        float(e[0]),
+        float(e[1]),
+        float(e[2]),
+        float(x[0]),
+        float(x[1]),
+        e_decode=float(e[3]),
+        floors=(float(x[2]), float(x[3]), float(x[4]), float(x[5])),
+        decode_per_item=float(x[6]),
+    )
+
+
 def _fit_iteration_only(gpu: str, rows: Sequence[Row], max_nfev: int) -> GPUParams:
+    """Fit :func:`_iteration_params` to whole-iteration rows: robust (soft-L1) least
+    squares of log time from fixed start points, the best of them kept."""
     from scipy.optimize import least_squares
 
     logy = np.log([r.value_s for r in rows])
-
-    def params_of(th: np.ndarray) -> GPUParams:
-        e = 1.0 / (1.0 + np.exp(-th[:3]))
-        return _roofline_constant(
-            gpu, float(e[0]), float(e[1]), float(e[2]), math.exp(th[3]), math.exp(th[4])
-        )
+    per_layer = min(r.value_s / max(r.layers, 1) for r in rows)
 
     def resid(th: np.ndarray) -> np.ndarray:
-        return np.log(predict_rows(rows, params_of(th))) - logy
+        return np.log(predict_rows(rows, _iteration_params(gpu, th))) - logy
 
-    x0 = np.array([0.85, 1.4, 0.0, math.log(1e-3), math.log(1e-5)])
-    sol = least_squares(resid, x0, method="trf", max_nfev=max_nfev)
-    fitted = params_of(sol.x)
-    return GPUParams.from_table(fitted.to_table())
+    best = None
+    for div in FLOOR_START_DIVISORS:
+        x0 = np.array(
+            [0.85, 1.4, 0.0, 0.0, math.log(1e-3), math.log(1e-5)]
+            + [math.log(per_layer / div)] * 4
+            + [math.log(1e-8)]
+        )
+        sol = least_squares(
+            resid,
+            x0,
+            method="trf",
+            loss="soft_l1",
+            f_scale=ITERATION_LOSS_SCALE,
+            max_nfev=max_nfev,
+        )
+        if best is None or sol.cost < best.cost - 1e-15:
+            best = sol
+    assert best is not None
+    return GPUParams.from_table(_iteration_params(gpu, best.x).to_table())
 
 
 def _fit_kernels(
