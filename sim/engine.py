@@ -46,7 +46,7 @@ import numpy as np
 import simpy
 
 from sim.costmodel import BatchShape, IterationModel, kv_transfer_time
-from sim.kvcache import BLOCKS, PINNED, REFS, KVCache, effective_hashes
+from sim.kvcache import KVCache, effective_hashes
 
 if TYPE_CHECKING:
     from policies.base import BatchPolicy, RetentionPolicy
@@ -370,9 +370,7 @@ class Replica:
         self.kv.check()
         assert self.kv.used <= self.kv.capacity
         private = sum(s.private for s in self.running)
-        assert private + sum(e[BLOCKS] for e in self.kv.entries.values()) == self.kv.used, (
-            "block leak"
-        )
+        assert private + self.kv.entry_blocks() == self.kv.used, "block leak"
         assert self._outstanding_tokens == sum(s.remaining_tokens for s in self.running) + sum(
             s.remaining_tokens for s in self.waiting
         ), "outstanding token accounting"
@@ -661,18 +659,10 @@ class Replica:
         if (
             n
             and need + swap > avail - n * seq.entry_blocks
-            and need + swap > avail - self._hit_evictable(seq.hashes, n)
+            and need + swap > avail - kv.evictable_among(seq.hashes, n)
         ):
             return None
         return n, m, hit_tokens, start, chunk, need, swap
-
-    def _hit_evictable(self, hashes: tuple[int, ...], n: int) -> int:
-        entries = self.kv.entries
-        return sum(
-            int(entries[h][BLOCKS])
-            for h in hashes[:n]
-            if not entries[h][REFS] and not entries[h][PINNED]
-        )
 
     def _span_length(self) -> int:
         """Iterations until the first completion, capped where free blocks run out."""
