@@ -3,6 +3,11 @@
 # start `python -m sim.calibration.server` on DEVICE, replay TRACE through it with
 # `calibrate record --engine http`, stop the server.  The records file (client timings
 # per call, plus the server's header) is what `agentsim calibrate compare-e2e` reads.
+# The server's own log (one JSON line per request: server-side TTFT, ITLs and the
+# duration of every iteration the request took part in) is kept next to it as
+# OUTPUT with a .server.jsonl suffix (e.g. http-x.jsonl -> http-x.server.jsonl), and its
+# per-iteration log (shape, prompt-chunk / cache-rebuild / decode seconds) as
+# OUTPUT with a .iterations.jsonl suffix.
 #
 #   scripts/record_e2e.sh MODEL DEVICE OUTPUT.jsonl [TRACE] [MAX_BATCH] [BUDGET_TOKENS]
 #
@@ -18,10 +23,13 @@ MAX_BATCH=${5:-64}
 BUDGET=${6:-2048}
 PY=${PYTHON:-python3}
 LOG=$(mktemp -d)/server.out
+SERVER_LOG=${OUT%.jsonl}.server.jsonl
+ITER_LOG=${OUT%.jsonl}.iterations.jsonl
+rm -f "$SERVER_LOG" "$ITER_LOG"
 
 "$PY" -m sim.calibration.server --model "$MODEL" --device "$DEVICE" --host 127.0.0.1 --port 0 \
   --max-batch "$MAX_BATCH" --max-num-batched-tokens "$BUDGET" \
-  --max-lifetime-s 600 --idle-exit-s 120 >"$LOG" 2>&1 &
+  --max-lifetime-s 600 --idle-exit-s 120 --log "$SERVER_LOG" --iteration-log "$ITER_LOG" >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 
@@ -35,3 +43,4 @@ done
 [ -n "$URL" ] || { echo "record_e2e: server did not start in 300 s" >&2; cat "$LOG" >&2; exit 1; }
 echo "record_e2e: server $MODEL on $DEVICE at $URL (max_batch $MAX_BATCH, budget $BUDGET tokens)"
 "$PY" -m sim.calibration.harness_cli record --engine http --url "$URL" --trace "$TRACE" -o "$OUT"
+echo "record_e2e: client records $OUT, server log $SERVER_LOG, iteration log $ITER_LOG"

@@ -188,3 +188,40 @@ def test_record_http_then_compare_e2e(server: tuple[str, Path], tmp_path: Path) 
         for k in ("mean", "p50", "p90", "p99"):
             assert m.measured[k] > 0 and m.simulated[k] > 0
     assert "ttft_s" in format_comparison(cmp)
+
+
+def test_batched_decode_matches_each_request_alone() -> None:
+    """The server's batched decode (left-padded static cache, rebuilt as requests join
+    and leave and when its room fills) gives every request the greedy tokens it gets
+    when served alone."""
+    import random
+
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from sim.calibration import server
+    from sim.calibration.engines.torch_engine import TorchEngine, TorchEngineConfig
+
+    eng = TorchEngine(TorchEngineConfig(model=TINY, device="cpu", threads=1))
+    rnd = random.Random(3)
+    prompts = [[rnd.randrange(eng.vocab_size) for _ in range(20 + 23 * i)] for i in range(5)]
+    max_tokens = [server.DECODE_ROOM + 9, 5, 17, server.DECODE_ROOM * 2 + 3, 8]
+
+    def run(indices: list[int], stagger: int) -> dict[int, list[int | None]]:
+        sched = server.Scheduler(eng, 8, 64)
+        reqs = {i: server._Request(str(i), prompts[i], max_tokens[i], True, 0.0) for i in indices}
+        pending = list(indices)
+        step = 0
+        with eng.torch.inference_mode():
+            while pending or sched.running or sched.prefilling or sched.waiting:
+                if pending and step % stagger == 0:
+                    sched.waiting.append(reqs[pending.pop(0)])
+                sched._iteration()
+                step += 1
+        return {
+            i: [r.tokens.get_nowait() for _ in range(r.tokens.qsize())] for i, r in reqs.items()
+        }
+
+    batched = run(list(range(5)), 3)
+    for i in range(5):
+        assert batched[i] == run([i], 1)[i]
+        assert len(batched[i]) == max_tokens[i] + 1  # tokens, then the end marker

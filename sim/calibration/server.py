@@ -6,7 +6,8 @@ It does real compute (the random-weight transformers model of
 
 - one scheduler thread runs iterations the way vLLM (and the simulator's engine) does
   with chunked prefill: every running request decodes one token (one batched forward
-  over a left-padded KV cache with per-sequence positions), and the rest of the
+  over a left-padded, preallocated KV cache with per-sequence positions; see
+  :meth:`Scheduler._build_batch`), and the rest of the
   ``max_num_batched_tokens`` budget goes to prompt chunks of prefilling and then newly
   admitted requests (FCFS, at most ``max_batch`` requests at once; each chunk is one
   forward pass continuing that request's KV cache);
@@ -17,7 +18,12 @@ It does real compute (the random-weight transformers model of
 - ``GET /v1/models`` lists the model, with the server's record header under ``agentsim``;
 - every finished request appends one JSON line to ``--log``: the server's own timings
   (``ttft_s``, ``itl_s``, ``e2e_s``, seconds, from accepting the connection to each
-  chunk having been written to the socket) and the iteration times.
+  chunk having been written to the socket) and the iteration times;
+- every iteration appends one JSON line to ``--iteration-log``: its shape (decoding
+  sequences, their context sum, the batched cache's padded width and slots, prompt
+  chunks) and where its time went (prompt-chunk forwards, rebuilding the batched
+  cache, the decode forward), to compare with the torch engine's grid of the same
+  shapes.
 
 It binds to 127.0.0.1 by default and exits by itself after ``--max-lifetime-s`` or
 ``--idle-exit-s`` seconds.  Run ``python -m sim.calibration.server --help`` or
@@ -38,11 +44,20 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sim.calibration.engines import require
 from sim.calibration.engines.torch_engine import TorchEngine, TorchEngineConfig
 from sim.errors import AgentsimError
 
 #: Seconds a handler waits for the next token before giving up on the scheduler.
 TOKEN_TIMEOUT_S = 300.0
+#: Decode steps of room the batched KV cache is allocated with beyond the longest
+#: running request (capped by the most tokens any of them still has to generate); when
+#: it fills up the cache is rebuilt with as much room again.  Attention reads every
+#: slot, so more room is more wasted reads; less is more frequent rebuilds.
+DECODE_ROOM = 32
+#: The batched cache's slots are a multiple of this (aligned key length and mask rows
+#: for the attention kernels; the same shapes for every step until a rebuild).
+DECODE_ALIGN = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,7 @@ class ServerConfig:
         max_batch: most running requests (sequences) at once.
         max_num_batched_tokens: most new tokens (decodes + prompt chunks) per iteration.
         log_path: JSON Lines file of per-request server timings (``None``: no log).
+        iteration_log_path: JSON Lines file of per-iteration shapes and timings.
         max_lifetime_s: shut down after this many seconds (``None``: never).
         idle_exit_s: shut down after this many seconds without a request (``None``: never).
         served_name: model name reported by ``/v1/models`` and accepted in requests.
@@ -66,6 +82,7 @@ class ServerConfig:
     max_batch: int = 32
     max_num_batched_tokens: int = 4096
     log_path: str | None = None
+    iteration_log_path: str | None = None
     max_lifetime_s: float | None = None
     idle_exit_s: float | None = None
     served_name: str | None = None
@@ -100,7 +117,13 @@ class Scheduler:
     prompt chunk ran emits its first token and decodes from the next iteration on.
     """
 
-    def __init__(self, engine: TorchEngine, max_batch: int, max_num_batched_tokens: int) -> None:
+    def __init__(
+        self,
+        engine: TorchEngine,
+        max_batch: int,
+        max_num_batched_tokens: int,
+        iteration_log: str | None = None,
+    ) -> None:
         if max_num_batched_tokens < max_batch:
             raise AgentsimError(
                 "max_num_batched_tokens must be >= max_batch so every running request can decode"
@@ -117,8 +140,17 @@ class Scheduler:
         self.stop = threading.Event()
         self.iterations = 0
         self._batch: tuple[_Request, ...] = ()
-        self._cache: Any = None
-        self._mask: Any = None
+        self._cache: Any = None  # StaticCache of the batch, left-padded
+        self._mask: Any = None  # [batch, capacity]: 1 on filled slots of each row
+        self._width = 0  # filled slots (the longest request's length)
+        self._capacity = 0  # slots allocated
+        self._build_s = 0.0  # time in _build_batch this iteration
+        # open for the server's life (a daemon thread writes it; the process closes it)
+        self._log = (
+            open(iteration_log, "a", encoding="utf-8")  # noqa: SIM115
+            if iteration_log
+            else None
+        )
         self.thread = threading.Thread(target=self._loop, name="agentsim-scheduler", daemon=True)
 
     def submit(self, req: _Request) -> None:
@@ -162,8 +194,25 @@ class Scheduler:
             chunks.append((req, n))
             budget -= n
         firsts = [(req, self._prefill_chunk(req, n)) for req, n in chunks]
+        t1 = time.perf_counter()
+        self._build_s = 0.0
         decoded = self._decode() if self.running else []
         dt = time.perf_counter() - t0
+        if self._log is not None:
+            rec = {
+                "start_unix_s": time.time() - (time.perf_counter() - t0),
+                "iteration_s": dt,
+                "prefill_chunks": [n for _, n in chunks],
+                "prefill_s": t1 - t0,
+                "num_decode": len(self.running),
+                "decode_context_sum": sum(r.length for r in self.running),
+                "decode_width": self._width if self.running else 0,
+                "decode_slots": self._capacity if self.running else 0,
+                "build_s": self._build_s,
+                "decode_s": t0 + dt - t1 - self._build_s,
+            }
+            self._log.write(json.dumps(rec) + "\n")
+            self._log.flush()
         self.iterations += 1
         still: list[_Request] = []
         for req, tok in zip(self.running, decoded, strict=True):
@@ -173,6 +222,7 @@ class Scheduler:
         if len(still) != len(self.running):
             if not still:
                 self._batch, self._cache, self._mask = (), None, None
+                self._width = self._capacity = 0
             self.running = still  # finished rows leave the batched cache at the next rebuild
         for req, first in firsts:
             if first is None:
@@ -207,52 +257,61 @@ class Scheduler:
         return done
 
     def _build_batch(self) -> None:
-        """Left-pad every running request's KV into one batched cache (rows of requests
-        already in the previous batch are sliced out of it)."""
+        """Left-pad every running request's KV into one batched StaticCache (rows of
+        requests already in the previous batch are sliced out of it).
+
+        The cache has ``DECODE_ROOM`` slots beyond the longest request, written in
+        place by the decode steps (one slot per step for all rows, left padding keeps
+        them aligned), so a decode step copies only the new token's KV -- a DynamicCache
+        concatenates, i.e. copies, every layer's whole KV every step -- and the 2-D
+        padding mask is updated in place.  Rebuilt when the running set changes or the
+        room is used up, like the torch engine's grid decode (a StaticCache of exactly
+        the context) apart from the padding and the unused slots."""
         torch = self.torch
         old = {r: i for i, r in enumerate(self._batch)}
         if self._cache is not None:
-            width = self._mask.shape[1]
+            width = self._width
             for r in self.running:
                 if r in old:
                     i, start = old[r], width - r.length
                     r.kv = [
-                        (lay.keys[i : i + 1, :, start:], lay.values[i : i + 1, :, start:])
+                        (lay.keys[i : i + 1, :, start:width], lay.values[i : i + 1, :, start:width])
                         for lay in self._cache.layers
                     ]
         longest = max(r.length for r in self.running)
-        cache = self.engine.new_dynamic_cache()
+        room = max(1, min(DECODE_ROOM, max(r.max_tokens - r.generated for r in self.running)))
+        capacity = -(-(longest + room) // DECODE_ALIGN) * DECODE_ALIGN
+        cache = require("transformers").StaticCache(
+            config=self.engine.model.config, max_cache_len=capacity
+        )
         pad = torch.nn.functional.pad
         for li in range(len(self.running[0].kv)):
             ks = [pad(r.kv[li][0], (0, 0, longest - r.length, 0)) for r in self.running]
             vs = [pad(r.kv[li][1], (0, 0, longest - r.length, 0)) for r in self.running]
             cache.update(torch.cat(ks), torch.cat(vs), li)
         mask = torch.zeros(
-            (len(self.running), longest), dtype=torch.long, device=self.engine.device
+            (len(self.running), capacity), dtype=torch.long, device=self.engine.device
         )
         for i, r in enumerate(self.running):
-            mask[i, longest - r.length :] = 1
+            mask[i, longest - r.length : longest] = 1
             r.kv = []
         self._batch, self._cache, self._mask = tuple(self.running), cache, mask
+        self._width, self._capacity = longest, capacity
 
     def _decode(self) -> list[int]:
         """One batched decode step of every running request; their next tokens."""
         torch = self.torch
         dev = self.engine.device
-        if tuple(self.running) != self._batch:
+        if tuple(self.running) != self._batch or self._width >= self._capacity:
+            t = time.perf_counter()
             self._build_batch()
-        n = len(self.running)
+            self._build_s = time.perf_counter() - t
         ids = torch.tensor([[r.last_token] for r in self.running], dtype=torch.long, device=dev)
         pos = torch.tensor([[r.length] for r in self.running], dtype=torch.long, device=dev)
-        self._mask = torch.cat(
-            [self._mask, torch.ones((n, 1), dtype=torch.long, device=dev)], dim=1
-        )
-        return [
-            int(t)
-            for t in self.engine.decode(ids, self._cache, pos, attention_mask=self._mask)[
-                :, 0
-            ].tolist()
-        ]
+        self._mask[:, self._width] = 1
+        out = self.engine.decode(ids, self._cache, pos, attention_mask=self._mask)
+        self._width += 1
+        return [int(t) for t in out[:, 0].tolist()]
 
 
 class _Server(ThreadingHTTPServer):
@@ -470,7 +529,9 @@ class CalibrationServer:
             "prefix_caching": False,
             "scheduling": "fcfs; decodes first, then prompt chunks within the token budget",
         }
-        self.scheduler = Scheduler(self.engine, cfg.max_batch, cfg.max_num_batched_tokens)
+        self.scheduler = Scheduler(
+            self.engine, cfg.max_batch, cfg.max_num_batched_tokens, cfg.iteration_log_path
+        )
         self.httpd = _Server(cfg, self.scheduler, header)
 
     @property
@@ -537,6 +598,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--log", default=None, help="append per-request server timings (JSON Lines) here"
     )
     p.add_argument(
+        "--iteration-log",
+        default=None,
+        help="append every iteration's shape and timings (JSON Lines) here",
+    )
+    p.add_argument(
         "--max-lifetime-s", type=float, default=None, help="exit after this many seconds"
     )
     p.add_argument(
@@ -559,6 +625,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_batch=args.max_batch,
         max_num_batched_tokens=args.max_num_batched_tokens,
         log_path=args.log,
+        iteration_log_path=args.iteration_log,
         max_lifetime_s=args.max_lifetime_s,
         idle_exit_s=args.idle_exit_s,
         served_name=args.served_name,
