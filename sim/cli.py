@@ -30,7 +30,10 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``command`` alone (its module is then the
+    only one imported: ``agentsim run`` starts without the calibration server, the
+    sweep machinery and the rest)."""
     parser = argparse.ArgumentParser(
         prog="agentsim",
         description="Simulate GPU inference clusters serving LLM agent workloads.",
@@ -38,13 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agentsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for mod in COMMAND_MODULES:
+    mods: tuple[str, ...] = COMMAND_MODULES
+    if command is not None and f"sim.commands.{command}" in COMMAND_MODULES:
+        mods = (f"sim.commands.{command}",)
+    for mod in mods:
         importlib.import_module(mod).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

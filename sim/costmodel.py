@@ -79,6 +79,11 @@ class IterationModel(Protocol):
         """Wall time of one iteration computing ``batch`` (seconds)."""
         ...
 
+    def decode_time(self, num_decode: int, context_sum: int) -> float:
+        """Time of one pure-decode iteration: one element of :meth:`decode_times`
+        (the same float, so that scalar and vectorised spans agree exactly)."""
+        ...
+
     def decode_times(self, num_decode: int, context_sums: np.ndarray) -> np.ndarray:
         """Times of pure-decode iterations with ``num_decode`` sequences whose context
         sums are ``context_sums`` (one entry per iteration).  Must equal
@@ -176,6 +181,10 @@ class RooflineIterationModel:
         if batch.num_decode:
             t += self._layers * self._kv_layer_bytes * batch.decode_context_sum / self._bw
         return t
+
+    def decode_time(self, num_decode: int, context_sum: int) -> float:
+        base = self._linear_time(num_decode, num_decode)
+        return base + self._layers * self._kv_layer_bytes / self._bw * float(context_sum)
 
     def decode_times(self, num_decode: int, context_sums: np.ndarray) -> np.ndarray:
         base = self._linear_time(num_decode, num_decode)

@@ -37,9 +37,11 @@ Units: seconds, tokens, KV blocks.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -51,6 +53,10 @@ from sim.kvcache import KVCache, effective_hashes
 if TYPE_CHECKING:
     from policies.base import BatchPolicy, RetentionPolicy
     from sim.workload import Call
+
+#: Decode spans of at most this many iterations are priced with scalar
+#: ``decode_time`` calls; longer ones with the vectorised ``decode_times``.
+SHORT_SPAN = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +191,7 @@ class Replica:
         self._busy = False
         self._gen = 0  # generation id; a boundary event with an old id is stale
         self._span_start = 0.0
-        self._span_cum: np.ndarray | None = None
+        self._span_cum: list[float] | None = None  # cumulative iteration times (s)
         self._span_k = 0
         self._pending: tuple[list[Seq], list[tuple[Seq, int]]] | None = None
         # statistics
@@ -294,12 +300,12 @@ class Replica:
         cum = self._span_cum
         assert cum is not None
         elapsed = self.env.now - self._span_start
-        m = int(np.searchsorted(cum, elapsed, side="right"))  # iterations finished by now
+        m = bisect_right(cum, elapsed)  # iterations finished by now
         if m + 1 >= self._span_k:
             return
         self._span_k = m + 1
         self._gen += 1
-        ev = self.env.timeout(self._span_start + float(cum[m]) - self.env.now)
+        ev = self.env.timeout(self._span_start + cum[m] - self.env.now)
         ev.callbacks.append(self._make_cb(self._gen))
 
     # ---- faults ------------------------------------------------------------------------
@@ -315,8 +321,8 @@ class Replica:
         """
         cum = self._span_cum
         if self._span_k and cum is not None:
-            done = int(np.searchsorted(cum, now - self._span_start, side="right"))
-            self.busy_s += now - self._span_start - (float(cum[done - 1]) if done else 0.0)
+            done = bisect_right(cum, now - self._span_start)
+            self.busy_s += now - self._span_start - (cum[done - 1] if done else 0.0)
             if done:
                 self._span_k = done
                 self._finish_span(now)
@@ -699,23 +705,28 @@ class Replica:
     def _start_span(self, now: float, k: int) -> None:
         n = len(self.running)
         ctx0 = sum(s.kv for s in self.running)
-        sums = ctx0 + n * np.arange(1, k + 1, dtype=np.int64)
-        times = self.cost.decode_times(n, sums)
-        cum = np.cumsum(times)
+        if k <= SHORT_SPAN:
+            # most spans are cut by an arrival after a few iterations: scalar times
+            # beat the fixed cost of numpy calls (accumulate sums in order, as cumsum)
+            dt = self.cost.decode_time
+            cum = list(accumulate(dt(n, ctx0 + n * i) for i in range(1, k + 1)))
+        else:
+            sums = ctx0 + n * np.arange(1, k + 1, dtype=np.int64)
+            cum = np.cumsum(self.cost.decode_times(n, sums)).tolist()
         if self.waiting and self.kv.pinned_blocks:
             # an expiring pin frees memory a waiting call may need: end the span at the
             # first iteration boundary at or after the expiry (the step-by-step engine
             # would admit there)
             expiry = self.kv.next_pin_expiry()
-            if expiry is not None and now + float(cum[-1]) > expiry:
-                k = int(np.searchsorted(cum, expiry - now, side="left")) + 1
+            if expiry is not None and now + cum[-1] > expiry:
+                k = bisect_left(cum, expiry - now) + 1
                 cum = cum[:k]
         self._span_start = now
         self._span_cum = cum
         self._span_k = k
         self._pending = None
         self._gen += 1
-        ev = self.env.timeout(float(cum[-1]))
+        ev = self.env.timeout(cum[-1])
         ev.callbacks.append(self._make_cb(self._gen))
 
     def _finish_span(self, now: float) -> None:
@@ -724,7 +735,7 @@ class Replica:
         assert cum is not None
         self._span_k = 0
         self._span_cum = None
-        self.busy_s += float(cum[m - 1])
+        self.busy_s += cum[m - 1]
         self.iterations += m
         bs = self.block_size
         done: list[Seq] = []

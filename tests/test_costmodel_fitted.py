@@ -24,6 +24,7 @@ from sim.cli import main
 from sim.costmodel import (
     BatchShape,
     ReplicaHardware,
+    RooflineCostModel,
     default_cost_model,
     kv_transfer_time,
     load_time,
@@ -170,6 +171,18 @@ def test_decode_times_matches_iteration_time(rep: tuple[str, str, int]) -> None:
         vec = it.decode_times(n, sums)
         one = [it.iteration_time(BatchShape(num_decode=n, decode_context_sum=int(s))) for s in sums]
         np.testing.assert_allclose(vec, one, rtol=1e-12)
+        # the engine prices short spans with decode_time (the step-by-step float
+        # exactly) and long ones with decode_times (numpy's log/exp: within an ulp)
+        assert [it.decode_time(n, int(s)) for s in sums] == one
+        long = np.arange(1, 40, dtype=np.float64) * n * 997
+        scalar = [it.decode_time(n, int(s)) for s in long]
+        np.testing.assert_allclose(it.decode_times(n, long), scalar, rtol=1e-14)
+
+
+def test_roofline_decode_time_is_an_element_of_decode_times() -> None:
+    it = RooflineCostModel().for_replica(_hw())
+    sums = np.arange(0, 50, dtype=np.float64) * 4099
+    assert [it.decode_time(8, int(s)) for s in sums] == it.decode_times(8, sums).tolist()
 
 
 def test_bad_shapes_and_tp_give_clear_errors() -> None:

@@ -862,14 +862,20 @@ class FittedIterationModel:
             attn += self._decode_attn(batch.num_decode, batch.decode_context_sum)
         return t + self._layers * attn
 
+    def decode_time(self, num_decode: int, context_sum: int) -> float:
+        if num_decode <= 0:
+            return 0.0
+        base = self._linear(num_decode) + self._per_seq(num_decode)
+        return base + self._layers * self._decode_attn(num_decode, float(context_sum))
+
     def decode_times(self, num_decode: int, context_sums: np.ndarray) -> np.ndarray:
         cs = np.asarray(context_sums, dtype=np.float64)
         if num_decode <= 0:
             return np.zeros_like(cs)
         base = self._linear(num_decode) + self._per_seq(num_decode)
         if cs.size <= 16:
-            # short spans (the common case under load): a scalar loop beats the fixed
-            # cost of the vectorised path's numpy calls, and equals iteration_time exactly
+            # short spans: a scalar loop beats the fixed cost of the vectorised path's
+            # numpy calls, and equals iteration_time exactly
             layers = self._layers
             return np.array(
                 [base + layers * self._decode_attn(num_decode, float(c)) for c in cs.tolist()]
