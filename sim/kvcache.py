@@ -164,9 +164,28 @@ class KVCache:
         return self.capacity - self.free - self.evictable_blocks - self.pinned_blocks
 
     def match(self, hashes: tuple[int, ...]) -> int:
-        """Number of leading ``hashes`` present in the cache."""
-        # takewhile and dict.__contains__ both run in C: no Python loop per block
-        return len(list(takewhile(self.entries.__contains__, hashes)))
+        """Number of leading ``hashes`` present in the cache.
+
+        Hops a segment at a time: where the prompt runs through a whole resident
+        segment (one tuple comparison, in C) it skips it; where it leaves one midway,
+        the rest is looked up entry by entry (takewhile and dict lookups, also in C).
+        """
+        get = self.entries.get
+        n = len(hashes)
+        i = 0
+        while i < n:
+            h = hashes[i]
+            seg = get(h)
+            if seg is None:
+                return i
+            hs, q = seg.hs, seg.lo
+            if hs[q] != h:
+                q = hs.index(h, q)
+            size = min(seg.hi - q, n - i)
+            if hs[q : q + size] != hashes[i : i + size]:
+                break
+            i += size
+        return i + len(list(takewhile(self.entries.__contains__, hashes[i:])))
 
     def entry_blocks(self) -> int:
         """Blocks held by prefix entries (referenced, evictable or pinned)."""

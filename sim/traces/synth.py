@@ -120,17 +120,29 @@ class _Context:
             self.total += tokens
 
     def prefix_hashes(self) -> tuple[int, ...]:
-        for b in range(len(self.hashes), self.total // self.bs):
-            lo, hi = b * self.bs, (b + 1) * self.bs
-            i = bisect.bisect_right(self.starts, lo) - 1
-            parts = []
-            while i < len(self.starts) and self.starts[i] < hi:
-                s = self.starts[i]
-                parts.append(f"{self.names[i]}@{max(lo, s) - s}-{min(hi, self._end(i)) - s}")
-                i += 1
-            self._prev = blake2b(self._prev + "|".join(parts).encode(), digest_size=8).digest()
-            self.hashes.append(int.from_bytes(self._prev, "little") & _MASK63)
-        return tuple(self.hashes)
+        """Chain hashes of the full blocks: block ``b``'s hash digests the previous
+        hash and the segments it covers (``name@from-to`` offsets, ``|``-joined)."""
+        bs, starts, names, total = self.bs, self.starts, self.names, self.total
+        hashes, prev = self.hashes, self._prev
+        nseg = len(starts)
+        for b in range(len(hashes), total // bs):
+            lo, hi = b * bs, (b + 1) * bs
+            i = bisect.bisect_right(starts, lo) - 1
+            s = starts[i]
+            end = starts[i + 1] if i + 1 < nseg else total
+            if end >= hi:  # the block lies in one segment (the common case)
+                text = f"{names[i]}@{lo - s}-{hi - s}"
+            else:
+                parts = []
+                while i < nseg and starts[i] < hi:
+                    s = starts[i]
+                    parts.append(f"{names[i]}@{max(lo, s) - s}-{min(hi, self._end(i)) - s}")
+                    i += 1
+                text = "|".join(parts)
+            prev = blake2b(prev + text.encode(), digest_size=8).digest()
+            hashes.append(int.from_bytes(prev, "little") & _MASK63)
+        self._prev = prev
+        return tuple(hashes)
 
     def _end(self, i: int) -> int:
         return self.starts[i + 1] if i + 1 < len(self.starts) else self.total
