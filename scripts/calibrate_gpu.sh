@@ -85,4 +85,4 @@ say "3/3 validate and replay"
 "$FIT_PY" -m sim.calibration.harness_cli replay "$REC" -o "$CM" --check
 say "4/4 compare the e2e replay with the simulator"
 "$FIT_PY" -m sim.cli calibrate compare-e2e --records "$E2E" --costmodel "$CM"
-say "done: $REC, $E2E and $CM (commit all three)"
+say "done: $REC, $E2E (with its .server.jsonl and .iterations.jsonl logs) and $CM (commit them all)"
