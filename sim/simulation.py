@@ -11,11 +11,12 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import simpy
 
@@ -24,7 +25,7 @@ from policies.base import Router
 from sim.cluster import Cluster
 from sim.config import ClusterConfig
 from sim.costmodel import CostModel, resolve_cost_model
-from sim.engine import Seq
+from sim.engine import Replica, Seq
 from sim.errors import ConfigError
 from sim.faults import FaultInjector, FaultSchedule
 from sim.metrics import Recorder, session_frame, summarize
@@ -323,14 +324,7 @@ def simulate(
     )
     if cluster.mesh is not None:
         summary.update(cluster.mesh.summary())
-    timeline = pd.DataFrame.from_records(
-        [
-            (t, r.replica_id, run, wait, used, act)
-            for r in cluster.all_replicas
-            for (t, run, wait, used, act) in r.timeline
-        ],
-        columns=TIMELINE_COLUMNS,
-    )
+    timeline = timeline_frame(cluster.all_replicas)
     total_wall = time.perf_counter() - t0
     return SimResult(
         summary=summary,
@@ -354,3 +348,15 @@ def simulate(
             "iterations": sum(r.iterations for r in cluster.all_replicas),
         },
     )
+
+
+def timeline_frame(replicas: Sequence[Replica]) -> pd.DataFrame:
+    """Every replica's (time, running, waiting, KV used, KV active) samples, one row
+    each, with the replica's id (columns :data:`TIMELINE_COLUMNS`)."""
+    parts = [np.array(r.timeline, dtype=np.float64).reshape(-1, 5) for r in replicas]
+    rows = np.concatenate(parts) if parts else np.empty((0, 5))
+    ids = np.repeat([r.replica_id for r in replicas], [len(r.timeline) for r in replicas])
+    frame = pd.DataFrame({"time_s": rows[:, 0], "replica": ids.astype(np.int64)})
+    for j, col in enumerate(TIMELINE_COLUMNS[2:], start=1):
+        frame[col] = rows[:, j].astype(np.int64)
+    return frame

@@ -179,6 +179,18 @@ def test_decode_times_matches_iteration_time(rep: tuple[str, str, int]) -> None:
         np.testing.assert_allclose(it.decode_times(n, long), scalar, rtol=1e-14)
 
 
+@pytest.mark.parametrize("rep", REPLICAS)
+def test_memoised_token_part_is_breakdowns_sum(rep: tuple[str, str, int]) -> None:
+    """The per-token memo (_linear) adds breakdown()'s token-dependent terms exactly."""
+    it = default_cost_model().for_replica(_hw(*rep))
+    assert isinstance(it, FittedIterationModel)
+    for tok in (1, 3, 128, 1000, 4097, 20000):
+        b = it.breakdown(BatchShape(num_decode=tok))
+        assert it._linear(tok) == (
+            b["gemm"] + b["elementwise"] + b["all_reduce"] + b["emb"] + b["pp_transfer"]
+        )
+
+
 def test_roofline_decode_time_is_an_element_of_decode_times() -> None:
     it = RooflineCostModel().for_replica(_hw())
     sums = np.arange(0, 50, dtype=np.float64) * 4099

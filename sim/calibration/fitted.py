@@ -84,6 +84,9 @@ FAMILY = {
     "iteration": "iteration",
 }
 
+#: Entries of an iteration model's prefill-attention memo before it is cleared.
+PREFILL_MEMO_MAX = 1 << 18
+
 
 # --- curves --------------------------------------------------------------------------
 
@@ -721,6 +724,7 @@ class FittedIterationModel:
         self._linear_memo: dict[int, float] = {}
         self._decode_rows: dict[int, tuple[float, ...]] = {}
         self._prefill_rows: dict[int, tuple[float, ...]] = {}
+        self._prefill_memo: dict[tuple[int, int], float] = {}
         self._head_memo: dict[int, float] = {}
 
     # -- components (all seconds) --
@@ -830,8 +834,17 @@ class FittedIterationModel:
         embedding, final norm, pipeline transfers."""
         v = self._linear_memo.get(tokens)
         if v is None:
-            b = self.breakdown(BatchShape(num_decode=tokens))
-            v = b["gemm"] + b["elementwise"] + b["all_reduce"] + b["emb"] + b["pp_transfer"]
+            # breakdown()'s token-dependent terms, in its order (the same floats),
+            # without the attention and LM-head terms it would also compute
+            L, t = float(self._layers), float(tokens)
+            layer = self.layer_breakdown(tokens)
+            v = (
+                L * layer["gemm"]
+                + (L * layer["elementwise"] + self._elementwise(self._norm1, "input_layernorm", t))
+                + L * layer["all_reduce"]
+                + self._elementwise(self._emb, "emb", t)
+                + (self._pp - 1) * self.p2p(t * self._act_bytes_per_token)
+            )
             self._linear_memo[tokens] = v
         return v
 
@@ -916,7 +929,17 @@ class FittedIterationModel:
         return t
 
     def _prefill_attn(self, new: int, ctx: int) -> float:
-        """One layer's prefill attention for ``new`` tokens after ``ctx`` cached ones."""
+        """One layer's prefill attention for ``new`` tokens after ``ctx`` cached ones
+        (memoised: prompt lengths and cached prefixes repeat across calls)."""
+        memo = self._prefill_memo
+        v = memo.get((new, ctx))
+        if v is None:
+            if len(memo) >= PREFILL_MEMO_MAX:
+                memo.clear()
+            v = memo[new, ctx] = self._prefill_attn_uncached(new, ctx)
+        return v
+
+    def _prefill_attn_uncached(self, new: int, ctx: int) -> float:
         pre, sf = self._prefill, self._prefill.surface
         f, b = self._g.prefill_work(new, ctx)
         if sf is None or new <= 0:
