@@ -16,6 +16,21 @@ AZ_OK = "2023-11-16 18:15:46.6805900,374,44\n"
 
 CASES = [
     # (name, file name, content, extra args, expected "line: field" fragment)
+    (
+        "repeated chain hash",
+        "t.jsonl",
+        '{"agentsim_trace": 1, "name": "dup"}\n{"session_id": "s", "call_id": "a", "type": "llm",'
+        ' "issue_time_s": 0, "input_tokens": 64, "output_tokens": 2, "prefix_hashes": [5, 6, 5]}\n',
+        [],
+        ":2: prefix_hashes: hash 5 repeats at positions 0 and 2",
+    ),
+    (
+        "repeated mooncake id",
+        "t.jsonl",
+        MC_OK + '{"timestamp": 1, "input_length": 600, "output_length": 5, "hash_ids": [7, 7]}\n',
+        [],
+        ":2: hash_ids: hash 7 repeats",
+    ),
     ("bad json", "t.jsonl", MC_OK + "{oops\n", [], ":2: invalid JSON"),
     (
         "missing field",

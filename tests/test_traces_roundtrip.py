@@ -150,7 +150,7 @@ def workloads(draw: st.DrawFn) -> list[Call]:
             continue
         bs = draw(st.sampled_from([16, 512]))
         inp = draw(st.integers(1, 20_000))
-        hashes = tuple(draw(st.lists(st.integers(0, 2**63 - 1), max_size=inp // bs)))
+        hashes = tuple(draw(st.lists(st.integers(0, 2**63 - 1), max_size=inp // bs, unique=True)))
         calls.append(
             Call(
                 call_id=f"c{i}",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sim.errors import InputError
+from sim.traces.hashing import repeated_hash
 from sim.traces.io import (
     ReadReport,
     iter_json_objects,
@@ -104,6 +105,8 @@ def parse_call(obj: Any, path: str, line: int) -> Call:
             isinstance(h, int) and not isinstance(h, bool) for h in hashes
         ):
             raise InputError(path, line, "prefix_hashes", "expected a list of integers")
+        if len(set(hashes)) != len(hashes):
+            raise InputError(path, line, "prefix_hashes", repeated_hash(hashes))
         if len(hashes) * bs > inp:
             raise InputError(
                 path,

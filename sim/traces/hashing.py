@@ -31,3 +31,16 @@ def chain_hashes(tokens: Sequence[int], block_size: int = TEXT_BLOCK_SIZE) -> tu
         prev = blake2b(prev + buf[i * step : (i + 1) * step], digest_size=8).digest()
         out.append(int.from_bytes(prev, "little") & _MASK63)
     return tuple(out)
+
+
+def repeated_hash(hashes: Sequence[int]) -> str:
+    """Why a hash list with a repeat is not a chain (the message of the loaders' error)."""
+    seen: dict[int, int] = {}
+    for i, h in enumerate(hashes):
+        if h in seen:
+            return (
+                f"hash {h} repeats at positions {seen[h]} and {i}: chain hashes name "
+                "distinct prefixes, so a prompt cannot repeat one"
+            )
+        seen[h] = i
+    return "no repeated hash"

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sim.errors import InputError
+from sim.traces.hashing import repeated_hash
 from sim.traces.io import ReadReport, iter_json_objects
 from sim.workload import Call
 
@@ -65,6 +66,8 @@ def iter_mooncake(path: str, report: ReadReport | None = None) -> Iterator[Call]
                 "hash_ids",
                 f"{len(ids)} ids cannot cover {inp} tokens in {BLOCK_SIZE}-token blocks",
             )
+        if len(set(ids)) != len(ids):
+            raise InputError(path, lineno, "hash_ids", repeated_hash(ids))
         report.records += 1
         report.calls += 1
         cid = f"mc-{lineno}"
