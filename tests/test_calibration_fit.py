@@ -4,7 +4,9 @@ validation is reported, whole-iteration records fit the roofline and overhead.""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -180,24 +182,12 @@ def test_fit_is_byte_reproducible_and_records_provenance() -> None:
 def test_iteration_only_records_fit_roofline_and_overhead() -> None:
     truth = _roofline_constant("a100-80gb", 0.6, 0.7, 0.4, 3e-3, 4e-5)
     cfg = {**CFG_LARGE, "num_hidden_layers": 8}
-    sec = Section(
-        RecordHeader(engine="torch", gpu="a100-80gb", model="large", tp=1, model_config=cfg)
-    )
-    for npre, plen, ndec, ctx in [
+    shapes = [
         (1, 128, 0, 0), (1, 512, 0, 0), (2, 1024, 0, 0), (4, 2048, 0, 0), (0, 0, 1, 256), (0, 0, 8, 1024),
         (0, 0, 32, 2048), (0, 0, 128, 512), (1, 256, 16, 1024), (0, 0, 64, 4096), (1, 4096, 0, 0),
-    ]:  # fmt: skip
-        shape: dict[str, float] = {
-            "num_prefill_seqs": npre,
-            "prefill_len": plen,
-            "num_decode_seqs": ndec,
-            "decode_context_len": ctx,
-        }
-        sec.samples.append(Sample("iteration", 1, shape, samples_s=[1.0]))
-    rows = rows_of([sec])
-    times = predict_rows(rows, truth)
-    for s, t in zip(sec.samples, times, strict=True):
-        s.samples_s = [float(t)]
+    ]  # fmt: skip
+    sec = _iteration_section(truth, cfg, shapes, gpu="a100-80gb", model="large")
+    times = [(s.samples_s or [0.0])[0] for s in sec.samples]
     fitted = fit_gpu("a100-80gb", rows_of([sec]), FitOptions())
     assert fitted.iteration_s == pytest.approx(3e-3, rel=0.05)
     assert fitted.per_seq_s == pytest.approx(4e-5, rel=0.1)
@@ -234,12 +224,14 @@ def test_fitted_curves_are_monotone_even_on_non_monotone_data() -> None:
 
 
 def _iteration_section(
-    truth: GPUParams, cfg: dict[str, int], shapes: list[tuple[int, ...]]
+    truth: GPUParams,
+    cfg: dict[str, Any],
+    shapes: Sequence[tuple[int, ...]],
+    gpu: str = "h100-80gb",
+    model: str = "llama",
 ) -> Section:
     """Whole-iteration samples of ``shapes`` (npre, plen, ndec, ctx) priced by ``truth``."""
-    sec = Section(
-        RecordHeader(engine="torch", gpu="h100-80gb", model="llama", tp=1, model_config=cfg)
-    )
+    sec = Section(RecordHeader(engine="torch", gpu=gpu, model=model, tp=1, model_config=cfg))
     for npre, plen, ndec, ctx in shapes:
         shape: dict[str, float] = {
             "num_prefill_seqs": npre,
