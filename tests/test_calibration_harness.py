@@ -259,3 +259,42 @@ def test_committed_costmodel_replays_byte_for_byte(costmodel: Path, tmp_path: Pa
     out = tmp_path / costmodel.name
     out.write_bytes(costmodel.read_bytes())
     assert cli("replay", *map(str, records), "-o", str(out), "--check") == 0
+
+
+def test_static_decode_reads_kv_heads_without_a_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grid's decode skips the all-true mask so SDPA runs with ``enable_gqa``
+    (reading the KV heads, as paged attention does, instead of K and V expanded to
+    every query head), and gives the same logits as the masked call."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.integrations import sdpa_attention
+
+    from sim.calibration.engines.torch_engine import TorchEngine, TorchEngineConfig, _rewind_one
+
+    masks: list[bool] = []
+    real = sdpa_attention.use_gqa_in_sdpa
+
+    def spy(mask: object, key: object, value: object) -> bool:
+        masks.append(mask is None)
+        return bool(real(mask, key, value))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sdpa_attention, "use_gqa_in_sdpa", spy)
+    eng = TorchEngine(TorchEngineConfig(model=TINY, device="cpu"))
+    cache = eng._filled_static_cache(3, 40)
+    ids = eng.random_tokens(3, 1)
+    pos = torch.full((3, 1), 40, dtype=torch.long)
+
+    def logits() -> object:
+        out = eng.model(input_ids=ids, position_ids=pos, use_cache=True, **{eng._cache_kw: cache})
+        return out.logits
+
+    with torch.inference_mode():
+        fast = logits()
+        assert masks and all(masks), "decode over the static cache passed SDPA a mask"
+        _rewind_one(cache)
+        for layer in cache.layers:
+            layer.is_compileable = True  # transformers' default: mask built, K/V expanded
+        masks.clear()
+        slow = logits()
+        assert masks and not any(masks)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4)

@@ -227,6 +227,15 @@ class TorchEngine:
         for layer in range(self.layers):
             cache.update(kv, kv, layer)
         del kv
+        # Decode as a paged-attention engine does, reading only the KV heads.  For a
+        # one-token query over a compileable (static) cache, transformers builds an
+        # explicit mask, and an SDPA call with a mask expands K and V to every query
+        # head (``repeat_kv``): GQA decode would then cost as if it had no GQA.  Every
+        # slot is filled when the decode runs, so the mask is all-true: marking the
+        # cache not compileable lets transformers skip it and call SDPA with
+        # ``enable_gqa``.
+        for cache_layer in cache.layers:
+            cache_layer.is_compileable = False
         return cache
 
     def warm_up(self, runs: int = 8) -> None:
