@@ -13,7 +13,8 @@ Exact fast-forward: when the batch is pure decode and nothing can join it (no wa
 call can be admitted), the composition cannot change before the earliest completion,
 the next arrival, or the moment memory runs out.  The engine then schedules a *span*
 of ``k`` identical-shape iterations as one SimPy event, with the iteration times from
-the cost model's vectorised ``decode_times``.  An arrival during a span cuts it at the
+the cost model (``decode_time`` per iteration for short spans, the vectorised
+``decode_times`` for long ones).  An arrival during a span cuts it at the
 end of the iteration in flight, so every timestamp equals the step-by-step result
 (``fast_forward=False``) up to float rounding.  No SimPy event per token.
 
