@@ -79,7 +79,7 @@ class IterationModel(Protocol):
         """Wall time of one iteration computing ``batch`` (seconds)."""
         ...
 
-    def decode_time(self, num_decode: int, context_sum: int) -> float:
+    def decode_time(self, num_decode: int, context_sum: float) -> float:
         """Time of one pure-decode iteration: one element of :meth:`decode_times`
         (the same float, so that scalar and vectorised spans agree exactly)."""
         ...
@@ -182,7 +182,7 @@ class RooflineIterationModel:
             t += self._layers * self._kv_layer_bytes * batch.decode_context_sum / self._bw
         return t
 
-    def decode_time(self, num_decode: int, context_sum: int) -> float:
+    def decode_time(self, num_decode: int, context_sum: float) -> float:
         base = self._linear_time(num_decode, num_decode)
         return base + self._layers * self._kv_layer_bytes / self._bw * float(context_sum)
 

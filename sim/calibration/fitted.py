@@ -875,7 +875,7 @@ class FittedIterationModel:
             attn += self._decode_attn(batch.num_decode, batch.decode_context_sum)
         return t + self._layers * attn
 
-    def decode_time(self, num_decode: int, context_sum: int) -> float:
+    def decode_time(self, num_decode: int, context_sum: float) -> float:
         if num_decode <= 0:
             return 0.0
         base = self._linear(num_decode) + self._per_seq(num_decode)
@@ -885,14 +885,11 @@ class FittedIterationModel:
         cs = np.asarray(context_sums, dtype=np.float64)
         if num_decode <= 0:
             return np.zeros_like(cs)
-        base = self._linear(num_decode) + self._per_seq(num_decode)
         if cs.size <= 16:
             # short spans: a scalar loop beats the fixed cost of the vectorised path's
             # numpy calls, and equals iteration_time exactly
-            layers = self._layers
-            return np.array(
-                [base + layers * self._decode_attn(num_decode, float(c)) for c in cs.tolist()]
-            )
+            return np.array([self.decode_time(num_decode, c) for c in cs.tolist()])
+        base = self._linear(num_decode) + self._per_seq(num_decode)
         dec = self._decode
         kv = self._decode_bytes_per_ctx * cs
         attn = dec.times(np.zeros_like(cs), kv, float(num_decode))
