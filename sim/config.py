@@ -195,6 +195,13 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         _check(n.gpus >= 1, w, f"nodes[{i}].gpus", f"must be >= 1, got {n.gpus}")
         if n.builder == "dgx-a100":
             _check(n.gpus == 8, w, f"nodes[{i}].gpus", "a dgx-a100 node has exactly 8 GPUs")
+            _check(
+                cfg.gpu not in GPUS or GPUS[cfg.gpu].has_nvlink,
+                w,
+                f"nodes[{i}].builder",
+                f"GPU {cfg.gpu} has no NVLink, so it cannot sit on an NVSwitch (dgx-a100) node; "
+                'use builder = "pcie-server"',
+            )
     _check(len(cfg.deployments) > 0, w, "deployments", "at least one deployment is required")
     for f in ("router_delay_s", "autoscaler_delay_s"):
         _check(getattr(cfg.policies, f) >= 0, w, f"policies.{f}", "must be >= 0")
@@ -372,7 +379,9 @@ def apply_overrides(
     changes: dict[str, Any] = {}
     if gpu is not None:
         changes["gpu"] = gpu
-        if node_builder is None and gpu.endswith("-pcie"):
+        if node_builder is None and (
+            gpu.endswith("-pcie") or (gpu in GPUS and GPUS[gpu].form_factor == "pcie")
+        ):
             node_builder = "pcie-server"
     if nodes is not None or node_builder is not None:
         first = cfg.nodes[0]

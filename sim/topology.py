@@ -30,6 +30,7 @@ from functools import lru_cache
 import networkx as nx
 
 from sim.errors import ConfigError
+from sim.hardware import GPUS
 
 GB = 1e9
 
@@ -170,9 +171,11 @@ def _fabric(g: nx.Graph) -> None:
     _edge(g, "net/storage", "net/leaf", REMOTE_STORAGE_BW, REMOTE_STORAGE_LAT, "network")
 
 
-def add_dgx_a100(g: nx.Graph, node: int, first_gpu: int) -> int:
+def add_dgx_a100(g: nx.Graph, node: int, first_gpu: int, nvlink_bw: float = NVLINK_BW) -> int:
     """Add one DGX A100: 8 GPUs on NVSwitch, 4 PCIe switches (2 GPUs + 2 HDR NICs each),
-    2 CPU sockets, NVMe.  Returns the number of GPUs added."""
+    2 CPU sockets, NVMe.  Returns the number of GPUs added.  ``nvlink_bw``: each GPU's
+    NVLink bandwidth to the NVSwitch (per direction; the GPU preset's, so that an HGX
+    H100/H200/B200 node built the same way gets its own NVLink generation)."""
     p = f"n{node}/"
     g.add_node(p + "nvswitch", kind="nvswitch")
     for s in range(2):
@@ -188,7 +191,7 @@ def add_dgx_a100(g: nx.Graph, node: int, first_gpu: int) -> int:
             i = sw * 2 + k
             gv = p + f"gpu{i}"
             g.add_node(gv, kind="gpu", node=node, index=first_gpu + i)
-            _edge(g, gv, p + "nvswitch", NVLINK_BW, NVLINK_LAT, "nvlink")
+            _edge(g, gv, p + "nvswitch", nvlink_bw, NVLINK_LAT, "nvlink")
             _edge(g, gv, ps, PCIE_BW, PCIE_LAT, "pcie")
             nic = p + f"nic{i}"
             g.add_node(nic, kind="nic")
@@ -239,15 +242,28 @@ BUILDERS = {"dgx-a100": add_dgx_a100, "pcie-server": add_pcie_server}
 
 
 def build_topology(nodes: list[tuple[str, int]], gpu_type: str) -> Topology:
-    """Build a cluster from ``(builder, gpus_per_node)`` per node, all on one leaf switch."""
+    """Build a cluster from ``(builder, gpus_per_node)`` per node, all on one leaf switch.
+
+    The GPU preset decides the NVLink: ``dgx-a100`` nodes get the GPU's NVLink
+    bandwidth to the NVSwitch; ``pcie-server`` nodes get NVLink bridges between card
+    pairs only when the GPU has NVLink (an L40S server has none: every GPU-to-GPU path
+    crosses the PCIe switches).  A ``dgx-a100`` node of a GPU without NVLink is an error.
+    """
+    spec = GPUS.get(gpu_type)
+    nvlink_bw = spec.nvlink_bandwidth if spec is not None else NVLINK_BW
     g = nx.Graph()
     _fabric(g)
     first = 0
     for node, (builder, gpus) in enumerate(nodes):
         if builder == "dgx-a100":
-            first += add_dgx_a100(g, node, first)
+            if nvlink_bw <= 0:
+                raise ConfigError(
+                    f"GPU {gpu_type} has no NVLink, so it cannot sit on an NVSwitch "
+                    "(dgx-a100) node; use the pcie-server builder"
+                )
+            first += add_dgx_a100(g, node, first, nvlink_bw)
         elif builder == "pcie-server":
-            first += add_pcie_server(g, node, first, gpus)
+            first += add_pcie_server(g, node, first, gpus, nvlink_pairs=nvlink_bw > 0)
         else:
             raise ConfigError(f"unknown topology builder {builder!r}; known: {', '.join(BUILDERS)}")
     return Topology(g, gpu_type)

@@ -12,6 +12,7 @@ from typing import Any
 from sim.config import ClusterConfig, apply_overrides, default_cluster_config, load_cluster_config
 from sim.errors import InputError
 from sim.faults import FaultSchedule, load_faults
+from sim.hardware import gpu_help
 from sim.paths import DEFAULT_TRACE
 from sim.traces import load_trace
 from sim.workload import Workload
@@ -66,7 +67,7 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
     )
     p.add_argument("--costmodel", help="fitted cost model TOML (default: the committed A100 model)")
     g = p.add_argument_group("quick cluster flags (override the cluster config)")
-    g.add_argument("--gpu", help="GPU type: a100-40gb, a100-80gb, a100-80gb-pcie, h100-80gb")
+    g.add_argument("--gpu", help=f"GPU type: {gpu_help()}")
     g.add_argument("--nodes", type=int, help="number of nodes")
     g.add_argument("--model", help="model of the first deployment (preset or HF name)")
     g.add_argument("--tp", type=int, help="tensor-parallel degree")
