@@ -1,8 +1,8 @@
 """The cluster: GPUs on a topology, replicas placed on them, routing and scaling.
 
 The cluster owns nodes, GPUs and replicas.  A placement policy picks each replica's
-GPUs; the replica's KV capacity follows from GPU memory minus weights and an
-activation reserve; its cost model is built for the bottleneck link of its TP group.
+GPUs; the replica's KV capacity follows from GPU memory minus weights and vLLM's
+profiling reserve; its cost model is built for the bottleneck link of its TP group.
 LLM calls are dispatched to a replica chosen by the router among the ready replicas
 of the call's model.  An autoscaler may add replicas (paying a cold start) or retire
 them.  The cluster implements ``policies.base.ClusterView`` for the policies.
@@ -42,7 +42,7 @@ from sim.config import ClusterConfig, Deployment
 from sim.costmodel import CostModel, ReplicaHardware, kv_transfer_time, load_time
 from sim.engine import EngineConfig, Replica, Seq
 from sim.errors import ConfigError, PolicyError
-from sim.hardware import GiB, get_gpu
+from sim.hardware import GiB, GPUSpec, get_gpu
 from sim.mesh import HopModel, MeshOverhead
 from sim.models import ModelSpec, get_model
 from sim.topology import Topology, build_topology
@@ -51,59 +51,145 @@ from sim.workload import Call
 if TYPE_CHECKING:
     from sim.faults import FaultHooks
 
-CUDA_CONTEXT_BYTES = 1 * GiB  # CUDA context, NCCL buffers, CUDA graphs (vLLM profiles ~1 GiB)
+# ---- the memory plan (vLLM v1's profiling, as vLLM v0.15 computes it) ----------------
+#: Memory the CUDA driver reports as the GPU's total (``torch.cuda.mem_get_info``, what
+#: vLLM multiplies by ``gpu_memory_utilization``) where it differs from the preset's
+#: ``memory_bytes``: an H100 SXM 80GB reports 79.18 GiB (vLLM v0.11 log "Free memory on
+#: device (.../79.18 GiB)", H100, published with per-model profiles in the
+#: llm-d capacity-planner notes).  Other GPUs: ``memory_bytes``.
+DRIVER_TOTAL_BYTES: dict[str, int] = {"h100-80gb": int(79.18 * GiB)}
+#: Non-torch memory a worker gains while it loads and profiles (CUDA module images of
+#: the kernels it runs, cuBLAS/attention workspaces): vLLM's ``non_torch_increase``.
+NON_TORCH_BYTES = int(0.34 * GiB)
+#: Extra non-torch memory of a tensor-parallel worker (NCCL communicators, custom
+#: all-reduce buffers).
+TP_COMM_BYTES = int(0.17 * GiB)
+#: Peak bytes the profiling sampler run allocates per logit (one request x one
+#: vocabulary entry): the logits in the compute dtype and in float32, top-k/top-p sort
+#: values and int64 indices, softmax, cumulative sums and masks, the scattered logits,
+#: probabilities and the exponential draws.
+SAMPLER_BYTES_PER_LOGIT = 51
+#: Copies of the profiling batch's hidden states alive while the sampler runs.
+RESIDENT_HIDDEN_COPIES = 2
+#: CUDA-graph memory subtracted from the KV budget: vLLM v0.15 captures its graphs after
+#: the KV cache is allocated and does not count them (the ``1 - gpu_memory_utilization``
+#: headroom holds them), so 0.
+CUDA_GRAPH_BYTES = 0
+
+
+def driver_total_bytes(gpu: GPUSpec) -> int:
+    """The GPU memory (bytes) vLLM sees as the device total."""
+    return DRIVER_TOTAL_BYTES.get(gpu.name, gpu.memory_bytes)
 
 
 @dataclass(frozen=True, slots=True)
 class MemoryPlan:
-    """Per-GPU memory of one replica, in bytes, and the KV blocks it leaves."""
+    """Per-GPU memory of one replica, in bytes, and the KV blocks it leaves.
+
+    ``total``: the device total the driver reports; ``usable``: ``total x
+    gpu_memory_utilization`` (vLLM's requested memory); ``weights``: the weight shard of
+    one GPU; ``activations``: the torch peak of the profiling run; ``non_torch``: CUDA
+    context growth, workspaces and communicators; ``cuda_graphs``: graph memory counted
+    against KV (0 for vLLM v0.15); ``kv``: what is left for the KV cache; ``kv_blocks``:
+    the replica's KV capacity in blocks; ``kv_blocks_from_memory``: the blocks ``kv``
+    holds (different from ``kv_blocks`` when ``num_gpu_blocks_override`` is set).
+    """
 
     usable: int
     weights: int
     activations: int
     kv: int
     kv_blocks: int
+    total: int = 0
+    non_torch: int = 0
+    cuda_graphs: int = 0
+    kv_blocks_from_memory: int = 0
+    kv_bytes_per_block: int = 0
+
+
+def profile_activation_bytes(model: ModelSpec, dep: Deployment) -> int:
+    """Torch peak memory of vLLM's profiling run on one GPU (bytes).
+
+    vLLM runs one forward pass of ``max_num_batched_tokens`` tokens split over
+    ``min(max_num_seqs, max_num_batched_tokens)`` dummy requests, then its sampler on
+    one logit row per request.  The peak is the larger of the forward pass's widest
+    layer (hidden state and residual plus the MLP's gate/up and activation outputs,
+    sharded by TP; an MoE layer holds them for every routed copy of a token) and the
+    sampler phase (its per-logit buffers over the whole vocabulary, with the batch's
+    hidden states still alive).
+    """
+    tokens = dep.max_num_batched_tokens
+    reqs = min(dep.max_num_seqs, tokens)
+    act = model.dtype_bytes
+    h = model.hidden_size
+    inter = model.intermediate_size * max(1, model.experts_per_token)
+    inter += model.shared_expert_intermediate if model.num_experts > 1 else 0
+    forward = tokens * (2 * h + 3 * inter // dep.tp) * act
+    sampler = (
+        RESIDENT_HIDDEN_COPIES * tokens * h * act
+        + SAMPLER_BYTES_PER_LOGIT * reqs * model.vocab_size
+    )
+    return max(forward, sampler)
 
 
 def plan_memory(model: ModelSpec, gpu_memory: int, dep: Deployment) -> MemoryPlan:
-    """Split each GPU's usable memory into weights, activation reserve and KV blocks.
+    """KV blocks of one replica as vLLM v1 sizes them (``determine_available_memory``).
 
-    Activation reserve: one iteration of ``max_num_batched_tokens`` tokens through the
-    widest layer (hidden states x 4 plus the MLP intermediate, sharded by TP) plus the
-    CUDA context.  Raises ConfigError naming the shortfall when weights do not fit.
+    vLLM profiles each worker: KV bytes = ``gpu_memory`` (the device total the driver
+    reports, :func:`driver_total_bytes`) x ``gpu_memory_utilization`` - (the weight
+    shard + the torch peak of a profiling pass, :func:`profile_activation_bytes` + the
+    non-torch growth, ``NON_TORCH_BYTES`` plus ``TP_COMM_BYTES`` under TP + CUDA-graph
+    memory, 0 in v0.15); blocks = KV bytes // (``block_size`` x the GPU's KV bytes per
+    token over its layers).  The constants were fitted to the block counts of measured
+    vLLM v0.15.1 runs on H100 (``docs/ARCHITECTURE.md``, Memory): dense models from 7B
+    to 70B at TP 1-4 within 1%.  ``num_gpu_blocks_override`` (> 0) replaces the count,
+    as vLLM's flag of that name.  Raises ConfigError naming the shortfall when the
+    weights and profiling reserve leave no KV block.
     """
     shards = dep.tp * dep.pp
     usable = int(gpu_memory * dep.gpu_memory_utilization)
     weights = -(-model.weight_bytes // shards)
-    act = (
-        dep.max_num_batched_tokens
-        * (4 * model.hidden_size + 2 * model.intermediate_size // dep.tp)
-        * model.dtype_bytes
-    )
-    act += CUDA_CONTEXT_BYTES
-    kv = usable - weights - act
-    kv_heads_per_gpu = max(1, model.num_kv_heads // dep.tp)
-    per_token = (
-        2 * (model.num_layers // dep.pp) * kv_heads_per_gpu * model.head_dim * model.dtype_bytes
-    )
-    blocks = kv // (per_token * dep.block_size) if kv > 0 else 0
+    act = profile_activation_bytes(model, dep)
+    non_torch = NON_TORCH_BYTES + (TP_COMM_BYTES if dep.tp > 1 else 0)
+    kv = usable - weights - act - non_torch - CUDA_GRAPH_BYTES
+    block_bytes = kv_bytes_per_token_per_gpu(model, dep) * dep.block_size
+    from_memory = kv // block_bytes if kv > 0 else 0
+    blocks = from_memory
     if dep.num_gpu_blocks_override > 0 and kv > 0:
         blocks = dep.num_gpu_blocks_override
     if blocks < 1:
-        short = (weights + act + per_token * dep.block_size - usable) / GiB
+        reserve = act + non_torch + CUDA_GRAPH_BYTES
+        short = (weights + reserve + block_bytes - usable) / GiB
         raise ConfigError(
-            f"model {model.name} does not fit on {shards} GPU(s) of {gpu_memory / GiB:.0f} GiB at "
+            f"model {model.name} does not fit on {shards} GPU(s) of {gpu_memory / GiB:.1f} GiB at "
             f"gpu_memory_utilization={dep.gpu_memory_utilization}: weights {weights / GiB:.1f} GiB + "
-            f"activations {act / GiB:.1f} GiB per GPU leave no KV cache (short by {short:.1f} GiB per GPU); "
-            f"raise tp/pp or use larger GPUs"
+            f"profiling reserve {reserve / GiB:.1f} GiB per GPU leave no KV cache (short by "
+            f"{short:.1f} GiB per GPU); raise tp/pp or use larger GPUs"
         )
-    return MemoryPlan(usable, weights, act, kv, int(blocks))
+    return MemoryPlan(
+        usable,
+        weights,
+        act,
+        kv,
+        int(blocks),
+        total=gpu_memory,
+        non_torch=non_torch,
+        cuda_graphs=CUDA_GRAPH_BYTES,
+        kv_blocks_from_memory=int(from_memory),
+        kv_bytes_per_block=block_bytes,
+    )
 
 
 def kv_bytes_per_token_per_gpu(model: ModelSpec, dep: Deployment) -> int:
     """KV bytes one token occupies on each GPU of a TP x PP group (layers / pp, heads / tp)."""
     kv_heads_per_gpu = max(1, model.num_kv_heads // dep.tp)
-    return 2 * (model.num_layers // dep.pp) * kv_heads_per_gpu * model.head_dim * model.dtype_bytes
+    return (
+        2
+        * (model.num_layers // dep.pp)
+        * kv_heads_per_gpu
+        * model.head_dim
+        * model.kv_bytes_per_element
+    )
 
 
 @dataclass
@@ -175,12 +261,12 @@ class Cluster:
         self.migrated_tokens = 0
         self.migration_s = 0.0
         for dep in cfg.deployments:
-            spec = get_model(dep.model)
+            spec = get_model(dep.model).with_dtype(dep.dtype, dep.kv_cache_dtype)
             if spec.name in self.deployments:
                 raise ConfigError(f"{cfg.source}: deployments: model {spec.name} is deployed twice")
             self.deployments[spec.name] = dep
             self.specs[spec.name] = spec
-            self.memory[spec.name] = plan_memory(spec, self.gpu.memory_bytes, dep)
+            self.memory[spec.name] = plan_memory(spec, driver_total_bytes(self.gpu), dep)
         self.default_model = get_model(cfg.default_model).name
         # Kubernetes plumbing: mesh overhead per call (the response half waits in
         # _mesh_return until the call completes) and when each node has the image
