@@ -15,7 +15,7 @@ from typing import Any
 from sim.errors import ConfigError
 from sim.hardware import GPUS
 from sim.io import read_toml
-from sim.models import get_model
+from sim.models import DEPLOY_DTYPES, get_model
 from sim.topology import BUILDERS
 
 
@@ -58,6 +58,11 @@ class Deployment:
     call (defaults: Istio's published figures, see ``sim/mesh.py``).  ``host_kv_gib``: host DRAM (GiB) each replica may use
     as a KV tier for blocks swapped out of HBM (0: none); the default 128 GiB per
     replica fits a DGX A100 80GB (2 TiB DRAM) even with 8 single-GPU replicas.
+    ``cpu_offload_gib`` (> 0): vLLM's CPU KV offload tier (``OffloadingConnector``), that
+    many GiB of host DRAM per GPU of the group (``floor(GiB / KV bytes of one block on
+    one GPU)`` blocks, as vLLM's ``cpu_kv_blocks``); it replaces the ``host_kv_gib``
+    tier: every computed prompt block is also stored there, and a prefix that GPU
+    memory evicted is loaded back over PCIe instead of recomputed (``sim/engine.py``).
     """
 
     model: str = "llama-3-70b"
@@ -80,7 +85,13 @@ class Deployment:
     mesh_hop_p99_s: float = 1.35e-3
     mesh_hop_cpu_s: float = 2e-4
     host_kv_gib: float = 128.0
+    cpu_offload_gib: float = 0.0
     allow_cross_node_tp: bool = False  # a TP group larger than a node must be allowed
+    # precision (sim/models.py ModelSpec.with_dtype): "" keeps the model's own;
+    # "fp16" / "bf16" / "fp8" for weights (fp8 needs FP8 tensor cores), and the KV
+    # cache ("" or "auto": follows dtype when given, else the model's own KV precision)
+    dtype: str = ""
+    kv_cache_dtype: str = ""
 
     @property
     def gpus_per_replica(self) -> int:
@@ -251,6 +262,22 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         )
         _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
         _check(d.host_kv_gib >= 0, w, f"{p}.host_kv_gib", "must be >= 0")
+        _check(d.cpu_offload_gib >= 0, w, f"{p}.cpu_offload_gib", "must be >= 0 (0: no tier)")
+        for f, v in (("dtype", d.dtype), ("kv_cache_dtype", d.kv_cache_dtype)):
+            _check(
+                v in ("", "auto", *DEPLOY_DTYPES),
+                w,
+                f"{p}.{f}",
+                f"{v!r} is not one of {', '.join(DEPLOY_DTYPES)} (or auto: the model's own)",
+            )
+        if d.dtype == "fp8" and cfg.gpu in GPUS:
+            _check(
+                GPUS[cfg.gpu].supports_fp8,
+                w,
+                f"{p}.dtype",
+                f"fp8 needs FP8 tensor cores, which {cfg.gpu} does not have "
+                f"(GPUs with FP8: {', '.join(n for n, g in GPUS.items() if g.supports_fp8)})",
+            )
         node_gpus = max(n.gpus for n in cfg.nodes)
         _check(
             d.tp <= node_gpus or d.allow_cross_node_tp,
@@ -355,7 +382,12 @@ QUICK_FIELDS = (
     "replicas",
     "max_num_seqs",
     "max_num_batched_tokens",
+    "gpu_memory_utilization",
+    "num_gpu_blocks_override",
+    "cpu_offload_gib",
     "block_size",
+    "dtype",
+    "kv_cache_dtype",
 )
 
 

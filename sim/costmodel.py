@@ -116,6 +116,8 @@ class RooflineParams:
 
     Defaults are typical of vLLM on A100: dense GEMMs reach ~70% of peak tensor FLOP/s,
     streaming kernels ~80% of HBM bandwidth, FlashAttention prefill ~50% of peak.
+    Models with FP8 weights on a GPU with FP8 tensor cores run their linear-layer GEMMs
+    at ``gemm_efficiency`` x the FP8 peak (:func:`gemm_peak_flops`).
     """
 
     gemm_efficiency: float = 0.7
@@ -126,25 +128,43 @@ class RooflineParams:
     per_layer_overhead_s: float = 1.0e-5
 
 
+def gemm_peak_flops(model: ModelSpec, gpu: GPUSpec) -> float:
+    """Peak FLOP/s of the model's linear-layer GEMMs on ``gpu``: the FP8 tensor peak
+    for FP8 weights on a GPU that has FP8 tensor cores (vLLM's W8A8 FP8 GEMMs with
+    dynamic activation scales), else the dense BF16/FP16 peak (a GPU without FP8 runs
+    an FP8 checkpoint as weight-only FP8, e.g. vLLM's Marlin kernels on Ampere: 1-byte
+    weight reads at 16-bit math).  Attention and the LM head stay at 16-bit rates."""
+    if model.fp8_weights and gpu.supports_fp8:
+        return gpu.peak_flops_fp8
+    return gpu.peak_flops
+
+
 class RooflineIterationModel:
-    """Analytic iteration time of one replica (see module docstring)."""
+    """Analytic iteration time of one replica (see module docstring).
+
+    Bytes: linear-layer weights at ``weight_bytes_per_param``, the LM head and the
+    activations at ``dtype_bytes``, KV reads at ``kv_bytes_per_element``."""
 
     def __init__(self, hw: ReplicaHardware, params: RooflineParams) -> None:
         m, g, tp = hw.model, hw.gpu, hw.tp
         self.hw = hw
         self.p = params
-        self._flops = g.peak_flops * params.gemm_efficiency
+        self._flops = gemm_peak_flops(m, g) * params.gemm_efficiency
+        self._head_flops = g.peak_flops * params.gemm_efficiency
         self._attn_flops = g.peak_flops * params.attention_efficiency
         self._bw = g.hbm_bandwidth * params.memory_efficiency
         self._layers = m.num_layers
-        self._dense_w = m.attn_params_per_layer / tp  # weights per GPU per layer (elements)
+        # weights per GPU per layer (elements) every token multiplies: attention and
+        # the shared expert (Llama 4; 0 elsewhere)
+        self._dense_w = (m.attn_params_per_layer + m.shared_expert_params_per_layer) / tp
         self._expert_w = m.mlp_params_per_expert / tp
         self._experts = m.num_experts
         self._k = m.experts_per_token
         self._head_w = m.vocab_size * m.hidden_size / tp
-        self._dt = m.dtype_bytes
+        self._dt = m.weight_bytes_per_param  # linear-layer weights
+        self._head_dt = m.dtype_bytes  # LM head (kept in the compute dtype under FP8)
         self._q = m.q_size / tp
-        self._kv_layer_bytes = 2 * m.kv_size * m.dtype_bytes / tp  # per token per layer
+        self._kv_layer_bytes = 2 * m.kv_size * m.kv_bytes_per_element / tp  # per token per layer
         self._hidden_bytes = m.hidden_size * m.dtype_bytes
         self._tp = tp
         self._ar_bw = hw.allreduce_bandwidth
@@ -162,7 +182,9 @@ class RooflineIterationModel:
             tokens * self._hidden_bytes, self._tp, self._ar_bw, self._ar_lat
         )
         per_layer += self.p.per_layer_overhead_s
-        head = max(2.0 * seqs * self._head_w / self._flops, self._head_w * self._dt / self._bw)
+        head = max(
+            2.0 * seqs * self._head_w / self._head_flops, self._head_w * self._head_dt / self._bw
+        )
         return (
             self._layers * per_layer
             + head

@@ -86,9 +86,11 @@ class ModelSpec:
 
     def with_dtype(self, dtype: str = "", kv_cache_dtype: str = "") -> ModelSpec:
         """This model served at ``dtype`` (``fp16``, ``bf16`` or ``fp8``; "" keeps its own)
-        with its KV cache at ``kv_cache_dtype`` (same names; "" = ``auto``: ``dtype`` when
-        given, else the model's own KV precision).  ``fp8`` stores 1 byte per weight and
+        with its KV cache at ``kv_cache_dtype`` (same names; "" or ``auto``: ``dtype``
+        when given, else the model's own KV precision).  ``fp8`` stores 1 byte per weight and
         per KV element; activations stay in the 2-byte compute dtype."""
+        dtype = "" if dtype == "auto" else dtype
+        kv_cache_dtype = "" if kv_cache_dtype == "auto" else kv_cache_dtype
         for what, v in (("dtype", dtype), ("kv_cache_dtype", kv_cache_dtype)):
             if v and v not in DEPLOY_DTYPES:
                 raise ConfigError(

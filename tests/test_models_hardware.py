@@ -19,6 +19,7 @@ from sim.config import (
     load_cluster_config,
     validate,
 )
+from sim.costmodel import BatchShape, ReplicaHardware
 from sim.errors import ConfigError
 from sim.hardware import GB, GPUS, GiB, MiB, get_gpu, gpu_help
 from sim.models import HF_ALIASES, PRESETS, ModelSpec, get_model
@@ -412,3 +413,157 @@ def test_validate_accepts_every_new_preset_on_some_gpu() -> None:
             )
         )
         _cluster(cfg)  # plans memory: the weights fit
+
+
+# ---- precision: --dtype / deployment dtype -------------------------------------------
+
+
+def test_with_dtype_sets_weight_and_kv_bytes() -> None:
+    m = PRESETS["llama-3.1-8b"]
+    assert m.with_dtype() is m and m.with_dtype("auto", "auto") is m
+    assert m.with_dtype("bf16") == m == m.with_dtype("fp16", "bf16")  # both 2 bytes
+    f = m.with_dtype("fp8")
+    assert (f.weight_bytes_per_param, f.kv_bytes_per_element, f.dtype_bytes) == (1, 1, 2)
+    assert f.kv_bytes_per_token * 2 == m.kv_bytes_per_token
+    # linear weights halve; embedding, LM head and norms stay 2 bytes
+    kept = 2 * 128256 * 4096 + 4096 + 32 * 2 * 4096
+    assert f.weight_bytes == m.num_params - kept + 2 * kept
+    w8kv16 = m.with_dtype("fp8", "bf16")
+    assert (w8kv16.weight_bytes_per_param, w8kv16.kv_bytes_per_element) == (1, 2)
+    assert m.with_dtype(kv_cache_dtype="fp8").weight_bytes == m.weight_bytes
+    # an FP8 checkpoint served at bf16 is the bf16 model again
+    scout8 = PRESETS["llama-4-scout-17b-16e-fp8"]
+    assert replace(scout8.with_dtype("bf16"), name="s") == replace(
+        PRESETS["llama-4-scout-17b-16e"], name="s"
+    )
+    with pytest.raises(ConfigError, match="'int4' is not one of fp16, bf16, fp8"):
+        m.with_dtype("int4")
+
+
+def _dtype_toml(tmp_path: Path, gpu: str, line: str) -> Path:
+    f = tmp_path / "c.toml"
+    f.write_text(
+        f'gpu = "{gpu}"\n[[nodes]]\nbuilder = "dgx-a100"\ncount = 1\ngpus = 8\n'
+        f'[[deployments]]\nmodel = "llama-3.1-8b"\ntp = 1\nreplicas = 1\n{line}\n'
+    )
+    return f
+
+
+def test_toml_dtype_is_validated_with_file_and_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"c\.toml: deployments\[0\]\.dtype: 'fp4' is not one of"):
+        load_cluster_config(_dtype_toml(tmp_path, "h100-80gb", 'dtype = "fp4"'))
+    with pytest.raises(ConfigError, match=r"c\.toml: deployments\[0\]\.dtype: expected a string"):
+        load_cluster_config(_dtype_toml(tmp_path, "h100-80gb", "dtype = 8"))
+    with pytest.raises(
+        ConfigError, match=r"deployments\[0\]\.dtype: fp8 needs FP8 tensor cores, which a100-80gb"
+    ):
+        load_cluster_config(_dtype_toml(tmp_path, "a100-80gb", 'dtype = "fp8"'))
+    with pytest.raises(ConfigError, match=r"deployments\[0\]\.kv_cache_dtype: 'e4m3'"):
+        load_cluster_config(_dtype_toml(tmp_path, "h100-80gb", 'kv_cache_dtype = "e4m3"'))
+    # an FP8 KV cache alone is fine on A100 (vLLM stores it; attention upcasts)
+    cfg = load_cluster_config(_dtype_toml(tmp_path, "a100-80gb", 'kv_cache_dtype = "fp8"'))
+    assert cfg.deployments[0].kv_cache_dtype == "fp8"
+    cfg = load_cluster_config(_dtype_toml(tmp_path, "h100-80gb", 'dtype = "fp8"'))
+    cl = _cluster(cfg)
+    spec = cl.specs["llama-3.1-8b"]
+    assert (spec.weight_bytes_per_param, spec.kv_bytes_per_element) == (1, 1)
+    hw = next(iter(cl._hw.values()))
+    assert hw.model == spec  # the cost model sees the FP8 model
+
+
+def test_fp8_doubles_kv_capacity_and_shrinks_weights() -> None:
+    from sim.cluster import kv_bytes_per_token_per_gpu
+
+    base = validate(
+        ClusterConfig(
+            gpu="h100-80gb",
+            nodes=(NodeGroup("dgx-a100", 1, 8),),
+            deployments=(Deployment(model="llama-3.1-70b", tp=4, replicas=1),),
+        )
+    )
+    fp8 = apply_overrides(base, dtype="fp8")
+    a, b = _cluster(base), _cluster(fp8)
+    ma, mb = a.memory["llama-3.1-70b"], b.memory["llama-3.1-70b"]
+    assert mb.weights < 0.52 * ma.weights
+    dep = fp8.deployments[0]
+    assert 2 * kv_bytes_per_token_per_gpu(b.specs["llama-3.1-70b"], dep) == (
+        kv_bytes_per_token_per_gpu(a.specs["llama-3.1-70b"], dep)
+    )
+    assert mb.kv_blocks > 2 * ma.kv_blocks  # half the bytes per block and more memory left
+
+
+def test_cli_dtype_fp8_on_a100_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sim.cli import main
+
+    out = tmp_path / "out"
+    trace = str(Path(__file__).resolve().parent.parent / "traces" / "default.jsonl")
+    rc = main(["run", "--trace", trace, "--out", str(out), "--quiet", "--dtype", "fp8"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "deployments[0].dtype: fp8 needs FP8 tensor cores" in err
+    assert not out.exists()
+
+
+def test_roofline_prices_fp8_bytes_and_fp8_flops_by_hand() -> None:
+    from sim.costmodel import RooflineIterationModel, RooflineParams, gemm_peak_flops
+
+    p = RooflineParams(iteration_overhead_s=0.0, per_seq_overhead_s=0.0, per_layer_overhead_s=0.0)
+    m16 = PRESETS["llama-3.1-8b"]
+    m8 = m16.with_dtype("fp8")
+    h100, a100 = GPUS["h100-80gb"], GPUS["a100-80gb"]
+    assert gemm_peak_flops(m8, h100) == 1979e12 and gemm_peak_flops(m16, h100) == 989e12
+    # an FP8 checkpoint on A100 (no FP8 tensor cores) keeps 16-bit math, 1-byte reads
+    assert gemm_peak_flops(m8, a100) == 312e12
+    layer_w = m16.attn_params_per_layer + m16.mlp_params_per_expert
+    head_w = m16.vocab_size * m16.hidden_size
+    bw = h100.hbm_bandwidth * 0.8
+
+    def by_hand(dt_w: int, peak: float, tokens: int) -> float:
+        flops = peak * 0.7
+        per_layer = max(2.0 * tokens * layer_w / flops, layer_w * dt_w / bw)
+        head = max(2.0 * 1 * head_w / (989e12 * 0.7), head_w * 2 / bw)
+        return 32 * per_layer + head
+
+    for m, dt_w, peak in ((m16, 2, 989e12), (m8, 1, 1979e12)):
+        it = RooflineIterationModel(ReplicaHardware(m, h100), p)
+        # one decode token with no context: memory-bound weight read
+        assert it.iteration_time(BatchShape(num_decode=1)) == pytest.approx(by_hand(dt_w, peak, 1))
+        # a long prompt chunk: compute-bound GEMMs (attention priced separately)
+        t = it._linear_time(4096, 1)
+        assert t == pytest.approx(by_hand(dt_w, peak, 4096))
+    # decode KV reads: fp8 KV halves the per-context term
+    it16 = RooflineIterationModel(ReplicaHardware(m16, h100), p)
+    it8 = RooflineIterationModel(ReplicaHardware(m8, h100), p)
+    d16 = it16.decode_time(8, 8000) - it16.decode_time(8, 0)
+    d8 = it8.decode_time(8, 8000) - it8.decode_time(8, 0)
+    assert d8 == pytest.approx(d16 / 2)
+    assert d16 == pytest.approx(32 * 2 * 1024 * 2 * 8000 / bw)
+
+
+def test_fitted_model_runs_fp8_gemms_on_the_fp8_peak() -> None:
+    from sim.calibration.fitted import FittedIterationModel, default_fitted_costmodel
+
+    cm = default_fitted_costmodel()
+    h100 = GPUS["h100-80gb"]
+    m16 = PRESETS["llama-3.1-8b"]
+    params = cm.params_for(h100)
+    f16 = FittedIterationModel(ReplicaHardware(m16, h100), params)
+    f8 = FittedIterationModel(ReplicaHardware(m16.with_dtype("fp8"), h100), params)
+    f8kv16 = FittedIterationModel(ReplicaHardware(m16.with_dtype("fp8", "bf16"), h100), params)
+    for a, b in ((f16._qkv, f8._qkv), (f16._up, f8._up), (f16._down, f8._down)):
+        assert b.peak_flops == pytest.approx(a.peak_flops * 1979 / 989)
+        assert b.peak_bytes == a.peak_bytes
+    assert f8._head_op is params.gemm["mlp_up_proj"]  # LM head and router stay 16-bit
+    # every weight-reading component is cheaper; attention over bf16 KV is unchanged
+    for tokens in (1, 64, 2048):
+        assert f8.layer_breakdown(tokens)["gemm"] < f16.layer_breakdown(tokens)["gemm"]
+        assert (
+            f8.layer_breakdown(tokens)["elementwise"] == f16.layer_breakdown(tokens)["elementwise"]
+        )
+    assert f8kv16._decode_attn(32, 32 * 4000) == f16._decode_attn(32, 32 * 4000)
+    assert f8._decode_attn(32, 32 * 4000) < f16._decode_attn(32, 32 * 4000)
+    assert f8._g.decode_bytes(1000.0) * 2 == f16._g.decode_bytes(1000.0)
+    big = BatchShape((2048,), (0,))
+    assert f8.iteration_time(big) < f16.iteration_time(big)

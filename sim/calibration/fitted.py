@@ -53,7 +53,13 @@ from typing import Any
 
 import numpy as np
 
-from sim.costmodel import BatchShape, IterationModel, ReplicaHardware, allreduce_time
+from sim.costmodel import (
+    BatchShape,
+    IterationModel,
+    ReplicaHardware,
+    allreduce_time,
+    gemm_peak_flops,
+)
 from sim.errors import ConfigError, InputError
 from sim.hardware import GPUS, GPUSpec
 from sim.models import DTYPE_BYTES, ModelSpec
@@ -565,7 +571,10 @@ class Geometry:
     kv: float  # key (= value) width per GPU
     inter: float  # MLP intermediate width per GPU
     gated: bool
-    dt: int  # bytes per element
+    dt: int  # bytes per element (activations; weights and KV unless set below)
+    wdt: int = 0  # bytes per linear-layer weight when it differs from dt (FP8: 1)
+    kvdt: int = 0  # bytes per KV element when it differs from dt (FP8 KV cache: 1)
+    shared_inter: float = 0.0  # shared-expert MLP width per GPU (Llama 4 MoE; 0: none)
 
     @classmethod
     def of(cls, cfg: dict[str, Any], tp: int) -> Geometry:
@@ -594,6 +603,9 @@ class Geometry:
             inter=m.intermediate_size / tp,
             gated=True,
             dt=m.dtype_bytes,
+            wdt=0 if m.weight_bytes_per_param == m.dtype_bytes else m.weight_bytes_per_param,
+            kvdt=0 if m.kv_bytes_per_element == m.dtype_bytes else m.kv_bytes_per_element,
+            shared_inter=m.shared_expert_intermediate / tp,
         )
 
     def gemm_nk(self, op: str) -> tuple[float, float]:
@@ -627,16 +639,22 @@ class Geometry:
     def prefill_work(self, new: float, ctx: float, batch: float = 1.0) -> tuple[float, float]:
         """(FLOPs, bytes) of causal attention over ``new`` tokens after ``ctx`` cached ones."""
         flops = batch * 4.0 * self.q * new * (ctx + (new + 1) / 2.0)
+        if self.kvdt:
+            kv_b = self.kvdt * 2.0 * self.kv * (ctx + new)
+            return flops, batch * (kv_b + self.dt * 2.0 * self.q * new)
         nbytes = batch * self.dt * (2.0 * self.kv * (ctx + new) + 2.0 * self.q * new)
         return flops, nbytes
 
     def decode_bytes(self, context_sum: float) -> float:
         """KV bytes one layer reads for decode sequences with ``context_sum`` total context."""
-        return 2.0 * self.kv * self.dt * context_sum
+        return 2.0 * self.kv * (self.kvdt or self.dt) * context_sum
 
 
-def gemm_work(m: float, n: float, k: float, dt: int) -> tuple[float, float]:
-    """(FLOPs, bytes) of an ``m x k`` by ``k x n`` GEMM: weights, input and output."""
+def gemm_work(m: float, n: float, k: float, dt: int, wdt: int = 0) -> tuple[float, float]:
+    """(FLOPs, bytes) of an ``m x k`` by ``k x n`` GEMM: weights, input and output
+    (weights at ``wdt`` bytes when given, e.g. FP8; activations at ``dt``)."""
+    if wdt and wdt != dt:
+        return 2.0 * m * n * k, wdt * n * k + dt * (m * k + m * n)
     return 2.0 * m * n * k, dt * (n * k + m * k + m * n)
 
 
@@ -708,6 +726,23 @@ class FittedIterationModel:
         self._o = params.gemm["attn_post_proj"]
         self._up = params.gemm["mlp_up_proj"]
         self._down = params.gemm["mlp_down_proj"]
+        # LM head and MoE router: 16-bit GEMMs even in FP8 checkpoints
+        self._head_op = self._up
+        peak = gemm_peak_flops(m, hw.gpu)
+        if peak != hw.gpu.peak_flops:
+            # FP8 weights on FP8 tensor cores: the fitted efficiency curves on the FP8
+            # peak (measured 16-bit surfaces do not transfer, so they are dropped)
+            r = peak / hw.gpu.peak_flops
+            self._qkv, self._o = self._qkv.scaled(r, 1.0), self._o.scaled(r, 1.0)
+            self._up, self._down = self._up.scaled(r, 1.0), self._down.scaled(r, 1.0)
+        self._shared_gemms = (
+            (
+                ((2 if g.gated else 1) * g.shared_inter, float(g.hidden)),
+                (float(g.hidden), g.shared_inter),
+            )
+            if g.shared_inter > 0
+            else None
+        )
         ew = params.elementwise
         self._norm1 = ew["input_layernorm"]
         self._norm2 = ew["post_attention_layernorm"]
@@ -753,27 +788,33 @@ class FittedIterationModel:
     def layer_breakdown(self, tokens: int) -> dict[str, float]:
         """Seconds of one layer's non-attention work for ``tokens`` tokens, by component."""
         t = float(tokens)
-        g, dt = self._g, self._g.dt
+        g, dt, wdt = self._g, self._g.dt, self._g.wdt
         (qn, qk), (on, ok) = self._attn_gemms
         (un, uk), (dn, dk) = self._mlp_gemms
-        attn_gemm = self._qkv.time(*gemm_work(t, qn, qk, dt), 0.0, t, qn * qk) + self._o.time(
-            *gemm_work(t, on, ok, dt), 0.0, t, on * ok
+        attn_gemm = self._qkv.time(*gemm_work(t, qn, qk, dt, wdt), 0.0, t, qn * qk) + self._o.time(
+            *gemm_work(t, on, ok, dt, wdt), 0.0, t, on * ok
         )
         if self._experts > 1:
             routed = t * self._k
             hit = min(float(self._experts), routed)
             per = routed / hit
             mlp_gemm = hit * (
-                self._up.time(*gemm_work(per, un, uk, dt), 0.0, per, un * uk)
-                + self._down.time(*gemm_work(per, dn, dk, dt), 0.0, per, dn * dk)
+                self._up.time(*gemm_work(per, un, uk, dt, wdt), 0.0, per, un * uk)
+                + self._down.time(*gemm_work(per, dn, dk, dt, wdt), 0.0, per, dn * dk)
             )
             router = gemm_work(t, float(self._experts), float(g.hidden), dt)
-            mlp_gemm += self._up.time(*router, 0.0, t, float(self._experts * g.hidden))
+            mlp_gemm += self._head_op.time(*router, 0.0, t, float(self._experts * g.hidden))
+            if self._shared_gemms is not None:
+                (sn, sk), (sdn, sdk) = self._shared_gemms
+                mlp_gemm += self._up.time(
+                    *gemm_work(t, sn, sk, dt, wdt), 0.0, t, sn * sk
+                ) + self._down.time(*gemm_work(t, sdn, sdk, dt, wdt), 0.0, t, sdn * sdk)
+                routed += t * g.shared_inter / g.inter  # its activation, in expert widths
         else:
             routed = t
-            mlp_gemm = self._up.time(*gemm_work(t, un, uk, dt), 0.0, t, un * uk) + self._down.time(
-                *gemm_work(t, dn, dk, dt), 0.0, t, dn * dk
-            )
+            mlp_gemm = self._up.time(
+                *gemm_work(t, un, uk, dt, wdt), 0.0, t, un * uk
+            ) + self._down.time(*gemm_work(t, dn, dk, dt, wdt), 0.0, t, dn * dk)
         ew = (
             self._elementwise(self._norm1, "input_layernorm", t)
             + self._elementwise(self._norm2, "post_attention_layernorm", t)
@@ -822,7 +863,7 @@ class FittedIterationModel:
             "all_reduce": L * layer["all_reduce"],
             "attention": L * attn,
             "emb": self._elementwise(self._emb, "emb", t),
-            "lm_head": self._up.time(
+            "lm_head": self._head_op.time(
                 *gemm_work(float(seqs), hn, hk, g.dt), 0.0, float(seqs), hn * hk
             ),
             "pp_transfer": (self._pp - 1) * self.p2p(t * self._act_bytes_per_token),
@@ -853,7 +894,7 @@ class FittedIterationModel:
         v = self._head_memo.get(seqs)
         if v is None:
             hn, hk = self._head_nk
-            v = self._up.time(
+            v = self._head_op.time(
                 *gemm_work(float(seqs), hn, hk, self._g.dt), 0.0, float(seqs), hn * hk
             )
             v += self.params.iteration_s + self.params.per_seq_s * seqs

@@ -77,6 +77,19 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
     g.add_argument("--max-num-batched-tokens", type=int, help="token budget per iteration")
     g.add_argument("--block-size", type=int, help="KV block size in tokens")
     g.add_argument(
+        "--dtype",
+        choices=("fp16", "bf16", "fp8"),
+        help="weight and KV precision of the first deployment (default: the model's own); "
+        "fp8 = 1 byte per weight and per KV element and FP8 tensor-core GEMMs (H100, H200, "
+        "L40S, B200; not A100)",
+    )
+    g.add_argument(
+        "--kv-cache-dtype",
+        choices=("auto", "fp16", "bf16", "fp8"),
+        help="KV-cache precision (as vLLM's flag; default auto: --dtype when given, else "
+        "the model's own)",
+    )
+    g.add_argument(
         "--no-fast-forward",
         action="store_true",
         help="step every iteration (for validation; slower)",
@@ -117,6 +130,8 @@ def cluster_from_args(
         "max_num_seqs": args.max_num_seqs,
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "block_size": args.block_size,
+        "dtype": getattr(args, "dtype", None),
+        "kv_cache_dtype": getattr(args, "kv_cache_dtype", None),
     }
     return apply_overrides(
         cfg,
