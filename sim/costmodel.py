@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from sim.hardware import GPUSpec
-from sim.models import ModelSpec
+from sim.models import ModelSpec, expected_experts_touched
 from sim.transfer import achieved_bandwidth
 
 
@@ -174,7 +174,9 @@ class RooflineIterationModel:
         """GEMMs, all-reduces, LM head and overheads for ``tokens`` new tokens."""
         if tokens <= 0:
             return 0.0
-        experts_hit = min(self._experts, tokens * self._k)
+        # distinct experts the batch's tokens touch (uniform routing): their weights
+        # are read once per iteration; 1 for dense models
+        experts_hit = expected_experts_touched(tokens, self._experts, self._k)
         w = self._dense_w + experts_hit * self._expert_w
         flops = 2.0 * tokens * (self._dense_w + self._k * self._expert_w)
         per_layer = max(flops / self._flops, w * self._dt / self._bw)

@@ -567,3 +567,86 @@ def test_fitted_model_runs_fp8_gemms_on_the_fp8_peak() -> None:
     assert f8._g.decode_bytes(1000.0) * 2 == f16._g.decode_bytes(1000.0)
     big = BatchShape((2048,), (0,))
     assert f8.iteration_time(big) < f16.iteration_time(big)
+
+
+# ---- MoE: distinct experts a batch touches ---------------------------------------------
+
+
+def test_expected_experts_touched_by_hand_and_limits() -> None:
+    from sim.models import expected_experts_touched as ex
+
+    # E = 8, k = 2, 3 tokens: each expert is missed by one token with p = 6/8
+    assert ex(3, 8, 2) == pytest.approx(8 * (1 - 0.75**3)) == pytest.approx(4.625)
+    assert ex(1, 8, 2) == pytest.approx(2.0)  # one token: its k experts
+    assert ex(1, 16, 1) == pytest.approx(1.0)
+    assert ex(10_000, 8, 2) == pytest.approx(8.0)  # many tokens: every expert
+    assert ex(0, 8, 2) == 0.0
+    assert ex(5, 1, 1) == 1.0  # dense: its one MLP
+    prev = 0.0
+    for n in range(1, 200):
+        v = ex(n, 16, 1)
+        assert prev < v <= min(16, n * 1) + 1e-12  # monotone, below the worst case
+        prev = v
+
+
+def test_expected_experts_touched_matches_a_seeded_simulation() -> None:
+    import numpy as np
+
+    from sim.models import expected_experts_touched as ex
+
+    rng = np.random.default_rng(7)
+    for e, k, n in ((8, 2, 4), (16, 1, 6), (8, 2, 12)):
+        trials = 4000
+        counts = np.empty(trials)
+        for i in range(trials):
+            picks = np.concatenate([rng.choice(e, size=k, replace=False) for _ in range(n)])
+            counts[i] = len(np.unique(picks))
+        assert counts.mean() == pytest.approx(ex(n, e, k), rel=0.02)
+
+
+def test_roofline_moe_reads_the_weights_of_the_experts_it_touches() -> None:
+    from sim.costmodel import RooflineIterationModel, RooflineParams
+
+    p = RooflineParams(iteration_overhead_s=0.0, per_seq_overhead_s=0.0, per_layer_overhead_s=0.0)
+    m = PRESETS["mixtral-8x7b"]
+    h100 = GPUS["h100-80gb"]
+    it = RooflineIterationModel(ReplicaHardware(m, h100), p)
+    bw = h100.hbm_bandwidth * 0.8
+    head = m.vocab_size * m.hidden_size * 2 / bw  # memory-bound for a few sequences
+    for n in (1, 2, 4):
+        hit = 8 * (1 - 0.75**n)
+        w = m.attn_params_per_layer + hit * m.mlp_params_per_expert
+        expect = 32 * w * 2 / bw + head
+        assert it.iteration_time(BatchShape(num_decode=n)) == pytest.approx(expect, rel=1e-12)
+    # 4 decodes touch 5.47 experts, not min(8, 4 x 2) = 8
+    four = it.iteration_time(BatchShape(num_decode=4))
+    worst = 32 * (m.attn_params_per_layer + 8 * m.mlp_params_per_expert) * 2 / bw + head
+    assert four < 0.8 * worst
+    # Scout: 1 routed expert + the shared one per token
+    s = PRESETS["llama-4-scout-17b-16e"]
+    its = RooflineIterationModel(ReplicaHardware(s, h100), p)
+    w1 = s.attn_params_per_layer + s.shared_expert_params_per_layer + s.mlp_params_per_expert
+    head_s = s.vocab_size * s.hidden_size * 2 / bw
+    assert its.iteration_time(BatchShape(num_decode=1)) == pytest.approx(48 * w1 * 2 / bw + head_s)
+
+
+def test_fitted_moe_cost_grows_with_the_experts_touched() -> None:
+    from sim.calibration.fitted import FittedIterationModel, default_fitted_costmodel
+
+    cm = default_fitted_costmodel()
+    a100 = GPUS["a100-80gb"]
+    fm = FittedIterationModel(
+        ReplicaHardware(PRESETS["mixtral-8x7b"], a100, tp=2), cm.params_for(a100)
+    )
+    gemm = [fm.layer_breakdown(n)["gemm"] for n in (1, 2, 3, 4, 8, 16, 64)]
+    assert all(a < b for a, b in zip(gemm, gemm[1:], strict=False))
+    # small decode batches read fewer experts than the min(E, n k) worst case would
+    one_expert = fm.layer_breakdown(1)["gemm"]
+    assert fm.layer_breakdown(4)["gemm"] < 2.9 * one_expert  # 5.47 / 2 experts-worth
+    # Scout's shared expert adds a dense MLP of 8192 to every token
+    s = PRESETS["llama-4-scout-17b-16e"]
+    no_shared = replace(s, shared_expert_intermediate=0)
+    h100 = GPUS["h100-80gb"]
+    fs = FittedIterationModel(ReplicaHardware(s, h100, tp=2), cm.params_for(h100))
+    fn = FittedIterationModel(ReplicaHardware(no_shared, h100, tp=2), cm.params_for(h100))
+    assert fs.layer_breakdown(32)["gemm"] > fn.layer_breakdown(32)["gemm"]

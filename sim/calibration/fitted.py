@@ -62,7 +62,7 @@ from sim.costmodel import (
 )
 from sim.errors import ConfigError, InputError
 from sim.hardware import GPUS, GPUSpec
-from sim.models import DTYPE_BYTES, ModelSpec
+from sim.models import DTYPE_BYTES, ModelSpec, expected_experts_touched
 
 FORMAT = "agentsim-costmodel"
 VERSION = 1
@@ -796,7 +796,9 @@ class FittedIterationModel:
         )
         if self._experts > 1:
             routed = t * self._k
-            hit = min(float(self._experts), routed)
+            # the experts the batch touches, each multiplying its share of the routed
+            # tokens (uniform routing: sim.models.expected_experts_touched)
+            hit = expected_experts_touched(t, self._experts, self._k)
             per = routed / hit
             mlp_gemm = hit * (
                 self._up.time(*gemm_work(per, un, uk, dt, wdt), 0.0, per, un * uk)
