@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "sim.commands.report",
     "sim.commands.policies",
     "sim.commands.calibrate",
+    "sim.commands.validate",
     "sim.commands.costmodel",
     "sim.commands.trace",
     "sim.commands.sweep",
