@@ -9,13 +9,21 @@ own root call (open-loop arrivals), ids ``az-<line>``.  No prefix information.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from datetime import datetime
 
 from sim.errors import InputError
 from sim.traces.io import ReadReport, open_text
-from sim.traces.tabular import check_width, header_index, row_int
+from sim.traces.tabular import (
+    SKIP_ZERO,
+    check_not_empty,
+    check_row_width,
+    check_time,
+    check_width,
+    csv_rows,
+    header_index,
+    row_int,
+)
 from sim.workload import Call
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -41,22 +49,25 @@ def parse_timestamp(path: str, line: int, s: str, cache: dict[str, int]) -> int:
 
 
 def iter_azure(path: str, report: ReadReport | None = None) -> Iterator[Call]:
-    """Stream the rows of an Azure trace as root calls."""
+    """Stream the rows of an Azure trace as root calls; rows with 0 context or 0
+    generated tokens (requests that failed or were cancelled upstream) are skipped and
+    counted in ``report``."""
     report = report if report is not None else ReadReport()
     report.files += 1
     cache: dict[str, int] = {}
     with open_text(path) as fh:
-        reader = csv.reader(fh)
-        idx = header_index(path, next(reader, None), COLUMNS)
+        rows = csv_rows(path, fh)
+        header = next(rows, (1, None))[1]
+        idx = header_index(path, header, COLUMNS)
+        assert header is not None
         report.lines += 1
+        start = report.records
         its, iin, iout = idx
         t0 = last = None
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
+        for line, row in rows:
             report.lines += 1
             check_width(path, line, row, COLUMNS, idx)
+            check_row_width(path, line, row, header)
             ticks = parse_timestamp(path, line, row[its].strip(), cache)
             if last is not None and ticks < last:
                 raise InputError(
@@ -65,13 +76,20 @@ def iter_azure(path: str, report: ReadReport | None = None) -> Iterator[Call]:
             if t0 is None:
                 t0 = ticks
             last = ticks
+            t = check_time(path, line, "TIMESTAMP", (ticks - t0) / _TICKS)
+            inp = row_int(path, line, row[iin], "ContextTokens", 0)
+            out = row_int(path, line, row[iout], "GeneratedTokens", 0)
             report.records += 1
+            if inp == 0 or out == 0:
+                report.skip(SKIP_ZERO)
+                continue
             report.calls += 1
             cid = f"az-{line}"
             yield Call(
                 call_id=cid,
                 session_id=cid,
-                issue_time_s=(ticks - t0) / _TICKS,
-                input_tokens=row_int(path, line, row[iin], "ContextTokens", 1),
-                output_tokens=row_int(path, line, row[iout], "GeneratedTokens", 1),
+                issue_time_s=t,
+                input_tokens=inp,
+                output_tokens=out,
             )
+        check_not_empty(path, report.records - start)

@@ -9,12 +9,20 @@ upstream; they are skipped and counted in the read report, never dropped silentl
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 
 from sim.errors import InputError
 from sim.traces.io import ReadReport, open_text
-from sim.traces.tabular import check_width, header_index, row_float, row_int
+from sim.traces.tabular import (
+    SKIP_ZERO,
+    check_not_empty,
+    check_row_width,
+    check_width,
+    csv_rows,
+    header_index,
+    row_float,
+    row_int,
+)
 from sim.workload import Call
 
 COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens")
@@ -25,17 +33,18 @@ def iter_burstgpt(path: str, report: ReadReport | None = None) -> Iterator[Call]
     report = report if report is not None else ReadReport()
     report.files += 1
     with open_text(path) as fh:
-        reader = csv.reader(fh)
-        idx = header_index(path, next(reader, None), COLUMNS)
+        rows = csv_rows(path, fh)
+        header = next(rows, (1, None))[1]
+        idx = header_index(path, header, COLUMNS)
+        assert header is not None
         report.lines += 1
+        start = report.records
         its, imodel, iin, iout = idx
         last = -1.0
-        for row in reader:
-            line = reader.line_num
-            if not row:
-                continue
+        for line, row in rows:
             report.lines += 1
             check_width(path, line, row, COLUMNS, idx)
+            check_row_width(path, line, row, header)
             ts = row_float(path, line, row[its], "Timestamp")
             if ts < last:
                 raise InputError(path, line, "Timestamp", f"not monotonic: {ts} s after {last} s")
@@ -44,7 +53,7 @@ def iter_burstgpt(path: str, report: ReadReport | None = None) -> Iterator[Call]
             out = row_int(path, line, row[iout], "Response tokens", 0)
             report.records += 1
             if inp == 0 or out == 0:
-                report.skip("failed request (0 request or response tokens)")
+                report.skip(SKIP_ZERO)
                 continue
             model = row[imodel].strip() or None
             report.calls += 1
@@ -57,3 +66,4 @@ def iter_burstgpt(path: str, report: ReadReport | None = None) -> Iterator[Call]
                 input_tokens=inp,
                 output_tokens=out,
             )
+        check_not_empty(path, report.records - start)

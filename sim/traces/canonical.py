@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +24,7 @@ from sim.traces.io import (
     open_write,
     trace_files,
 )
+from sim.traces.tabular import HASH_RANGE, SKIP_ZERO, check_not_empty, check_time, check_tokens
 from sim.workload import Call, Workload, topo_order
 
 FORMAT_VERSION = 1
@@ -53,7 +55,7 @@ def _num(path: str, line: int, obj: dict[str, Any], key: str, default: float | N
         raise InputError(path, line, key, f"expected a number, got {json.dumps(v)}")
     if not math.isfinite(v) or v < 0:
         raise InputError(path, line, key, f"expected a finite number >= 0, got {v}")
-    return float(v)
+    return check_time(path, line, key, float(v))
 
 
 def _int(path: str, line: int, obj: dict[str, Any], key: str, default: int | None, lo: int) -> int:
@@ -67,7 +69,7 @@ def _int(path: str, line: int, obj: dict[str, Any], key: str, default: int | Non
             raise InputError(path, line, key, f"expected an integer, got {json.dumps(v)}")
     if v < lo:
         raise InputError(path, line, key, f"expected an integer >= {lo}, got {v}")
-    return int(v)
+    return check_tokens(path, line, key, int(v))
 
 
 def parse_call(obj: Any, path: str, line: int) -> Call:
@@ -97,14 +99,17 @@ def parse_call(obj: Any, path: str, line: int) -> Call:
     if model is not None and not isinstance(model, str):
         raise InputError(path, line, "model", "expected a string or null")
     if kind == "llm":
-        inp = _int(path, line, obj, "input_tokens", None, 1)
-        out = _int(path, line, obj, "output_tokens", None, 1)
+        inp = _int(path, line, obj, "input_tokens", None, 0)
+        out = _int(path, line, obj, "output_tokens", None, 0)
         bs = _int(path, line, obj, "block_size", DEFAULT_BLOCK_SIZE, 1)
         hashes = obj.get("prefix_hashes", [])
+        lo, hi = HASH_RANGE
         if not isinstance(hashes, list) or not all(
-            isinstance(h, int) and not isinstance(h, bool) for h in hashes
+            isinstance(h, int) and not isinstance(h, bool) and lo <= h < hi for h in hashes
         ):
-            raise InputError(path, line, "prefix_hashes", "expected a list of integers")
+            raise InputError(
+                path, line, "prefix_hashes", "expected a list of signed 64-bit integers"
+            )
         if len(set(hashes)) != len(hashes):
             raise InputError(path, line, "prefix_hashes", repeated_hash(hashes))
         if len(hashes) * bs > inp:
@@ -143,6 +148,7 @@ def iter_canonical(
     p = str(path)
     report = report if report is not None else ReadReport()
     report.files += 1
+    start = report.records
     for lineno, obj in iter_json_objects(p, report):
         if lineno == 1 and HEADER_KEY in obj:
             if obj[HEADER_KEY] != FORMAT_VERSION:
@@ -152,6 +158,7 @@ def iter_canonical(
         report.records += 1
         report.calls += 1
         yield lineno, call
+    check_not_empty(p, report.records - start)
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
@@ -165,10 +172,38 @@ def read_header(path: str | Path) -> dict[str, Any]:
     return obj if isinstance(obj, dict) and HEADER_KEY in obj else {}
 
 
+def _bypass(call: Call, skipped: dict[str, tuple[tuple[str, ...], float, float]]) -> Call:
+    """``call`` with its skipped parents replaced by theirs: it waits for their parents
+    and their gaps too; a call left without parents becomes a root issued when its
+    skipped root ancestor was, plus the gaps."""
+    if not any(p in skipped for p in call.parents):
+        return call
+    parents: list[str] = []
+    extra = 0.0
+    root_t = 0.0
+    for p in call.parents:
+        if p in skipped:
+            sp, gap, t = skipped[p]
+            parents += sp
+            extra = max(extra, gap)
+            root_t = max(root_t, t)
+        else:
+            parents.append(p)
+    kept = tuple(dict.fromkeys(parents))
+    if kept:
+        return replace(call, parents=kept, gap_s=call.gap_s + extra)
+    return replace(call, parents=(), issue_time_s=root_t + extra + call.gap_s, gap_s=0.0)
+
+
 def iter_canonical_checked(path: str | Path, report: ReadReport | None = None) -> Iterator[Call]:
     """Stream the calls of a canonical file or directory of files (sorted by name),
-    checking that ids are unique and every parent appears on an earlier line."""
+    checking that ids are unique and every parent appears on an earlier line.
+
+    An LLM call with 0 input or 0 output tokens is skipped and counted in ``report``;
+    its children wait for its parents instead (plus its gap)."""
+    report = report if report is not None else ReadReport()
     seen: dict[str, str] = {}
+    skipped: dict[str, tuple[tuple[str, ...], float, float]] = {}
     for f in trace_files(str(path)):
         for lineno, call in iter_canonical(f, report):
             if call.call_id in seen:
@@ -187,6 +222,16 @@ def iter_canonical_checked(path: str | Path, report: ReadReport | None = None) -
                         f"parent {parent!r} does not appear on an earlier line",
                     )
             seen[call.call_id] = f"{f}:{lineno}"
+            call = _bypass(call, skipped)
+            if call.kind == "llm" and (call.input_tokens == 0 or call.output_tokens == 0):
+                skipped[call.call_id] = (
+                    call.parents,
+                    call.gap_s if call.parents else 0.0,
+                    call.issue_time_s,
+                )
+                report.calls -= 1
+                report.skip(SKIP_ZERO)
+                continue
             yield call
 
 

@@ -8,12 +8,13 @@ header (CSV) or first record (JSONL) is matched against common names (see
 record.  Without a session column every record is its own session; with one, the calls
 of a session form a chain (each call's parent is the session's previous call, gap =
 arrival - (previous arrival + estimated service time), clamped at 0).
-Call ids are ``r<line>``.
+Call ids are ``r<line>``.  Records with 0 prompt or 0 output tokens (requests that
+failed upstream) are skipped and counted in the read report; within a session the next
+call's parent is then the session's previous kept call.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -24,6 +25,14 @@ from typing import Any
 from sim.errors import InputError
 from sim.traces.estimate import ServiceEstimate
 from sim.traces.io import ReadReport, iter_json_objects, open_text
+from sim.traces.tabular import (
+    SKIP_ZERO,
+    check_not_empty,
+    check_row_width,
+    check_time,
+    check_tokens,
+    csv_rows,
+)
 from sim.workload import Call
 
 TIME_UNITS: dict[str, float] = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -126,17 +135,16 @@ def _records(
             yield lineno, None, obj
         return
     with open_text(path) as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
+        rows = csv_rows(path, fh)
+        head = next(rows, None)
+        if head is None:
             raise InputError(path, 1, None, "empty trace file")
         report.lines += 1
-        header = [h.strip() for h in header]
-        for row in reader:
-            if not row:
-                continue
+        header = [h.strip() for h in head[1]]
+        for line, row in rows:
             report.lines += 1
-            yield reader.line_num, header, dict(zip(header, row, strict=False))
+            check_row_width(path, line, row, header)
+            yield line, header, dict(zip(header, row, strict=False))
 
 
 def _number(path: str, line: int, rec: dict[str, Any], col: str) -> float:
@@ -155,9 +163,9 @@ def _number(path: str, line: int, rec: dict[str, Any], col: str) -> float:
 
 def _tokens(path: str, line: int, rec: dict[str, Any], col: str) -> int:
     v = _number(path, line, rec, col)
-    if not v.is_integer() or v < 1:
-        raise InputError(path, line, col, f"expected an integer >= 1, got {v:g}")
-    return int(v)
+    if not v.is_integer() or v < 0:
+        raise InputError(path, line, col, f"expected an integer >= 0, got {v:g}")
+    return check_tokens(path, line, col, int(v))
 
 
 def _time_parser(path: str, unit: str) -> Callable[[int, dict[str, Any], str], float]:
@@ -192,6 +200,7 @@ def iter_generic(
     report = report if report is not None else ReadReport()
     est = est or ServiceEstimate()
     report.files += 1
+    start = report.records
     t0: float | None = None
     last_t = -math.inf
     prev: dict[str, tuple[str, float, int]] = {}
@@ -208,8 +217,13 @@ def iter_generic(
         last_t = t
         if t0 is None:
             t0 = t
+        check_time(path, line, m.time, t - t0)
         inp = _tokens(path, line, rec, m.input)
         out = _tokens(path, line, rec, m.output)
+        if inp == 0 or out == 0:
+            report.records += 1
+            report.skip(SKIP_ZERO)
+            continue
         model = None
         if m.model is not None:
             mv = rec.get(m.model)
@@ -239,3 +253,4 @@ def iter_generic(
             input_tokens=inp,
             output_tokens=out,
         )
+    check_not_empty(path, report.records - start)

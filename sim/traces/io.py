@@ -4,9 +4,11 @@ listing for per-session directories, and the read report that keeps conversions 
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +21,113 @@ TRACE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".csv", ".csv.gz")
 
 
 def open_text(path: str) -> IO[str]:
-    """Open ``path`` for reading text, decompressing ``.gz`` transparently."""
+    """Open ``path`` for reading UTF-8 text, decompressing ``.gz`` transparently.
+
+    Reading it raises :class:`InputError` naming the line for bytes that are not
+    UTF-8 and for a corrupt or truncated gzip stream (never ``UnicodeDecodeError``).
+    """
     try:
         if path.endswith(".gz"):
-            return gzip.open(path, "rt", encoding="utf-8")
-        return open(path, encoding="utf-8")
+            fh: IO[str] = gzip.open(path, "rt", encoding="utf-8")  # noqa: SIM115
+        else:
+            fh = open(path, encoding="utf-8")  # noqa: SIM115
     except FileNotFoundError:
         raise InputError(path, None, None, "file not found") from None
     except IsADirectoryError:
         raise InputError(path, None, None, "is a directory, expected a file") from None
+    except OSError as e:
+        raise InputError(path, None, None, f"cannot read: {e.strerror or e}") from None
+    return _CheckedText(fh, path)  # type: ignore[return-value]
+
+
+def _raw_bytes(path: str) -> Iterator[bytes]:
+    """The file's (decompressed) bytes in chunks, as far as they can be read."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                yield chunk
+    except (OSError, EOFError, zlib.error):
+        return
+
+
+def _not_utf8(path: str) -> InputError:
+    """The error for a file that is not UTF-8, naming the line of the first bad byte."""
+    dec = codecs.getincrementaldecoder("utf-8")()
+    line, offset = 1, 0
+    for chunk in _raw_bytes(path):
+        try:
+            dec.decode(chunk)
+        except UnicodeDecodeError as e:
+            # e.start is relative to the decoder's buffered bytes plus this chunk
+            pending = len(e.object) - len(chunk)
+            bad = e.start - pending
+            line += chunk[: max(0, bad)].count(b"\n")
+            col = bad - (chunk.rfind(b"\n", 0, max(0, bad)) + 1)
+            return InputError(
+                path,
+                line,
+                None,
+                f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at byte {offset + bad}, "
+                f"column {col + 1}: {e.reason})",
+            )
+        line += chunk.count(b"\n")
+        offset += len(chunk)
+    return InputError(path, line, None, "not UTF-8 text (truncated multi-byte character)")
+
+
+class _CheckedText:
+    """A text stream whose decoding and decompression errors raise :class:`InputError`
+    with the line they occur on (delegates everything else to the wrapped stream)."""
+
+    def __init__(self, fh: IO[str], path: str) -> None:
+        self._fh = fh
+        self._path = path
+        self._lines = 0
+
+    def _fail(self, e: BaseException) -> InputError:
+        if isinstance(e, UnicodeDecodeError):
+            return _not_utf8(self._path)
+        return InputError(
+            self._path, self._lines + 1, None, f"corrupt or truncated gzip file ({e})"
+        )
+
+    def __iter__(self) -> _CheckedText:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            s = next(self._fh)
+        except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise self._fail(e) from None
+        self._lines += 1
+        return s
+
+    def readline(self, size: int = -1) -> str:
+        try:
+            s = self._fh.readline(size)
+        except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise self._fail(e) from None
+        self._lines += 1
+        return s
+
+    def read(self, size: int = -1) -> str:
+        try:
+            return self._fh.read(size)
+        except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise self._fail(e) from None
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> _CheckedText:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
 
 
 def open_write(path: str) -> IO[str]:

@@ -33,6 +33,7 @@ from sim.errors import InputError
 from sim.traces.estimate import ServiceEstimate
 from sim.traces.hashing import TEXT_BLOCK_SIZE, chain_hashes
 from sim.traces.io import ReadReport, iter_json_objects, trace_files
+from sim.traces.tabular import check_time
 from sim.traces.tokenizer import encode
 from sim.workload import Call
 
@@ -104,6 +105,8 @@ def _read_session(path: str, report: ReadReport) -> tuple[str, list[_Rec]]:
                 invokes_tool=any(m in text_out for m in TOOL_MARKERS),
             )
         )
+    if not recs:
+        raise InputError(path, 1, None, "empty trace file (no LLM calls)")
     if session is None:
         session = Path(path).name.split(".")[0]
     recs.sort(key=lambda r: r.ts_us)
@@ -170,18 +173,18 @@ def iter_lmcache(
     est = est or ServiceEstimate()
     sessions: list[tuple[str, list[_Rec]]] = []
     seen: dict[str, str] = {}
+    files: dict[str, str] = {}
     for f in trace_files(path):
         sid, recs = _read_session(f, report)
         if sid in seen:
             raise InputError(f, None, "session_id", f"{sid!r} also used by {seen[sid]}")
         seen[sid] = f
-        if recs:
-            sessions.append((sid, recs))
-    if not sessions:
-        return
+        sessions.append((sid, recs))
+        files[sid] = f
     sessions.sort(key=lambda s: s[1][0].ts_us)
     t0 = sessions[0][1][0].ts_us
     for sid, recs in sessions:
+        check_time(files[sid], recs[-1].line, "timestamp", (recs[-1].ts_us - t0) / 1e6)
         for c in _session_calls(sid, recs, t0, est, report):
             report.calls += 1
             yield c

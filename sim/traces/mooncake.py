@@ -21,6 +21,7 @@ from typing import Any
 from sim.errors import InputError
 from sim.traces.hashing import repeated_hash
 from sim.traces.io import ReadReport, iter_json_objects
+from sim.traces.tabular import SKIP_ZERO, check_not_empty, check_time, check_tokens
 from sim.workload import Call
 
 BLOCK_SIZE = 512
@@ -38,9 +39,11 @@ def _nonneg_int(path: str, line: int, obj: dict[str, Any], key: str, lo: int) ->
 
 
 def iter_mooncake(path: str, report: ReadReport | None = None) -> Iterator[Call]:
-    """Stream every request as its own root call (``mc-<line>`` ids), in file order."""
+    """Stream every request as its own root call (``mc-<line>`` ids), in file order;
+    requests with 0 input or 0 output tokens are skipped and counted in ``report``."""
     report = report if report is not None else ReadReport()
     report.files += 1
+    start = report.records
     last_ms = -1
     for lineno, obj in iter_json_objects(path, report):
         ts = _nonneg_int(path, lineno, obj, "timestamp", 0)
@@ -49,15 +52,20 @@ def iter_mooncake(path: str, report: ReadReport | None = None) -> Iterator[Call]
                 path, lineno, "timestamp", f"not monotonic: {ts} ms after {last_ms} ms"
             )
         last_ms = ts
-        inp = _nonneg_int(path, lineno, obj, "input_length", 1)
-        out = _nonneg_int(path, lineno, obj, "output_length", 1)
+        check_time(path, lineno, "timestamp", ts / 1000.0)
+        inp = check_tokens(
+            path, lineno, "input_length", _nonneg_int(path, lineno, obj, "input_length", 0)
+        )
+        out = check_tokens(
+            path, lineno, "output_length", _nonneg_int(path, lineno, obj, "output_length", 0)
+        )
         ids = obj.get("hash_ids")
         if ids is None:
             raise InputError(path, lineno, "hash_ids", "required field is missing")
         if not isinstance(ids, list) or (
-            ids and (not all(type(h) is int for h in ids) or min(ids) < 0)
+            ids and (not all(type(h) is int for h in ids) or min(ids) < 0 or max(ids) >= 2**63)
         ):
-            raise InputError(path, lineno, "hash_ids", "expected a list of integers >= 0")
+            raise InputError(path, lineno, "hash_ids", "expected a list of integers in [0, 2**63)")
         nfull = inp // BLOCK_SIZE
         if len(ids) < nfull:
             raise InputError(
@@ -69,6 +77,9 @@ def iter_mooncake(path: str, report: ReadReport | None = None) -> Iterator[Call]
         if len(set(ids)) != len(ids):
             raise InputError(path, lineno, "hash_ids", repeated_hash(ids))
         report.records += 1
+        if inp == 0 or out == 0:
+            report.skip(SKIP_ZERO)
+            continue
         report.calls += 1
         cid = f"mc-{lineno}"
         yield Call(
@@ -80,3 +91,4 @@ def iter_mooncake(path: str, report: ReadReport | None = None) -> Iterator[Call]
             prefix_hashes=tuple(ids[:nfull]),
             block_size=BLOCK_SIZE,
         )
+    check_not_empty(path, report.records - start)
