@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,11 +51,46 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Destinations of the flags that name an output file or directory.
+OUTPUT_DESTS = ("out", "output")
+
+
+def _path_values(args: argparse.Namespace) -> list[str]:
+    """Every non-empty string argument (or list element) except the outputs."""
+    vals: list[str] = []
+    for k, v in vars(args).items():
+        if k in OUTPUT_DESTS or k == "func":
+            continue
+        for x in v if isinstance(v, list | tuple) else [v]:
+            if isinstance(x, str) and x:
+                vals.append(x)
+    return vals
+
+
+def check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output (``--out``, ``-o``) that is the same file as
+    an input of the command (also through a symlink or a hard link)."""
+    from sim.io import check_not_input
+
+    inputs = None
+    for dest in OUTPUT_DESTS:
+        out = getattr(args, dest, None)
+        if isinstance(out, str) and out:
+            if inputs is None:
+                inputs = [v for v in _path_values(args) if os.path.exists(v)]
+            flag = "--out" if dest == "out" else "--output"
+            check_not_input(out, inputs, flag=flag)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv[0] if argv else None)
-    args = parser.parse_args(argv)
+    """Run one command; returns the exit status (0 ok, 1 a check failed, 2 a user
+    error printed on one line, 130 interrupted: Ctrl-C at any point after this
+    function starts prints one line, never a traceback, and leaves no partial output)."""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(argv[0] if argv else None)
+        args = parser.parse_args(argv)
+        check_outputs_are_not_inputs(args)
         return int(args.func(args) or 0)
     except AgentsimError as e:
         print(f"agentsim: error: {e}", file=sys.stderr)

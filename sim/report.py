@@ -234,16 +234,35 @@ def _parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_results(
-    result: SimResult, out: str | Path, slo: SLO | None = None, html: bool = True
+    result: SimResult,
+    out: str | Path,
+    slo: SLO | None = None,
+    html: bool = True,
+    replace: bool = True,
 ) -> Path:
-    """Write every output file of a run into ``out`` (created if needed).
+    """Write every output file of a run as the directory ``out``, atomically.
+
+    The files are written into a hidden temporary sibling that is renamed onto ``out``
+    only when all of them are complete (:func:`sim.io.atomic_dir`): an interrupted or
+    failed write leaves ``out`` as it was, and ``out`` never mixes files of two runs.
+    An earlier run directory at ``out`` is replaced whole (``replace=False``: it is an
+    error, for a directory that appeared since the caller checked); a non-empty
+    directory agentsim did not write is never replaced.
 
     ``summary.json`` gets the report metrics for ``slo``; ``html=False`` skips
     ``report.html`` (the slowest file: it draws the plots).  ``perf.json`` gets
     ``report_render_s``, the wall seconds spent rendering the reports.
     """
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
+    from sim.io import atomic_dir, check_output_dir
+
+    target = Path(out)
+    check_output_dir(target, force=True)
+    with atomic_dir(target, replace=replace) as d:
+        _write_run_files(result, d, slo, html)
+    return target
+
+
+def _write_run_files(result: SimResult, d: Path, slo: SLO | None, html: bool) -> None:
     summary = enrich_summary(result, slo)
     atomic_write_json(d / "summary.json", summary)
     _parquet(result.calls, d / "calls.parquet")
@@ -253,7 +272,6 @@ def write_results(
     atomic_write_json(d / "config.json", result.config)
     render_s = write_reports(result, d, summary=summary, html=html)
     atomic_write_json(d / "perf.json", {**result.perf, "report_render_s": render_s})
-    return d
 
 
 def write_reports(

@@ -1,7 +1,7 @@
 """The calibration harness: grids, the torch engine on CPU end to end, resumable records.
 
 The torch tests run a tiny Llama (2 layers, hidden 128) on CPU: record -> fit ->
-validate -> replay byte-identical, plus resume, truncated and corrupt record files.
+validate -> replay (byte-identical on one machine), plus resume, truncated and corrupt record files.
 """
 
 from __future__ import annotations
@@ -245,13 +245,15 @@ def test_fit_validate_replay_byte_identical(recorded: tuple[Path, Path], tmp_pat
     assert cm_path.read_bytes() == before
 
 
-# --- committed records and cost models pair by name and replay byte for byte ---------
+# --- committed records and cost models pair by name and replay --------------------
+# (the same model within the per-value tolerances of sim.calibration.check: another
+# CPU's BLAS moves a fit by ~1e-5, so bytes can differ; see calibration/README.md)
 
 COMMITTED = sorted((ROOT / "calibration/costmodels").glob("*.toml"))
 
 
 @pytest.mark.parametrize("costmodel", COMMITTED, ids=[p.stem for p in COMMITTED])
-def test_committed_costmodel_replays_byte_for_byte(costmodel: Path, tmp_path: Path) -> None:
+def test_committed_costmodel_replays_within_tolerance(costmodel: Path, tmp_path: Path) -> None:
     records = sorted((ROOT / "calibration/records").glob(f"{costmodel.stem}.jsonl*"))
     assert records, (
         f"calibration/records/{costmodel.stem}.jsonl is missing (records and cost models pair by name)"
@@ -259,6 +261,7 @@ def test_committed_costmodel_replays_byte_for_byte(costmodel: Path, tmp_path: Pa
     out = tmp_path / costmodel.name
     out.write_bytes(costmodel.read_bytes())
     assert cli("replay", *map(str, records), "-o", str(out), "--check") == 0
+    assert out.read_bytes() == costmodel.read_bytes()
 
 
 def test_static_decode_reads_kv_heads_without_a_mask(monkeypatch: pytest.MonkeyPatch) -> None:

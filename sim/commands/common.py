@@ -7,6 +7,7 @@ the parsed flags into a validated cluster config and a loaded workload.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from sim.config import ClusterConfig, apply_overrides, default_cluster_config, load_cluster_config
@@ -100,6 +101,12 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
         action="store_true",
         help="skip the per-run report.html (its plots are the slowest output); report.md is still written",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an --out directory that already holds results (it is swapped whole "
+        "for the new one at the end; without --force such an --out is an error)",
+    )
 
 
 def policy_overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -162,3 +169,67 @@ def faults_from_args(args: argparse.Namespace) -> FaultSchedule | None:
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
     return load_trace(trace_path(args), args.trace_format)
+
+
+#: Arguments that change only what is printed or which files are drawn, never the
+#: results: left out of :func:`run_config_key`.  The quick cluster and policy flags are
+#: left out too (the resolved cluster config holds them), and file arguments count by
+#: content (a digest), not by name.
+NOT_CONFIG = frozenset(
+    {"func", "command", "out", "force", "quiet", "no_html", "run_reports", "html", "dry_run"}
+    | {"backend", "workers", "address", "trace", "cluster", "faults", "costmodel"}
+    | {"gpu", "nodes", "model", "tp", "pp", "replicas", "max_num_seqs"}
+    | {"max_num_batched_tokens", "block_size", "no_fast_forward", "policy", *POLICY_FLAGS}
+)
+
+
+def run_config_key(args: argparse.Namespace, cfg: ClusterConfig) -> dict[str, Any]:
+    """Everything that determines a run's results, as canonical JSON-able data: the
+    resolved cluster config (its cost model by content), the trace and fault files by
+    content, and every other argument (seed, load scale, SLO, ...) not in
+    :data:`NOT_CONFIG`.  Machine-independent: no absolute paths, no Python hash()."""
+    from sim import __version__
+    from sim.io import file_sha256
+
+    def digest(p: str | None) -> str | None:
+        return file_sha256(p) if p and Path(p).exists() else p
+
+    cl = cfg.to_dict()
+    cl.pop("source", None)
+    cl["costmodel"] = digest(cfg.costmodel)
+    rest = {
+        k: v
+        for k, v in sorted(vars(args).items())
+        if k not in NOT_CONFIG and (v is None or isinstance(v, str | int | float | bool | list))
+    }
+    return {
+        "agentsim": __version__,
+        "cluster": cl,
+        "trace": digest(trace_path(args)),
+        "faults": digest(getattr(args, "faults", None)),
+        "args": rest,
+    }
+
+
+def run_config_hash(args: argparse.Namespace, cfg: ClusterConfig) -> str:
+    """8 hex digits naming a run configuration (:func:`run_config_key`), as used in the
+    default output directory names: other flags give another directory."""
+    from sim.io import config_digest
+
+    return config_digest(run_config_key(args, cfg))
+
+
+def prepare_out(
+    args: argparse.Namespace, default: Path, inputs: tuple[str | None, ...] = ()
+) -> tuple[Path, bool]:
+    """The output directory (``--out`` or ``default``), vetted before simulating, and
+    whether it may be replaced: ``--out`` holding results needs ``--force``; the default
+    directory (named by the config hash, so the same config) is always replaced."""
+    from sim.io import check_not_input, check_output_dir
+
+    given = getattr(args, "out", None)
+    out = Path(given) if given else default
+    replace = bool(getattr(args, "force", False)) or not given
+    check_output_dir(out, force=replace)
+    check_not_input(out, [i for i in inputs if i], directory=True)
+    return out, replace

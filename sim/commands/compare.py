@@ -12,6 +12,8 @@ from sim.commands.common import (
     add_run_arguments,
     cluster_from_args,
     faults_from_args,
+    prepare_out,
+    run_config_hash,
     trace_path,
     workload_from_args,
 )
@@ -50,7 +52,11 @@ def register(sub: Any) -> None:
         "rate, so seeds vary the workload too (all policies see the same workload per seed)",
     )
     add_slo_arguments(p)
-    p.add_argument("--out", help="output directory (default results/compare-<trace>/)")
+    p.add_argument(
+        "--out",
+        help="output directory (default results/compare-<trace>-<hash>/, <hash> naming the "
+        "whole configuration); written whole at the end, an --out holding results needs --force",
+    )
     p.add_argument(
         "--run-reports",
         action="store_true",
@@ -65,38 +71,41 @@ def _dirname(label: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from sim.api import Result, compare
+    from sim.io import atomic_dir
     from sim.report import write_results
 
-    out = (
-        Path(args.out)
-        if args.out
-        else RESULTS_DIR / f"compare-{Path(trace_path(args)).name.split('.')[0]}"
-    )
+    cfg = cluster_from_args(args)
     slo = slo_from_args(args)
+    trace = trace_path(args)
+    default = RESULTS_DIR / f"compare-{Path(trace).name.split('.')[0]}-{run_config_hash(args, cfg)}"
+    out, replace = prepare_out(args, default, (trace, args.cluster, args.faults, args.costmodel))
+    # Every file (the runs, then the tables) goes into a temporary sibling that is
+    # renamed onto --out at the end: Ctrl-C or an error leaves --out as it was.
+    with atomic_dir(out, replace=replace) as tmp:
 
-    def save(label: str, seed: int, res: Result) -> None:
-        write_results(
-            res.raw,
-            out / "runs" / f"{_dirname(label)}-seed{seed}",
-            slo,
-            args.run_reports and not args.no_html,
+        def save(label: str, seed: int, res: Result) -> None:
+            write_results(
+                res.raw,
+                tmp / "runs" / f"{_dirname(label)}-seed{seed}",
+                slo,
+                args.run_reports and not args.no_html,
+            )
+
+        cmp = compare(
+            workload_from_args(args),
+            cfg,
+            args.policies,
+            seeds=args.seeds,
+            seed=args.seed,
+            load_scale=args.load_scale,
+            slo=slo,
+            rank_by=args.rank_by,
+            retime=args.retime,
+            faults=faults_from_args(args),
+            progress=not args.quiet,
+            on_run=save,
         )
-
-    cmp = compare(
-        workload_from_args(args),
-        cluster_from_args(args),
-        args.policies,
-        seeds=args.seeds,
-        seed=args.seed,
-        load_scale=args.load_scale,
-        slo=slo,
-        rank_by=args.rank_by,
-        retime=args.retime,
-        faults=faults_from_args(args),
-        progress=not args.quiet,
-        on_run=save,
-    )
-    cmp.save(out)
+        cmp.save(tmp)
     if not args.quiet:
         print(cmp.markdown())
         print(f"comparison: {out / 'comparison.csv'}", file=sys.stderr)

@@ -39,7 +39,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--out",
-        help="also write each scenario's results and regress.md (the table in Markdown) here",
+        help="also write each scenario's results and regress.md (the table in Markdown) here "
+        "(written whole at the end; an --out holding results needs --force)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an --out directory that holds results"
     )
     p.add_argument(
         "--changes-only",
@@ -51,7 +55,19 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.baseline)
-    out = Path(args.out) if args.out else None
+    if not args.out:
+        return _run(args, path, None)
+    from sim.io import atomic_dir, check_not_input, check_output_dir
+
+    out = check_output_dir(args.out, force=args.force)
+    check_not_input(out, [args.baseline], directory=True)
+    # every scenario's directory and regress.md go into a temporary sibling that is
+    # renamed onto --out at the end: Ctrl-C or an error leaves --out as it was
+    with atomic_dir(out, replace=args.force) as tmp:
+        return _run(args, path, tmp)
+
+
+def _run(args: argparse.Namespace, path: Path, out: Path | None) -> int:
     t0 = time.perf_counter()
     if args.update:
         return _update(path, out, t0)

@@ -62,7 +62,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sim.io import atomic_write_json
+    from sim.io import atomic_dir, atomic_write_json, link_or_copy_tree
     from sim.report import enrich_summary, load_results, write_reports
 
     for d in map(Path, args.dirs):
@@ -71,8 +71,16 @@ def run(args: argparse.Namespace) -> int:
         saved = result.summary.get("slo")
         base = SLO(float(saved["ttft_s"]), float(saved["tpot_s"])) if saved else None
         summary = enrich_summary(result, slo_from_args(args, base))
-        atomic_write_json(d / "summary.json", summary)
-        render_s = write_reports(result, d, summary=summary, html=not args.no_html)
+        # The directory is rebuilt beside itself (its other files hard-linked, not
+        # copied) and swapped in whole: Ctrl-C mid-render leaves it as it was, never a
+        # new summary.json next to an old report.html.
+        with atomic_dir(d, replace=True) as tmp:
+            link_or_copy_tree(d, tmp)
+            if args.no_html and summary != result.summary:
+                # an old report.html would show other numbers than summary.json
+                (tmp / "report.html").unlink(missing_ok=True)
+            atomic_write_json(tmp / "summary.json", summary)
+            render_s = write_reports(result, tmp, summary=summary, html=not args.no_html)
         if not args.quiet:
             print(
                 f"rendered in {render_s:.2f} s (loaded in {time.perf_counter() - t0 - render_s:.2f} s)",

@@ -11,6 +11,8 @@ from sim.commands.common import (
     add_run_arguments,
     cluster_from_args,
     faults_from_args,
+    prepare_out,
+    run_config_hash,
     trace_path,
     workload_from_args,
 )
@@ -26,7 +28,9 @@ def register(sub: Any) -> None:
         help="simulate a trace on a cluster and write a report",
         description="Simulate a trace on a cluster under the chosen policies; writes summary.json, "
         "calls.parquet, report.md and report.html to --out "
-        "(default results/<trace>-<policy>-seed<N>/).",
+        "(default results/<trace>-<policy>-seed<N>-<hash>/, where <hash> names the whole "
+        "configuration: other flags give another directory).  The directory is written "
+        "whole at the end (Ctrl-C leaves nothing); an --out holding results needs --force.",
     )
     add_run_arguments(p)
     add_slo_arguments(p)
@@ -34,14 +38,23 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def default_run_name(trace: str, policy: str, seed: int) -> str:
+def default_run_name(trace: str, policy: str, seed: int, config_hash: str = "") -> str:
+    """``<trace>-<policy>-seed<N>-<hash>``: ``config_hash`` (:func:`run_config_hash`)
+    tells apart runs that differ in any other flag."""
     stem = Path(trace).name.split(".")[0]
     pol = policy.split(":")[0]
-    return f"{stem}-{pol}-seed{seed}"
+    name = f"{stem}-{pol}-seed{seed}"
+    return f"{name}-{config_hash}" if config_hash else name
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = cluster_from_args(args)
+    slo = slo_from_args(args)
+    trace = trace_path(args)
+    default = RESULTS_DIR / default_run_name(
+        trace, cfg.policies.router, args.seed, run_config_hash(args, cfg)
+    )
+    out, replace = prepare_out(args, default, (trace, args.cluster, args.faults, args.costmodel))
     workload = workload_from_args(args)
     result = simulate(
         workload,
@@ -51,12 +64,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         faults=faults_from_args(args),
     )
-    out = (
-        Path(args.out)
-        if args.out
-        else RESULTS_DIR / default_run_name(trace_path(args), cfg.policies.router, args.seed)
-    )
-    write_results(result, out, slo=slo_from_args(args), html=not args.no_html)
+    write_results(result, out, slo=slo, html=not args.no_html, replace=replace)
     if not args.quiet:
         s = result.summary
         p = result.perf

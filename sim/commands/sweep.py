@@ -14,8 +14,9 @@ from typing import Any
 
 from sim.commands.common import POLICY_FLAGS, add_run_arguments, policy_overrides
 from sim.config import QUICK_FIELDS
+from sim.io import atomic_dir
 from sim.paths import RESULTS_DIR
-from sim.sweep import expand, is_done, load_sweep, make_backend, run_sweep
+from sim.sweep import SweepOutcome, expand, is_done, load_sweep, make_backend, run_sweep
 
 
 def register(sub: Any) -> None:
@@ -25,7 +26,8 @@ def register(sub: Any) -> None:
         description="Expand the grid of SWEEP.toml and run every configuration not finished "
         "yet. Writes OUT/runs/<id>/ per run, OUT/sweep.parquet (+ sweep.csv) with one row per "
         "run, OUT/sweep_perf.csv (wall times) and OUT/sweep_report.md with plots of metric vs "
-        "load per policy. Run flags (--trace, --cluster, --replicas, ...) set the base config.",
+        "load per policy. Run flags (--trace, --cluster, --replicas, ...) set the base config. "
+        "Rerunning into the same OUT resumes (finished runs are kept); --force starts afresh.",
     )
     p.add_argument("sweep_file", metavar="SWEEP.toml", help="the sweep definition")
     p.add_argument(
@@ -72,6 +74,36 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def is_sweep_dir(path: Path) -> bool:
+    """Whether ``path`` holds an earlier sweep (a ``runs/`` folder, and not a run's or a
+    comparison's files), which a rerun resumes."""
+    return (
+        (path / "runs").is_dir()
+        and not (path / "summary.json").exists()
+        and not (path / "comparison.csv").exists()
+    )
+
+
+def _check_out(out: Path, force: bool, sweep_file: str) -> bool:
+    """Vet ``--out`` before running anything; returns whether to start it afresh.
+
+    An absent or empty directory, or an earlier sweep's (resumed: its finished runs
+    are kept, each run directory having been written whole), is used in place.
+    ``--force`` starts afresh, replacing what is there whole at the end.  Anything
+    else (a file, another command's results, a directory agentsim did not write) is
+    an error, as in ``agentsim run``.
+    """
+    from sim.io import check_not_input, check_output_dir
+
+    used = out.is_dir() and next(out.iterdir(), None) is not None
+    if used and is_sweep_dir(out) and not force:
+        return False
+    check_output_dir(out, force=force)
+    if used:
+        check_not_input(out, [sweep_file], directory=True)
+    return used
+
+
 def run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.sweep_file, base_overrides(args))
     specs = expand(sweep)
@@ -84,16 +116,27 @@ def run(args: argparse.Namespace) -> int:
         done = sum(is_done(out, s) for s in specs)
         print(f"{len(specs)} runs, {done} done, {len(specs) - done} to run -> {out}")
         return 0
+    fresh = _check_out(out, args.force, args.sweep_file)
     backend = make_backend(args.backend, args.workers, args.address)
-    result = run_sweep(
-        specs,
-        out,
-        backend,
-        progress=not args.quiet,
-        metrics=sweep.metrics,
-        title=sweep.name,
-        html=args.html and not args.no_html,
-    )
+
+    def go(d: Path) -> SweepOutcome:
+        return run_sweep(
+            specs,
+            d,
+            backend,
+            progress=not args.quiet,
+            metrics=sweep.metrics,
+            title=sweep.name,
+            html=args.html and not args.no_html,
+        )
+
+    if fresh:
+        # --force over earlier results: the new sweep is built whole beside them and
+        # swapped in at the end (Ctrl-C or an error leaves the old one as it was).
+        with atomic_dir(out, replace=True) as tmp:
+            result = go(tmp)
+    else:
+        result = go(out)
     if not args.quiet:
         print(
             f"sweep {sweep.name}: {result.total} runs: {len(result.skipped)} already done, "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
+from sim.io import atomic_write_stream, check_not_input, check_output_file
 from sim.traces import FORMATS, TraceOptions, detect_format, load_trace, stream_trace
 from sim.traces.canonical import HEADER_KEY, write_canonical
 from sim.traces.estimate import ServiceEstimate
@@ -160,14 +161,28 @@ def _fmt_of(args: argparse.Namespace, path: str) -> str:
     return str(args.trace_format or detect_format(path))
 
 
+def _check_out(args: argparse.Namespace, *inputs: str) -> None:
+    """Vet ``-o`` before reading anything: a writable file path that is not an input
+    (nor inside an input directory)."""
+    check_output_file(args.out)
+    check_not_input(args.out, inputs)
+
+
+def _write(calls: Any, out: str, header: dict[str, Any]) -> int:
+    """Write canonical JSONL to ``out`` atomically (nothing is left behind when the
+    reader fails half-way or on Ctrl-C); returns the number of calls."""
+    return atomic_write_stream(out, lambda fh: write_canonical(calls, fh, header))
+
+
 def run_convert(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
+    _check_out(args, args.input)
     fmt = _fmt_of(args, args.input)
     st = stream_trace(args.input, fmt, reader_options(args))
     header: dict[str, Any] = {"source": Path(args.input).name, **st.meta}
     if args.attribution:
         header["attribution"] = args.attribution
-    n = write_canonical(st.calls, args.out, header)
+    n = _write(st.calls, args.out, header)
     r = st.report
     skipped = sum(r.skipped.values())
     print(
@@ -195,6 +210,7 @@ def run_stats(args: argparse.Namespace) -> int:
 def run_synth(args: argparse.Namespace) -> int:
     from dataclasses import asdict, replace
 
+    _check_out(args, args.config)
     cfg = load_synth_config(args.config)
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
@@ -203,7 +219,7 @@ def run_synth(args: argparse.Namespace) -> int:
             raise InputError("--sessions", None, None, "must be >= 1")
         cfg = replace(cfg, sessions=args.sessions)
     try:
-        n = write_canonical(
+        n = _write(
             generate(cfg),
             args.out,
             {
@@ -222,6 +238,7 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_sample(args: argparse.Namespace) -> int:
     if args.sessions < 1:
         raise InputError("--sessions", None, None, "must be >= 1")
+    _check_out(args, args.input)
     fmt = _fmt_of(args, args.input)
     w = load_trace(args.input, fmt, reader_options(args))
     calls = sample_sessions(w, args.sessions, args.seed, args.max_calls)
@@ -240,7 +257,7 @@ def run_sample(args: argparse.Namespace) -> int:
         header["sample_seed"] = args.seed
     if args.rate is not None:
         header["retimed_sessions_per_s"] = args.rate
-    n = write_canonical(calls, args.out, header)
+    n = _write(calls, args.out, header)
     print(
         f"{args.input}: kept {len({c.session_id for c in calls})} sessions, {n:,} calls -> {args.out}",
         file=sys.stderr,
