@@ -31,7 +31,7 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
 
     The temporary file is a hidden sibling (``.NAME.XXXX.tmp``); it is removed when

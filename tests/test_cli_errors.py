@@ -113,6 +113,12 @@ def test_sigint_during_run_leaves_no_partial_outputs(tmp_path: Path, delay_s: fl
         assert b"interrupted" in err and b"Traceback" not in err
     files = sorted(p.name for p in out.iterdir()) if out.exists() else []
     assert not [f for f in files if f.endswith(".tmp")], files
+    # The run directory is renamed into place whole: absent, or every file complete.
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    if proc.returncode != 0:
+        assert files == [], files
+    else:
+        assert {"summary.json", "calls.parquet", "report.md", "report.html"} <= set(files)
     if "summary.json" in files:
         json.loads((out / "summary.json").read_text())
     if "calls.parquet" in files:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,17 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_costmodel(args.costmodel) if args.costmodel else default_fitted_costmodel()
     it = model.for_replica(hw)
     shapes = _read_shapes(args.shapes)
-    out = Path(args.output)
-    with open(out, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow([*COLUMNS, "iteration_s"])
-        for s in shapes:
-            t = it.iteration_time(iteration_batch({k: float(v) for k, v in s.items()}))
-            w.writerow([*(s[c] for c in COLUMNS), repr(t)])
+    from sim.io import atomic_write, check_output_file
+
+    out = check_output_file(args.output, "--output")
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow([*COLUMNS, "iteration_s"])
+    for s in shapes:
+        t = it.iteration_time(iteration_batch({k: float(v) for k, v in s.items()}))
+        w.writerow([*(s[c] for c in COLUMNS), repr(t)])
+    # written whole or not at all (a failure or Ctrl-C leaves no partial CSV)
+    atomic_write(out, lambda tmp: Path(tmp).write_text(buf.getvalue(), "utf-8", newline=""))
     print(
         f"{out}: {len(shapes)} shapes, cost model {model.name}, {spec.name} on {gpu.name} TP={args.tp}"
     )
