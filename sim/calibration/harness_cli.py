@@ -56,6 +56,12 @@ def register(sub: Any) -> None:
     p.add_argument("--dtype", help="override the grid's dtype (auto, float32, float16, bfloat16)")
     p.add_argument("--layers", type=int, help="override the grid's decoder-layer count")
     p.add_argument(
+        "--skip-memory-check",
+        action="store_true",
+        help="torch: build the model even when its estimated memory (weights + the grid's "
+        "largest KV cache) exceeds what the device has free",
+    )
+    p.add_argument(
         "--threads", type=int, default=1, help="torch on cpu: intra-op threads (default 1)"
     )
     p.add_argument(
@@ -160,6 +166,8 @@ def run_record(args: argparse.Namespace) -> int:
             min_context=grid.max_context,
             threads=args.threads,
         )
+        if not args.skip_memory_check:
+            _check_memory(cfg, grid.shapes)
         print(
             f"torch engine: {args.model} on {cfg.device}, {len(grid.shapes)} shapes x {len(grid.tp)} TP",
             flush=True,
@@ -198,6 +206,19 @@ def run_record(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+def _check_memory(cfg: Any, shapes: Any) -> None:
+    """Refuse (one line, exit 2) a torch recording whose model and largest KV cache
+    would not fit in the device's free memory, before building anything."""
+    from sim.calibration.engines import memory, resolve_model_config
+
+    if cfg.layers is not None and cfg.layers < 1:
+        return  # the engine reports it
+    name, model_cfg = resolve_model_config(cfg.model)
+    dtype = memory.resolve_dtype(cfg.dtype, cfg.device)
+    available = memory.available_bytes(cfg.device)
+    memory.check_fits(name, model_cfg, shapes, dtype, cfg.layers, cfg.device, available)
 
 
 def _log(msg: str) -> None:
