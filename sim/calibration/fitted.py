@@ -1025,11 +1025,11 @@ class FittedCostModel:
         datasheet ratios (peak FLOP/s for compute curves, HBM bandwidth for memory)."""
         if gpu.name in self.gpus:
             return self.gpus[gpu.name]
-        known = [n for n in sorted(self.gpus) if n in GPUS]
+        # a CPU fit (the harness's nominal "cpu" device) says nothing about a GPU's
+        # kernels: it is never scaled to one by datasheet ratios
+        known = [n for n in sorted(self.gpus) if n in GPUS and GPUS[n].form_factor != "cpu"]
         if not known:
-            raise ConfigError(
-                f"cost model {self.name!r} has no parameters for GPU {gpu.name!r} and none to scale from"
-            )
+            raise ConfigError(self._no_parameters(gpu.name))
         base_name = min(known, key=lambda n: abs(math.log(GPUS[n].peak_flops / gpu.peak_flops)))
         base = GPUS[base_name]
         return self.gpus[base_name].scaled(
@@ -1037,6 +1037,31 @@ class FittedCostModel:
             gpu.hbm_bandwidth / base.hbm_bandwidth,
             origin=f"scaled from {base_name} by datasheet peak FLOP/s and HBM bandwidth",
         )
+
+    def _no_parameters(self, gpu: str) -> str:
+        """Why this model cannot price ``gpu``, what it was fitted for, and what to do."""
+        fitted = ", ".join(sorted(self.gpus)) or "no device"
+        files = ", ".join(str(f.get("file")) for f in self.meta.get("fitted_from", []))
+        where = f" ({self.path})" if self.path else ""
+        src = f", fitted from {files}" if files else ""
+        msg = (
+            f"cost model {self.name!r}{where} has parameters only for {fitted}{src}, "
+            f"not for GPU {gpu!r}"
+        )
+        gpus = [n for n in sorted(self.gpus) if n != "cpu"]
+        if "cpu" in self.gpus and not gpus:
+            return (
+                msg + ", and a CPU fit is not scaled to a GPU: it prices the calibration "
+                "harness's 'cpu' device, for `agentsim calibrate validate --costmodel FILE "
+                "RECORDS` and `agentsim calibrate compare-e2e`; to simulate GPUs, fit records "
+                "measured on a GPU (see 'Using a fitted cost model' in calibration/README.md)"
+            )
+        if gpus:
+            return (
+                msg + f" ({', '.join(gpus)}: not in agentsim's GPU list, so none to scale "
+                "from); fit records of a listed GPU (`agentsim run --gpu` names them)"
+            )
+        return msg + " and none to scale from"
 
     def for_replica(self, hw: ReplicaHardware) -> IterationModel:
         model = self._models.get(hw)
