@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import simpy
@@ -38,7 +38,7 @@ from policies.base import (
     RetentionPolicy,
     Router,
 )
-from sim.config import ClusterConfig, Deployment
+from sim.config import ClusterConfig, Deployment, max_model_len
 from sim.costmodel import CostModel, ReplicaHardware, kv_transfer_time, load_time
 from sim.engine import EngineConfig, Replica, Seq
 from sim.errors import ConfigError, PolicyError
@@ -260,6 +260,12 @@ class Cluster:
         self.migrations = 0
         self.migrated_tokens = 0
         self.migration_s = 0.0
+        # request length limits, checked as calls arrive (dispatch): model -> tokens
+        self.max_model_len: dict[str, int] = {}
+        self.rejected_too_long = 0
+        self.truncated_calls = 0
+        self.truncated_prompt_tokens = 0
+        self.truncated_output_tokens = 0
         for dep in cfg.deployments:
             spec = get_model(dep.model).with_dtype(dep.dtype, dep.kv_cache_dtype)
             if spec.name in self.deployments:
@@ -267,6 +273,7 @@ class Cluster:
             self.deployments[spec.name] = dep
             self.specs[spec.name] = spec
             self.memory[spec.name] = plan_memory(spec, driver_total_bytes(self.gpu), dep)
+            self.max_model_len[spec.name] = max_model_len(dep)
         self.default_model = get_model(cfg.default_model).name
         # Kubernetes plumbing: mesh overhead per call (the response half waits in
         # _mesh_return until the call completes) and when each node has the image
@@ -496,6 +503,13 @@ class Cluster:
         issue time, generated tokens and counters); None for a new call.
         """
         model = self.resolve_model(call.model)
+        if seq is None and call.input_tokens + call.output_tokens > self.max_model_len[model]:
+            fitted = self._fit_length(call, model)
+            if fitted is None:
+                self._mesh_return.pop(call.call_id, None)
+                self.on_call_done(call, self.env.now, "failed", "exceeds_max_model_len", None)
+                return
+            call = fitted
         candidates = self._ready.get(model)
         if not candidates:
             if not self._can_serve(model):
@@ -503,10 +517,6 @@ class Cluster:
                 self.on_call_done(call, self.env.now, "failed", reason, seq)
             else:
                 self._pending[model].append((call, issued_s, has_successor, seq))
-            return
-        limit = self.deployments[model].max_model_len
-        if limit and call.input_tokens + call.output_tokens > limit:
-            self.on_call_done(call, self.env.now, "failed", "exceeds_max_model_len", seq)
             return
         if not candidates[0].fits(call):
             self.on_call_done(call, self.env.now, "failed", "exceeds_kv_capacity", seq)
@@ -526,6 +536,23 @@ class Cluster:
                 ev.callbacks.append(lambda _e: self._deliver(rep, seq))
                 return
         self._deliver(rep, seq)
+
+    def _fit_length(self, call: Call, model: str) -> Call | None:
+        """A call longer than its model's ``max_model_len``, as the deployment's
+        ``too_long`` says: None (``reject``), or the call truncated to fit
+        (``truncate``: the output capped at ``limit - 1``, then the prompt's last
+        ``limit - output`` tokens kept, without its prefix hashes)."""
+        if self.deployments[model].too_long != "truncate":
+            self.rejected_too_long += 1
+            return None
+        limit = self.max_model_len[model]
+        out = min(call.output_tokens, limit - 1)
+        inp = min(call.input_tokens, limit - out)
+        self.truncated_calls += 1
+        self.truncated_prompt_tokens += call.input_tokens - inp
+        self.truncated_output_tokens += call.output_tokens - out
+        hashes = call.prefix_hashes if inp == call.input_tokens else ()
+        return replace(call, input_tokens=inp, output_tokens=out, prefix_hashes=hashes)
 
     def _migrate(self, call: Call, rep: Replica, candidates: Sequence[Replica], seq: Seq) -> float:
         """Move ``call``'s cached prefix to ``rep`` if cheaper than recompute; the delay (s)."""

@@ -8,6 +8,7 @@ See ``examples/clusters/*.toml`` and the README for the format.  Every problem r
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,15 @@ class Deployment:
     block, ``gpu_memory_utilization`` of GPU memory usable for weights + activations +
     KV.  ``cold_start``: replicas load their weights at t=0 (from ``weight_source``:
     ``nvme``, ``host`` or ``remote``) before serving; ``init_s`` is engine start-up
-    time on top of the weight load (seconds).  ``max_model_len`` (> 0) rejects calls
-    whose prompt plus output exceed it, as vLLM does (0: no limit; the presets'
-    native context is ``ModelSpec.max_context``).  ``num_gpu_blocks_override`` (> 0)
+    time on top of the weight load (seconds).  ``max_model_len``: the longest sequence
+    (prompt + output tokens) a replica serves; 0 (the default) means the model's
+    context (``ModelSpec.max_context``, its HF ``max_position_embeddings``), as vLLM
+    derives it.  A call longer than that is handled per ``too_long``: ``reject`` (the
+    default, as vLLM's OpenAI server answers 400) fails it at arrival with reason
+    ``exceeds_max_model_len``, using no GPU time; ``truncate`` keeps the last
+    ``max_model_len - output`` prompt tokens (the output capped at ``max_model_len - 1``
+    first when it alone does not fit; a truncated prompt keeps no prefix hashes, its
+    start was cut).  ``num_gpu_blocks_override`` (> 0)
     fixes the KV capacity in blocks instead of deriving it from memory (as vLLM's
     flag of the same name).
 
@@ -65,7 +72,7 @@ class Deployment:
     memory evicted is loaded back over PCIe instead of recomputed (``sim/engine.py``).
     """
 
-    model: str = "llama-3-70b"
+    model: str = "llama-3.1-70b"
     tp: int = 4
     pp: int = 1
     replicas: int = 4
@@ -78,6 +85,7 @@ class Deployment:
     init_s: float = 20.0
     num_gpu_blocks_override: int = 0
     max_model_len: int = 0
+    too_long: str = "reject"
     scheduling_s: float = 5.0
     image_pull_s: float = 90.0
     mesh_hops: int = 0
@@ -145,13 +153,29 @@ class ClusterConfig:
         return d
 
 
+#: What happens to a call longer than its deployment's ``max_model_len``.
+TOO_LONG = ("reject", "truncate")
+
+
+def max_model_len(d: Deployment) -> int:
+    """The longest sequence (prompt + output tokens) ``d`` serves: its ``max_model_len``,
+    or the model's context when that is 0."""
+    return d.max_model_len or get_model(d.model).max_context
+
+
 def _check(cond: bool, where: str, field_: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"{where}: {field_}: {msg}")
 
 
+#: Largest magnitude of any number in a cluster config (no count, token limit or
+#: duration of a real cluster comes near it; beyond it arithmetic loses meaning).
+MAX_CONFIG_NUMBER = 10**9
+
+
 def _typed(where: str, field_: str, value: Any, default: Any) -> Any:
-    """Check ``value`` has the type of ``default`` (ints accepted for floats)."""
+    """Check ``value`` has the type of ``default`` (ints accepted for floats); numbers
+    must be finite and at most :data:`MAX_CONFIG_NUMBER` in magnitude."""
     if isinstance(default, bool):
         _check(isinstance(value, bool), where, field_, f"expected true/false, got {value!r}")
     elif isinstance(default, int):
@@ -161,6 +185,12 @@ def _typed(where: str, field_: str, value: Any, default: Any) -> Any:
             field_,
             f"expected an integer, got {value!r}",
         )
+        _check(
+            abs(value) <= MAX_CONFIG_NUMBER,
+            where,
+            field_,
+            f"{value:.3g} is too large (at most {MAX_CONFIG_NUMBER:.0e})",
+        )
     elif isinstance(default, float):
         _check(
             isinstance(value, int | float) and not isinstance(value, bool),
@@ -169,6 +199,13 @@ def _typed(where: str, field_: str, value: Any, default: Any) -> Any:
             f"expected a number, got {value!r}",
         )
         value = float(value)
+        _check(math.isfinite(value), where, field_, f"expected a finite number, got {value!r}")
+        _check(
+            abs(value) <= MAX_CONFIG_NUMBER,
+            where,
+            field_,
+            f"{value:.3g} is too large (at most {MAX_CONFIG_NUMBER:.0e})",
+        )
     elif isinstance(default, str):
         _check(isinstance(value, str), where, field_, f"expected a string, got {value!r}")
     return value
@@ -250,7 +287,18 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         )
         _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
         _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
-        _check(d.max_model_len >= 0, w, f"{p}.max_model_len", "must be >= 0 (0: no limit)")
+        _check(
+            d.max_model_len >= 0,
+            w,
+            f"{p}.max_model_len",
+            f"must be >= 0 (0: the model's context, {spec.max_context}), got {d.max_model_len}",
+        )
+        _check(
+            d.too_long in TOO_LONG,
+            w,
+            f"{p}.too_long",
+            f"expected one of {', '.join(TOO_LONG)}, got {d.too_long!r}",
+        )
         _check(d.scheduling_s >= 0, w, f"{p}.scheduling_s", "must be >= 0")
         _check(d.image_pull_s >= 0, w, f"{p}.image_pull_s", "must be >= 0")
         _check(d.mesh_hops >= 0, w, f"{p}.mesh_hops", "must be >= 0")
@@ -371,7 +419,9 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
 
 
 def default_cluster_config() -> ClusterConfig:
-    """The embedded default: 2 DGX A100 80GB nodes, Llama-3-70B at TP=4, 4 replicas."""
+    """The embedded default: 2 DGX A100 80GB nodes, Llama-3.1-70B at TP=4, 4 replicas
+    (Llama-3-70B's architecture with a 128k context, so that the default trace's
+    longest prompts, 11.6k tokens, fit its ``max_model_len``)."""
     return validate(ClusterConfig())
 
 
@@ -388,6 +438,8 @@ QUICK_FIELDS = (
     "block_size",
     "dtype",
     "kv_cache_dtype",
+    "max_model_len",
+    "too_long",
 )
 
 
@@ -405,7 +457,7 @@ def apply_overrides(
     """Return ``cfg`` with quick-flag overrides applied (None means keep).
 
     ``deployment`` fields (``model``, ``tp``, ``replicas``, ...) override the first
-    deployment.  ``nodes`` replaces the node list by that many nodes of the first
+    deployment (``too_long``: every deployment).  ``nodes`` replaces the node list by that many nodes of the first
     group's builder (or ``node_builder``).
     """
     changes: dict[str, Any] = {}
@@ -424,8 +476,14 @@ def apply_overrides(
     unknown = set(dep) - set(QUICK_FIELDS)
     if unknown:
         raise ConfigError(f"unknown deployment override(s): {', '.join(sorted(unknown))}")
+    too_long = dep.pop("too_long", None)
+    deps = cfg.deployments
     if dep:
-        changes["deployments"] = (replace(cfg.deployments[0], **dep),) + cfg.deployments[1:]
+        deps = (replace(deps[0], **dep),) + deps[1:]
+    if too_long is not None:  # a serving-wide choice: every deployment
+        deps = tuple(replace(d, too_long=too_long) for d in deps)
+    if deps is not cfg.deployments:
+        changes["deployments"] = deps
     if policies:
         pol: dict[str, Any] = {k: v for k, v in policies.items() if v is not None}
         changes["policies"] = replace(cfg.policies, **pol)

@@ -117,7 +117,8 @@ class Fault:
 class FaultGenerator:
     """Random faults: per component, failures after exponential times with mean MTBF,
     repairs after exponential times with mean MTTR (``inf``: never repaired); a
-    component does not fail again while down.  An MTBF of 0 disables that kind."""
+    component does not fail again while down.  A kind whose MTBF is not given (0)
+    does not fail; an MTBF given in the file must be > 0."""
 
     seed: int = 0
     horizon_s: float = 3600.0
@@ -348,7 +349,7 @@ class _Reader:
 
     def index(self, raw: dict[str, Any], key: str, fld: str, line: int | None) -> int:
         v = raw[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2**31:
             raise self.err(
                 _key_line(self.text, line, key), fld, f"expected an index >= 0, got {v!r}"
             )
@@ -476,8 +477,19 @@ class _Reader:
                 kw[key] = x
             elif key.endswith("_mttr_s"):
                 kw[key] = self.number(raw, key, fld, line, strict=True, allow_inf=True)
+            elif key.endswith("_mtbf_s"):
+                # absent: that kind is off; given, it must be a real mean time (0 used to
+                # disable the kind silently, which read as "fails constantly")
+                kw[key] = self.number(raw, key, fld, line, strict=True)
             else:
                 kw[key] = self.number(raw, key, fld, line, strict=key == "link_duration_s")
+        mtbfs = [k for k in known if k.endswith("_mtbf_s")]
+        if not any(k in kw for k in mtbfs):
+            raise self.err(
+                line,
+                "generate",
+                f"sets no MTBF, so it would generate no faults; set one of {', '.join(mtbfs)}",
+            )
         if "horizon_s" not in kw:
             raise self.err(
                 line,

@@ -485,10 +485,58 @@ def get_model(name: str) -> ModelSpec:
     raise ConfigError(f"unknown model {name!r}{hint}; presets: {', '.join(PRESETS)}")
 
 
+#: Integer fields of a HF config checked on load: required?, largest value.
+_HF_INTS = {
+    "num_hidden_layers": (True, 10_000),
+    "hidden_size": (True, 1 << 20),
+    "num_attention_heads": (True, 1 << 16),
+    "intermediate_size": (True, 1 << 24),
+    "vocab_size": (True, 1 << 24),
+    "num_key_value_heads": (False, 1 << 16),
+    "head_dim": (False, 1 << 16),
+    "num_local_experts": (False, 1 << 16),
+    "num_experts": (False, 1 << 16),
+    "num_experts_per_tok": (False, 1 << 16),
+    "moe_intermediate_size": (False, 1 << 24),
+    "max_position_embeddings": (False, 1 << 30),
+}
+
+
 def load_model_config(path: str | Path) -> ModelSpec:
-    """Load a model from a Hugging Face ``config.json`` file."""
+    """Load a model from a Hugging Face ``config.json`` file; every problem raises
+    :class:`~sim.errors.InputError` naming the file, the line and the field."""
+    from sim.errors import InputError
+
+    p = str(path)
     try:
-        cfg = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read model config: {e}") from None
-    return ModelSpec.from_hf_config(cfg, name=Path(path).parent.name or str(path))
+        data = Path(p).read_bytes()
+    except OSError as e:
+        raise InputError(p, None, None, f"cannot read model config: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(p, line, None, f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+    if not text.strip():
+        raise InputError(p, 1, None, "empty file; expected a Hugging Face config.json object")
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(p, e.lineno, None, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(cfg, dict):
+        raise InputError(p, 1, None, "expected a JSON object (a Hugging Face config.json)")
+    inner = cfg.get("text_config") if "num_hidden_layers" not in cfg else None
+    table = inner if isinstance(inner, dict) else cfg
+    for key, (required, top) in _HF_INTS.items():
+        line = next((i for i, s in enumerate(text.splitlines(), 1) if f'"{key}"' in s), 1)
+        v = table.get(key)
+        if v is None:
+            if required:
+                raise InputError(p, 1, key, "required field is missing")
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+            raise InputError(p, line, key, f"expected an integer in [1, {top:,}], got {v!r}")
+    try:
+        return ModelSpec.from_hf_config(cfg, name=Path(p).parent.name or p)
+    except ConfigError as e:
+        raise InputError(p, None, None, str(e)) from None

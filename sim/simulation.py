@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -144,8 +145,8 @@ class Driver:
                     seq.admit_s,
                     seq.first_token_s,
                     now,
-                    call.input_tokens,
-                    call.output_tokens,
+                    seq.call.input_tokens,  # as served (truncated to max_model_len)
+                    seq.call.output_tokens,
                     seq.cached_tokens,
                     seq.preemptions,
                     seq.gen,
@@ -320,6 +321,7 @@ def simulate(
             "failovers": injector.stats.failovers if injector else 0,
             "recomputed_tokens": injector.stats.recomputed_tokens if injector else 0,
             **({"faults": injector.stats.as_dict(pol.persistence)} if injector else {}),
+            **_limits_summary(workload, cluster, injector, makespan),
         },
     )
     if cluster.mesh is not None:
@@ -335,6 +337,7 @@ def simulate(
         config={
             "cluster": cfg.to_dict(),
             "trace": workload.source or workload.name,
+            "trace_read": workload.meta.get("read", {}),
             "load_scale": load_scale,
             "seed": seed,
             "costmodel": cm.describe(),
@@ -348,6 +351,52 @@ def simulate(
             "iterations": sum(r.iterations for r in cluster.all_replicas),
         },
     )
+
+
+def _limits_summary(
+    workload: Workload, cluster: Cluster, injector: FaultInjector | None, makespan: float
+) -> dict[str, Any]:
+    """Summary fields of what the run did not simulate as recorded, each warned about
+    once on stderr when non-zero: trace records the reader skipped, calls longer than
+    ``max_model_len`` (rejected or truncated) and faults scheduled after the run ended."""
+    read = workload.meta.get("read", {})
+    skipped = read.get("skipped", {}) if isinstance(read, dict) else {}
+    out: dict[str, Any] = {
+        "trace_skipped_records": int(sum(skipped.values())),
+        "max_model_len": dict(cluster.max_model_len),
+        "rejected_too_long": cluster.rejected_too_long,
+        "truncated_calls": cluster.truncated_calls,
+        "truncated_prompt_tokens": cluster.truncated_prompt_tokens,
+        "truncated_output_tokens": cluster.truncated_output_tokens,
+    }
+    limits = ", ".join(f"{m} {n:,}" for m, n in cluster.max_model_len.items())
+    if cluster.rejected_too_long:
+        _warn(
+            f"{cluster.rejected_too_long:,} of {len(workload.calls):,} calls are longer than "
+            f"max_model_len ({limits} tokens) and were rejected (reason exceeds_max_model_len); "
+            "--too-long truncate keeps them, --max-model-len raises the limit"
+        )
+    if cluster.truncated_calls:
+        _warn(
+            f"{cluster.truncated_calls:,} calls longer than max_model_len ({limits} tokens) were "
+            f"truncated ({cluster.truncated_prompt_tokens:,} prompt and "
+            f"{cluster.truncated_output_tokens:,} output tokens cut)"
+        )
+    if injector is not None:
+        applied = sum(injector.stats.injected.values())
+        late = [f.at_s for f in injector.faults][applied:]
+        out["faults_ignored"] = len(late)
+        if late:
+            _warn(
+                f"{len(late):,} fault(s) scheduled after the last call ended "
+                f"(at {makespan:,.1f} s), first at {min(late):,.1f} s, were not applied "
+                f"({injector.schedule.source})"
+            )
+    return out
+
+
+def _warn(msg: str) -> None:
+    print(f"agentsim: warning: {msg}", file=sys.stderr)
 
 
 def timeline_frame(replicas: Sequence[Replica]) -> pd.DataFrame:

@@ -44,6 +44,10 @@ def cluster(
     fast_forward: bool = True,
     **dep: object,
 ) -> ClusterConfig:
+    """A one-deployment cluster.  Its ``max_model_len`` is 1M tokens unless given (the
+    hand-built scenarios use prompts past Llama-2-7B's 4,096-token context to exercise
+    the engine; ``max_model_len=0`` gives the model's own context, as the CLI does)."""
+    dep.setdefault("max_model_len", 1 << 20)
     return validate(
         ClusterConfig(
             name="test",

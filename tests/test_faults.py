@@ -247,7 +247,10 @@ LOADER_CASES = [
     ("[[faults]]\nat_s = 1\nkind = \"gpu\"\ngpu = 0\n\n[[faults]]\nat_s = 2\nkind = \"link\"\n"
      "edge = [\"a\", \"b\"]\nbandwidth_factor = -0.5\n", 10, "faults[1].bandwidth_factor", "must be > 0"),
     ("[[faults]]\nat_s = 1\nkind = \"node\"\nnode = 0\nrepiar_s = 3\n", 5, "faults[0].repiar_s", "did you mean 'repair_s'"),
-    ("[generate]\nseed = 1\ngpu_mtbf_s = 0\n", 1, "generate.horizon_s", "required"),
+    ("[generate]\nseed = 1\ngpu_mtbf_s = 1e5\n", 1, "generate.horizon_s", "required"),
+    ("[generate]\nhorizon_s = 10\ngpu_mtbf_s = 0\n", 3, "generate.gpu_mtbf_s", "must be > 0"),
+    ("[generate]\nhorizon_s = 10\nnode_mtbf_s = -5.0\n", 3, "generate.node_mtbf_s", "must be > 0"),
+    ("[generate]\nseed = 3\nhorizon_s = 10\n", 1, "generate", "sets no MTBF"),
     ("[generate]\nhorizon_s = 10\ngpu_mttr_s = nan\n", 3, "generate.gpu_mttr_s", "finite"),
     ("[[faults]]\nat_s = 1\nkind = \"gpu\"\ngpu = 0\nedge = [\"a\", \"b\"]\n", 5, "faults[0].edge", "not used by kind 'gpu'"),
     ("faults = 3\n", None, "faults", "array of tables"),

@@ -44,6 +44,7 @@ Units: seconds, bytes, FLOPs.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from bisect import bisect_right
 from dataclasses import dataclass, field, replace
@@ -1083,18 +1084,90 @@ class FittedCostModel:
         }
 
 
+#: Largest number a fitted parameter may hold (FLOP/s and bytes stay far below), and
+#: the longest time (s) any fitted kernel, iteration or transfer term may take.
+_MAX_PARAM = 1e30
+_MAX_PARAM_S = 3600.0
+
+
+def _param_line(text: str, where: list[str]) -> int | None:
+    """Line of ``where[-1] = ...`` in the table ``[where[:-1]]`` of ``text`` (the
+    table's header line if the key is not found; None if neither is)."""
+    header = "[" + ".".join(where[:-1]) + "]"
+    lines = text.splitlines()
+    start = next((i for i, s in enumerate(lines) if s.strip() == header), None)
+    if start is None:
+        return None
+    for i in range(start + 1, len(lines)):
+        s = lines[i].strip()
+        if s.startswith("["):
+            break
+        if s.split("=", 1)[0].strip() == where[-1]:
+            return i + 1
+    return start + 1
+
+
+def _check_params(path: str, text: str, node: Any, where: list[str]) -> None:
+    """Every number under ``[gpu]`` is finite, >= 0 and not enormous (times at most an
+    hour); raise naming its dotted field and line."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_params(path, text, v, [*where, str(k)])
+        return
+    if isinstance(node, list):
+        for v in node:
+            _check_params(path, text, v, where)
+        return
+    if isinstance(node, bool | str):
+        return
+    if isinstance(node, int | float):
+        key = where[-1]
+        top = _MAX_PARAM_S if key.endswith("_s") or key == "seconds" else _MAX_PARAM
+        if not (math.isfinite(node) and 0 <= node <= top):
+            raise InputError(
+                path,
+                _param_line(text, where),
+                ".".join(where),
+                f"expected a finite number in [0, {top:g}], got {node!r}",
+            )
+
+
 def parse_costmodel(text: str, path: str = "<string>") -> FittedCostModel:
-    """Parse a fitted cost model TOML."""
+    """Parse a fitted cost model TOML; a malformed one raises :class:`InputError`
+    naming the file, the line where known and the dotted field."""
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise InputError(path, None, None, f"not valid TOML: {e}") from None
+        m = re.search(r"at line (\d+)", str(e))
+        raise InputError(
+            path, int(m.group(1)) if m else None, None, f"not valid TOML: {e}"
+        ) from None
     if d.get("format") != FORMAT or d.get("version") != VERSION:
         raise InputError(path, None, "format", f"expected format {FORMAT!r} version {VERSION}")
-    try:
-        gpus = {name: GPUParams.from_table(t) for name, t in d.get("gpu", {}).items()}
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(path, None, "gpu", f"malformed fitted parameters: {e!r}") from None
+    gtab = d.get("gpu", {})
+    if not isinstance(gtab, dict) or not all(isinstance(t, dict) for t in gtab.values()):
+        raise InputError(path, _param_line(text, ["gpu", ""]), "gpu", "expected [gpu.NAME] tables")
+    for name, t in gtab.items():
+        for k, v in t.items():
+            where = ["gpu", name, k]
+            if k in ("iteration_s", "per_seq_s") and (
+                isinstance(v, bool) or not isinstance(v, int | float)
+            ):
+                raise InputError(
+                    path, _param_line(text, where), ".".join(where), f"expected a number, got {v!r}"
+                )
+    _check_params(path, text, gtab, ["gpu"])
+    gpus = {}
+    for name, t in gtab.items():
+        try:
+            gpus[name] = GPUParams.from_table(t)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(
+                path,
+                _param_line(text, ["gpu", name, ""]),
+                f"gpu.{name}",
+                f"malformed fitted parameters: {e!r}",
+            ) from None
     meta = {k: v for k, v in d.items() if k != "gpu"}
     return FittedCostModel(
         name=str(d.get("name", Path(path).stem)), gpus=gpus, meta=meta, path=path
@@ -1105,9 +1178,16 @@ def load_costmodel(path: str | Path) -> FittedCostModel:
     """Load a fitted cost model TOML file."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as e:
         raise InputError(str(p), None, None, f"cannot read cost model: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InputError(
+            str(p), line, None, f"not UTF-8 text (byte {e.start}: {e.reason})"
+        ) from None
     return parse_costmodel(text, str(p))
 
 

@@ -38,7 +38,7 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
     """Every flag of ``agentsim run`` except ``--out``."""
     add_trace_arguments(p)
     p.add_argument(
-        "--cluster", help="cluster config TOML (default: 2 DGX A100 nodes, Llama-3-70B TP=4 x4)"
+        "--cluster", help="cluster config TOML (default: 2 DGX A100 nodes, Llama-3.1-70B TP=4 x4)"
     )
     if policy_flags:
         p.add_argument(
@@ -91,6 +91,20 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
         "the model's own)",
     )
     g.add_argument(
+        "--max-model-len",
+        type=int,
+        metavar="TOKENS",
+        help="longest prompt + output a replica of the first deployment serves "
+        "(vLLM's flag; default: the model's context, e.g. 8192 for Llama-3)",
+    )
+    g.add_argument(
+        "--too-long",
+        choices=("reject", "truncate"),
+        help="calls longer than max_model_len: reject (default, as vLLM's 400: the call "
+        "fails at arrival, reason exceeds_max_model_len) or truncate (keep the prompt's "
+        "last max_model_len - output tokens)",
+    )
+    g.add_argument(
         "--no-fast-forward",
         action="store_true",
         help="step every iteration (for validation; slower)",
@@ -139,6 +153,8 @@ def cluster_from_args(
         "block_size": args.block_size,
         "dtype": getattr(args, "dtype", None),
         "kv_cache_dtype": getattr(args, "kv_cache_dtype", None),
+        "max_model_len": getattr(args, "max_model_len", None),
+        "too_long": getattr(args, "too_long", None),
     }
     return apply_overrides(
         cfg,

@@ -78,11 +78,20 @@ def fit_lognormal(values: list[float]) -> tuple[float, float]:
     return float(math.exp(logs.mean())), float(logs.std())
 
 
+#: Largest value a distribution parameter may take (tokens, seconds, counts): beyond
+#: it a synthetic workload is a typo, and would overflow token and time arithmetic.
+MAX_VALUE = 1e8
+#: Largest lognormal sigma (p99 = median x e^(2.33 sigma): 10 is already x 1.3e10).
+MAX_SIGMA = 10.0
+
+
 def parse_dist(obj: Any, where: str, key: str, base_dir: Path) -> Dist:
     """A :class:`Dist` from a TOML value; errors name ``where`` (the file) and ``key``."""
     if isinstance(obj, int | float) and not isinstance(obj, bool):
-        if obj < 0:
-            raise InputError(where, None, key, f"expected a value >= 0, got {obj}")
+        if not 0 <= obj <= MAX_VALUE:
+            raise InputError(
+                where, None, key, f"expected a value in [0, {MAX_VALUE:.0e}], got {obj}"
+            )
         return const(float(obj))
     if not isinstance(obj, dict):
         raise InputError(where, None, key, "expected a number or a distribution table")
@@ -91,8 +100,15 @@ def parse_dist(obj: Any, where: str, key: str, base_dir: Path) -> Dist:
         v = obj.get(name, default)
         if v is None:
             raise InputError(where, None, f"{key}.{name}", "required for this distribution")
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-            raise InputError(where, None, f"{key}.{name}", f"expected a number >= 0, got {v!r}")
+        top = MAX_SIGMA if name == "sigma" else MAX_VALUE
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or not (0 <= v <= top or (name == "max" and v == math.inf))
+        ):
+            raise InputError(
+                where, None, f"{key}.{name}", f"expected a number in [0, {top:g}], got {v!r}"
+            )
         return float(v)
 
     lo, hi = num("min", 0.0), num("max", math.inf)
@@ -130,7 +146,15 @@ def parse_dist(obj: Any, where: str, key: str, base_dir: Path) -> Dist:
     if (
         not isinstance(vals, list)
         or not vals
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in vals)
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= MAX_VALUE
+            for v in vals
+        )
     ):
-        raise InputError(where, None, f"{key}.values", "expected a non-empty list of numbers >= 0")
+        raise InputError(
+            where,
+            None,
+            f"{key}.values",
+            f"expected a non-empty list of numbers in [0, {MAX_VALUE:g}]",
+        )
     return Dist("empirical", lo=lo, hi=hi, values=tuple(float(v) for v in vals))

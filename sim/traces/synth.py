@@ -36,7 +36,7 @@ import numpy as np
 from sim.errors import InputError
 from sim.io import read_toml
 from sim.traces.arrivals import PROCESSES, ArrivalConfig, arrival_times
-from sim.traces.distributions import Dist, const, lognormal, parse_dist
+from sim.traces.distributions import MAX_VALUE, Dist, const, lognormal, parse_dist
 from sim.traces.estimate import ServiceEstimate
 from sim.traces.hashing import TEXT_BLOCK_SIZE
 from sim.workload import Call
@@ -277,6 +277,9 @@ def generate(cfg: SynthConfig) -> Iterator[Call]:
 
 # --- TOML -----------------------------------------------------------------------------
 
+#: Most sessions one synthetic workload may have.
+MAX_SESSIONS = 10_000_000
+
 _STRING_KEYS = {"model", "small_model", "subagent_model", "process", "trace"}
 
 
@@ -307,8 +310,11 @@ def _apply(base: Any, table: dict[str, Any], where: str, prefix: str, base_dir: 
                 or not isinstance(v, int | float)
                 or v < 0
                 or not math.isfinite(v)
+                or v > MAX_VALUE
             ):
-                raise InputError(where, None, name, f"expected a number >= 0, got {v!r}")
+                raise InputError(
+                    where, None, name, f"expected a number in [0, {MAX_VALUE:g}], got {v!r}"
+                )
             changes[key] = int(v) if isinstance(cur, int) else float(v)
     return replace(base, **changes)
 
@@ -328,11 +334,19 @@ def load_synth_config(path: str | Path) -> SynthConfig:
                 key,
                 "unknown key; known: seed, sessions, arrivals, agents, estimate, hash_block_tokens",
             )
+    if not raw:
+        raise InputError(
+            where, 1, None, "empty config (see examples/synth/default.toml for every key)"
+        )
     ints: dict[str, int] = {}
-    for key, lo in (("seed", 0), ("sessions", 1), ("hash_block_tokens", 1)):
+    for key, lo, hi in (
+        ("seed", 0, 2**63 - 1),
+        ("sessions", 1, MAX_SESSIONS),
+        ("hash_block_tokens", 1, 1 << 20),
+    ):
         v = raw.get(key, getattr(cfg, key))
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise InputError(where, None, key, f"expected an integer >= {lo}")
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise InputError(where, None, key, f"expected an integer in [{lo}, {hi:,}], got {v!r}")
         ints[key] = v
     cfg = SynthConfig(
         seed=ints["seed"], sessions=ints["sessions"], hash_block_tokens=ints["hash_block_tokens"]
