@@ -7,6 +7,7 @@ the parsed flags into a validated cluster config and a loaded workload.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -236,15 +237,16 @@ def run_config_hash(args: argparse.Namespace, cfg: ClusterConfig) -> str:
 
 
 def prepare_out(
-    args: argparse.Namespace, default: Path, inputs: tuple[str | None, ...] = ()
+    args: argparse.Namespace, default: Callable[[], Path], inputs: tuple[str | None, ...] = ()
 ) -> tuple[Path, bool]:
-    """The output directory (``--out`` or ``default``), vetted before simulating, and
-    whether it may be replaced: ``--out`` holding results needs ``--force``; the default
-    directory (named by the config hash, so the same config) is always replaced."""
+    """The output directory (``--out``, else ``default()``), vetted before simulating,
+    and whether it may be replaced: ``--out`` holding results needs ``--force``; the
+    default directory (named by the config hash, so the same config) is always replaced.
+    ``default`` is called only without ``--out`` (it hashes the trace file)."""
     from sim.io import check_not_input, check_output_dir
 
     given = getattr(args, "out", None)
-    out = Path(given) if given else default
+    out = Path(given) if given else default()
     replace = bool(getattr(args, "force", False)) or not given
     check_output_dir(out, force=replace)
     check_not_input(out, [i for i in inputs if i], directory=True)

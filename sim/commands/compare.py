@@ -77,8 +77,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = cluster_from_args(args)
     slo = slo_from_args(args)
     trace = trace_path(args)
-    default = RESULTS_DIR / f"compare-{Path(trace).name.split('.')[0]}-{run_config_hash(args, cfg)}"
-    out, replace = prepare_out(args, default, (trace, args.cluster, args.faults, args.costmodel))
+    out, replace = prepare_out(
+        args,
+        lambda: (
+            RESULTS_DIR / f"compare-{Path(trace).name.split('.')[0]}-{run_config_hash(args, cfg)}"
+        ),
+        (trace, args.cluster, args.faults, args.costmodel),
+    )
     # Every file (the runs, then the tables) goes into a temporary sibling that is
     # renamed onto --out at the end: Ctrl-C or an error leaves --out as it was.
     with atomic_dir(out, replace=replace) as tmp:

@@ -51,10 +51,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = cluster_from_args(args)
     slo = slo_from_args(args)
     trace = trace_path(args)
-    default = RESULTS_DIR / default_run_name(
-        trace, cfg.policies.router, args.seed, run_config_hash(args, cfg)
+    out, replace = prepare_out(
+        args,
+        lambda: (
+            RESULTS_DIR
+            / default_run_name(trace, cfg.policies.router, args.seed, run_config_hash(args, cfg))
+        ),
+        (trace, args.cluster, args.faults, args.costmodel),
     )
-    out, replace = prepare_out(args, default, (trace, args.cluster, args.faults, args.costmodel))
     workload = workload_from_args(args)
     result = simulate(
         workload,
