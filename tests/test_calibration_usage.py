@@ -58,3 +58,28 @@ def test_unknown_gpu_keys_are_named(tmp_path: Path) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=r"tpu-v9: not in agentsim's GPU list"):
         load_costmodel(path).params_for(GPUS["a100-80gb"])
+
+
+def test_record_creates_the_output_directory_first(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from tests.test_calibration_harness import record_tiny
+
+    grid = tmp_path / "g.toml"
+    grid.write_text("warmup = 0\nrepeats = 1\n[decode]\nbatch_sizes = [1]\ncontext_lens = [16]\n")
+    out = tmp_path / "results" / "calib" / "r.jsonl"
+    assert record_tiny(grid, out) == 0
+    from sim.calibration.records import read_records
+
+    assert len(read_records(out)[0].samples) == 1
+
+
+def test_record_into_an_impossible_directory_fails_before_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("x")
+    rc = main(
+        ["calibrate", "record", "--engine", "torch", "--model", "llama-3-8b", "--grid",
+         str(ROOT / "examples/calibration/tiny-cpu.toml"), "-o", str(tmp_path / "file" / "r.jsonl")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot create its directory" in err and "Traceback" not in err

@@ -137,7 +137,19 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _output_parent(path: str) -> None:
+    """Create the records file's directory up front (a missing one would otherwise
+    fail only after the recording)."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            path, None, None, f"cannot create its directory: {e.strerror or e}"
+        ) from None
+
+
 def run_record(args: argparse.Namespace) -> int:
+    _output_parent(args.output)
     if args.engine == "http":
         return _record_http(args)
     if not args.model or not args.grid:
