@@ -356,6 +356,31 @@ def _bytes(x: float) -> str:
     return f"{x:,.0f} B"
 
 
+def limits_lines(summary: dict[str, Any]) -> list[str]:
+    """Report lines on what was not simulated as recorded: trace records skipped by
+    the reader, calls longer than ``max_model_len`` (rejected or truncated), faults
+    after the run.  Always states the length limit; the rest only when non-zero."""
+    limits = summary.get("max_model_len") or {}
+    out = []
+    if limits:
+        out.append(
+            "- max_model_len: "
+            + ", ".join(f"{m} {n:,} tokens" for m, n in limits.items())
+            + f"; rejected as longer: {summary.get('rejected_too_long', 0):,}"
+            + f"; truncated: {summary.get('truncated_calls', 0):,}"
+        )
+    if summary.get("trace_skipped_records"):
+        out.append(
+            f"- Trace records skipped by the reader (0 prompt or output tokens, ...): "
+            f"{summary['trace_skipped_records']:,} (config.json trace_read.skipped)"
+        )
+    if summary.get("faults_ignored"):
+        out.append(
+            f"- Faults scheduled after the run ended, not applied: {summary['faults_ignored']:,}"
+        )
+    return out
+
+
 def render_markdown(
     summary: dict[str, Any],
     config: dict[str, Any],
@@ -400,6 +425,7 @@ def render_markdown(
         f"{summary['completed_requests']} completed, {summary['failed_requests']} failed",
         f"- Preemptions: {summary['preemptions']}; cold starts: {summary['cold_starts']}",
         f"- Makespan: {_fmt(summary['makespan_s'], 's')}",
+        *limits_lines(summary),
         "",
         "## Latency",
         "",

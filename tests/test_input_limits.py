@@ -274,3 +274,15 @@ def test_fault_after_the_run_is_counted_and_warned_once(
     assert r.summary["faults"]["injected"] == {"gpu": 1}
     assert err.count("agentsim: warning:") == 1 and "2 fault(s) scheduled after" in err
     assert str(f) in err
+
+
+def test_report_states_the_limit_and_what_was_rejected() -> None:
+    from sim.report import limits_lines
+
+    s = {"max_model_len": {"llama-3-8b": 8192}, "rejected_too_long": 508, "truncated_calls": 0}
+    assert limits_lines(s) == [
+        "- max_model_len: llama-3-8b 8,192 tokens; rejected as longer: 508; truncated: 0"
+    ]
+    s |= {"trace_skipped_records": 3, "faults_ignored": 1}
+    lines = limits_lines(s)
+    assert len(lines) == 3 and "skipped by the reader" in lines[1] and ": 1" in lines[2]
