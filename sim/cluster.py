@@ -18,7 +18,9 @@ reaches B after the transfer with those tokens already in KV (``Seq.restored``);
 the tokens count as migrated, not as cache hits.
 
 Host-DRAM KV tier: each replica gets ``host_kv_gib`` of its node's DRAM for swapped
-KV blocks, reached over the PCIe path from its GPUs to the node's CPU.
+KV blocks, reached over the PCIe path from its GPUs to the node's CPU.  With
+``cpu_offload_gib`` > 0 the tier is instead vLLM's CPU KV offload: that many GiB per
+GPU, written through with every computed prompt block (``sim/engine.py``).
 """
 
 from __future__ import annotations
@@ -366,7 +368,11 @@ class Cluster:
             ),
             key=lambda p: (p.bandwidth, -p.latency),
         )
-        host_blocks = int(dep.host_kv_gib * GiB) // (block_bytes * dep.gpus_per_replica)
+        if dep.cpu_offload_gib > 0:
+            # vLLM's CPU offload tier: cpu_offload_gib of host memory per GPU
+            host_blocks = int(dep.cpu_offload_gib * GiB) // block_bytes
+        else:
+            host_blocks = int(dep.host_kv_gib * GiB) // (block_bytes * dep.gpus_per_replica)
         rid = len(self.all_replicas)
         self._hw[rid] = hw
         rep = Replica(
@@ -391,6 +397,7 @@ class Cluster:
             host_bandwidth=host_path.bandwidth,
             host_latency=host_path.latency,
             kv_block_bytes=block_bytes,
+            cpu_offload=dep.cpu_offload_gib > 0,
         )
         self.all_replicas.append(rep)
         self._by_model[model].append(rep)

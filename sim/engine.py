@@ -6,8 +6,10 @@ sequences still prefilling contribute a chunk, and waiting sequences are admitte
 the batch policy's order while the token budget (``max_num_batched_tokens``), the
 sequence limit (``max_num_seqs``) and KV memory allow (chunked prefill).  When a
 decode needs a new KV block and none is free, the lowest-priority running sequence is
-preempted and later recomputed.  The cost model prices the iteration; at its end
-tokens advance and finished calls are reported.
+preempted and later recomputed; as in vLLM v1, a step that preempted admits no waiting
+call.  The cost model prices the iteration; at its end tokens advance, the full prompt
+blocks computed so far become prefix-cache entries (after every chunk, as vLLM v1
+caches computed blocks), and finished calls are reported.
 
 Exact fast-forward: when the batch is pure decode and nothing can join it (no waiting
 call can be admitted), the composition cannot change before the earliest completion,
@@ -26,6 +28,8 @@ prefix continues into the host tier, those blocks are swapped back into fresh HB
 blocks and the copy time over the GPU's PCIe path to its CPU (``host_bandwidth``,
 ``host_latency``; each GPU of the TP group copies its shard in parallel) is *added
 to the admitting iteration* (vLLM swaps in before the forward pass of the step).
+With ``cpu_offload`` the tier is vLLM's CPU KV offload: written through (every
+registered prompt block is also stored there, on the copy engine) and loads copy.
 
 Pins (TTL retention): a call that cannot be admitted because pinned blocks hold the
 memory waits for the earliest pin to expire (or for the next arrival); a decode
@@ -161,10 +165,13 @@ class Replica:
         host_bandwidth: float = float("inf"),
         host_latency: float = 0.0,
         kv_block_bytes: int = 0,
+        cpu_offload: bool = False,
     ) -> None:
         """``host_kv_blocks``: blocks of the host-DRAM tier; ``host_bandwidth`` (bytes/s)
         and ``host_latency`` (s): the GPU-to-CPU path; ``kv_block_bytes``: bytes of one
-        KV block on one GPU of the group (what each GPU copies)."""
+        KV block on one GPU of the group (what each GPU copies); ``cpu_offload``: the
+        host tier is vLLM's CPU KV offload (write-through: every computed prompt block
+        is stored there too, and loads copy)."""
         self.env = env
         self.replica_id = replica_id
         self.model = model
@@ -177,6 +184,7 @@ class Replica:
         self.host_bandwidth = host_bandwidth
         self.host_latency = host_latency
         self.kv_block_bytes = kv_block_bytes
+        self.cpu_offload = cpu_offload and host_kv_blocks > 0
         self.policy = batch_policy
         self.retention = retention
         self.on_finish = on_finish
@@ -188,6 +196,7 @@ class Replica:
         self._n_prefilling = 0  # running sequences whose prefill is not complete
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
+        self._preempted_now = False  # the batch being built preempted a sequence
         # in-flight work: either idle, one mixed iteration, or a decode span
         self._busy = False
         self._gen = 0  # generation id; a boundary event with an old id is stale
@@ -408,6 +417,13 @@ class Replica:
                 self._start_span(now, k)
                 return
         decodes, prefills = self._build_batch(now)
+        if not decodes and not prefills and self._preempted_now:
+            # everything running was preempted and nothing was admitted in this step:
+            # the next step (at once) admits from the queue
+            self._gen += 1
+            ev = self.env.timeout(0.0)
+            ev.callbacks.append(self._make_cb(self._gen))
+            return
         if not decodes and not prefills:
             # Nothing can run: only pinned blocks can hold the memory a call that fits
             # needs (a call that fits can always run once the running set drains).
@@ -479,6 +495,7 @@ class Replica:
         kv = self.kv
         decodes: list[Seq] = []
         prefills: list[tuple[Seq, int]] = []
+        preempted = False
         # 1. running sequences, in admission order; preempt from the back when out of memory
         running = self.running
         bs = self.block_size
@@ -504,6 +521,7 @@ class Replica:
                     i -= 1
                     budget += self._unschedule(victim, decodes, prefills)
                 self._preempt(victim, now)
+                preempted = True
                 if victim is seq:
                     break
             else:
@@ -516,8 +534,15 @@ class Replica:
                 i += 1
                 continue
             # seq itself was preempted: the loop index now points at its successor
-        # 2. admit waiting sequences in policy order
-        if self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
+        # 2. admit waiting sequences in policy order; none in a step that preempted
+        # (vLLM v1's scheduler schedules waiting requests only when it preempted none)
+        self._preempted_now = preempted
+        if (
+            not preempted
+            and self.waiting
+            and budget > 0
+            and len(self.running) < self.cfg.max_num_seqs
+        ):
             # batch policies return the engine's own Seq objects, reordered
             order = cast(
                 "Iterable[Seq]",
@@ -538,7 +563,7 @@ class Replica:
                 ok = kv.allocate(need + swap, now)
                 assert ok, "admission planned beyond available blocks"
                 if m:
-                    kv.swap_in(seq.hashes, n, m)
+                    kv.swap_in(seq.hashes, n, m, keep=self.cpu_offload)
                     t = self._swap_blocks_time(swap)
                     self._swap_in_pending_s += t
                     self.swap_in_s += t
@@ -581,6 +606,9 @@ class Replica:
             seq.kv += chunk
             self._outstanding_tokens -= chunk
             self._prefill_left -= chunk
+            if seq.hashes and not seq.registered:
+                # the full blocks computed so far become prefix-cache entries at once
+                self._register_computed(seq, min(len(seq.hashes), seq.kv // seq.hash_tokens))
             if seq.kv >= seq.target:
                 self._n_prefilling -= 1
                 self._complete_prefill(seq, now)
@@ -589,15 +617,23 @@ class Replica:
         for seq in done:
             self._finish(seq, now)
 
+    def _register_computed(self, seq: Seq, upto: int) -> None:
+        """Make ``seq.hashes[nref:upto]`` (computed blocks) shared prefix entries; with
+        the CPU offload tier, store them there too (a copy on the copy engine)."""
+        start = seq.nref
+        if upto <= start:
+            return
+        self.kv.register(seq.hashes, start, seq.entry_blocks, upto)
+        seq.private -= (upto - start) * seq.entry_blocks
+        seq.nref = upto
+        if self.cpu_offload:
+            self.kv.host_store(seq.hashes, start, upto, seq.entry_blocks)
+            self.swap_out_s += self._swap_blocks_time((upto - start) * seq.entry_blocks)
+
     def _complete_prefill(self, seq: Seq, now: float) -> None:
         if not seq.registered and seq.hashes:
-            # the prompt's full blocks become shared prefix entries
-            start = seq.nref
-            total = len(seq.hashes)
-            if total > start:
-                self.kv.register(seq.hashes, start, seq.entry_blocks)
-                seq.private -= (total - start) * seq.entry_blocks
-                seq.nref = total
+            # the prompt's full blocks are shared prefix entries (all computed now)
+            self._register_computed(seq, len(seq.hashes))
         seq.registered = True
         seq.gen += 1
         self._outstanding_tokens -= 1

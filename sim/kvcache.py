@@ -13,9 +13,9 @@ sequence holds two kinds of blocks:
   its tuple of hashes.
 
 An entry covers a whole number of blocks (see :func:`effective_hashes`).  A
-sequence's prompt entries are registered when its prefill completes (vLLM caches
-full computed blocks), so concurrent sequences share a prefix only once it has been
-computed.
+sequence's prompt entries are registered after every prefill chunk, for the full
+blocks computed so far (vLLM v1 caches full blocks as they are computed), so a
+concurrent sequence shares a prefix as soon as that part of it has been computed.
 
 Segments.  Entries are kept in *segments*: runs of consecutive hashes of one prompt
 that share their reference count, pin, LRU stamp and blocks per hash (:class:`Seg`).
@@ -35,8 +35,11 @@ entries in host memory.  A retention policy can *swap* a finished call's entries
 there instead of keeping them in HBM (:meth:`KVCache.unref` with ``to_host``); a
 later call whose prefix continues into the host tier *swaps them in*
 (:meth:`KVCache.host_match`, :meth:`KVCache.swap_in`) into freshly allocated HBM
-blocks.  The host tier is LRU per entry; the engine prices the copies over the GPU's
-PCIe path to its CPU (``sim/engine.py``).
+blocks.  As vLLM's CPU KV offload tier, the host tier can instead be written
+through: every registered entry is also copied there (:meth:`KVCache.host_store`),
+the HBM copy staying cached, and a hit is copied back keeping the host copy
+(``swap_in(keep=True)``).  The host tier is LRU per entry; the engine prices the
+copies over the GPU's PCIe path to its CPU (``sim/engine.py``).
 
 Invariant: ``used_blocks <= capacity`` always; ``free + used == capacity``;
 ``host_used <= host_capacity``.
@@ -339,6 +342,20 @@ class KVCache:
             return 0
         run = hashes[start:end]
         if not any(map(entries.__contains__, run)):  # the common case, all in C
+            prev = entries.get(hashes[start - 1]) if start else None
+            if (
+                prev is not None
+                and prev.hs is hashes
+                and prev.hi == start
+                and prev.refs == 1
+                and prev.bph == bph
+                and prev.tail is None
+            ):
+                # the caller's own next chunk: its previous piece, referenced by it alone
+                # (so unpinned and out of the LRU), grows instead of a new segment
+                prev.hi = end
+                entries.update(zip(run, repeat(prev)))
+                return 0
             entries.update(zip(run, repeat(Seg(hashes, start, end, bph, 1))))
             return 0
         present = 0
@@ -357,13 +374,20 @@ class KVCache:
             i = j
         return present
 
-    def register(self, hashes: tuple[int, ...], start: int, entry_blocks: int) -> int:
-        """Turn private blocks holding ``hashes[start:]`` into referenced entries.
+    def register(
+        self, hashes: tuple[int, ...], start: int, entry_blocks: int, end: int | None = None
+    ) -> int:
+        """Turn private blocks holding ``hashes[start:end]`` (``end`` None: to the end)
+        into referenced entries.
 
+        The engine calls this after every prefill chunk for the full blocks computed so
+        far (vLLM v1 caches full blocks as they are computed), so a prompt registers in
+        pieces; a piece that continues the sequence's own unshared segment extends it.
         Where another sequence registered the same hash meanwhile, that entry is
         referenced and our private copy is freed.  Returns the blocks freed.
         """
-        freed = self._add_referenced(hashes, start, len(hashes), entry_blocks) * entry_blocks
+        stop = len(hashes) if end is None else end
+        freed = self._add_referenced(hashes, start, stop, entry_blocks) * entry_blocks
         self.free += freed
         return freed
 
@@ -461,6 +485,15 @@ class KVCache:
         host[h] = blocks
         self.host_used += blocks
 
+    def host_store(self, hashes: tuple[int, ...], start: int, end: int, bph: int) -> None:
+        """Copy ``hashes[start:end]`` (``bph`` blocks each) into the host tier, keeping
+        them in HBM (vLLM's CPU offload stores every computed block; the GPU copy stays
+        in the prefix cache).  Present ones become most recently used."""
+        if self.host_capacity < bph:
+            return
+        for h in hashes[start:end]:
+            self._host_put(h, bph)
+
     def host_match(self, hashes: tuple[int, ...], start: int) -> int:
         """How many of ``hashes[start:]`` follow on in the host tier (a prefix run)."""
         host = self._host
@@ -468,18 +501,27 @@ class KVCache:
             return 0
         return len(list(takewhile(host.__contains__, hashes[start:])))
 
-    def swap_in(self, hashes: tuple[int, ...], start: int, m: int) -> int:
-        """Move ``hashes[start:start + m]`` from the host tier into HBM as referenced entries.
+    def swap_in(self, hashes: tuple[int, ...], start: int, m: int, keep: bool = False) -> int:
+        """Move ``hashes[start:start + m]`` from the host tier into HBM as referenced entries
+        (``keep``: copy them, the host tier keeping them as most recently used, as vLLM's
+        CPU offload tier does).
 
         The caller has already allocated their blocks (the blocks returned).  An entry
         computed again meanwhile keeps that copy, and its allocation is returned.
         """
         host = self._host
-        sizes = [host.pop(h) for h in hashes[start : start + m]]
+        run = hashes[start : start + m]
+        if keep:
+            sizes = [host[h] for h in run]
+            for h in run:
+                host.move_to_end(h)
+        else:
+            sizes = [host.pop(h) for h in run]
         if not sizes:
             return 0
         blocks = sum(sizes)
-        self.host_used -= blocks
+        if not keep:
+            self.host_used -= blocks
         present = self._add_referenced(hashes, start, start + m, sizes[0])
         self.free += present * sizes[0]
         self.swapped_in_blocks += blocks

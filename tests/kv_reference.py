@@ -166,15 +166,17 @@ class KVCache:
             e[0] = r + 1
         self.evictable_blocks -= left_lru
 
-    def register(self, hashes: tuple[int, ...], start: int, entry_blocks: int) -> int:
-        """Turn private blocks holding ``hashes[start:]`` into referenced entries.
+    def register(
+        self, hashes: tuple[int, ...], start: int, entry_blocks: int, end: int | None = None
+    ) -> int:
+        """Turn private blocks holding ``hashes[start:end]`` into referenced entries.
 
         Where another sequence registered the same hash meanwhile, that entry is
         referenced and our private copy is freed.  Returns the blocks freed.
         """
         entries = self.entries
         freed = 0
-        for h in hashes[start:]:
+        for h in hashes[start:end]:
             e = entries.get(h)
             if e is None:
                 entries[h] = [1, entry_blocks, 0.0, 0]
@@ -271,6 +273,13 @@ class KVCache:
         host[h] = blocks
         self.host_used += blocks
 
+    def host_store(self, hashes: tuple[int, ...], start: int, end: int, bph: int) -> None:
+        """Copy ``hashes[start:end]`` into the host tier (write-through offload)."""
+        if self.host_capacity < bph:
+            return
+        for h in hashes[start:end]:
+            self._host_put(h, bph)
+
     def host_match(self, hashes: tuple[int, ...], start: int) -> int:
         """How many of ``hashes[start:]`` follow on in the host tier (a prefix run)."""
         host = self._host
@@ -283,7 +292,7 @@ class KVCache:
             m += 1
         return m
 
-    def swap_in(self, hashes: tuple[int, ...], start: int, m: int) -> int:
+    def swap_in(self, hashes: tuple[int, ...], start: int, m: int, keep: bool = False) -> int:
         """Move ``hashes[start:start + m]`` from the host tier into HBM as referenced entries.
 
         The caller has already allocated their blocks (the blocks returned).
@@ -292,8 +301,12 @@ class KVCache:
         entries = self.entries
         blocks = 0
         for h in hashes[start : start + m]:
-            b = host.pop(h)
-            self.host_used -= b
+            if keep:
+                b = host[h]
+                host.move_to_end(h)
+            else:
+                b = host.pop(h)
+                self.host_used -= b
             blocks += b
             e = entries.get(h)
             if e is None:

@@ -77,7 +77,7 @@ class Pair:
         a.check()
         b.check()
 
-    def admit(self, hashes: tuple[int, ...]) -> Live | None:
+    def admit(self, hashes: tuple[int, ...], keep: bool = False) -> Live | None:
         a, b = self.new, self.ref
         n = a.match(hashes)
         m = a.host_match(hashes, n) if a.host_used else 0
@@ -95,14 +95,22 @@ class Pair:
             c.ref(hashes, n)
             assert c.allocate(need + swap, self.now)
             if m:
-                c.swap_in(hashes, n, m)
+                c.swap_in(hashes, n, m, keep=keep)
         return Live(hashes, n + m, need)
 
-    def register(self, s: Live) -> None:
-        freed = self.new.register(s.hashes, s.nref, BPH)
-        assert freed == self.ref.register(s.hashes, s.nref, BPH)
-        s.private -= (len(s.hashes) - s.nref) * BPH  # now entries (duplicates were freed)
-        s.nref = len(s.hashes)
+    def register(self, s: Live, end: int | None = None) -> None:
+        """Register ``s``'s prompt up to ``end`` (None: all of it; a prefill chunk
+        registers the part computed so far)."""
+        stop = len(s.hashes) if end is None else end
+        freed = self.new.register(s.hashes, s.nref, BPH, stop)
+        assert freed == self.ref.register(s.hashes, s.nref, BPH, stop)
+        s.private -= (stop - s.nref) * BPH  # now entries (duplicates were freed)
+        s.nref = stop
+
+    def store(self, s: Live) -> None:
+        """Write-through offload of ``s``'s referenced entries to the host tier."""
+        for c in (self.new, self.ref):
+            c.host_store(s.hashes, 0, s.nref, BPH)
 
     def finish(self, s: Live, how: str) -> None:
         kw = {
@@ -128,7 +136,9 @@ def scenario(draw: st.DrawFn) -> tuple[int, int, list[tuple[int, ...]], list[tup
     ops = draw(
         st.lists(
             st.tuples(
-                st.sampled_from(["admit", "admit", "register", "finish", "preempt"]),
+                st.sampled_from(
+                    ["admit", "admit", "register", "chunk", "store", "finish", "preempt"]
+                ),
                 st.integers(0, 10_000),
                 st.sampled_from(["lru", "lru", "lru", "pin", "discard", "host"]),
             ),
@@ -147,13 +157,17 @@ def test_segments_match_the_per_entry_cache(sc: tuple) -> None:  # type: ignore[
     for op, pick, how in ops:
         pair.now += 1.0
         if op == "admit":
-            s = pair.admit(prompts[pick % len(prompts)])
+            s = pair.admit(prompts[pick % len(prompts)], keep=how == "host")
             if s is not None:
                 live.append(s)
         elif live:
             s = live[pick % len(live)]
             if op == "register" and s.nref < len(s.hashes):
                 pair.register(s)
+            elif op == "chunk" and s.nref < len(s.hashes):
+                pair.register(s, s.nref + 1 + pick % (len(s.hashes) - s.nref))
+            elif op == "store":
+                pair.store(s)
             elif op == "finish" and s.nref == len(s.hashes):
                 live.remove(s)
                 pair.finish(s, how)

@@ -16,9 +16,12 @@ from sim.cluster import (
     plan_memory,
 )
 from sim.config import Deployment
+from sim.costmodel import BatchShape
 from sim.errors import ConfigError
 from sim.hardware import GiB, get_gpu
 from sim.models import get_model
+from sim.simulation import simulate
+from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, workload
 
 H100 = get_gpu("h100-80gb")
 
@@ -109,3 +112,152 @@ def test_gpu_kv_blocks_override_and_shortfall() -> None:
     assert plan.kv_blocks_from_memory > 30000
     with pytest.raises(ConfigError, match="short by"):
         plan_memory(model, driver_total_bytes(H100), _dep("llama-3.1-70b", 1, 2048))
+
+
+# ---- engine scenarios --------------------------------------------------------------
+
+
+def _it(model: str = "llama-2-7b"):
+    from sim.costmodel import ReplicaHardware
+
+    return ROOFLINE.for_replica(
+        ReplicaHardware(get_model(model), get_gpu("a100-80gb"), 1, 1, float("inf"), 0.0, "local")
+    )
+
+
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_prefix_blocks_become_hits_chunk_by_chunk(fast_forward: bool) -> None:
+    """A 2560-token prompt prefills in three 1024-token-budget chunks (1024, 1024, 512).
+    B, the same prompt, arrives during chunk 1.  Chunk 2 takes the whole budget, so B
+    is admitted in the step of chunk 3, beside A's last 512 tokens: by then chunks 1
+    and 2 are computed, and B hits their 2048 tokens (128 blocks) although A's
+    prefill has not finished (under the old rule, entries registered at prefill
+    completion, B would hit nothing).
+
+        t1 = it((1024,), ctx (0,))           A chunk 1
+        t2 = t1 + it((1024,), ctx (1024,))   A chunk 2; B waits (no budget)
+        t3 = t2 + it((512, 512), ctx (2048, 2048))   A chunk 3 + B's uncached 512
+    Both sample their first (only) token at t3."""
+    it = _it()
+    h = chain_hashes(0, 2560)
+    w = workload(
+        [llm("a", "s1", 2560, 1, t=0.0, hashes=h), llm("b", "s2", 2560, 1, t=1e-6, hashes=h)]
+    )
+    cfg = cluster(max_num_batched_tokens=1024, max_num_seqs=8, fast_forward=fast_forward)
+    r = simulate(w, cfg, cost_model=ROOFLINE, check_invariants=True)
+    rows = r.calls.set_index("call_id")
+    t1 = it.iteration_time(BatchShape((1024,), (0,)))
+    t2 = t1 + it.iteration_time(BatchShape((1024,), (1024,)))
+    t3 = t2 + it.iteration_time(BatchShape((512, 512), (2048, 2048)))
+    assert rows.loc["b", "cached_tokens"] == 2048
+    assert rows.loc["a", "first_token_s"] == pytest.approx(t3, rel=1e-12)
+    assert rows.loc["b", "first_token_s"] == pytest.approx(t3, rel=1e-12)
+    assert r.summary["prefix_hit_rate"] == pytest.approx(2048 / 5120)
+
+
+def test_second_request_admitted_after_chunk_one_hits_chunk_one() -> None:
+    """A (3072 tokens, budget 2048) prefills in chunks 2048 + 1024; B shares A's first
+    1024 tokens and has 1024 of its own.  B arrives during chunk 1 and is admitted in
+    the step of chunk 2 (A's 1024 leave 1024 of budget): it hits the 64 blocks
+    chunk 1 computed and prefills its own 1024 tokens in the same step.
+
+        t1 = it((2048,), (0,));  t2 = t1 + it((1024, 1024), (2048, 1024))"""
+    it = _it()
+    ha = chain_hashes(0, 3072)
+    hb = ha[:64] + chain_hashes(1, 1024, salt=1)
+    w = workload([llm("a", "s1", 3072, 1, hashes=ha), llm("b", "s2", 2048, 1, t=1e-6, hashes=hb)])
+    r = simulate(w, cluster(max_num_batched_tokens=2048, max_num_seqs=8), cost_model=ROOFLINE)
+    rows = r.calls.set_index("call_id")
+    t1 = it.iteration_time(BatchShape((2048,), (0,)))
+    t2 = t1 + it.iteration_time(BatchShape((1024, 1024), (2048, 1024)))
+    assert rows.loc["b", "cached_tokens"] == 1024
+    assert rows.loc["b", "first_token_s"] == pytest.approx(t2, rel=1e-12)
+
+
+def test_no_waiting_request_is_admitted_in_a_step_that_preempted() -> None:
+    """4 KV blocks of 16 tokens, budget 17 tokens, two 16-token prompts (no hashes).
+
+    iter 1: A prefills 16 (1 block), B is admitted with the 1 token left (1 block).
+    iter 2: A's first decode takes a block (A full at 16); B prefills its last 15.
+    iter 3: B's first decode takes the last free block.  A holds 32 token slots, B 32.
+    iter 4..17: both decode; A reaches 32 tokens after iter 17, B 31.
+    iter 18: A needs a 3rd block, none is free: B (latest admitted) is preempted and
+        frees 2 blocks; A takes one.  B (16 prompt + 16 generated = 32 to recompute)
+        could start a 16-token chunk in the 1 free block with the 16 tokens of budget
+        left, but vLLM v1 admits nothing in a step that preempted: iter 18 is A alone.
+    iter 19: B is admitted (16 of its 32 tokens).
+    The timeline (one sample per iteration, step by step) shows it: before iter 19,
+    1 running and 1 waiting; before iter 20, 2 running."""
+    cfg = cluster(
+        num_gpu_blocks_override=4,
+        max_num_seqs=2,
+        max_num_batched_tokens=17,
+        fast_forward=False,
+    )
+    w = workload([llm("a", "s1", 16, 20), llm("b", "s2", 16, 30)])
+    r = simulate(w, cfg, cost_model=ROOFLINE, check_invariants=True)
+    tl = r.timeline
+    running = tl["running"].tolist()
+    waiting = tl["waiting"].tolist()
+    # samples: [0] before iter 1 (both waiting), [k] before iter k + 1
+    assert running[17] == 2 and waiting[17] == 0  # before iter 18
+    assert running[18] == 1 and waiting[18] == 1  # before iter 19: B preempted, not re-admitted
+    assert running[19] == 2 and waiting[19] == 0  # before iter 20: B admitted in iter 19
+    rows = r.calls.set_index("call_id")
+    assert rows.loc["b", "preemptions"] >= 1
+    # iter 18 ran A's decode alone: its time is a one-sequence decode at 32 + 1 tokens
+    it = _it()
+    dt18 = tl["time_s"].iloc[18] - tl["time_s"].iloc[17]
+    assert dt18 == pytest.approx(
+        it.iteration_time(BatchShape(num_decode=1, decode_context_sum=33)), rel=1e-12
+    )
+    fast = simulate(w, replace(cfg, fast_forward=True), cost_model=ROOFLINE)
+    x = fast.calls.set_index("call_id").sort_index()
+    y = r.calls.set_index("call_id").sort_index()
+    for col in ("first_token_s", "finish_s"):
+        assert x[col].to_numpy() == pytest.approx(y[col].to_numpy(), rel=1e-9)
+
+
+def _offload_case(cpu_offload_gib: float):
+    """A's 320-token prompt (20 blocks) finishes; C, another 320-token prompt, needs 21
+    of the 30 GPU blocks and evicts 11 of A's cached blocks (tail first); B, A's prompt
+    again, then finds A's first 9 blocks in GPU memory."""
+    ha = chain_hashes(0, 320)
+    hc = chain_hashes(1, 320, salt=1)
+    w = workload(
+        [
+            llm("a", "s1", 320, 2, t=0.0, hashes=ha),
+            llm("c", "s2", 320, 2, t=10.0, hashes=hc),
+            llm("b", "s3", 320, 2, t=20.0, hashes=ha),
+        ]
+    )
+    cfg = cluster(num_gpu_blocks_override=30, cpu_offload_gib=cpu_offload_gib)
+    return simulate(w, cfg, cost_model=ROOFLINE, check_invariants=True), cfg
+
+
+def test_cpu_offload_loads_an_evicted_prefix_over_pcie_instead_of_recomputing() -> None:
+    from sim.cluster import kv_bytes_per_token_per_gpu
+    from sim.costmodel import kv_transfer_time
+    from sim.topology import build_topology
+
+    it = _it()
+    r, cfg = _offload_case(1.0)
+    rows = r.calls.set_index("call_id")
+    # B: 9 blocks hit in GPU memory, the other 11 load from the CPU tier: every token
+    # but the last (always recomputed) is cached; the load is charged to B's step
+    dep = cfg.deployments[0]
+    block_bytes = kv_bytes_per_token_per_gpu(get_model(dep.model), dep) * dep.block_size
+    topo = build_topology(cfg.node_list(), cfg.gpu)
+    path = topo.path(topo.gpu_names[0], "n0/cpu0")
+    load = kv_transfer_time(11 * block_bytes, path.bandwidth, path.latency)
+    assert rows.loc["b", "cached_tokens"] == 319
+    assert rows.loc["b", "ttft_s"] == pytest.approx(
+        load + it.iteration_time(BatchShape((1,), (319,))), rel=1e-9
+    )
+    # without the tier, B recomputes the 11 evicted blocks (and its last token)
+    r0, _ = _offload_case(0.0)
+    rows0 = r0.calls.set_index("call_id")
+    assert rows0.loc["b", "cached_tokens"] == 9 * 16
+    assert rows0.loc["b", "ttft_s"] == pytest.approx(
+        it.iteration_time(BatchShape((176,), (144,))), rel=1e-12
+    )

@@ -79,6 +79,25 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
     g.add_argument("--max-num-batched-tokens", type=int, help="token budget per iteration")
     g.add_argument("--block-size", type=int, help="KV block size in tokens")
     g.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        help="fraction of GPU memory vLLM may use for weights, activations and KV "
+        "(default 0.9); the KV block count follows as vLLM profiles it",
+    )
+    g.add_argument(
+        "--gpu-kv-blocks",
+        dest="num_gpu_blocks_override",
+        type=int,
+        help="KV blocks per replica, replacing the count derived from memory "
+        "(vLLM's --num-gpu-blocks-override; e.g. the 'GPU KV cache size' a server logged)",
+    )
+    g.add_argument(
+        "--cpu-offload-gib",
+        type=float,
+        help="vLLM CPU KV offload tier (OffloadingConnector): GiB of host memory per GPU; "
+        "evicted prefixes load back over PCIe instead of being recomputed (0: none)",
+    )
+    g.add_argument(
         "--dtype",
         choices=("fp16", "bf16", "fp8"),
         help="weight and KV precision of the first deployment (default: the model's own); "
@@ -152,6 +171,9 @@ def cluster_from_args(
         "max_num_seqs": args.max_num_seqs,
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "block_size": args.block_size,
+        "gpu_memory_utilization": getattr(args, "gpu_memory_utilization", None),
+        "num_gpu_blocks_override": getattr(args, "num_gpu_blocks_override", None),
+        "cpu_offload_gib": getattr(args, "cpu_offload_gib", None),
         "dtype": getattr(args, "dtype", None),
         "kv_cache_dtype": getattr(args, "kv_cache_dtype", None),
         "max_model_len": getattr(args, "max_model_len", None),

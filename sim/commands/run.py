@@ -47,6 +47,20 @@ def default_run_name(trace: str, policy: str, seed: int, config_hash: str = "") 
     return f"{name}-{config_hash}" if config_hash else name
 
 
+def kv_line(model: str, plan: dict[str, Any]) -> str:
+    """One line naming a deployment's KV blocks and the per-GPU memory plan behind them."""
+    g = 1024**3
+    line = (
+        f"KV cache {model}: {plan['kv_blocks']:,} blocks per replica (per GPU: "
+        f"{plan['usable'] / g:.2f} GiB usable of {plan['total'] / g:.2f}, weights "
+        f"{plan['weights'] / g:.2f}, profiling peak {plan['activations'] / g:.2f}, non-torch "
+        f"{plan['non_torch'] / g:.2f}, KV {plan['kv'] / g:.2f} GiB)"
+    )
+    if plan["kv_blocks"] != plan["kv_blocks_from_memory"]:
+        line += f"; set by --gpu-kv-blocks (memory gives {plan['kv_blocks_from_memory']:,})"
+    return line
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = cluster_from_args(args)
     slo = slo_from_args(args)
@@ -79,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
             f"${s['cost_usd']:,.2f}",
             file=sys.stderr,
         )
+        for model, plan in result.config["memory"].items():
+            print(kv_line(model, plan), file=sys.stderr)
         print(
             f"simulated {s['makespan_s']:,.0f} s in {p['wall_s']:.2f} s wall "
             f"({p['events']:,} events, {p['events_per_s']:,.0f} events/s)",
