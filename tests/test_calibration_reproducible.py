@@ -246,3 +246,26 @@ def test_committed_whole_iteration_fits_replay_under_two_openblas_coretypes(
     # and the check is not vacuous: both files are unchanged, and nothing was written
     for name in TORCH_MODELS:
         assert (tmp_path / f"{name}.toml").read_bytes() == _committed(name)[1].read_bytes()
+
+
+def test_a_cpu_fit_does_not_depend_on_what_was_imported_first() -> None:
+    """``cpu`` records are fitted against the nominal CPU spec even in a process that
+    never imported the harness (which registers ``cpu`` as a device)."""
+    records, committed = _committed("torch-tiny-llama-cpu")
+    script = (
+        "import sys\n"
+        "from sim.calibration.fit import fit_files\n"
+        "from sim.hardware import GPUS\n"
+        "assert 'cpu' not in GPUS\n"
+        "sys.stdout.write(fit_files([sys.argv[1]], 'torch-tiny-llama-cpu'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(records)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rep = compare_costmodels(committed.read_text(), proc.stdout)
+    assert rep.ok, rep.lines()

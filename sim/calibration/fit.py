@@ -420,9 +420,15 @@ def _family_arrays(rows: Sequence[Row]) -> dict[str, _Family]:
 
 
 def _peaks(gpu: str) -> tuple[float, float]:
-    """Datasheet (FLOP/s, HBM bytes/s) the rooflines of ``gpu`` use.  A device that is
-    not a known GPU (e.g. ``cpu`` records) gets nominal 1 TFLOP/s and 100 GB/s; its
-    fitted efficiencies absorb the difference."""
+    """Datasheet (FLOP/s, HBM bytes/s) the rooflines of ``gpu`` use.  ``cpu`` records
+    use the nominal :data:`~sim.calibration.engines.devices.CPU_SPEC` (2 TFLOP/s,
+    100 GB/s), registered here in :data:`GPUS` (pricing the rows needs it too), so a fit
+    does not depend on whether the harness was imported first; another device that is
+    not a known GPU gets nominal 1 TFLOP/s and 100 GB/s.  The fitted efficiencies absorb
+    the difference."""
+    from sim.calibration.engines.devices import register_cpu
+
+    register_cpu()
     spec = GPUS.get(gpu)
     return (spec.peak_flops, spec.hbm_bandwidth) if spec else (1e12, 1e11)
 
