@@ -64,6 +64,11 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=run_validate)
 
+    # Serving-level fit of the vLLM step model (sim/serving/fit_cli.py).
+    from sim.serving import fit_cli
+
+    fit_cli.register(gsub)
+
     # The real-engine harness subcommands (record, replay, compare-e2e, serve).
     from sim.calibration import harness_cli
 

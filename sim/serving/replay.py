@@ -71,10 +71,20 @@ class RunResult:
         raise KeyError(stage)
 
 
-def client_latency_s(cost_model: CostModel) -> float:
-    """Seconds the client-side path (HTTP, tokenisation, detokenisation, streaming) adds
-    to TTFT and E2E: the cost model's ``client_latency_s`` attribute (0 without one)."""
-    return float(getattr(cost_model, "client_latency_s", 0.0) or 0.0)
+def client_latency_s(
+    cost_model: CostModel, prompt_tokens: np.ndarray, step_s: np.ndarray
+) -> np.ndarray:
+    """Seconds the client-side path (HTTP, tokenisation, scheduling lag, detokenisation,
+    streaming) adds to each request's TTFT and E2E: the cost model's
+    ``client_latency(prompt_tokens, step_s)`` when it has one
+    (:class:`sim.serving.stepmodel.StepCostModel`), else 0; ``step_s`` is each request's
+    mean simulated step (its TPOT).  The one place where client-side latency enters
+    simulated serving metrics."""
+    fn = getattr(cost_model, "client_latency", None)
+    if fn is None:
+        return np.zeros(prompt_tokens.shape, dtype=np.float64)
+    out = fn(prompt_tokens.astype(np.float64), np.nan_to_num(step_s))
+    return np.asarray(out, dtype=np.float64) + np.zeros(prompt_tokens.shape)
 
 
 def cluster_for(run: RunSpec, costmodel: str | None = None) -> ClusterConfig:
@@ -152,7 +162,9 @@ def simulate_run(
     calls = res.calls
     idx = calls["call_id"].str.slice(1).astype(np.int64).to_numpy()
     ok = (calls["status"] == "completed").to_numpy()
-    extra = client_latency_s(cost_model)
+    extra = client_latency_s(
+        cost_model, calls["input_tokens"].to_numpy(), calls["tpot_s"].to_numpy(dtype=np.float64)
+    )
     ttft_all = calls["ttft_s"].to_numpy(dtype=np.float64) + extra
     e2e_all = calls["e2e_s"].to_numpy(dtype=np.float64) + extra
     stage = sw.stage_of[idx]

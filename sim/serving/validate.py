@@ -121,13 +121,13 @@ def _ms(x: float) -> float:
 
 
 @cache
-def _cost_model(path: str | None) -> CostModel:
-    return resolve_cost_model(path)
+def _cost_model(path: str | None, gpu: str | None) -> CostModel:
+    return resolve_cost_model(path, gpu=gpu)
 
 
 def _one(args: tuple[RunSpec, str | None, CostModel | None, int, float | None]) -> RunResult:
     run, path, cm, seed, max_stage_s = args
-    model = cm if cm is not None else _cost_model(path)
+    model = cm if cm is not None else _cost_model(path, None if path else run.gpu)
     return simulate_run(run, model, seed=seed, max_stage_s=max_stage_s)
 
 
@@ -154,8 +154,20 @@ def validate_runs(
         out = tuple(r for r in results if r is not None)
     else:
         out = tuple(_one(j) for j in jobs)
-    cm = cost_model if cost_model is not None else _cost_model(costmodel)
-    return Validation(out, cm.describe(), time.perf_counter() - t0)
+    if cost_model is not None:
+        desc = cost_model.describe()
+    else:
+        gpus = sorted({r.gpu for r in runs}) if costmodel is None else [None]
+        descs = {g or "": _cost_model(costmodel, g).describe() for g in gpus}
+        desc = (
+            next(iter(descs.values()))
+            if len({d["name"] for d in descs.values()}) == 1
+            else {
+                "name": ", ".join(f"{g}: {d['name']}" for g, d in descs.items()),
+                "kind": "per-GPU defaults",
+            }
+        )
+    return Validation(out, desc, time.perf_counter() - t0)
 
 
 def _work(run: RunSpec) -> float:
