@@ -8,7 +8,8 @@ device name is kept in the header's ``device_name``.
 CPU runs are filed under ``"cpu"``, a *nominal* device registered here (see
 :data:`CPU_SPEC`): its peaks are round upper bounds, not a datasheet, so fitted
 efficiencies stay in (0, 1); the fitted throughputs (peak x efficiency) are what the
-cost model uses.  The numbers are constants so a fit replays byte-for-byte on any machine.
+cost model uses.  The numbers are constants, not the machine's, so a fit of CPU records
+does not depend on the CPU that refits them (``replay --check``: calibration/README.md).
 """
 
 from __future__ import annotations
