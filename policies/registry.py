@@ -54,12 +54,47 @@ BUILTIN_MODULES = (
 T = TypeVar("T")
 
 
+#: Constructor arguments agentsim sets itself (``--seed``), not a spec's ``key=value``.
+INJECTED_PARAMS = ("seed",)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter a policy spec can set: ``name=value`` (``default`` when absent)."""
+
+    name: str
+    default: Any
+    type: str
+
+    def describe(self) -> str:
+        """``name=default`` as a spec would write it (``migrate=false``), or
+        ``name (required)``."""
+        d = self.default
+        if d is inspect.Parameter.empty:
+            return f"{self.name} (required)"
+        return f"{self.name}={str(d).lower() if isinstance(d, bool) else d}"
+
+
 @dataclass(frozen=True)
 class PolicyInfo:
     kind: str
     name: str
     cls: type
     description: str
+
+    def parameters(self) -> list[Param]:
+        """The spec parameters (constructor keyword arguments, as :func:`create` parses
+        ``name:key=value``), with defaults and types, in signature order."""
+        out = []
+        for p in inspect.signature(self.cls).parameters.values():
+            if p.name in INJECTED_PARAMS or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.annotation is not inspect.Parameter.empty:
+                ann = p.annotation if isinstance(p.annotation, str) else p.annotation.__name__
+            else:
+                ann = type(p.default).__name__ if p.default is not p.empty else "str"
+            out.append(Param(p.name, p.default, str(ann)))
+        return out
 
 
 _REGISTRY: dict[str, dict[str, PolicyInfo]] = {k: {} for k in KINDS}

@@ -31,7 +31,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sim.config import ClusterConfig, apply_overrides, default_cluster_config, load_cluster_config
+from sim.config import (
+    ClusterConfig,
+    apply_overrides,
+    check_serves,
+    default_cluster_config,
+    load_cluster_config,
+)
 from sim.errors import ConfigError
 from sim.report import SLO, enrich_summary, write_results
 from sim.simulation import SimResult, simulate
@@ -94,6 +100,8 @@ def policy_dict(policies: PolicyArg) -> dict[str, str]:
                 raise ConfigError(
                     f"unknown policy kind {k!r}; expected one of {', '.join(POLICY_KINDS)}"
                 )
+            if not str(v).strip():
+                raise ConfigError(f"{k}: empty policy spec; name a policy")
             out[POLICY_KINDS[k]] = str(v)
         return out
     out = {}
@@ -101,6 +109,8 @@ def policy_dict(policies: PolicyArg) -> dict[str, str]:
         part = part.strip()
         head, eq, rest = part.partition("=")
         if eq and ":" not in head and head in POLICY_KINDS:
+            if not rest.strip():
+                raise ConfigError(f"{policies!r}: {head}= has an empty policy spec")
             out[POLICY_KINDS[head]] = rest.strip()
         elif part:
             out["router"] = part
@@ -283,7 +293,7 @@ def run(
     ``progress`` shows a bar on a terminal.
     """
     wl = load_workload(trace, trace_format)
-    cfg = cluster_config(cluster, policies, **overrides)
+    cfg = check_serves(cluster_config(cluster, policies, **overrides))
     raw = simulate(
         wl,
         cfg,
@@ -351,6 +361,8 @@ class Comparison:
     seeds: list[int]
     results: dict[str, list[Result]]
     alpha: float = 0.05
+    #: What differed between seeds, in words (the markdown table's note).
+    seeds_vary: str = ""
 
     @property
     def policies(self) -> list[str]:
@@ -362,12 +374,20 @@ class Comparison:
         cols = [(m, h, u) for m, h, u in TABLE_METRICS if m in self.table.columns]
         head = "| policy | rank | " + " | ".join(h for _, h, _ in cols) + " |"
         lines = [head, "|---|---|" + "---|" * len(cols)]
+        overloaded = []
         for row in self.table.to_dict("records"):
-            cells = [str(row["policy"]), str(row["rank"])]
+            label = str(row["policy"])
+            raw = row.get("overloaded")
+            frac = 0.0 if raw is None or _isnan(raw) else float(raw)
+            if frac > 0:
+                n = round(frac * len(self.seeds))
+                label += " ⚠ overloaded" + (f" ({n}/{len(self.seeds)} seeds)" if many else "")
+                overloaded.append(str(row["policy"]))
+            cells = [label, str(row["rank"])]
             for m, _, unit in cols:
                 cell = _fmt_metric(row[m], unit)
                 if many and not _isnan(row.get(f"{m}.ci95")):
-                    cell += " ± " + _fmt_metric(row[f"{m}.ci95"], unit, plain=True)
+                    cell += " ± " + _fmt_ci(row[f"{m}.ci95"], row[m], unit)
                 if row.get(f"{m}.significant") is True:
                     cell += " *"
                 cells.append(cell)
@@ -375,8 +395,13 @@ class Comparison:
         notes = [
             "",
             f"Ranked by {self.rank_by} ({'higher' if higher_is_better(self.rank_by) else 'lower'} is better). "
-            f"Seeds: {', '.join(map(str, self.seeds))}.",
+            f"Seeds: {', '.join(map(str, self.seeds))}. {self.seeds_vary}",
         ]
+        if overloaded:
+            notes.append(
+                f"⚠ Overloaded (arrivals outpaced service; summary.json 'overloaded'): "
+                f"{', '.join(overloaded)}. Their latencies are mostly queueing for capacity."
+            )
         if many:
             notes.append(
                 f"Values are means over seeds ± the 95% t-interval half-width; * marks a difference from "
@@ -429,17 +454,47 @@ def _isnan(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def _fmt_metric(x: Any, unit: str, plain: bool = False) -> str:
+def _fmt_metric(x: Any, unit: str, plain: bool = False, like: Any = None) -> str:
+    """A table cell; durations (``ms``, ``s``) in the unit that suits ``like`` (default
+    ``x``): 8536.9 s prints as 2.4 h, not 8536928.8 ms."""
     if _isnan(x):
         return "n/a"
     v = float(x)
-    if unit == "ms":
-        return f"{v * 1000:.1f}" + ("" if plain else " ms")
+    if unit in ("ms", "s"):
+        from sim.report import duration_unit
+
+        scale, name, dec = duration_unit(v if _isnan(like) else float(like))
+        return f"{v / scale:,.{dec}f}" + ("" if plain else f" {name}")
     if unit == "%":
         return f"{v * 100:.1f}" + ("" if plain else "%")
-    if unit == "s":
-        return f"{v:,.2f}" + ("" if plain else " s")
     return f"{v:,.4g}"
+
+
+def _fmt_ci(ci: Any, mean: Any, unit: str) -> str:
+    """A confidence half-width in the unit and precision of its mean's cell: exactly 0
+    prints as ``0``; one too small for that precision with two significant digits."""
+    c = float(ci)
+    if c == 0.0 or (not _isnan(mean) and c <= 1e-9 * abs(float(mean))):
+        return "0"  # no spread (or float noise of equal values)
+    if unit not in ("ms", "s", "%"):
+        return _sig2(c)
+    s = _fmt_metric(c, unit, plain=True, like=mean)
+    if s.strip("0.,") == "":
+        scale = 0.01
+        if unit in ("ms", "s"):
+            from sim.report import duration_unit
+
+            scale = duration_unit(float(mean) if not _isnan(mean) else c)[0]
+        s = _sig2(c / scale)
+    return s
+
+
+def _sig2(x: float) -> str:
+    """``x`` rounded to two significant digits, without an exponent (0.0042, 57, 12,000)."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    digits = 1 - math.floor(math.log10(abs(x)))
+    return f"{round(x, digits):,.{max(0, digits)}f}"
 
 
 def summarize_runs(
@@ -469,8 +524,12 @@ def summarize_runs(
             vals = by_seed(pol, m)
             ci = mean_ci(vals)
             row[m] = ci.mean
+            fin = vals[np.isfinite(vals)]
+            constant = fin.size > 0 and bool(np.all(fin == fin[0]))
+            if constant:  # exactly: the float mean of equal values can be off by an ulp
+                row[m] = float(fin[0])
             if many:
-                row[f"{m}.ci95"] = ci.half_width
+                row[f"{m}.ci95"] = 0.0 if constant and fin.size > 1 else ci.half_width
                 if i > 0:
                     test = paired_test(by_seed(order[0], m), vals)
                     row[f"{m}.p_value"] = test.p_value
@@ -499,6 +558,7 @@ def compare(
     alpha: float = 0.05,
     labels: Sequence[str] | None = None,
     retime: bool = False,
+    jitter: bool | None = None,
     faults: FaultSchedule | None = None,
     progress: bool = False,
     on_run: Callable[[str, int, Result], None] | None = None,
@@ -513,9 +573,15 @@ def compare(
     (the CLI writes its files there).  ``retime``: for each seed, move the session
     starts to a Poisson process of the trace's own session rate (seeded; calls inside
     a session keep their timing), so seeds vary the workload as well as the policies'
-    randomness; every policy still sees the same workload for a given seed.  ``faults``:
-    the same fault schedule is injected into every run.  Returns a
-    :class:`Comparison`; its ``table`` is the comparison DataFrame.
+    randomness; every policy still sees the same workload for a given seed.
+    ``jitter``: for each seed, shift every session by its own random offset of at most
+    half the mean gap between session starts (:func:`jittered`), keeping the trace's
+    arrival pattern; None (the default) turns it on when ``seeds > 1`` and ``retime``
+    is off, so that seeds vary the arrivals even under deterministic policies (whose
+    runs would otherwise all be identical), and leaves it off for a workload whose
+    sessions all start at one instant.  ``faults``: the same fault schedule is injected
+    into every run.  Returns a :class:`Comparison`; its ``table`` is the comparison
+    DataFrame and its ``seeds_vary`` says what the seeds changed.
     """
     entries: list[PolicyArg] = (
         list(split_policies(policies)) if isinstance(policies, str) else list(policies)
@@ -535,14 +601,15 @@ def compare(
             registry.create(REGISTRY_KIND[fld], text)
     wl = load_workload(trace, trace_format)
     base = cluster_config(cluster, None, **overrides)
-    cfgs = [apply_overrides(base, policies=spec) for spec in specs]
+    cfgs = [check_serves(apply_overrides(base, policies=spec)) for spec in specs]
     slo = slo or SLO()
     seed_list = list(range(seed, seed + seeds))
     rows: list[dict[str, Any]] = []
     results: dict[str, list[Result]] = {n: [] for n in names}
     total = len(names) * len(seed_list)
     k = 0
-    workloads = {s: retimed(wl, s) if retime else wl for s in seed_list}
+    seeds_vary, jit = _seed_variation(wl, seeds, retime, jitter)
+    workloads = {s: retimed(wl, s) if retime else jittered(wl, s) if jit else wl for s in seed_list}
     for name, cfg in zip(names, cfgs, strict=True):
         for s in seed_list:
             k += 1
@@ -564,7 +631,80 @@ def compare(
                 on_run(name, s, res)
     runs = pd.DataFrame(rows)
     table = summarize_runs(runs, names, rank_by, alpha)
-    return Comparison(runs, table, rank_by, seed_list, results, alpha)
+    return Comparison(runs, table, rank_by, seed_list, results, alpha, seeds_vary)
+
+
+def _seed_variation(
+    wl: Workload, seeds: int, retime: bool, jitter: bool | None
+) -> tuple[str, bool]:
+    """What the seeds of a comparison vary (a sentence) and whether to jitter."""
+    if retime:
+        return (
+            "Per seed, session starts are re-drawn as a Poisson process at the trace's "
+            "session rate (--retime); seeds also seed the policies.",
+            False,
+        )
+    gap = mean_session_gap(wl)
+    if jitter is None:
+        jitter = seeds > 1 and gap > 0
+    if jitter and gap <= 0:
+        raise ConfigError(
+            f"{wl.source or wl.name}: arrival jitter needs sessions starting at different times"
+        )
+    if jitter:
+        return (
+            f"Per seed, each session is shifted by a random offset within ±{gap / 2:.3g} s "
+            "(half the mean gap between session starts: arrival jitter); seeds also seed "
+            "the policies.",
+            True,
+        )
+    if seeds > 1:
+        why = " (every session starts at the same time)" if gap <= 0 else ""
+        return (
+            f"Arrivals as recorded{why}; seeds vary only the policies' randomness.",
+            False,
+        )
+    return "Arrivals as recorded.", False
+
+
+def _session_starts(wl: Workload) -> dict[str, float]:
+    starts: dict[str, float] = {}
+    for c in wl.calls:
+        starts[c.session_id] = min(starts.get(c.session_id, c.issue_time_s), c.issue_time_s)
+    return starts
+
+
+def mean_session_gap(wl: Workload) -> float:
+    """Mean seconds between consecutive session starts ((last - first) / (sessions - 1));
+    0 with fewer than two sessions or when they all start at once."""
+    starts = _session_starts(wl)
+    if len(starts) < 2:
+        return 0.0
+    return (max(starts.values()) - min(starts.values())) / (len(starts) - 1)
+
+
+def jittered(wl: Workload, seed: int) -> Workload:
+    """A copy of ``wl`` with each session moved in time by its own offset drawn
+    uniformly from [-g/2, g/2), g = :func:`mean_session_gap` (seconds; the draw is
+    seeded by ``seed``, in order of session start).  Calls inside a session keep their
+    relative timing; times are clipped at 0.  Unlike :func:`retimed` the trace's arrival
+    pattern (bursts, diurnal shape) is kept, only each arrival's exact instant varies.
+    A workload whose sessions all start at one instant is returned unchanged."""
+    from dataclasses import replace
+
+    from sim.workload import topo_order
+
+    gap = mean_session_gap(wl)
+    if gap <= 0:
+        return wl
+    starts = _session_starts(wl)
+    order = sorted(starts, key=lambda sid: (starts[sid], sid))
+    rng = np.random.default_rng(seed)
+    offsets = dict(zip(order, rng.uniform(-gap / 2, gap / 2, len(order)).tolist(), strict=True))
+    calls = [
+        replace(c, issue_time_s=max(0.0, c.issue_time_s + offsets[c.session_id])) for c in wl.calls
+    ]
+    return Workload(topo_order(calls), name=wl.name, source=wl.source, meta=dict(wl.meta))
 
 
 def retimed(wl: Workload, seed: int) -> Workload:

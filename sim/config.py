@@ -432,6 +432,36 @@ def default_cluster_config() -> ClusterConfig:
     return validate(ClusterConfig())
 
 
+def check_serves(cfg: ClusterConfig) -> ClusterConfig:
+    """Check that every deployment can get a replica; returns ``cfg``.
+
+    ``replicas = 0`` is valid only with an autoscaler that starts replicas from zero
+    (``keep_warm``, ``queue_depth``, ``hpa`` unless ``min_replicas=0`` on its per-pod
+    ``gpu_util`` metric).  Under ``static`` (the default) nothing would ever serve the
+    calls, and an ``hpa`` that cannot scale from zero would wait for ever.  Called on
+    the final config (after the command line's overrides), before simulating.
+    """
+    from policies.registry import parse_spec
+
+    name, params = parse_spec(cfg.policies.autoscaler)
+    never = name == "static"
+    if name == "hpa":
+        per_pod = params.get("metric", "gpu_util") == "gpu_util"
+        never = per_pod and params.get("min_replicas", "1").strip() in ("0", "0.0")
+    if not never:
+        return cfg
+    for i, d in enumerate(cfg.deployments):
+        _check(
+            d.replicas >= 1,
+            cfg.source,
+            f"deployments[{i}].replicas",
+            f"0 replicas of {d.model} under autoscaler {cfg.policies.autoscaler!r}, which never "
+            "starts one: nothing would serve its calls; set replicas >= 1, or an autoscaler "
+            "that scales from zero (keep_warm, queue_depth, hpa:metric=queue,min_replicas=0)",
+        )
+    return cfg
+
+
 QUICK_FIELDS = (
     "model",
     "tp",

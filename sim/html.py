@@ -2,7 +2,7 @@
 
 The HTML is rendered from the same markdown as ``report.md`` (one source of truth)
 by a converter for the subset our reports use: ``#``/``##`` headings, ``- `` lists,
-pipe tables, paragraphs and inline ``code``.  Figures are inserted at the end of the
+pipe tables, ``> `` warnings (a highlighted box), paragraphs and inline ``code``.  Figures are inserted at the end of the
 section they illustrate.  No external files, scripts or fonts: one file to mail.
 """
 
@@ -28,6 +28,7 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}
 code{background:#f4f4f4;padding:0 .2em;border-radius:3px}
 figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.85em;color:#555}
+.warning{background:#fff3cd;border-left:5px solid #d39e00;margin:1em 0;padding:.6em 1em}
 """
 
 
@@ -77,6 +78,14 @@ def markdown_to_html(md: str, figures: Figures | None = None) -> str:
                 items.append(f"<li>{_inline(lines[i][2:])}</li>")
                 i += 1
             out.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif line.startswith(">"):
+            flush_para()
+            quote = []
+            while i < len(lines) and lines[i].startswith(">"):
+                quote.append(lines[i][1:].strip())
+                i += 1
+            out.append('<div class="warning">' + _inline(" ".join(quote)) + "</div>")
             continue
         elif line.startswith("|"):
             flush_para()

@@ -13,6 +13,8 @@ Definitions (seconds unless stated):
   first admissions.
 - gpu_hours = sum over replicas of GPUs x time held (placement to release or end);
   cost_usd = gpu_hours x the GPU's price per hour.
+- overload (:func:`overload`): whether arrivals outpaced service, from the queueing
+  delay of LLM calls against their service time and the offered vs served call rates.
 """
 
 from __future__ import annotations
@@ -161,3 +163,69 @@ def summarize(
     if extra:
         out.update(extra)
     return out
+
+
+#: :func:`overload`: a run is overloaded when LLM calls waited for a replica, on
+#: average, more than this fraction of the time they then took to be served ...
+OVERLOAD_QUEUE_RATIO = 0.5
+#: ... or when completions came out at less than this fraction of the arrival rate
+#: (a backlog built up) while calls queued for at least :data:`BACKLOG_QUEUE_RATIO`
+#: of their service time (so a run whose last call is merely long is not flagged).
+OVERLOAD_SERVED_FRACTION = 0.9
+BACKLOG_QUEUE_RATIO = 0.1
+
+
+def overload(calls: pd.DataFrame) -> dict[str, Any]:
+    """Whether arrivals outpaced service, and the numbers behind the verdict.
+
+    Over the completed LLM calls of ``calls`` (the :class:`Recorder` frame), with
+    queueing = admission onto a replica - issue and service = finish - admission
+    (seconds):
+
+    - ``offered_load_rps``: LLM calls issued per second between the first and the last
+      issue (None when they all arrive at one instant);
+    - ``served_load_rps``: LLM calls completed per second between the first and the
+      last completion (None with fewer than two completions at distinct times);
+    - ``mean_queue_s``, ``mean_service_s``: mean queueing and service time;
+    - ``overloaded``: ``mean_queue_s > OVERLOAD_QUEUE_RATIO x mean_service_s`` (by
+      Little's law: on average at least one call waited for every two being served),
+      or ``served_load_rps < OVERLOAD_SERVED_FRACTION x offered_load_rps`` with
+      ``mean_queue_s > BACKLOG_QUEUE_RATIO x mean_service_s`` (completions lagged the
+      arrivals: the run drained a backlog after the last arrival).  The served rate
+      counts completions only but the comparison uses the time windows, so calls that
+      failed (faults, length limits) do not count as overload.
+
+    The queueing test is the one that sees overload in closed-loop traces: there a
+    session's next call is issued only when the previous one ends, so a slow cluster
+    also slows the arrivals, and offered and served rates stay close while calls queue.
+    """
+    llm = calls[calls["kind"] == "llm"]
+    ok = llm[llm["status"] == "completed"]
+    issue = llm["issue_s"].to_numpy(dtype=np.float64)
+    issue = issue[np.isfinite(issue)]
+    fin = np.sort(ok["finish_s"].to_numpy(dtype=np.float64))
+    fin = fin[np.isfinite(fin)]
+    admit = ok["admit_s"].to_numpy(dtype=np.float64)
+    queue = admit - ok["issue_s"].to_numpy(dtype=np.float64)
+    service = ok["finish_s"].to_numpy(dtype=np.float64) - admit
+    good = np.isfinite(queue) & np.isfinite(service)
+    arrive_s = float(issue.max() - issue.min()) if issue.size else 0.0
+    serve_s = float(fin[-1] - fin[0]) if fin.size else 0.0
+    offered = issue.size / arrive_s if arrive_s > 0 else None
+    served = fin.size / serve_s if serve_s > 0 else None
+    mean_q = float(queue[good].mean()) if good.any() else None
+    mean_s = float(service[good].mean()) if good.any() else None
+    over = False
+    if mean_q is not None and mean_s is not None:
+        over = mean_q > OVERLOAD_QUEUE_RATIO * mean_s
+        if not over and arrive_s > 0 and fin.size > 1:
+            # completed / serve_s < 0.9 x completed / arrive_s, in time windows
+            lagged = serve_s * OVERLOAD_SERVED_FRACTION > arrive_s
+            over = lagged and mean_q > BACKLOG_QUEUE_RATIO * mean_s
+    return {
+        "overloaded": bool(over),
+        "offered_load_rps": None if offered is None else _r(offered),
+        "served_load_rps": None if served is None else _r(served),
+        "mean_queue_s": None if mean_q is None else _r(mean_q),
+        "mean_service_s": None if mean_s is None else _r(mean_s),
+    }

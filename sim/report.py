@@ -26,11 +26,41 @@ import pandas as pd
 from sim.faults import render_faults_section
 from sim.hardware import get_gpu
 from sim.io import atomic_write, atomic_write_json, atomic_write_text
-from sim.metrics import SUMMARY_KEYS
+from sim.metrics import SUMMARY_KEYS, overload
 from sim.simulation import SimResult
 from sim.stats import step_area
 
 LINK_TYPES = ("nvlink", "pcie", "network", "host")
+#: Columns of ``replicas.csv`` (one row per replica life, :func:`sim.simulation.simulate`).
+REPLICA_COLUMNS = (
+    "replica",
+    "model",
+    "gpus",
+    "node",
+    "start_s",
+    "ready_s",
+    "stop_s",
+    "cold_start_s",
+    "busy_s",
+    "iterations",
+    "preemptions",
+    "kv_capacity_blocks",
+    "evictions",
+    "prompt_tokens",
+    "hit_tokens",
+)
+
+
+def replica_frame(replicas: pd.DataFrame) -> pd.DataFrame:
+    """``replicas`` with every :data:`REPLICA_COLUMNS` column, even with no replica at
+    all (a run whose deployments never got one has an empty frame without columns)."""
+    missing = [c for c in REPLICA_COLUMNS if c not in replicas.columns]
+    if not missing:
+        return replicas
+    out = replicas.copy()
+    for c in missing:
+        out[c] = pd.Series(dtype=str if c == "gpus" else np.float64)
+    return out
 
 
 @dataclass(frozen=True)
@@ -77,7 +107,7 @@ def replica_table(
     over the replica's life, sequences) and ``max_waiting``; ``kv_occupancy_mean``
     (time-weighted used KV blocks / capacity) and ``kv_occupancy_peak``.
     """
-    df = replicas.copy()
+    df = replica_frame(replicas).copy()
     df["num_gpus"] = [_gpu_count(g) for g in df["gpus"]] if not df.empty else []
     span = _replica_spans(df, makespan_s)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -124,7 +154,7 @@ def weight_load_bytes(replicas: pd.DataFrame, config: dict[str, Any]) -> dict[st
     """
     out = dict.fromkeys(LINK_TYPES, 0.0)
     cold = replicas[replicas["cold_start_s"] > 0] if not replicas.empty else replicas
-    if cold.empty:
+    if cold.empty or "cold_start_s" not in replicas.columns:
         return out
     from sim.models import get_model
     from sim.topology import build_topology
@@ -167,6 +197,9 @@ def report_metrics(
       replicas of time-weighted used blocks / capacity; ``kv_occupancy_peak``: largest.
     - ``bytes_moved``: bytes per link type (``nvlink``, ``pcie``, ``network``,
       ``host``) by weight loads; the engine does not move KV between devices.
+    - ``overloaded``, ``offered_load_rps``, ``served_load_rps``, ``mean_queue_s``,
+      ``mean_service_s``: whether arrivals outpaced service (:func:`sim.metrics.overload`
+      gives the criterion).
     """
     slo = slo or SLO()
     makespan = float(summary["makespan_s"])
@@ -196,6 +229,7 @@ def report_metrics(
     cold_h = float((rt["cold_start_s"].to_numpy(dtype=float) * ngpu).sum() / 3600)
     price = get_gpu(config["cluster"]["gpu"]).price_per_hour
     return {
+        **overload(calls),
         "slo": slo.to_dict(),
         "slo_attainment": frac(met),
         "ttft_slo_attainment": frac(ttft_ok),
@@ -322,13 +356,45 @@ def load_results(path: str | Path) -> SimResult:
         calls=calls,
         sessions=sessions if not sessions.empty else session_frame(calls),
         timeline=timeline if not timeline.empty else pd.DataFrame(columns=TIMELINE_COLUMNS),
-        replicas=pd.read_csv(d / "replicas.csv", dtype={"gpus": str}),
+        replicas=_read_replicas(d / "replicas.csv"),
         config=json.loads((d / "config.json").read_text(encoding="utf-8")),
         perf=json.loads(perf_p.read_text(encoding="utf-8")) if perf_p.exists() else {},
     )
 
 
+def _read_replicas(path: Path) -> pd.DataFrame:
+    """``replicas.csv`` (an empty file when the run had no replica at all)."""
+    try:
+        df = pd.read_csv(path, dtype={"gpus": str})
+    except pd.errors.EmptyDataError:
+        df = pd.DataFrame()
+    return replica_frame(df)
+
+
 # ---- markdown ------------------------------------------------------------------------
+
+
+def duration_unit(seconds: float) -> tuple[float, str, int]:
+    """How to print a duration of about ``seconds``: (seconds per unit, unit, decimals).
+
+    Under 1 s in ms, under 2 min in s, under 2 h in min, else in h: a latency of
+    8536.9 s prints as 2.4 h, not 8536928.8 ms."""
+    a = abs(seconds)
+    if a < 1.0:
+        return 1e-3, "ms", 1
+    if a < 120.0:
+        return 1.0, "s", 2
+    if a < 7200.0:
+        return 60.0, "min", 1
+    return 3600.0, "h", 1
+
+
+def fmt_duration(seconds: Any) -> str:
+    """A duration in seconds for humans (:func:`duration_unit`); None/NaN: ``n/a``."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "n/a"
+    scale, unit, dec = duration_unit(float(seconds))
+    return f"{float(seconds) / scale:,.{dec}f} {unit}"
 
 
 def _fmt(x: Any, unit: str = "") -> str:
@@ -339,6 +405,59 @@ def _fmt(x: Any, unit: str = "") -> str:
             return f"{x * 1000:.1f} ms"
         return f"{x:,.4g}{(' ' + unit) if unit else ''}"
     return f"{x:,}{(' ' + unit) if unit else ''}"
+
+
+def _validation_summary(val: Any) -> str:
+    """A cost model's validation errors in a few words (the full record stays in
+    ``config.json``): the MAPE of each validation, a range over leave-one-out folds."""
+    if not isinstance(val, dict) or not val:
+        return "not validated against measurements"
+    parts = []
+    for name, v in val.items():
+        label = name.replace("_", " ")
+        if isinstance(v, dict) and isinstance(v.get("mape"), int | float):
+            n = f", n={v['n']:,}" if isinstance(v.get("n"), int) else ""
+            p90 = f", p90 {v['p90_ape']:.1f}%" if isinstance(v.get("p90_ape"), int | float) else ""
+            parts.append(f"{label} MAPE {v['mape']:.1f}%{p90}{n}")
+        elif isinstance(v, list):
+            m = [
+                x["mape"]
+                for x in v
+                if isinstance(x, dict) and isinstance(x.get("mape"), int | float)
+            ]
+            if m:
+                rng = f"{min(m):.1f}%" if len(m) == 1 else f"{min(m):.1f}-{max(m):.1f}%"
+                parts.append(f"{label} MAPE {rng} ({len(m)} folds)")
+    return "validation: " + "; ".join(parts) if parts else "validation recorded in config.json"
+
+
+def costmodel_line(cm: dict[str, Any]) -> str:
+    """The report's one-line cost-model description: name, kind, source, validation."""
+    src = f"; source `{cm['source']}`" if cm.get("source") else ""
+    return (
+        f"- Cost model: {cm.get('name', '?')} ({cm.get('kind', '')}){src}; "
+        f"{_validation_summary(cm.get('validation'))}"
+    )
+
+
+def overload_warning(summary: dict[str, Any]) -> list[str]:
+    """The report's warning lines when ``summary['overloaded']`` (else none)."""
+    if not summary.get("overloaded"):
+        return []
+
+    def rate(x: Any) -> str:
+        return "n/a" if x is None else f"{x:,.3g} calls/s"
+
+    q, sv = summary.get("mean_queue_s"), summary.get("mean_service_s")
+    return [
+        "> **Warning: overloaded.** Arrivals outpaced service: LLM calls waited "
+        f"{fmt_duration(q)} on average for a replica and were then served in "
+        f"{fmt_duration(sv)}; offered {rate(summary.get('offered_load_rps'))}, served "
+        f"{rate(summary.get('served_load_rps'))}. The latencies below are mostly queueing "
+        "for capacity, not service: add replicas or lower --load-scale (criterion: "
+        "sim/metrics.py overload).",
+        "",
+    ]
 
 
 def _pct(x: Any) -> str:
@@ -400,6 +519,7 @@ def render_markdown(
     lines = [
         f"# agentsim run: {Path(str(config['trace'])).name} / {summary['policy']} / seed {summary['seed']}",
         "",
+        *overload_warning(summary),
         "## Configuration",
         "",
         f"- Trace: `{config['trace']}` (load scale {config.get('load_scale', 1.0)})",
@@ -414,9 +534,7 @@ def render_markdown(
     pol = cl["policies"]
     lines.append("- Policies: " + ", ".join(f"{k}={v}" for k, v in pol.items()))
     lines.append(f"- Seed: {summary['seed']}")
-    val = cm.get("validation")
-    val_s = f"; validation {json.dumps(val)}" if val else "; not validated against measurements"
-    lines.append(f"- Cost model: {cm.get('name', '?')} ({cm.get('kind', '')}){val_s}")
+    lines.append(costmodel_line(cm))
     lines += [
         "",
         "## Requests",
@@ -432,16 +550,16 @@ def render_markdown(
         "| metric | mean | p50 | p90 | p99 |",
         "|---|---|---|---|---|",
     ]
-    for key, label, unit in (
-        ("ttft_s", "TTFT", "ms"),
-        ("tpot_s", "TPOT", "ms"),
-        ("e2e_s", "end-to-end per call", "s"),
-        ("session_s", "session completion", "s"),
+    for key, label in (
+        ("ttft_s", "TTFT"),
+        ("tpot_s", "TPOT"),
+        ("e2e_s", "end-to-end per call"),
+        ("session_s", "session completion"),
     ):
         st = summary[key]
         lines.append(
             f"| {label} | "
-            + " | ".join(_fmt(st[q], unit) for q in ("mean", "p50", "p90", "p99"))
+            + " | ".join(fmt_duration(st[q]) for q in ("mean", "p50", "p90", "p99"))
             + " |"
         )
     if "slo" in summary:

@@ -7,7 +7,10 @@ A sweep file (TOML, see ``examples/sweeps/README.md``) has three tables:
 - ``[base]``: the configuration every run starts from, with the keys of the
   ``agentsim run`` flags (``trace``, ``trace_format``, ``cluster``, ``seed``,
   ``load_scale``, ``router``, ``replicas``, ...) plus quoted dotted config paths
-  (``"deployments.0.block_size" = 32``).
+  (``"deployments.0.block_size" = 32``), and ``jitter`` (true/false: arrival jitter,
+  by default on when the grid has several ``seeds``: each run's sessions are shifted
+  by offsets seeded by its seed, see :func:`sim.api.jittered`, so that seeds vary the
+  arrivals and not only the policies' randomness).
 - ``[grid]``: lists to take the product of.  The axes ``traces``, ``clusters``,
   ``policies`` (router specs), ``load_scales`` and ``seeds``, and any cluster config
   field by its dotted path (``"deployments.0.max_num_seqs" = [64, 128]``,
@@ -34,6 +37,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -50,11 +54,12 @@ from sim.config import (
     _build,
     _typed,
     apply_overrides,
+    check_serves,
     default_cluster_config,
     load_cluster_config,
     validate,
 )
-from sim.errors import AgentsimError, ConfigError
+from sim.errors import AgentsimError, ConfigError, InputError
 from sim.io import atomic_write, atomic_write_json, atomic_write_text, read_toml
 from sim.paths import DEFAULT_TRACE
 from sim.report import write_results
@@ -88,6 +93,7 @@ BASE_KEYS: dict[str, type | tuple[type, ...]] = {
     "max_num_batched_tokens": int,
     "block_size": int,
     "fast_forward": bool,
+    "jitter": bool,
 }
 #: ``[base]`` keys holding paths (resolved against the sweep file's directory).
 PATH_KEYS = ("trace", "cluster", "costmodel")
@@ -234,6 +240,8 @@ class RunSpec:
     trace_format: str
     seed: int
     load_scale: float
+    #: shift each session's arrival by a seeded offset (:func:`sim.api.jittered`)
+    jitter: bool = False
 
 
 def _err(where: str, key: str, msg: str) -> ConfigError:
@@ -246,6 +254,8 @@ def _check_base_value(where: str, label: str, key: str, value: Any) -> Any:
     if not ok:
         names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
         raise _err(where, label, f"expected {names}, got {value!r}")
+    if key in POLICY_KINDS and not value.strip():
+        raise _err(where, label, "empty policy spec; name a policy (agentsim policies lists them)")
     return float(value) if key == "load_scale" else value
 
 
@@ -384,8 +394,8 @@ def _check_axis(w: str, gk: str, axis: str, values: list[Any], base_dir: Path) -
             else:
                 raise _err(w, at, f"expected a path or {{path = ..., format = ...}}, got {v!r}")
         elif axis in ("clusters", "policies"):
-            if not isinstance(v, str):
-                raise _err(w, at, f"expected a string, got {v!r}")
+            if not isinstance(v, str) or not v.strip():
+                raise _err(w, at, f"expected a non-empty string, got {v!r}")
             out.append(FileRef(v, _resolve(base_dir, v)) if axis == "clusters" else v)
         elif axis == "load_scales":
             if not (isinstance(v, int | float) and not isinstance(v, bool)) or not (
@@ -401,10 +411,27 @@ def _check_axis(w: str, gk: str, axis: str, values: list[Any], base_dir: Path) -
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
-    """Read and check a sweep TOML file (``overrides``: command-line base settings)."""
+    """Read and check a sweep TOML file (``overrides``: command-line base settings).
+
+    A sweep file must vary something: a missing or empty ``[grid]`` (which would run
+    the base configuration once) is an error naming the file and ``grid``.
+    """
     p = str(path)
-    raw, _ = read_toml(p)
-    return parse_sweep(raw, p, overrides)
+    raw, text = read_toml(p)
+    sweep = parse_sweep(raw, p, overrides)
+    if not sweep.axes and not sweep.grid:
+        m = re.search(r"(?m)^[ \t]*\[[ \t]*grid[ \t]*\]", text)
+        line = text[: m.start()].count("\n") + 1 if m else None
+        what = "is empty" if "grid" in raw else "is missing"
+        raise InputError(
+            p,
+            line,
+            "grid",
+            f"{what}: a sweep needs at least one axis to vary (traces, clusters, policies, "
+            "load_scales, seeds or a dotted config path, e.g. seeds = [0, 1, 2]); "
+            "for a single run use agentsim run",
+        )
+    return sweep
 
 
 # ---- expansion -------------------------------------------------------------------------
@@ -423,12 +450,20 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-def run_id(cfg: ClusterConfig, trace: str, trace_format: str, seed: int, load_scale: float) -> str:
+def run_id(
+    cfg: ClusterConfig,
+    trace: str,
+    trace_format: str,
+    seed: int,
+    load_scale: float,
+    jitter: bool = False,
+) -> str:
     """A stable 16-hex-digit id of a resolved run configuration.
 
     It hashes the cluster config (a cost model file by its content), the trace file's
-    content and format, the seed, the load scale and the agentsim version; file
-    locations and the sweep they came from do not count.
+    content and format, the seed, the load scale, arrival jitter (only when on, so ids
+    without it are unchanged) and the agentsim version; file locations and the sweep
+    they came from do not count.
     """
     cl = cfg.to_dict()
     cl.pop("source", None)
@@ -442,6 +477,8 @@ def run_id(cfg: ClusterConfig, trace: str, trace_format: str, seed: int, load_sc
         "seed": int(seed),
         "load_scale": float(load_scale),
     }
+    if jitter:
+        key["jitter"] = True
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -466,6 +503,9 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     routers: list[str | None] = list(sweep.axes.get("policies") or [b.get("router")])
     scales = sweep.axes.get("load_scales") or [float(b.get("load_scale", 1.0))]
     seeds = sweep.axes.get("seeds") or [int(b.get("seed", 0))]
+    # Arrival jitter: on by default when the sweep asks for several seeds (else seeds
+    # would change nothing for deterministic policies); [base] jitter = false/true wins.
+    jitter = bool(b["jitter"]) if "jitter" in b else len(seeds) > 1
     keys = list(sweep.grid)
     combos = list(itertools.product(*(sweep.grid[k] for k in keys)))
 
@@ -505,9 +545,10 @@ def expand(sweep: Sweep) -> list[RunSpec]:
                 for k, v in [*sweep.settings.items(), *zip(keys, combo, strict=True)]
             )
             cfg = validate(dataclasses.replace(cfg, source=f"{w} (with {sets})"))
+        check_serves(cfg)
         fmt = formats[(trace.path, trace.format or b.get("trace_format"))]
         for scale, seed in itertools.product(scales, seeds):
-            rid = run_id(cfg, trace.path, fmt, seed, scale)
+            rid = run_id(cfg, trace.path, fmt, seed, scale, jitter)
             pol_cfg = cfg.policies
             params: dict[str, Any] = {
                 "run_id": rid,
@@ -522,9 +563,11 @@ def expand(sweep: Sweep) -> list[RunSpec]:
                 "load_scale": float(scale),
                 "seed": int(seed),
             }
+            if jitter:
+                params["jitter"] = True
             for key, value in zip(keys, combo, strict=True):
                 params[key] = _column_value(value)
-            spec = RunSpec(rid, params, cfg, trace.path, fmt, int(seed), float(scale))
+            spec = RunSpec(rid, params, cfg, trace.path, fmt, int(seed), float(scale), jitter)
             if rid in seen:
                 raise ConfigError(
                     f"{w}: two grid points resolve to the same run ({_describe(seen[rid])} and "
@@ -548,8 +591,14 @@ def _cached_trace(path: str, fmt: str) -> Workload:
 
 
 def execute(spec: RunSpec, workload: Workload | None = None) -> SimResult:
-    """Simulate one run (loading its trace unless ``workload`` is given)."""
+    """Simulate one run (loading its trace unless ``workload`` is given), its arrivals
+    jittered by its seed when ``spec.jitter`` (a trace whose sessions all start at one
+    instant is not changed)."""
     wl = workload if workload is not None else _cached_trace(spec.trace, spec.trace_format)
+    if spec.jitter:
+        from sim.api import jittered
+
+        wl = jittered(wl, spec.seed)
     return simulate(wl, spec.cluster, seed=spec.seed, load_scale=spec.load_scale)
 
 
@@ -901,6 +950,7 @@ def write_report(
         f"seeds: {', '.join(map(str, sorted(t['seed'].unique())))} (mean, band = min..max).",
         "",
     ]
+    lines += overloaded_note(t)
     missing = [m for m in metrics if m not in t]
     if missing:
         lines += [f"Metrics not in the table (skipped): {', '.join(missing)}", ""]
@@ -942,6 +992,21 @@ def write_report(
     path = d / "sweep_report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def overloaded_note(t: pd.DataFrame) -> list[str]:
+    """Report lines naming the overloaded runs (summary.json ``overloaded``), if any."""
+    if "overloaded" not in t:
+        return []
+    over = t[t["overloaded"].astype("boolean").fillna(False).astype(bool)]
+    if over.empty:
+        return []
+    where = sorted({f"{r['_series']} at load {r['load_scale']:g}" for _, r in over.iterrows()})
+    return [
+        f"⚠ {len(over)} of {len(t)} runs are overloaded (arrivals outpaced service; "
+        f"column overloaded): {'; '.join(where)}. Their latencies are mostly queueing.",
+        "",
+    ]
 
 
 def _save_png(fig: Any, path: Path) -> None:

@@ -11,8 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sim.config import ClusterConfig, apply_overrides, default_cluster_config, load_cluster_config
-from sim.errors import InputError
+from sim.config import (
+    ClusterConfig,
+    apply_overrides,
+    check_serves,
+    default_cluster_config,
+    load_cluster_config,
+)
+from sim.errors import ConfigError, InputError
 from sim.faults import FaultSchedule, load_faults
 from sim.hardware import gpu_help
 from sim.paths import DEFAULT_TRACE
@@ -144,14 +150,22 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
 
 
 def policy_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """The policy flags given (``--policy`` is ``--router``), by config field.
+
+    A flag that is given but empty (``--policy ""``) is an error, not the default.
+    """
     out: dict[str, str] = {}
-    router = getattr(args, "router", None) or getattr(args, "policy", None)
-    if router:
-        out["router"] = router
-    for k in POLICY_FLAGS[1:]:
-        v = getattr(args, k, None)
-        if v:
-            out[k] = v
+    given = [("router", "router"), ("policy", "router")]
+    given += [(k, k) for k in POLICY_FLAGS[1:]]
+    for flag, key in given:
+        v = getattr(args, flag, None)
+        if v is None:
+            continue
+        if not str(v).strip():
+            raise ConfigError(
+                f"--{flag}: empty policy spec; name a policy (agentsim policies lists them)"
+            )
+        out.setdefault(key, v)  # --router wins over --policy
     return out
 
 
@@ -179,7 +193,7 @@ def cluster_from_args(
         "max_model_len": getattr(args, "max_model_len", None),
         "too_long": getattr(args, "too_long", None),
     }
-    return apply_overrides(
+    cfg = apply_overrides(
         cfg,
         gpu=args.gpu,
         nodes=args.nodes,
@@ -188,6 +202,9 @@ def cluster_from_args(
         fast_forward=False if args.no_fast_forward else None,
         **overrides,
     )
+    # compare's --policies entries may change the autoscaler: sim.api.compare checks
+    # each entry's final config instead.
+    return cfg if getattr(args, "policies", None) is not None else check_serves(cfg)
 
 
 def trace_path(args: argparse.Namespace) -> str:

@@ -48,8 +48,20 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--retime",
         action="store_true",
-        help="per seed, re-draw session start times as a Poisson process at the trace's session "
-        "rate, so seeds vary the workload too (all policies see the same workload per seed)",
+        help="per seed, replace the trace's session start times by a Poisson process at the "
+        "trace's mean session rate (calls inside a session keep their timing; all policies "
+        "see the same workload per seed): seeds then vary the arrival process itself, and "
+        "bursts of the recorded arrivals are lost. Without it the recorded arrivals are "
+        "used, jittered per seed (see --jitter)",
+    )
+    p.add_argument(
+        "--jitter",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="arrival jitter: per seed, shift each session by a random offset within +-half "
+        "the mean gap between session starts, keeping the trace's arrival pattern. auto "
+        "(default): on when --seeds > 1 (else seeds vary only the policies' own randomness, "
+        "and deterministic policies give the same numbers for every seed); off with --retime",
     )
     add_slo_arguments(p)
     p.add_argument(
@@ -106,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
             slo=slo,
             rank_by=args.rank_by,
             retime=args.retime,
+            jitter={"auto": None, "on": True, "off": False}[args.jitter],
             faults=faults_from_args(args),
             progress=not args.quiet,
             on_run=save,

@@ -9,7 +9,10 @@ from policies.registry import KINDS, list_policies
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("policies", help="list the registered scheduling policies")
+    p = sub.add_parser(
+        "policies",
+        help="list the registered scheduling policies with their parameters and defaults",
+    )
     p.add_argument("--kind", choices=KINDS, help="only policies of this kind")
     p.set_defaults(func=run)
 
@@ -21,4 +24,19 @@ def run(args: argparse.Namespace) -> int:
             current = info.kind
             print(f"{current}:")
         print(f"  {info.name:<20} {info.description}")
+        items = [f"{p.describe()} ({p.type})" for p in info.parameters()]
+        line = " " * 23 + "params:"
+        for k, item in enumerate(items):
+            piece = f" {item}" + ("," if k < len(items) - 1 else "")
+            if len(line) + len(piece) > 100 and not line.endswith(":"):
+                print(line)
+                line = " " * 30
+            line += piece
+        if items:
+            print(line)
+    if current is not None:
+        print(
+            "\nSet parameters in a spec: name:key=value,key=value "
+            "(e.g. prefix_affinity:cache_threshold=0.5); routers also get --seed."
+        )
     return 0

@@ -17,8 +17,9 @@ from sim.commands.common import (
     workload_from_args,
 )
 from sim.commands.report import add_slo_arguments, slo_from_args
+from sim.metrics import overload
 from sim.paths import RESULTS_DIR
-from sim.report import write_results
+from sim.report import fmt_duration, write_results
 from sim.simulation import simulate
 
 
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             f"${s['cost_usd']:,.2f}",
             file=sys.stderr,
         )
+        warning = overload_line(overload(result.calls))
+        if warning:
+            print(warning, file=sys.stderr)
         for model, plan in result.config["memory"].items():
             print(kv_line(model, plan), file=sys.stderr)
         print(
@@ -107,8 +111,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _ms(x: float | None) -> str:
-    return "n/a" if x is None else f"{x * 1000:.0f} ms"
+    return fmt_duration(x)
 
 
 def _s(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1f} s"
+    return fmt_duration(x)
+
+
+def overload_line(ov: dict[str, Any]) -> str:
+    """The CLI's warning line for an overloaded run (:func:`sim.metrics.overload`), or ""."""
+    if not ov["overloaded"]:
+        return ""
+
+    def rate(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:,.3g} calls/s"
+
+    return (
+        f"agentsim: warning: overloaded: calls waited {fmt_duration(ov['mean_queue_s'])} on "
+        f"average for a replica (then served in {fmt_duration(ov['mean_service_s'])}); "
+        f"offered {rate(ov['offered_load_rps'])}, served {rate(ov['served_load_rps'])}: "
+        "latencies are mostly queueing (add replicas or lower --load-scale)"
+    )

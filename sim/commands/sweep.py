@@ -51,6 +51,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--html", action="store_true", help="also write each run's report.html (slow: plots)"
     )
+    p.add_argument(
+        "--jitter",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="arrival jitter: each run's sessions shifted by random offsets (within +-half "
+        "the mean gap between session starts) seeded by the run's seed, so seeds vary the "
+        "arrivals too. auto (default): [base] jitter, else on when the grid has several seeds",
+    )
     add_run_arguments(p)
     # None means "not given", so only explicit flags override the sweep file's [base].
     p.set_defaults(func=run, seed=None, load_scale=None)
@@ -71,6 +79,8 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out.update({k: pol[k] for k in POLICY_FLAGS if k in pol})
     if args.no_fast_forward:
         out["fast_forward"] = False
+    if getattr(args, "jitter", "auto") != "auto":
+        out["jitter"] = args.jitter == "on"
     return out
 
 
