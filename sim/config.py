@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sim.errors import ConfigError
+from sim.errors import ConfigError, InputError
 from sim.hardware import GPUS
 from sim.io import read_toml
 from sim.models import DEPLOY_DTYPES, get_model
@@ -70,11 +70,6 @@ class Deployment:
     one GPU)`` blocks, as vLLM's ``cpu_kv_blocks``); it replaces the ``host_kv_gib``
     tier: every computed prompt block is also stored there, and a prefix that GPU
     memory evicted is loaded back over PCIe instead of recomputed (``sim/engine.py``).
-    ``cpu_offload_gib`` (> 0): vLLM's CPU KV offload tier (``OffloadingConnector``), that
-    many GiB of host DRAM per GPU of the group (``floor(GiB / KV bytes of one block on
-    one GPU)`` blocks, as vLLM's ``cpu_kv_blocks``); it replaces the ``host_kv_gib``
-    tier: every computed prompt block is also stored there, and a prefix that GPU
-    memory evicted is loaded back over PCIe instead of recomputed (``sim/engine.py``).
     """
 
     model: str = "llama-3.1-70b"
@@ -98,7 +93,6 @@ class Deployment:
     mesh_hop_p99_s: float = 1.35e-3
     mesh_hop_cpu_s: float = 2e-4
     host_kv_gib: float = 128.0
-    cpu_offload_gib: float = 0.0
     cpu_offload_gib: float = 0.0
     allow_cross_node_tp: bool = False  # a TP group larger than a node must be allowed
     # precision (sim/models.py ModelSpec.with_dtype): "" keeps the model's own;
@@ -317,7 +311,6 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
         _check(d.host_kv_gib >= 0, w, f"{p}.host_kv_gib", "must be >= 0")
         _check(d.cpu_offload_gib >= 0, w, f"{p}.cpu_offload_gib", "must be >= 0 (0: no tier)")
-        _check(d.cpu_offload_gib >= 0, w, f"{p}.cpu_offload_gib", "must be >= 0 (0: no tier)")
         for f, v in (("dtype", d.dtype), ("kv_cache_dtype", d.kv_cache_dtype)):
             _check(
                 v in ("", "auto", *DEPLOY_DTYPES),
@@ -422,6 +415,8 @@ def load_cluster_config(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster TOML file."""
     p = str(path)
     raw, _ = read_toml(p)
+    if not raw:
+        raise InputError(p, 1, None, "empty config (see examples/clusters/default.toml)")
     return parse_config(raw, p)
 
 

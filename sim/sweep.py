@@ -256,7 +256,27 @@ def _check_base_value(where: str, label: str, key: str, value: Any) -> Any:
         raise _err(where, label, f"expected {names}, got {value!r}")
     if key in POLICY_KINDS and not value.strip():
         raise _err(where, label, "empty policy spec; name a policy (agentsim policies lists them)")
+    if key in _COUNT_KEYS:
+        lo = 0 if key == "replicas" else 1
+        if not lo <= value <= 10**9:
+            raise _err(where, label, f"expected an integer in [{lo}, 1e9], got {value!r}")
+    if key == "load_scale" and not (0 < value <= MAX_LOAD_SCALE and math.isfinite(value)):
+        raise _err(where, label, f"expected a number in (0, {MAX_LOAD_SCALE:g}], got {value!r}")
     return float(value) if key == "load_scale" else value
+
+
+#: ``[base]`` counts (``replicas`` may be 0, the others must be >= 1).
+_COUNT_KEYS = (
+    "nodes",
+    "tp",
+    "pp",
+    "replicas",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "block_size",
+)
+#: Largest arrival-rate multiplier (a million times a recorded trace's rate).
+MAX_LOAD_SCALE = 1e6
 
 
 def _resolve(base_dir: Path, p: str) -> str:
@@ -399,9 +419,11 @@ def _check_axis(w: str, gk: str, axis: str, values: list[Any], base_dir: Path) -
             out.append(FileRef(v, _resolve(base_dir, v)) if axis == "clusters" else v)
         elif axis == "load_scales":
             if not (isinstance(v, int | float) and not isinstance(v, bool)) or not (
-                v > 0 and math.isfinite(v)
+                0 < v <= MAX_LOAD_SCALE and math.isfinite(v)
             ):
-                raise _err(w, at, f"expected a positive number, got {v!r}")
+                raise _err(
+                    w, at, f"expected a positive number (at most {MAX_LOAD_SCALE:g}), got {v!r}"
+                )
             out.append(float(v))
         else:  # seeds
             if not isinstance(v, int) or isinstance(v, bool):
