@@ -31,16 +31,41 @@ def _umask() -> int:
     return mask
 
 
+def _make_parents(path: Path) -> list[Path]:
+    """Create the missing folders above ``path``; returns them, innermost first."""
+    made: list[Path] = []
+    d = path.parent
+    while not d.exists() and d != d.parent:
+        made.append(d)
+        d = d.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Undo :func:`_make_parents` after a failure (folders still empty only)."""
+    for d in made:
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
 def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
 
     The temporary file is a hidden sibling (``.NAME.XXXX.tmp``); it is removed when
     ``write`` raises (KeyboardInterrupt included), so a failure leaves ``path`` as it
-    was (absent, or the previous complete file).
+    was (absent, or the previous complete file), and the folders created for it are
+    removed again.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    made = _make_parents(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except BaseException:
+        _remove_made(made)
+        raise
     os.close(fd)
     try:
         # mkstemp creates the file private (0600); results get the usual permissions
@@ -49,6 +74,7 @@ def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        _remove_made(made)
         raise
 
 
@@ -263,7 +289,8 @@ def atomic_dir(path: str | Path, replace: bool = True) -> Iterator[Path]:
     """Build a directory in a hidden temporary sibling (``.NAME.XXXX.partial``) and,
     when the block ends without an exception, :func:`install_dir` it onto ``path``
     (``replace``: see there).  On any exception (KeyboardInterrupt included) the
-    temporary directory is deleted and ``path`` is left as it was.
+    temporary directory and the folders created above it are deleted, and ``path`` is
+    left as it was.
 
     >>> with atomic_dir("results/run") as d:   # doctest: +SKIP
     ...     (d / "summary.json").write_text("{}")
@@ -271,14 +298,19 @@ def atomic_dir(path: str | Path, replace: bool = True) -> Iterator[Path]:
     target = Path(path)
     if target.is_symlink():
         target = target.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fresh_sibling(target, ".partial")
+    made = _make_parents(target)
+    try:
+        tmp = _fresh_sibling(target, ".partial")
+    except BaseException:
+        _remove_made(made)
+        raise
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
         yield tmp
         install_dir(tmp, target, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
         raise
 
 

@@ -129,7 +129,7 @@ def test_a_failing_conversion_leaves_no_file(
     out = tmp_path / "out" / "az.jsonl"
     assert main(["trace", "convert", "--from", "azure", str(src), "-o", str(out)]) == 2
     assert "az.csv:5: ContextTokens" in one_line_error(capsys)
-    assert not out.exists() and listing(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # nor the folder made for it
     # An earlier complete output survives a failing conversion whole.
     good = tmp_path / "good.csv"
     good.write_text(AZURE)
@@ -180,11 +180,11 @@ def test_atomic_stream_gives_the_bytes_of_a_direct_write(tmp_path: Path) -> None
 
 
 def test_atomic_dir_installs_whole_or_not_at_all(tmp_path: Path) -> None:
-    target = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt), atomic_dir(target) as d:
+    with pytest.raises(KeyboardInterrupt), atomic_dir(tmp_path / "a" / "b" / "run") as d:
         atomic_write_json(d / "summary.json", {"run": 1})
         raise KeyboardInterrupt
-    assert listing(tmp_path) == []
+    assert listing(tmp_path) == []  # the folders made for it are gone too
+    target = tmp_path / "run"
     with atomic_dir(target) as d:
         atomic_write_json(d / "summary.json", {"run": 1})
         (d / "report.html").write_text("run 1")
