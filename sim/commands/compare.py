@@ -39,7 +39,13 @@ def register(sub: Any) -> None:
         "kind=spec (batching=fcfs); join kinds with + (least_loaded+batching=fcfs)",
     )
     add_run_arguments(p)
-    p.add_argument("--seeds", type=int, default=1, help="runs per policy (default 1)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="runs per policy (default 1), with seeds --seed .. --seed+N-1: each seed seeds "
+        "the policies' randomness and, with N > 1, the arrival jitter (see --jitter, --retime)",
+    )
     p.add_argument(
         "--rank-by",
         default="session_s.mean",
