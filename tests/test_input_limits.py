@@ -70,7 +70,7 @@ def test_zero_token_records_are_skipped_and_counted(
     assert [c.input_tokens for c in w.calls] == [int(x) for x in _inputs(fmt, text)]
     read = w.meta["read"]
     assert read["records"] == 4 and read["calls"] == 2
-    assert read["skipped"] == {SKIP_ZERO: 2}
+    assert read["skipped"] == {SKIP_ZERO: 2} and w.meta["skipped"] == {SKIP_ZERO: 2}
     # trace stats shows the skipped records and their reason
     assert main(["trace", "stats", str(src), "--trace-format", fmt]) == 0
     out = capsys.readouterr().out
@@ -219,6 +219,10 @@ def test_max_model_len_and_too_long_from_toml_and_flags(
     def run(*extra: str) -> dict[str, object]:
         out = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
         argv = ["run", "--trace", str(trace), "--out", str(out), "--quiet", "--no-html"]
+        argv += [
+            "--costmodel",
+            str(Path(__file__).parents[1] / "calibration/costmodels/vidur-a100.toml"),
+        ]
         assert main([*argv, *extra]) == 0
         capsys.readouterr()
         return json.loads((out / "summary.json").read_text())

@@ -247,7 +247,11 @@ def run_sample(args: argparse.Namespace) -> int:
             raise InputError("--rate", None, None, "must be > 0")
         calls = retime_sessions(calls, args.rate, args.seed or 0)
     header: dict[str, Any] = {
-        **{k: v for k, v in w.meta.items() if k not in ("read", HEADER_KEY, "reconstruction")},
+        **{
+            k: v
+            for k, v in w.meta.items()
+            if k not in ("read", "skipped", HEADER_KEY, "reconstruction")
+        },
         "source": w.meta.get("source") or Path(args.input).name,
         "sampled_from": Path(args.input).name,
         "format": "agentsim",

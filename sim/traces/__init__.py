@@ -130,6 +130,7 @@ def _loader(fmt: str) -> Callable[..., Workload]:
         if fmt == "lmcache":
             calls = topo_order(calls)
         st.meta["read"] = st.report.as_dict()
+        st.meta["skipped"] = dict(st.report.skipped)  # reason -> records not simulated
         return Workload(calls=calls, name=Path(path).name.split(".")[0], source=path, meta=st.meta)
 
     load.__doc__ = f"Load a {fmt} trace into a Workload."

@@ -245,7 +245,12 @@ def read_canonical(path: str | Path) -> Workload:
         ordered = topo_order(calls)
     except ValueError as e:  # pragma: no cover - parents-before-children is checked above
         raise InputError(p, None, "parents", str(e)) from None
-    meta: dict[str, Any] = {**header, "format": "agentsim", "read": report.as_dict()}
+    meta: dict[str, Any] = {
+        **header,
+        "format": "agentsim",
+        "read": report.as_dict(),
+        "skipped": dict(report.skipped),  # reason -> records not simulated
+    }
     return Workload(calls=ordered, name=Path(p).name.split(".")[0], source=p, meta=meta)
 
 
