@@ -7,9 +7,10 @@ the batch policy's order while the token budget (``max_num_batched_tokens``), th
 sequence limit (``max_num_seqs``) and KV memory allow (chunked prefill).  When a
 decode needs a new KV block and none is free, the lowest-priority running sequence is
 preempted and later recomputed; as in vLLM v1, a step that preempted admits no waiting
-call.  The cost model prices the iteration; at its end tokens advance, the full prompt
-blocks computed so far become prefix-cache entries (after every chunk, as vLLM v1
-caches computed blocks), and finished calls are reported.
+call.  The full prompt blocks a step's prefill chunks compute become prefix-cache
+entries when the step is scheduled (vLLM v1's ``allocate_slots`` caches them then), so
+a call admitted later in the same step, or in any later one, hits them.  The cost
+model prices the iteration; at its end tokens advance and finished calls are reported.
 
 Exact fast-forward: when the batch is pure decode and nothing can join it (no waiting
 call can be admitted), the composition cannot change before the earliest completion,
@@ -534,6 +535,15 @@ class Replica:
                 i += 1
                 continue
             # seq itself was preempted: the loop index now points at its successor
+        # the full prompt blocks this step computes become prefix-cache entries now, as
+        # vLLM v1 caches them when it schedules the chunk (each layer writes the step's
+        # KV before attending, so a call admitted below may already hit them); only
+        # after the loop above, which may still take a scheduled sequence out again
+        for seq, chunk in prefills:
+            if seq.hashes and not seq.registered:
+                self._register_computed(
+                    seq, min(len(seq.hashes), (seq.kv + chunk) // seq.hash_tokens)
+                )
         # 2. admit waiting sequences in policy order; none in a step that preempted
         # (vLLM v1's scheduler schedules waiting requests only when it preempted none)
         self._preempted_now = preempted
@@ -582,6 +592,10 @@ class Replica:
                 admitted.append(seq)
                 prefills.append((seq, chunk))
                 budget -= chunk
+                if seq.hashes:
+                    self._register_computed(
+                        seq, min(len(seq.hashes), (start + chunk) // seq.hash_tokens)
+                    )
             if admitted:
                 if self.policy.reorders:
                     ids = {id(s) for s in admitted}
@@ -606,9 +620,6 @@ class Replica:
             seq.kv += chunk
             self._outstanding_tokens -= chunk
             self._prefill_left -= chunk
-            if seq.hashes and not seq.registered:
-                # the full blocks computed so far become prefix-cache entries at once
-                self._register_computed(seq, min(len(seq.hashes), seq.kv // seq.hash_tokens))
             if seq.kv >= seq.target:
                 self._n_prefilling -= 1
                 self._complete_prefill(seq, now)
@@ -618,8 +629,9 @@ class Replica:
             self._finish(seq, now)
 
     def _register_computed(self, seq: Seq, upto: int) -> None:
-        """Make ``seq.hashes[nref:upto]`` (computed blocks) shared prefix entries; with
-        the CPU offload tier, store them there too (a copy on the copy engine)."""
+        """Make ``seq.hashes[nref:upto]`` (blocks computed by the end of the step being
+        built) shared prefix entries; with the CPU offload tier, store them there too
+        (a copy on the copy engine)."""
         start = seq.nref
         if upto <= start:
             return

@@ -13,9 +13,9 @@ sequence holds two kinds of blocks:
   its tuple of hashes.
 
 An entry covers a whole number of blocks (see :func:`effective_hashes`).  A
-sequence's prompt entries are registered after every prefill chunk, for the full
-blocks computed so far (vLLM v1 caches full blocks as they are computed), so a
-concurrent sequence shares a prefix as soon as that part of it has been computed.
+sequence's prompt entries are registered chunk by chunk, when the engine schedules
+the step that computes them (vLLM v1 caches full blocks in ``allocate_slots``), so a
+concurrent sequence shares a prefix as soon as that part of it is being computed.
 
 Segments.  Entries are kept in *segments*: runs of consecutive hashes of one prompt
 that share their reference count, pin, LRU stamp and blocks per hash (:class:`Seg`).
@@ -380,9 +380,9 @@ class KVCache:
         """Turn private blocks holding ``hashes[start:end]`` (``end`` None: to the end)
         into referenced entries.
 
-        The engine calls this after every prefill chunk for the full blocks computed so
-        far (vLLM v1 caches full blocks as they are computed), so a prompt registers in
-        pieces; a piece that continues the sequence's own unshared segment extends it.
+        The engine calls this for every prefill chunk it schedules, for the full blocks
+        computed by the end of that step (as vLLM v1 caches them), so a prompt registers
+        in pieces; a piece that continues the sequence's own unshared segment extends it.
         Where another sequence registered the same hash meanwhile, that entry is
         referenced and our private copy is freed.  Returns the blocks freed.
         """

@@ -127,16 +127,17 @@ def _it(model: str = "llama-2-7b"):
 
 @pytest.mark.parametrize("fast_forward", [True, False])
 def test_prefix_blocks_become_hits_chunk_by_chunk(fast_forward: bool) -> None:
-    """A 2560-token prompt prefills in three 1024-token-budget chunks (1024, 1024, 512).
-    B, the same prompt, arrives during chunk 1.  Chunk 2 takes the whole budget, so B
-    is admitted in the step of chunk 3, beside A's last 512 tokens: by then chunks 1
-    and 2 are computed, and B hits their 2048 tokens (128 blocks) although A's
-    prefill has not finished (under the old rule, entries registered at prefill
-    completion, B would hit nothing).
+    """A 2560-token prompt prefills in three chunks under a 1024-token budget (1024,
+    1024, 512).  B, the same prompt, arrives during chunk 1.  Chunk 2 takes the whole
+    budget, so B is admitted in the step of chunk 3, beside A's last 512 tokens.  The
+    blocks a step computes are cache entries from the moment it is scheduled (vLLM v1
+    caches them in ``allocate_slots``), so B finds all 160 blocks and recomputes only
+    its last token, although A's prefill is still running (with entries registered
+    when a prefill completes, B would hit nothing).
 
-        t1 = it((1024,), ctx (0,))           A chunk 1
-        t2 = t1 + it((1024,), ctx (1024,))   A chunk 2; B waits (no budget)
-        t3 = t2 + it((512, 512), ctx (2048, 2048))   A chunk 3 + B's uncached 512
+        t1 = it((1024,), ctx (0,))                    A chunk 1
+        t2 = t1 + it((1024,), ctx (1024,))            A chunk 2; B waits (no budget)
+        t3 = t2 + it((512, 1), ctx (2048, 2559))      A chunk 3 + B's last token
     Both sample their first (only) token at t3."""
     it = _it()
     h = chain_hashes(0, 2560)
@@ -148,29 +149,36 @@ def test_prefix_blocks_become_hits_chunk_by_chunk(fast_forward: bool) -> None:
     rows = r.calls.set_index("call_id")
     t1 = it.iteration_time(BatchShape((1024,), (0,)))
     t2 = t1 + it.iteration_time(BatchShape((1024,), (1024,)))
-    t3 = t2 + it.iteration_time(BatchShape((512, 512), (2048, 2048)))
-    assert rows.loc["b", "cached_tokens"] == 2048
+    t3 = t2 + it.iteration_time(BatchShape((512, 1), (2048, 2559)))
+    assert rows.loc["b", "cached_tokens"] == 2559
     assert rows.loc["a", "first_token_s"] == pytest.approx(t3, rel=1e-12)
     assert rows.loc["b", "first_token_s"] == pytest.approx(t3, rel=1e-12)
-    assert r.summary["prefix_hit_rate"] == pytest.approx(2048 / 5120)
+    assert r.summary["prefix_hit_rate"] == pytest.approx(2559 / 5120)
 
 
-def test_second_request_admitted_after_chunk_one_hits_chunk_one() -> None:
-    """A (3072 tokens, budget 2048) prefills in chunks 2048 + 1024; B shares A's first
-    1024 tokens and has 1024 of its own.  B arrives during chunk 1 and is admitted in
-    the step of chunk 2 (A's 1024 leave 1024 of budget): it hits the 64 blocks
-    chunk 1 computed and prefills its own 1024 tokens in the same step.
+def test_second_request_hits_chunk_one_and_the_chunk_computed_beside_it() -> None:
+    """A (3072 tokens, budget 2048) prefills in chunks 2048 + 1024.  B shares A's first
+    2560 tokens (160 blocks) and has 512 of its own; it arrives during chunk 1 and is
+    admitted in the step of chunk 2 (A's 1024 leave 1024 of budget).  It hits the 128
+    blocks chunk 1 computed and the 32 of chunk 2 that the same step computes, and
+    prefills its own 512 tokens beside A:
 
-        t1 = it((2048,), (0,));  t2 = t1 + it((1024, 1024), (2048, 1024))"""
+        t1 = it((2048,), (0,));  t2 = t1 + it((1024, 512), (2048, 2560))"""
     it = _it()
     ha = chain_hashes(0, 3072)
-    hb = ha[:64] + chain_hashes(1, 1024, salt=1)
-    w = workload([llm("a", "s1", 3072, 1, hashes=ha), llm("b", "s2", 2048, 1, t=1e-6, hashes=hb)])
-    r = simulate(w, cluster(max_num_batched_tokens=2048, max_num_seqs=8), cost_model=ROOFLINE)
+    hb = ha[:160] + chain_hashes(1, 512, salt=1)
+    w = workload([llm("a", "s1", 3072, 1, hashes=ha), llm("b", "s2", 3072, 1, t=1e-6, hashes=hb)])
+    r = simulate(
+        w,
+        cluster(max_num_batched_tokens=2048, max_num_seqs=8),
+        cost_model=ROOFLINE,
+        check_invariants=True,
+    )
     rows = r.calls.set_index("call_id")
     t1 = it.iteration_time(BatchShape((2048,), (0,)))
-    t2 = t1 + it.iteration_time(BatchShape((1024, 1024), (2048, 1024)))
-    assert rows.loc["b", "cached_tokens"] == 1024
+    t2 = t1 + it.iteration_time(BatchShape((1024, 512), (2048, 2560)))
+    assert rows.loc["b", "cached_tokens"] == 2560
+    assert rows.loc["a", "first_token_s"] == pytest.approx(t2, rel=1e-12)
     assert rows.loc["b", "first_token_s"] == pytest.approx(t2, rel=1e-12)
 
 
