@@ -13,6 +13,7 @@ Units: seconds, bytes, tokens, FLOPs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -258,20 +259,75 @@ def load_time(
     return weight_bytes_per_gpu / achieved_bandwidth(link, path_bandwidth) + init_s
 
 
-def default_cost_model() -> CostModel:
-    """The cost model the simulator uses when none is named: the committed fitted A100
-    model (``calibration/costmodels/vidur-a100.toml``, shipped as package data), fitted
-    to Vidur's measured A100 tables; GPUs it was not fitted on are scaled from A100 by
-    datasheet ratios (see :class:`sim.calibration.fitted.FittedCostModel`)."""
-    from sim.calibration.fitted import default_fitted_costmodel
+#: The default cost model of each GPU when none is named: the serving-calibrated vLLM
+#: step model (``calibration/costmodels/vllm-serving.toml``, package copy in
+#: ``sim/data/costmodels``; validated against measured vLLM runs on H100, A100 and
+#: L40S, see docs/fidelity.md) for every GPU preset; its coefficients are fractions of
+#: datasheet peaks, so GPUs it was not fitted on (H200, B200) are priced from their
+#: datasheets.  The one place that maps GPUs to default cost models.
+DEFAULT_COSTMODEL_BY_GPU: dict[str, str] = {
+    "a100-40gb": "vllm-serving",
+    "a100-80gb": "vllm-serving",
+    "a100-80gb-pcie": "vllm-serving",
+    "h100-80gb": "vllm-serving",
+    "h200-141gb": "vllm-serving",
+    "l40s-48gb": "vllm-serving",
+    "b200-180gb": "vllm-serving",
+}
 
-    return default_fitted_costmodel()
+#: The default for a GPU missing from :data:`DEFAULT_COSTMODEL_BY_GPU`.
+FALLBACK_COSTMODEL = "vllm-serving"
 
 
-def resolve_cost_model(path: str | None) -> CostModel:
-    """The cost model stored at ``path`` (a fitted TOML), or the default when None."""
-    if path is None:
-        return default_cost_model()
+def default_costmodel_name(gpu: str | None = None) -> str:
+    """Name of the committed default cost model of ``gpu`` (None: of any GPU)."""
+    if gpu is None:
+        return FALLBACK_COSTMODEL
+    return DEFAULT_COSTMODEL_BY_GPU.get(gpu, FALLBACK_COSTMODEL)
+
+
+def default_cost_model(gpu: str | None = None) -> CostModel:
+    """The cost model the simulator uses for ``gpu`` when none is named
+    (:data:`DEFAULT_COSTMODEL_BY_GPU`), loaded from the package data once."""
+    return _packaged_cost_model(default_costmodel_name(gpu))
+
+
+@cache
+def _packaged_cost_model(name: str) -> CostModel:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "data" / "costmodels" / f"{name}.toml"
+    return load_any_costmodel(path)
+
+
+def load_any_costmodel(path: Any) -> CostModel:
+    """A cost model TOML of any kind: ``kind = "vllm-step"`` (the vLLM step model,
+    :mod:`sim.serving.stepmodel`) or the fitted operator model (no ``kind``)."""
+    from pathlib import Path
+
+    from sim.errors import InputError
+    from sim.io import read_toml
+
+    p = Path(path)
+    # read_toml: missing, unreadable, non-UTF-8 and invalid TOML raise InputError
+    # naming the file (and the line where known)
+    kind = read_toml(p)[0].get("kind")
+    if kind == "vllm-step":
+        from sim.serving.stepmodel import load_step_costmodel
+
+        return load_step_costmodel(p)
+    if kind is not None:
+        raise InputError(
+            str(p), None, "kind", f"unknown cost model kind {kind!r} (known: vllm-step)"
+        )
     from sim.calibration.fitted import load_costmodel
 
-    return load_costmodel(path)
+    return load_costmodel(p)
+
+
+def resolve_cost_model(path: str | None, gpu: str | None = None) -> CostModel:
+    """The cost model stored at ``path`` (a TOML of any kind), or the default of
+    ``gpu`` when None."""
+    if path is None:
+        return default_cost_model(gpu)
+    return load_any_costmodel(path)

@@ -196,7 +196,8 @@ def simulate(
         cfg: the cluster (nodes, deployments, policies by name).
         seed: seeds every policy's randomness; same seed, same result.
         load_scale: arrival-rate multiplier for root calls (2.0 doubles the load).
-        cost_model: overrides the one named by ``cfg`` (default: the fitted A100 model).
+        cost_model: overrides the one named by ``cfg`` (default: the GPU's default,
+            :data:`sim.costmodel.DEFAULT_COSTMODEL_BY_GPU`).
         router: a router instance to use instead of ``cfg.policies.router``.
         progress: show a progress bar on stderr (only when it is a terminal): calls
             done, simulated time against the trace's span, events per second.
@@ -211,7 +212,7 @@ def simulate(
     env = simpy.Environment()
     recorder = Recorder()
     driver = Driver(env, workload, load_scale, recorder)
-    cm = cost_model or resolve_cost_model(cfg.costmodel)
+    cm = cost_model or resolve_cost_model(cfg.costmodel, gpu=cfg.gpu)
     pol = cfg.policies
     cluster = Cluster(
         env,

@@ -25,7 +25,6 @@ from sim.costmodel import (
     BatchShape,
     ReplicaHardware,
     RooflineCostModel,
-    default_cost_model,
     kv_transfer_time,
     load_time,
 )
@@ -59,7 +58,9 @@ def _cfg(name: str) -> dict[str, object]:
 
 
 def test_default_is_the_committed_fitted_model_with_validation() -> None:
-    cm = default_cost_model()
+    # the operator-level fitted model (no longer the simulator's default: the per-GPU
+    # defaults are the serving-calibrated step model, tests/test_serving.py)
+    cm = default_fitted_costmodel()
     d = cm.describe()
     assert d["name"] == "vidur-a100" and "vidur-a100.jsonl.gz" in d["source"]
     assert d["validation"]["random_split"]["mape"] > 0
@@ -77,7 +78,7 @@ def test_default_is_the_committed_fitted_model_with_validation() -> None:
 @pytest.mark.parametrize("ctx", [1, 700, 4000])
 def test_one_token_decode_is_the_sum_of_its_operators(ctx: int) -> None:
     hw = _hw()
-    it = default_cost_model().for_replica(hw)
+    it = default_fitted_costmodel().for_replica(hw)
     p = default_fitted_costmodel().gpus["a100-80gb"]
     cfg, tp, m = _cfg("llama-2-70b"), 4, hw.model
     one = {"num_tokens": 1.0}
@@ -137,7 +138,7 @@ def test_more_tokens_or_context_never_predicts_less_time(
     extra_ctx: int,
     joining_ctx: int,
 ) -> None:
-    it = default_cost_model().for_replica(_hw(rep[0], rep[1], rep[2]))
+    it = default_fitted_costmodel().for_replica(_hw(rep[0], rep[1], rep[2]))
     new = tuple(p[0] for p in prefill)
     old = tuple(p[1] for p in prefill)
     base = BatchShape(new, old, num_decode, num_decode * ctx)
@@ -165,7 +166,7 @@ def test_more_tokens_or_context_never_predicts_less_time(
 
 @pytest.mark.parametrize("rep", REPLICAS)
 def test_decode_times_matches_iteration_time(rep: tuple[str, str, int]) -> None:
-    it = default_cost_model().for_replica(_hw(*rep))
+    it = default_fitted_costmodel().for_replica(_hw(*rep))
     for n in (1, 7, 64):
         sums = np.array([0, 1, 100, n * 1000, n * 4096, n * 30000], dtype=np.float64)
         vec = it.decode_times(n, sums)
@@ -182,7 +183,7 @@ def test_decode_times_matches_iteration_time(rep: tuple[str, str, int]) -> None:
 @pytest.mark.parametrize("rep", REPLICAS)
 def test_memoised_token_part_is_breakdowns_sum(rep: tuple[str, str, int]) -> None:
     """The per-token memo (_linear) adds breakdown()'s token-dependent terms exactly."""
-    it = default_cost_model().for_replica(_hw(*rep))
+    it = default_fitted_costmodel().for_replica(_hw(*rep))
     assert isinstance(it, FittedIterationModel)
     for tok in (1, 3, 128, 1000, 4097, 20000):
         b = it.breakdown(BatchShape(num_decode=tok))
@@ -198,7 +199,7 @@ def test_roofline_decode_time_is_an_element_of_decode_times() -> None:
 
 
 def test_bad_shapes_and_tp_give_clear_errors() -> None:
-    cm = default_cost_model()
+    cm = default_fitted_costmodel()
     with pytest.raises(ConfigError, match="TP=3 does not divide num_attention_heads=32"):
         cm.for_replica(_hw("llama-2-7b", tp=3))
     it = cm.for_replica(_hw())
@@ -210,7 +211,7 @@ def test_bad_shapes_and_tp_give_clear_errors() -> None:
 
 
 def test_unprofiled_gpu_and_link_are_priced_from_datasheets() -> None:
-    cm = default_cost_model()
+    cm = default_fitted_costmodel()
     b = BatchShape(prefill_tokens=(2048,), prefill_context=(0,))
     a100 = cm.for_replica(_hw("llama-3-70b", "a100-80gb", 8)).iteration_time(b)
     h100 = cm.for_replica(_hw("llama-3-70b", "h100-80gb", 8)).iteration_time(b)
@@ -293,7 +294,7 @@ def test_cli_costmodel_predict(tmp_path: Path) -> None:
         == 0
     )
     rows = list(csv.DictReader(out.open()))
-    it = default_cost_model().for_replica(_hw())
+    it = default_fitted_costmodel().for_replica(_hw())
     assert float(rows[0]["iteration_s"]) == it.iteration_time(
         BatchShape(num_decode=32, decode_context_sum=32 * 1024)
     )

@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ import numpy as np
 from sim.costmodel import BatchShape, ReplicaHardware
 from sim.hardware import get_gpu
 from sim.models import get_model
-from sim.serving.replay import MAX_MODEL_LEN, cluster_for, simulate_run
+from sim.serving.replay import MAX_MODEL_LEN, RawRun, cluster_for, simulate_raw, stages_of
 from sim.serving.runs import RunSpec
 from sim.serving.stepmodel import StepCostModel, StepParams
 from sim.serving.validate import MAPE_METRICS, validate_runs
@@ -62,17 +62,11 @@ FITTED = (
     "sched_lag_steps",
 )
 
-#: The subset the simulator-in-the-loop stage moves (each costs one simulation of every
-#: run per Jacobian): what the surrogate prices least faithfully -- queueing near the
-#: sequence limit, the mixed steps' share, the client path.
-SIM_FITTED = (
-    "bw_eff",
-    "kv_eff",
-    "step_s",
-    "per_seq_s",
-    "client_latency_s",
-    "sched_lag_steps",
-)
+#: What the simulator-in-the-loop stage refines.  Coefficients that change the
+#: simulated dynamics (each costs one simulation of every run per Jacobian column):
+SIM_DYNAMIC = ("bw_eff", "kv_eff", "step_s", "per_seq_s")
+#: and the client path, added to the simulated requests afterwards (no re-simulation):
+SIM_CLIENT = ("client_latency_s", "client_per_token_s", "sched_lag_steps")
 
 #: (low, high) of each fitted coefficient: efficiencies as fractions of datasheet
 #: peaks, overheads in seconds.
@@ -107,15 +101,17 @@ class FitOptions:
         sim_iterations: Jacobian evaluations of the simulator search (0: surrogate only).
         workers: simulation processes.
         fitted: the coefficients the surrogate stage fits.
-        sim_fitted: the coefficients the simulator stage refines.
+        sim_dynamic: coefficients the simulator stage refines by re-simulating.
+        sim_client: client-path coefficients it refines on the simulated requests.
     """
 
     seed: int = 0
-    stage_s: float = 60.0
-    sim_iterations: int = 3
+    stage_s: float = 300.0
+    sim_iterations: int = 2
     workers: int = 2
     fitted: tuple[str, ...] = FITTED
-    sim_fitted: tuple[str, ...] = SIM_FITTED
+    sim_dynamic: tuple[str, ...] = SIM_DYNAMIC
+    sim_client: tuple[str, ...] = SIM_CLIENT
 
 
 # --- parameter vectors ------------------------------------------------------------
@@ -215,20 +211,37 @@ def _residuals(
     return np.asarray(out)
 
 
-def _sim_job(args: tuple[RunSpec, StepParams, int, float]) -> dict[int, dict[str, float]]:
+def _sim_job(args: tuple[RunSpec, StepParams, int, float]) -> RawRun:
     run, params, seed, stage_s = args
-    res = simulate_run(run, StepCostModel(params), seed=seed, max_stage_s=stage_s)
-    return {s.stage: s.metrics for s in res.stages if s.stage is not None}
+    return simulate_raw(run, StepCostModel(params), seed=seed, max_stage_s=stage_s)
+
+
+def _stage_metrics(
+    runs: Sequence[RunSpec], raws: Sequence[RawRun], params: StepParams
+) -> list[dict[int, dict[str, float]]]:
+    cm = StepCostModel(params)
+    return [
+        {st.stage: st.metrics for st in stages_of(raw, run, cm) if st.stage is not None}
+        for run, raw in zip(runs, raws, strict=True)
+    ]
 
 
 class _Evaluator:
-    """Simulated stage metrics for many parameter sets (process pool, cached)."""
+    """Simulated requests of every run for many parameter sets (process pool, cached
+    by the coefficients that change the dynamics)."""
 
-    def __init__(self, runs: Sequence[RunSpec], opts: FitOptions, pool: ProcessPoolExecutor | None):
+    def __init__(
+        self,
+        runs: Sequence[RunSpec],
+        opts: FitOptions,
+        pool: ProcessPoolExecutor | None,
+        dynamic: Sequence[str],
+    ):
         self.runs = list(runs)
         self.opts = opts
         self.pool = pool
-        self.cache: dict[tuple[float, ...], list[dict[int, dict[str, float]]]] = {}
+        self.dynamic = list(dynamic)
+        self.cache: dict[tuple[float, ...], list[RawRun]] = {}
         self.evaluations = 0
         # longest runs first: the pool's workers finish together
         self.order = sorted(
@@ -239,12 +252,18 @@ class _Evaluator:
             ),
         )
 
-    def many(self, params: Sequence[StepParams]) -> list[list[dict[int, dict[str, float]]]]:
-        keys = [tuple(asdict(p).values()) for p in params]
-        todo = [(k, p) for k, p in zip(keys, params, strict=True) if k not in self.cache]
+    def _key(self, p: StepParams) -> tuple[float, ...]:
+        return tuple(getattr(p, n) for n in self.dynamic)
+
+    def many(self, params: Sequence[StepParams]) -> list[list[RawRun]]:
+        todo: dict[tuple[float, ...], StepParams] = {}
+        for p in params:
+            k = self._key(p)
+            if k not in self.cache:
+                todo.setdefault(k, p)
         jobs = [
             (self.runs[i], p, self.opts.seed, self.opts.stage_s)
-            for _, p in todo
+            for p in todo.values()
             for i in self.order
         ]
         if self.pool is not None:
@@ -252,14 +271,14 @@ class _Evaluator:
         else:
             done = [_sim_job(j) for j in jobs]
         n = len(self.runs)
-        for j, (k, _) in enumerate(todo):
+        for j, k in enumerate(todo):
             chunk = done[j * n : (j + 1) * n]
-            res: list[dict[int, dict[str, float]]] = [{} for _ in range(n)]
+            res: list[RawRun | None] = [None] * n
             for i, r in zip(self.order, chunk, strict=True):
                 res[i] = r
-            self.cache[k] = res
+            self.cache[k] = [r for r in res if r is not None]
             self.evaluations += 1
-        return [self.cache[k] for k in keys]
+        return [self.cache[self._key(p)] for p in params]
 
 
 # --- the fit ----------------------------------------------------------------------
@@ -317,39 +336,47 @@ def fit_serving(
     sur_loss = _loss(sol.fun)
     say(f"surrogate fit: loss {sur_loss:.4g} after {sol.nfev} evaluations")
 
-    # 2. simulator in the loop, on the coefficients of opts.sim_fitted
+    # 2. simulator in the loop: the dynamic coefficients re-simulate every run, the
+    # client-path ones are applied to the simulated requests
     sim_loss = math.nan
     evaluations = 0
     fitted = from_vector(x, base, names)
-    if opts.sim_iterations > 0 and opts.sim_fitted:
-        snames = list(opts.sim_fitted)
+    snames = list(opts.sim_dynamic) + list(opts.sim_client)
+    if opts.sim_iterations > 0 and snames:
+        nd = len(opts.sim_dynamic)
         slo, shi = _bounds(snames)
         xs = np.clip(to_vector(fitted, snames), slo + 1e-9, shi - 1e-9)
         pool = ProcessPoolExecutor(max_workers=opts.workers) if opts.workers > 1 else None
         try:
-            ev = _Evaluator(runs, opts, pool)
+            ev = _Evaluator(runs, opts, pool, opts.sim_dynamic)
+
+            def res_of(raws: list[RawRun], p: StepParams) -> np.ndarray:
+                return _residuals(runs, _stage_metrics(runs, raws, p), MAPE_METRICS)
 
             def sim_res(xv: np.ndarray) -> np.ndarray:
-                (s,) = ev.many([from_vector(xv, fitted, snames)])
-                r = _residuals(runs, s, MAPE_METRICS)
-                say(f"  simulated set {ev.evaluations}: loss {_loss(r):.4g}")
+                p = from_vector(xv, fitted, snames)
+                (raws,) = ev.many([p])
+                r = res_of(raws, p)
+                say(f"  simulated {ev.evaluations} parameter sets: loss {_loss(r):.4g}")
                 return r
 
             def sim_jac(xv: np.ndarray) -> np.ndarray:
-                pts = [xv.copy()]
+                pts = []
                 for j in range(len(xv)):
                     xp = xv.copy()
-                    # step inside the bounds
-                    h = FD_STEP if xv[j] + FD_STEP <= shi[j] else -FD_STEP
+                    h = FD_STEP if xv[j] + FD_STEP <= shi[j] else -FD_STEP  # inside the bounds
                     xp[j] += h
                     pts.append(xp)
-                outs = ev.many([from_vector(p, fitted, snames) for p in pts])
-                f0 = _residuals(runs, outs[0], MAPE_METRICS)
+                p0 = from_vector(xv, fitted, snames)
+                ps = [from_vector(p, fitted, snames) for p in pts]
+                outs = ev.many([p0, *ps[:nd]])  # client columns reuse the base simulation
+                f0 = res_of(outs[0], p0)
                 cols = []
                 for j in range(len(xv)):
-                    h = pts[j + 1][j] - xv[j]
-                    cols.append((_residuals(runs, outs[j + 1], MAPE_METRICS) - f0) / h)
-                say(f"  jacobian done ({ev.evaluations} simulated sets)")
+                    raws = outs[j + 1] if j < nd else outs[0]
+                    h = pts[j][j] - xv[j]
+                    cols.append((res_of(raws, ps[j]) - f0) / h)
+                say(f"  jacobian ({ev.evaluations} simulated parameter sets)")
                 return np.stack(cols, axis=1)
 
             sol2 = least_squares(
@@ -360,7 +387,6 @@ def fit_serving(
                 loss="soft_l1",
                 f_scale=F_SCALE,
                 max_nfev=opts.sim_iterations,
-                x_scale=1.0,
             )
             fitted = from_vector(sol2.x, fitted, snames)
             sim_loss = _loss(sol2.fun)

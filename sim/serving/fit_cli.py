@@ -28,14 +28,14 @@ def register(gsub: Any) -> None:
     p.add_argument(
         "--stage-s",
         type=float,
-        default=60.0,
-        help="stage length of the simulator search, seconds (default 60)",
+        default=300.0,
+        help="stage length of the simulator search, seconds (default 300)",
     )
     p.add_argument(
         "--sim-iterations",
         type=int,
-        default=3,
-        help="simulator-in-the-loop evaluations (default 3; 0: analytic surrogate only)",
+        default=2,
+        help="simulator-in-the-loop evaluations (default 2; 0: analytic surrogate only)",
     )
     p.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
     p.add_argument("--holdout-model", help="leave this model's runs out of the fit")

@@ -144,6 +144,76 @@ def stage_metrics(ttft: np.ndarray, e2e: np.ndarray, output_tokens: int) -> dict
     }
 
 
+@dataclass(frozen=True, slots=True)
+class RawRun:
+    """A simulated run's completed requests before the client path is added.
+
+    Attributes:
+        ttft, e2e: engine-side seconds per request (arrival at the server to first /
+            last token).
+        tpot: each request's mean step after its first token (seconds).
+        prompt: prompt tokens per request.
+        stage: the load stage each request arrived in.
+        kv_blocks, prefix_hit_rate, preemptions: what the replica saw.
+    """
+
+    ttft: np.ndarray
+    e2e: np.ndarray
+    tpot: np.ndarray
+    prompt: np.ndarray
+    stage: np.ndarray
+    kv_blocks: int
+    prefix_hit_rate: float
+    preemptions: int
+
+
+def simulate_raw(
+    run: RunSpec,
+    cost_model: CostModel,
+    seed: int = 0,
+    questions: QuestionMode = "per-user",
+    max_stage_s: float | None = None,
+    workload: ServingWorkload | None = None,
+) -> RawRun:
+    """Simulate ``run`` and return its completed requests' engine-side latencies.
+
+    With ``max_stage_s`` (stages shortened to that many seconds, for fast searches) the
+    first round of prompts -- the requests that find the prefix cache cold -- is left
+    out, since its share of a shortened stage is far above its share of the measured
+    one."""
+    cfg = cluster_for(run)
+    sw = workload or build_workload(run, seed=seed, questions=questions, max_stage_s=max_stage_s)
+    res = simulate(sw.workload, cfg, seed=seed, cost_model=cost_model)
+    calls = res.calls
+    idx = calls["call_id"].str.slice(1).astype(np.int64).to_numpy()
+    ok = (calls["status"] == "completed").to_numpy()
+    if max_stage_s is not None:
+        ok = ok & (idx >= run.prefix_groups * run.users_per_group)
+    return RawRun(
+        ttft=calls["ttft_s"].to_numpy(dtype=np.float64)[ok],
+        e2e=calls["e2e_s"].to_numpy(dtype=np.float64)[ok],
+        tpot=np.nan_to_num(calls["tpot_s"].to_numpy(dtype=np.float64)[ok]),
+        prompt=calls["input_tokens"].to_numpy()[ok],
+        stage=sw.stage_of[idx][ok],
+        kv_blocks=int(res.replicas["kv_capacity_blocks"].iloc[0]),
+        prefix_hit_rate=float(res.summary["prefix_hit_rate"]),
+        preemptions=int(res.summary["preemptions"]),
+    )
+
+
+def stages_of(raw: RawRun, run: RunSpec, cost_model: CostModel) -> tuple[StageResult, ...]:
+    """Per-stage client-side metrics of a simulated run (client path added here)."""
+    extra = client_latency_s(cost_model, raw.prompt, raw.tpot)
+    ttft = raw.ttft + extra
+    e2e = raw.e2e + extra
+    out = []
+    for s in [*range(len(run.stages)), None]:
+        m = np.ones(ttft.shape, dtype=bool) if s is None else raw.stage == s
+        met = stage_metrics(ttft[m], e2e[m], run.output_tokens)
+        out.append(StageResult(s, int(m.sum()), met, bool(met["ttft_mean"] > OVERLOAD_TTFT_S)))
+    return tuple(out)
+
+
 def simulate_run(
     run: RunSpec,
     cost_model: CostModel,
@@ -152,33 +222,17 @@ def simulate_run(
     max_stage_s: float | None = None,
     workload: ServingWorkload | None = None,
 ) -> RunResult:
-    """Simulate ``run`` with ``cost_model`` and compute per-stage metrics."""
+    """Simulate ``run`` with ``cost_model`` and compute per-stage metrics
+    (:func:`simulate_raw`, then :func:`stages_of`)."""
     import time
 
     t0 = time.perf_counter()
-    cfg = cluster_for(run)
-    sw = workload or build_workload(run, seed=seed, questions=questions, max_stage_s=max_stage_s)
-    res = simulate(sw.workload, cfg, seed=seed, cost_model=cost_model)
-    calls = res.calls
-    idx = calls["call_id"].str.slice(1).astype(np.int64).to_numpy()
-    ok = (calls["status"] == "completed").to_numpy()
-    extra = client_latency_s(
-        cost_model, calls["input_tokens"].to_numpy(), calls["tpot_s"].to_numpy(dtype=np.float64)
-    )
-    ttft_all = calls["ttft_s"].to_numpy(dtype=np.float64) + extra
-    e2e_all = calls["e2e_s"].to_numpy(dtype=np.float64) + extra
-    stage = sw.stage_of[idx]
-    out = []
-    for s in [*range(len(run.stages)), None]:
-        m = ok if s is None else ok & (stage == s)
-        met = stage_metrics(ttft_all[m], e2e_all[m], run.output_tokens)
-        out.append(StageResult(s, int(m.sum()), met, bool(met["ttft_mean"] > OVERLOAD_TTFT_S)))
-    reps = res.replicas
+    raw = simulate_raw(run, cost_model, seed, questions, max_stage_s, workload)
     return RunResult(
         run=run,
-        stages=tuple(out),
-        kv_blocks=int(reps["kv_capacity_blocks"].iloc[0]),
-        prefix_hit_rate=float(res.summary["prefix_hit_rate"]),
-        preemptions=int(res.summary["preemptions"]),
+        stages=stages_of(raw, run, cost_model),
+        kv_blocks=raw.kv_blocks,
+        prefix_hit_rate=raw.prefix_hit_rate,
+        preemptions=raw.preemptions,
         wall_s=time.perf_counter() - t0,
     )
