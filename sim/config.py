@@ -288,10 +288,11 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
         _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
         _check(
-            d.max_model_len >= 0,
+            d.max_model_len == 0 or d.max_model_len >= 2,
             w,
             f"{p}.max_model_len",
-            f"must be >= 0 (0: the model's context, {spec.max_context}), got {d.max_model_len}",
+            f"must be 0 (the model's context, {spec.max_context}) or >= 2 (a prompt token "
+            f"and an output token), got {d.max_model_len}",
         )
         _check(
             d.too_long in TOO_LONG,

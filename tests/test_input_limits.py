@@ -237,7 +237,10 @@ def test_max_model_len_and_too_long_from_toml_and_flags(
     assert s["max_model_len"] == {"llama-3-8b": 8192} and s["rejected_too_long"] == 0
     s = run("--model", "llama-3-8b", "--tp", "1", "--max-model-len", "1000")
     assert s["rejected_too_long"] == 1 and s["completed_requests"] == 1
-    for bad, field in ((["--max-model-len", "-1"], "max_model_len"),):
+    for bad, field in (
+        (["--max-model-len", "-1"], "max_model_len"),
+        (["--max-model-len", "1"], "max_model_len"),
+    ):
         assert main(["run", "--trace", str(trace), "--quiet", *bad]) == 2
         assert f"deployments[0].{field}" in capsys.readouterr().err
 
