@@ -622,6 +622,30 @@ def _costmodel_cases() -> list[Case]:
     ]  # fmt: skip
 
 
+def _step_costmodel_cases() -> list[Case]:
+    """The vLLM step model (``kind = "vllm-step"``), the default cost model's format."""
+    base = (ROOT / "sim" / "data" / "costmodels" / "vllm-serving.toml").read_text()
+
+    def edit(cid: str, old: str, new: str, field: str) -> Case:
+        ln = _line_of(base, old)
+        return Case(
+            f"stepmodel-{cid}", "costmodel", "sm.toml", _sub(base, ln, old, new),
+            rf"(:\d+)?: {re.escape(field)}: ",
+        )  # fmt: skip
+
+    return [
+        Case("stepmodel-not-utf8", "costmodel", "sm.toml", _bad_utf8(base, 3), r":3: "),
+        Case("stepmodel-truncated", "costmodel", "sm.toml", base[: base.index("= ") + 2], r":\d+: "),
+        edit("step-nan", "step_s = 0.0007916", "step_s = nan", "params.step_s"),
+        edit("step-negative", "step_s = 0.0007916", "step_s = -1.0", "params.step_s"),
+        edit("step-1e308", "step_s = 0.0007916", "step_s = 1e308", "params.step_s"),
+        edit("eff-inf", "gemm_eff = 0.5418", "gemm_eff = inf", "params.gemm_eff"),
+        edit("eff-zero", "gemm_eff = 0.5418", "gemm_eff = 0.0", "params.gemm_eff"),
+        edit("eff-string", "gemm_eff = 0.5418", 'gemm_eff = "high"', "params.gemm_eff"),
+        edit("unknown", "gemm_eff = 0.5418", "gemm_eff = 0.5418\ngemm_eff2 = 1.0", "params.gemm_eff2"),
+    ]  # fmt: skip
+
+
 TINY = (
     '{"agentsim_trace": 1}\n'
     '{"session_id":"s","call_id":"a","type":"llm","issue_time_s":0,"input_tokens":40,"output_tokens":4}\n'
@@ -635,6 +659,7 @@ def _all_cases() -> list[Case]:
         + _sweep_cases("TINY_TRACE")
         + _model_cases()
         + _costmodel_cases()
+        + _step_costmodel_cases()
     )
 
 
@@ -705,6 +730,11 @@ BASES: list[tuple[str, str, str | bytes]] = [
     ("synth", "s.toml", SYNTH),
     ("model", "config.json", json.dumps(MODEL, indent=1)),
     ("costmodel", "cm.toml", (ROOT / "calibration" / "costmodels" / "vidur-a100.toml").read_text()),
+    (
+        "costmodel",
+        "sm.toml",
+        (ROOT / "sim" / "data" / "costmodels" / "vllm-serving.toml").read_text(),
+    ),
 ]
 
 

@@ -392,9 +392,15 @@ def parse_step_costmodel(d: dict[str, Any], path: str) -> StepCostModel:
     for k, v in raw.items():
         if k not in known:
             raise InputError(path, None, f"params.{k}", "unknown coefficient")
-        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+        top = 3600.0 if k.endswith("_s") else 1e6  # no step term takes an hour
+        if (
+            not isinstance(v, int | float)
+            or isinstance(v, bool)
+            or not math.isfinite(v)
+            or not 0 <= v <= top
+        ):
             raise InputError(
-                path, None, f"params.{k}", f"expected a non-negative number, got {v!r}"
+                path, None, f"params.{k}", f"expected a number in [0, {top:g}], got {v!r}"
             )
     params = StepParams(**{k: float(v) for k, v in raw.items()})
     for k in ("bw_eff", "gemm_eff", "attn_eff", "roofline_p", "ar_eff"):
