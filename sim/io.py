@@ -380,7 +380,7 @@ def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"at line (\d+)", str(e))
-        line = int(m.group(1)) if m else None
-        if line is None and "end of document" in str(e):  # a truncated file: its last line
-            line = text.count("\n") + (0 if text.endswith("\n") else 1)
-        raise InputError(p, line, None, f"invalid TOML: {e}") from None
+        at: int | None = int(m.group(1)) if m else None
+        if at is None and "end of document" in str(e):  # a truncated file: its last line
+            at = text.count("\n") + (0 if text.endswith("\n") else 1)
+        raise InputError(p, at, None, f"invalid TOML: {e}") from None
