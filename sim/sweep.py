@@ -7,7 +7,8 @@ A sweep file (TOML, see ``examples/sweeps/README.md``) has three tables:
 - ``[base]``: the configuration every run starts from, with the keys of the
   ``agentsim run`` flags (``trace``, ``trace_format``, ``cluster``, ``seed``,
   ``load_scale``, ``router``, ``replicas``, ...) plus quoted dotted config paths
-  (``"deployments.0.block_size" = 32``), and ``jitter`` (true/false: arrival jitter,
+  (``"deployments.0.block_size" = 32``), ``faults`` (a fault schedule TOML),
+  ``slo_ttft`` / ``slo_tpot`` (seconds), and ``jitter`` (true/false: arrival jitter,
   by default on when the grid has several ``seeds``: each run's sessions are shifted
   by offsets seeded by its seed, see :func:`sim.api.jittered`, so that seeds vary the
   arrivals and not only the policies' randomness).
@@ -18,8 +19,11 @@ A sweep file (TOML, see ``examples/sweeps/README.md``) has three tables:
 
 Paths in the file are relative to the file.  Command-line flags override ``[base]``.
 Each run's id is a hash of its resolved configuration (cluster, trace content,
-trace format, seed, load scale), so a rerun skips every run whose
-``OUT/runs/<id>/summary.json`` exists.  Runs execute on a backend: in-process
+trace format, seed, load scale, fault schedule content), so a rerun skips every run
+whose ``OUT/runs/<id>/summary.json`` exists.  The SLO (``[base]`` ``slo_ttft`` /
+``slo_tpot`` in seconds, or ``--slo-ttft`` / ``--slo-tpot``) is not part of the id: it
+changes only the reported SLO metrics, so a rerun with another SLO recomputes those
+from the saved runs instead of simulating them again.  Runs execute on a backend: in-process
 (``workers=1``), a local process pool, or Ray; results come back to this process,
 which writes each run directory atomically and rebuilds ``OUT/sweep.parquet``
 (+ ``sweep.csv``: config columns and every summary metric, one row per run, sorted
@@ -60,9 +64,10 @@ from sim.config import (
     validate,
 )
 from sim.errors import AgentsimError, ConfigError, InputError
+from sim.faults import FaultSchedule
 from sim.io import atomic_write, atomic_write_json, atomic_write_text, read_toml
 from sim.paths import DEFAULT_TRACE
-from sim.report import write_results
+from sim.report import SLO, write_results
 from sim.simulation import SimResult, simulate
 from sim.traces import detect_format, load_trace
 from sim.workload import Workload
@@ -94,9 +99,22 @@ BASE_KEYS: dict[str, type | tuple[type, ...]] = {
     "block_size": int,
     "fast_forward": bool,
     "jitter": bool,
+    "persistence": str,
+    "faults": str,
+    "slo_ttft": (int, float),
+    "slo_tpot": (int, float),
+    "gpu_memory_utilization": (int, float),
+    "num_gpu_blocks_override": int,
+    "cpu_offload_gib": (int, float),
+    "dtype": str,
+    "kv_cache_dtype": str,
+    "max_model_len": int,
+    "too_long": str,
 }
 #: ``[base]`` keys holding paths (resolved against the sweep file's directory).
-PATH_KEYS = ("trace", "cluster", "costmodel")
+PATH_KEYS = ("trace", "cluster", "costmodel", "faults")
+#: ``[base]`` keys read as floats (a TOML integer is accepted).
+FLOAT_KEYS = ("load_scale", "slo_ttft", "slo_tpot", "gpu_memory_utilization", "cpu_offload_gib")
 #: ``[base]`` keys the grid axes vary.
 AXIS_OF_BASE = {
     "trace": "traces",
@@ -105,7 +123,7 @@ AXIS_OF_BASE = {
     "load_scale": "load_scales",
     "seed": "seeds",
 }
-POLICY_KINDS = ("router", "batching", "retention", "placement", "autoscaler")
+POLICY_KINDS = ("router", "batching", "retention", "placement", "autoscaler", "persistence")
 QUICK_KEYS = QUICK_FIELDS
 #: Metrics the report plots when the sweep file names none.
 DEFAULT_METRICS = (
@@ -242,6 +260,11 @@ class RunSpec:
     load_scale: float
     #: shift each session's arrival by a seeded offset (:func:`sim.api.jittered`)
     jitter: bool = False
+    #: fault schedule TOML injected into the run (``--faults``), or None
+    faults: str | None = None
+    #: objectives of the SLO metrics: applied when the run's summary is written (it
+    #: changes no simulated number, so it is not part of the run id)
+    slo: SLO = field(default_factory=SLO)
 
 
 def _err(where: str, key: str, msg: str) -> ConfigError:
@@ -262,7 +285,9 @@ def _check_base_value(where: str, label: str, key: str, value: Any) -> Any:
             raise _err(where, label, f"expected an integer in [{lo}, 1e9], got {value!r}")
     if key == "load_scale" and not (0 < value <= MAX_LOAD_SCALE and math.isfinite(value)):
         raise _err(where, label, f"expected a number in (0, {MAX_LOAD_SCALE:g}], got {value!r}")
-    return float(value) if key == "load_scale" else value
+    if key in ("slo_ttft", "slo_tpot") and not (0 < value < math.inf):
+        raise _err(where, label, f"expected a positive number of seconds, got {value!r}")
+    return float(value) if key in FLOAT_KEYS else value
 
 
 #: ``[base]`` counts (``replicas`` may be 0, the others must be >= 1).
@@ -479,13 +504,16 @@ def run_id(
     seed: int,
     load_scale: float,
     jitter: bool = False,
+    faults: str | None = None,
 ) -> str:
     """A stable 16-hex-digit id of a resolved run configuration.
 
     It hashes the cluster config (a cost model file by its content), the trace file's
-    content and format, the seed, the load scale, arrival jitter (only when on, so ids
-    without it are unchanged) and the agentsim version; file locations and the sweep
-    they came from do not count.
+    content and format, the seed, the load scale, arrival jitter and the fault
+    schedule's content (each only when given, so ids without them are unchanged) and
+    the agentsim version; file locations and the sweep they came from do not count.
+    The SLO does not count: it changes only the reported SLO metrics, which a rerun
+    with another SLO recomputes from the saved run (:func:`run_sweep`).
     """
     cl = cfg.to_dict()
     cl.pop("source", None)
@@ -501,6 +529,8 @@ def run_id(
     }
     if jitter:
         key["jitter"] = True
+    if faults is not None:
+        key["faults"] = file_digest(faults)
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -528,6 +558,12 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     # Arrival jitter: on by default when the sweep asks for several seeds (else seeds
     # would change nothing for deterministic policies); [base] jitter = false/true wins.
     jitter = bool(b["jitter"]) if "jitter" in b else len(seeds) > 1
+    slo = _slo_of(w, b)
+    faults: str | None = b.get("faults")
+    if faults is not None:
+        from sim.faults import load_faults
+
+        load_faults(faults)  # a bad schedule fails here, naming its file, before any run
     keys = list(sweep.grid)
     combos = list(itertools.product(*(sweep.grid[k] for k in keys)))
 
@@ -570,7 +606,7 @@ def expand(sweep: Sweep) -> list[RunSpec]:
         check_serves(cfg)
         fmt = formats[(trace.path, trace.format or b.get("trace_format"))]
         for scale, seed in itertools.product(scales, seeds):
-            rid = run_id(cfg, trace.path, fmt, seed, scale, jitter)
+            rid = run_id(cfg, trace.path, fmt, seed, scale, jitter, faults)
             pol_cfg = cfg.policies
             params: dict[str, Any] = {
                 "run_id": rid,
@@ -585,11 +621,17 @@ def expand(sweep: Sweep) -> list[RunSpec]:
                 "load_scale": float(scale),
                 "seed": int(seed),
             }
+            if pol_cfg.persistence != "none":
+                params["persistence"] = pol_cfg.persistence
             if jitter:
                 params["jitter"] = True
+            if faults is not None:
+                params["faults"] = sweep.labels.get("faults", faults)
             for key, value in zip(keys, combo, strict=True):
                 params[key] = _column_value(value)
-            spec = RunSpec(rid, params, cfg, trace.path, fmt, int(seed), float(scale), jitter)
+            spec = RunSpec(
+                rid, params, cfg, trace.path, fmt, int(seed), float(scale), jitter, faults, slo
+            )
             if rid in seen:
                 raise ConfigError(
                     f"{w}: two grid points resolve to the same run ({_describe(seen[rid])} and "
@@ -598,6 +640,17 @@ def expand(sweep: Sweep) -> list[RunSpec]:
             seen[rid] = spec
             specs.append(spec)
     return specs
+
+
+def _slo_of(where: str, base: dict[str, Any]) -> SLO:
+    """The SLO of ``[base]`` ``slo_ttft`` / ``slo_tpot`` (or the flags), default SLO()."""
+    d = SLO()
+    ttft = float(base.get("slo_ttft", d.ttft_s))
+    tpot = float(base.get("slo_tpot", d.tpot_s))
+    for name, v in (("slo_ttft", ttft), ("slo_tpot", tpot)):
+        if not 0 < v < math.inf:
+            raise _err(where, name, f"expected a positive number of seconds, got {v!r}")
+    return SLO(ttft, tpot)
 
 
 def _describe(spec: RunSpec) -> str:
@@ -612,16 +665,23 @@ def _cached_trace(path: str, fmt: str) -> Workload:
     return load_trace(path, fmt)
 
 
-def execute(spec: RunSpec, workload: Workload | None = None) -> SimResult:
-    """Simulate one run (loading its trace unless ``workload`` is given), its arrivals
-    jittered by its seed when ``spec.jitter`` (a trace whose sessions all start at one
-    instant is not changed)."""
+def execute(
+    spec: RunSpec, workload: Workload | None = None, faults: FaultSchedule | None = None
+) -> SimResult:
+    """Simulate one run (loading its trace unless ``workload`` is given, and its fault
+    schedule ``spec.faults`` unless ``faults`` is given), its arrivals jittered by its
+    seed when ``spec.jitter`` (a trace whose sessions all start at one instant is not
+    changed)."""
     wl = workload if workload is not None else _cached_trace(spec.trace, spec.trace_format)
     if spec.jitter:
         from sim.api import jittered
 
         wl = jittered(wl, spec.seed)
-    return simulate(wl, spec.cluster, seed=spec.seed, load_scale=spec.load_scale)
+    if faults is None and spec.faults is not None:
+        from sim.faults import load_faults
+
+        faults = load_faults(spec.faults)
+    return simulate(wl, spec.cluster, seed=spec.seed, load_scale=spec.load_scale, faults=faults)
 
 
 @dataclass(frozen=True)
@@ -694,9 +754,11 @@ class ProcessBackend:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray_execute(spec: RunSpec, workload: Workload) -> SimResult | RunFailure:
+def _ray_execute(
+    spec: RunSpec, workload: Workload, faults: FaultSchedule | None = None
+) -> SimResult | RunFailure:
     try:
-        return execute(spec, workload)
+        return execute(spec, workload, faults)
     except Exception as e:
         return RunFailure.of(e)
 
@@ -705,8 +767,9 @@ def _ray_execute(spec: RunSpec, workload: Workload) -> SimResult | RunFailure:
 class RayBackend:
     """Ray tasks, one per run.  Connects to ``address`` or starts a local Ray.
 
-    Each distinct trace is loaded once here and shared through the object store, so
-    workers on other machines need agentsim installed but not the trace files.  If
+    Each distinct trace (and fault schedule) is loaded once here and shared through the
+    object store, so workers on other machines need agentsim installed but not the
+    trace or fault files.  If
     Ray is already initialised (``ray.init`` called by the user), that session is used.
     """
 
@@ -735,12 +798,17 @@ class RayBackend:
         try:
             task = ray.remote(_ray_execute)
             refs: dict[tuple[str, str], Any] = {}
+            fault_refs: dict[str | None, Any] = {None: None}
             pending: dict[Any, RunSpec] = {}
             for s in specs:
                 key = (s.trace, s.trace_format)
                 if key not in refs:
                     refs[key] = ray.put(load_trace(s.trace, s.trace_format))
-                pending[task.remote(s, refs[key])] = s
+                if s.faults is not None and s.faults not in fault_refs:
+                    from sim.faults import load_faults
+
+                    fault_refs[s.faults] = ray.put(load_faults(s.faults))
+                pending[task.remote(s, refs[key], fault_refs[s.faults])] = s
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 spec = pending.pop(ready[0])
@@ -790,12 +858,41 @@ def store(out: Path, spec: RunSpec, result: SimResult, html: bool = False) -> Pa
     tmp = final.parent / f".{spec.run_id}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    write_results(result, tmp, html=html)
+    write_results(result, tmp, slo=spec.slo, html=html)
     atomic_write_json(tmp / "params.json", spec.params)
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
     return final
+
+
+def saved_slo(out: Path, spec: RunSpec) -> dict[str, float] | None:
+    """The SLO a finished run's ``summary.json`` was written with (None: none saved)."""
+    try:
+        s = json.loads((run_dir(out, spec) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    slo = s.get("slo") if isinstance(s, dict) else None
+    return slo if isinstance(slo, dict) else None
+
+
+def rereport(out: Path, spec: RunSpec, html: bool = False) -> Path:
+    """Recompute a finished run's report metrics for ``spec.slo`` without simulating
+    it again (as ``agentsim report --slo-ttft``): its directory is rebuilt beside
+    itself, the other files hard-linked, and swapped in whole."""
+    from sim.io import atomic_dir, link_or_copy_tree
+    from sim.report import enrich_summary, load_results, write_reports
+
+    d = run_dir(out, spec)
+    result = load_results(d)
+    summary = enrich_summary(result, spec.slo)
+    with atomic_dir(d, replace=True) as tmp:
+        link_or_copy_tree(d, tmp)
+        if not html:  # an old report.html would show the old SLO's numbers
+            (tmp / "report.html").unlink(missing_ok=True)
+        atomic_write_json(tmp / "summary.json", summary)
+        write_reports(result, tmp, summary=summary, html=html)
+    return d
 
 
 @dataclass
@@ -808,6 +905,8 @@ class SweepOutcome:
     failed: dict[str, str]
     table: pd.DataFrame
     wall_s: float
+    #: finished runs whose report metrics were recomputed for another SLO
+    rereported: list[str] = field(default_factory=list)
 
 
 def run_sweep(
@@ -823,7 +922,9 @@ def run_sweep(
     """Run every spec not finished in ``out`` on ``backend``; rebuild table and report.
 
     A run that raises is recorded in ``OUT/failures.json`` and retried on the next
-    call; the others go on.  ``html``: write each run's ``report.html`` too.
+    call; the others go on.  ``html``: write each run's ``report.html`` too.  A
+    finished run written with another SLO than its spec's gets its report metrics
+    recomputed (:func:`rereport`), not simulated again.
     """
     import time
 
@@ -834,6 +935,11 @@ def run_sweep(
         shutil.rmtree(stale)
     skipped = [s.run_id for s in specs if is_done(d, s)]
     pending = [s for s in specs if not is_done(d, s)]
+    rereported: list[str] = []
+    for s in specs:
+        if s.run_id in skipped and saved_slo(d, s) != s.slo.to_dict():
+            rereport(d, s, html)
+            rereported.append(s.run_id)
     ran: list[str] = []
     failed: dict[str, str] = {}
     bar = None
@@ -863,7 +969,9 @@ def run_sweep(
     c = write_table(d)
     if not c.table.empty:
         write_report(d, c.table, c.config_columns, metrics, title)
-    return SweepOutcome(len(specs), skipped, ran, failed, c.table, time.perf_counter() - t0)
+    return SweepOutcome(
+        len(specs), skipped, ran, failed, c.table, time.perf_counter() - t0, rereported
+    )
 
 
 def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -351,8 +351,7 @@ def test_compare_and_sweep_take_every_run_flag() -> None:
     run = flags("run")
     assert "--force" in run
     assert run - flags("compare") == set()
-    # sweep: everything but the SLO (a sweep's summaries use the default SLO)
-    assert run - flags("sweep") <= {"--slo-ttft", "--slo-tpot"}
+    assert run - flags("sweep") == set()
 
 
 # ---- 4. --out is vetted before simulating ------------------------------------------------

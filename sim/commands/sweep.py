@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.commands.common import POLICY_FLAGS, add_run_arguments, policy_overrides
+from sim.commands.report import add_slo_arguments
 from sim.config import QUICK_FIELDS
 from sim.io import atomic_dir
 from sim.paths import RESULTS_DIR
@@ -60,6 +61,9 @@ def register(sub: Any) -> None:
         "arrivals too. auto (default): [base] jitter, else on when the grid has several seeds",
     )
     add_run_arguments(p)
+    # The SLO changes only the reported SLO metrics: a rerun with another SLO recomputes
+    # them from the saved runs (no run is simulated again for it).
+    add_slo_arguments(p, defaults=False)
     # None means "not given", so only explicit flags override the sweep file's [base].
     p.set_defaults(func=run, seed=None, load_scale=None)
 
@@ -67,7 +71,7 @@ def register(sub: Any) -> None:
 def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The run flags given on the command line, as ``[base]`` settings."""
     out: dict[str, Any] = {}
-    for key in ("trace", "cluster", "costmodel"):
+    for key in ("trace", "cluster", "costmodel", "faults"):
         v = getattr(args, key)
         if v is not None:
             out[key] = str(v)
@@ -75,6 +79,10 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, key)
         if v is not None:
             out[key] = float(v) if key == "load_scale" else v
+    for key in ("slo_ttft", "slo_tpot"):
+        v = getattr(args, key, None)
+        if v is not None:
+            out[key] = float(v)
     pol = policy_overrides(args)
     out.update({k: pol[k] for k in POLICY_FLAGS if k in pol})
     if args.no_fast_forward:
@@ -148,9 +156,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = go(out)
     if not args.quiet:
+        rerep = f", {len(result.rereported)} re-reported for the SLO" if result.rereported else ""
         print(
             f"sweep {sweep.name}: {result.total} runs: {len(result.skipped)} already done, "
-            f"{len(result.ran)} ran, {len(result.failed)} failed "
+            f"{len(result.ran)} ran, {len(result.failed)} failed{rerep} "
             f"({backend.name}, {result.wall_s:.1f} s wall)",
             file=sys.stderr,
         )
