@@ -516,7 +516,9 @@ def load_model_config(path: str | Path) -> ModelSpec:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise InputError(p, line, None, f"not UTF-8 text (byte {e.start}: {e.reason})") from None
+        raise InputError(
+            p, line, "encoding", f"not UTF-8 text (byte {e.start}: {e.reason})"
+        ) from None
     if not text.strip():
         raise InputError(p, 1, None, "empty file; expected a Hugging Face config.json object")
     try:

@@ -256,8 +256,8 @@ def _trace_cases() -> list[Case]:
         cs += [
             Case(f"{key}-empty", fmt, name, "", r":1: "),
             Case(f"{key}-blank-lines", fmt, name, "\n\n  \n", r":\d+: "),
-            Case(f"{key}-not-utf8", fmt, name, _bad_utf8(base, ln), rf":{ln}: "),
-            Case(f"{key}-random-bytes", fmt, name, bytes(range(128, 256)) * 4, r":1: "),
+            Case(f"{key}-not-utf8", fmt, name, _bad_utf8(base, ln), rf":{ln}: encoding: "),
+            Case(f"{key}-random-bytes", fmt, name, bytes(range(128, 256)) * 4, r":1: encoding: "),
             Case(f"{key}-truncated", fmt, name, _truncate(base, ln), rf":{ln}: "),
         ]
         if fmt == "azure":
@@ -584,7 +584,7 @@ def _model_cases() -> list[Case]:
     text = json.dumps(MODEL, indent=1)
     return [
         Case("model-empty", "model", "config.json", "", r":1: "),
-        Case("model-not-utf8", "model", "config.json", _bad_utf8(text, 3), r":3: "),
+        Case("model-not-utf8", "model", "config.json", _bad_utf8(text, 3), r":3: encoding: "),
         Case("model-truncated", "model", "config.json", text[: len(text) // 2], r":\d+: "),
         Case("model-not-object", "model", "config.json", "[1, 2]\n", r":1: "),
         m("layers-zero", num_hidden_layers=0),
@@ -626,23 +626,25 @@ def _step_costmodel_cases() -> list[Case]:
     """The vLLM step model (``kind = "vllm-step"``), the default cost model's format."""
     base = (ROOT / "sim" / "data" / "costmodels" / "vllm-serving.toml").read_text()
 
-    def edit(cid: str, old: str, new: str, field: str) -> Case:
-        ln = _line_of(base, old)
+    def edit(cid: str, key: str, value: str, field: str | None = None) -> Case:
+        ls = _lines(base)
+        i = next(i for i, x in enumerate(ls) if x.split("=")[0].strip() == key)
+        ls[i] = f"{key} = {value}\n"
         return Case(
-            f"stepmodel-{cid}", "costmodel", "sm.toml", _sub(base, ln, old, new),
-            rf"(:\d+)?: {re.escape(field)}: ",
+            f"stepmodel-{cid}", "costmodel", "sm.toml", "".join(ls),
+            rf"(:\d+)?: {re.escape(field or 'params.' + key)}: ",
         )  # fmt: skip
 
     return [
         Case("stepmodel-not-utf8", "costmodel", "sm.toml", _bad_utf8(base, 3), r":3: "),
         Case("stepmodel-truncated", "costmodel", "sm.toml", base[: base.index("= ") + 2], r":\d+: "),
-        edit("step-nan", "step_s = 0.0007916", "step_s = nan", "params.step_s"),
-        edit("step-negative", "step_s = 0.0007916", "step_s = -1.0", "params.step_s"),
-        edit("step-1e308", "step_s = 0.0007916", "step_s = 1e308", "params.step_s"),
-        edit("eff-inf", "gemm_eff = 0.5418", "gemm_eff = inf", "params.gemm_eff"),
-        edit("eff-zero", "gemm_eff = 0.5418", "gemm_eff = 0.0", "params.gemm_eff"),
-        edit("eff-string", "gemm_eff = 0.5418", 'gemm_eff = "high"', "params.gemm_eff"),
-        edit("unknown", "gemm_eff = 0.5418", "gemm_eff = 0.5418\ngemm_eff2 = 1.0", "params.gemm_eff2"),
+        edit("step-nan", "step_s", "nan"),
+        edit("step-negative", "step_s", "-1.0"),
+        edit("step-1e308", "step_s", "1e308"),
+        edit("eff-inf", "gemm_eff", "inf"),
+        edit("eff-zero", "gemm_eff", "0.0"),
+        edit("eff-string", "gemm_eff", '"high"'),
+        edit("unknown", "gemm_eff", "0.5\ngemm_eff2 = 1.0", "params.gemm_eff2"),
     ]  # fmt: skip
 
 

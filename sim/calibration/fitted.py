@@ -1186,7 +1186,7 @@ def load_costmodel(path: str | Path) -> FittedCostModel:
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise InputError(
-            str(p), line, None, f"not UTF-8 text (byte {e.start}: {e.reason})"
+            str(p), line, "encoding", f"not UTF-8 text (byte {e.start}: {e.reason})"
         ) from None
     return parse_costmodel(text, str(p))
 

@@ -67,13 +67,13 @@ def _not_utf8(path: str) -> InputError:
             return InputError(
                 path,
                 line,
-                None,
+                "encoding",
                 f"not UTF-8 text (byte 0x{e.object[e.start]:02x} at byte {offset + bad}, "
                 f"column {col + 1}: {e.reason})",
             )
         line += chunk.count(b"\n")
         offset += len(chunk)
-    return InputError(path, line, None, "not UTF-8 text (truncated multi-byte character)")
+    return InputError(path, line, "encoding", "not UTF-8 text (truncated multi-byte character)")
 
 
 class _CheckedText:
