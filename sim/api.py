@@ -437,7 +437,7 @@ class Comparison:
     def save(self, out: str | Path) -> Path:
         """Write ``comparison.csv``, ``comparison_runs.csv``, ``comparison.md``,
         ``comparison.html`` and ``cdf.png`` into ``out``."""
-        from sim.io import atomic_write_text
+        from sim.io import atomic_write, atomic_write_text
         from sim.plots import png_bytes
 
         d = Path(out)
@@ -446,7 +446,8 @@ class Comparison:
         atomic_write_text(d / "comparison_runs.csv", self.runs.to_csv(index=False))
         atomic_write_text(d / "comparison.md", "# agentsim comparison\n\n" + self.markdown())
         atomic_write_text(d / "comparison.html", self.html())
-        (d / "cdf.png").write_bytes(png_bytes(self.plot_cdf()))
+        png = png_bytes(self.plot_cdf())
+        atomic_write(d / "cdf.png", lambda tmp: Path(tmp).write_bytes(png))
         return d
 
 

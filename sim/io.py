@@ -131,6 +131,7 @@ OUTPUT_MARKERS = (
     "sweep.parquet",
     "failures.json",
     "regress.md",
+    "keynote.md",
 )
 
 

@@ -39,7 +39,7 @@ from sim.costmodel import BatchShape, ReplicaHardware, resolve_cost_model
 from sim.faults import Fault, FaultSchedule
 from sim.hardware import get_gpu
 from sim.models import get_model
-from sim.report import SLO, enrich_summary
+from sim.report import SLO, cluster_title, enrich_summary
 from sim.simulation import SimResult, simulate
 from sim.stats import mean_ci
 from sim.topology import NVLINK_BW, NVLINK_LAT
@@ -161,10 +161,13 @@ def synth_workload(
 def cluster(
     model: str, tp: int, replicas: int, nodes: int, gpu: str = "a100-80gb", **policies: Any
 ) -> ClusterConfig:
-    """``nodes`` DGX A100 80GB nodes serving ``model`` at TP=``tp``."""
+    """``nodes`` 8-GPU NVSwitch (DGX) nodes of ``gpu`` serving ``model`` at TP=``tp``."""
+    hardware = cluster_title(
+        {"gpu": gpu, "nodes": [{"builder": "dgx-a100", "count": nodes, "gpus": 8}]}
+    )
     return validate(
         ClusterConfig(
-            name=f"{nodes}x DGX A100 80GB, {model} TP={tp} x{replicas}",
+            name=f"{hardware}, {model} TP={tp} x{replicas}",
             gpu=gpu,
             nodes=(NodeGroup("dgx-a100", nodes, 8),),
             deployments=(Deployment(model=model, tp=tp, replicas=replicas),),
@@ -223,8 +226,10 @@ def prefill_usd_per_token(cfg: ClusterConfig, context: int) -> float:
     context, divided by the chunk, times the replica's GPUs and their price."""
     dep = cfg.deployments[0]
     gpu = get_gpu(cfg.gpu)
+    # the model at the deployment's weight / KV precision, as the cluster serves it
+    spec = get_model(dep.model).with_dtype(dep.dtype, dep.kv_cache_dtype)
     it = resolve_cost_model(cfg.costmodel).for_replica(
-        ReplicaHardware(get_model(dep.model), gpu, dep.tp, dep.pp, NVLINK_BW, NVLINK_LAT, "nvlink")
+        ReplicaHardware(spec, gpu, dep.tp, dep.pp, NVLINK_BW, NVLINK_LAT, "nvlink")
     )
     chunk = dep.max_num_batched_tokens
     t = it.iteration_time(BatchShape((chunk,), (context,)))
@@ -752,29 +757,36 @@ def answer_all(scale: Scale) -> list[Answer]:
 
 
 def write_answers(answers: Sequence[Answer], out: str | Path, scale: Scale) -> Path:
-    """Write each answer's table (CSV), figure (PNG) and ``keynote.md`` to ``out``."""
+    """Write each answer's table (CSV), figure (PNG) and ``keynote.md`` as the
+    directory ``out``, atomically (:func:`sim.io.atomic_dir`: built in a hidden
+    sibling and renamed into place whole, so a failing plot or Ctrl-C leaves ``out``
+    as it was; earlier keynote results there are replaced whole)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
+    from sim.io import atomic_dir, check_output_dir
+
+    target = check_output_dir(out, force=True)
     parts = [f"# The keynote, answered by simulation ({scale.name} scale)\n"]
-    for a in answers:
-        a.table.to_csv(d / f"{a.key}.csv", index=False)
-        for name, df in a.extra.items():
-            df.to_csv(d / f"{a.key}_{name}.csv", index=False)
-        fig = a.plot()
-        fig.savefig(d / f"{a.key}.png", dpi=110)
-        plt.close(fig)
-        parts.append(a.markdown() + f"\n![{a.key}]({a.key}.png)\n")
-    parts.append(
-        "## Headline numbers\n\n"
-        + "\n".join(f"{i}. {a.headline}" for i, a in enumerate(answers, 1))
-    )
-    (d / "keynote.md").write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return d
+    with atomic_dir(target, replace=True) as d:
+        for a in answers:
+            a.table.to_csv(d / f"{a.key}.csv", index=False)
+            for name, df in a.extra.items():
+                df.to_csv(d / f"{a.key}_{name}.csv", index=False)
+            fig = a.plot()
+            try:
+                fig.savefig(d / f"{a.key}.png", dpi=110)
+            finally:
+                plt.close(fig)
+            parts.append(a.markdown() + f"\n![{a.key}]({a.key}.png)\n")
+        parts.append(
+            "## Headline numbers\n\n"
+            + "\n".join(f"{i}. {a.headline}" for i, a in enumerate(answers, 1))
+        )
+        (d / "keynote.md").write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -783,6 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", choices=("full", "ci"), default="full")
     args = p.parse_args(argv)
     scale = FULL if args.scale == "full" else CI
+    from sim.io import check_output_dir
+
+    check_output_dir(args.out, force=True)  # vetted before the experiments run
     answers = answer_all(scale)
     out = write_answers(answers, args.out, scale)
     for i, a in enumerate(answers, 1):

@@ -162,3 +162,329 @@ def test_sweep_slo_applies_at_report_time(
     assert "re-reported" not in capsys.readouterr().err
     assert main(["sweep", str(s), "--out", str(out), "--slo-ttft", "-1", "--quiet"]) == 2
     assert "slo_ttft" in capsys.readouterr().err
+
+
+# ---- 2/3. calibration outputs: vetted before the work, written whole or not at all -------
+
+RECORDS = REPO / "calibration/records/torch-tiny-llama-cpu.jsonl"
+COSTMODEL = REPO / "calibration/costmodels/torch-tiny-llama-cpu.toml"
+
+
+def _no_work(*args: object, **kwargs: object) -> object:
+    raise AssertionError("the work started before --output was vetted")
+
+
+def _interrupting_write_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Path.write_text writes half of the text, then Ctrl-C."""
+    real = Path.write_text
+
+    def half(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        real(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half)
+
+
+@pytest.mark.parametrize(
+    "output, problem",
+    [("dir", "is a directory"), ("records", "is the input"), ("file/x.toml", "not a directory")],
+)
+def test_calibrate_fit_output_is_vetted_before_fitting(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    output: str,
+    problem: str,
+) -> None:
+    import sim.calibration.fit as fit
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    records = tmp_path / "records.jsonl"
+    records.write_bytes(RECORDS.read_bytes())
+    monkeypatch.setattr(fit, "fit_files", _no_work)
+    out = records if output == "records" else tmp_path / output
+    assert main(["calibrate", "fit", str(records), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and problem in err and "Traceback" not in err
+    assert records.read_bytes() == RECORDS.read_bytes()
+
+
+def test_calibrate_fit_writes_whole_or_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sim.calibration.fit as fit
+
+    text = COSTMODEL.read_text()
+    out = tmp_path / "new" / "cm.toml"
+    # a fit whose TOML does not parse: nothing written (it was written, then refused)
+    monkeypatch.setattr(fit, "fit_files", lambda *a, **k: text.replace("[", "[[", 1))
+    assert main(["calibrate", "fit", str(RECORDS), "-o", str(out)]) == 2
+    assert not (tmp_path / "new").exists()
+    # Ctrl-C in the middle of the write: no partial TOML, no temporary file
+    monkeypatch.setattr(fit, "fit_files", lambda *a, **k: text)
+    _interrupting_write_text(monkeypatch)
+    assert main(["calibrate", "fit", str(RECORDS), "-o", str(out)]) == 130
+    assert not (tmp_path / "new").exists() and not hidden_leftovers(tmp_path)
+    monkeypatch.undo()
+    monkeypatch.setattr(fit, "fit_files", lambda *a, **k: text)
+    capsys.readouterr()
+    assert main(["calibrate", "fit", str(RECORDS), "-o", str(out)]) == 0
+    assert out.read_text() == text
+
+
+def test_calibrate_import_output_is_vetted_before_importing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sim.calibration.vidur as vidur
+
+    monkeypatch.setattr(vidur, "import_vidur", _no_work)
+    (tmp_path / "d").mkdir()
+    prof = tmp_path / "profile"
+    prof.mkdir()
+    argv = ["calibrate", "import", "--from", "vidur", str(prof), "-o", str(tmp_path / "d")]
+    assert main(argv) == 2
+    assert "is a directory" in capsys.readouterr().err
+    argv[-1] = str(prof / "inside.jsonl")  # inside the profile directory it reads
+    assert main(argv) == 2
+    assert "inside the input directory" in capsys.readouterr().err
+
+
+def test_write_records_leaves_nothing_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sim.calibration import records as rec
+
+    sections = rec.read_records(RECORDS)
+    out = tmp_path / "r.jsonl"
+    real_open = open
+
+    def failing_open(path: object, mode: str = "r", *a: object, **k: object) -> object:
+        fh = real_open(path, mode, *a, **k)  # type: ignore[call-overload]
+        if "w" in mode:
+            fh.write(b"partial")
+            fh.close()
+            raise KeyboardInterrupt
+        return fh
+
+    monkeypatch.setattr("builtins.open", failing_open)
+    with pytest.raises(KeyboardInterrupt):
+        rec.write_records(out, sections)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    rec.write_records(out, sections)
+    assert [len(s.samples) for s in rec.read_records(out)] == [len(s.samples) for s in sections]
+
+
+def test_calibrate_record_output_is_vetted_before_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sim.calibration.grid as grid
+
+    monkeypatch.setattr(grid, "load_grid", _no_work)
+    g = REPO / "examples/calibration/tiny-cpu.toml"
+
+    def base_for(grid_file: Path) -> list[str]:
+        argv = ["calibrate", "record", "--engine", "torch", "--model", "tiny-llama"]
+        return [*argv, "--grid", str(grid_file), "--device", "cpu", "-o"]
+
+    base = base_for(g)
+    (tmp_path / "d").mkdir()
+    assert main([*base, str(tmp_path / "d")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    toml = tmp_path / "costmodel.toml"  # a typo'd -o: never appended to
+    toml.write_text('name = "x"\n')
+    assert main([*base, str(toml)]) == 2
+    assert "is not a calibration records file" in capsys.readouterr().err
+    assert toml.read_text() == 'name = "x"\n'
+    copy = tmp_path / "grid.toml"
+    copy.write_bytes(g.read_bytes())
+    assert main([*base_for(copy), str(copy)]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert copy.read_bytes() == g.read_bytes()
+    # an earlier recording (resumed) and a new file pass the check and reach the work
+    earlier = tmp_path / "earlier.jsonl"
+    earlier.write_bytes(RECORDS.read_bytes())
+    for out in (earlier, tmp_path / "new" / "r.jsonl"):
+        with pytest.raises(AssertionError, match="work started"):
+            main([*base, str(out)])
+
+
+class _FakeComparison:
+    def to_dict(self) -> dict[str, object]:
+        return {"b": 2.0, "a": {"p50": 1.0, "text": "x" * 1000}}
+
+
+def test_compare_e2e_json_is_vetted_first_and_written_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sim.calibration.compare_e2e as ce
+
+    monkeypatch.setattr(ce, "compare", _no_work)
+    rec = REPO / "calibration/records/http-llama-3-8b-h100-80gb.jsonl"
+    base = ["calibrate", "compare-e2e", "--records", str(rec), "--costmodel", str(COSTMODEL)]
+    (tmp_path / "d").mkdir()
+    assert main([*base, "--json", str(tmp_path / "d")]) == 2
+    assert "--json" in capsys.readouterr().err
+    assert main([*base, "--json", str(COSTMODEL)]) == 2
+    assert "is the input" in capsys.readouterr().err
+    monkeypatch.setattr(ce, "compare", lambda *a, **k: _FakeComparison())
+    monkeypatch.setattr(ce, "format_comparison", lambda c: "table")
+    out = tmp_path / "new" / "cmp.json"
+    _interrupting_write_text(monkeypatch)
+    assert main([*base, "--json", str(out)]) == 130
+    assert not (tmp_path / "new").exists() and not hidden_leftovers(tmp_path)
+    monkeypatch.undo()
+    monkeypatch.setattr(ce, "compare", lambda *a, **k: _FakeComparison())
+    monkeypatch.setattr(ce, "format_comparison", lambda c: "table")
+    assert main([*base, "--json", str(out)]) == 0
+    assert json.loads(out.read_text()) == _FakeComparison().to_dict()
+    assert out.read_text().index('"a"') < out.read_text().index('"b"')  # sorted keys
+
+
+# ---- 2. keynote outputs ------------------------------------------------------------------
+
+
+def _answer(key: str, plot: object) -> object:
+    from sim import keynote
+
+    return keynote.Answer(
+        key, "9. A demo", "x saves 3 ± 1", pd.DataFrame({"a": [1.0]}), {"k": "v"}, [0, 1],
+        plot, {"per_size": pd.DataFrame({"b": [2]})},
+    )  # fmt: skip
+
+
+def _fig() -> object:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    return fig
+
+
+def test_keynote_outputs_are_written_as_one_directory(tmp_path: Path) -> None:
+    from sim import keynote
+
+    def broken() -> object:
+        raise RuntimeError("plot failed")
+
+    out = tmp_path / "k"
+    with pytest.raises(RuntimeError):
+        keynote.write_answers([_answer("q1", _fig), _answer("q2", broken)], out, keynote.CI)
+    assert not out.exists() and not hidden_leftovers(tmp_path)  # not q1.csv alone
+    keynote.write_answers([_answer("q1", _fig), _answer("q2", _fig)], out, keynote.CI)
+    assert {p.name for p in out.iterdir()} >= {"q1.csv", "q2.png", "keynote.md"}
+    # a rerun replaces the earlier results whole: no file of the old run survives
+    keynote.write_answers([_answer("q3", _fig)], out, keynote.CI)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "keynote.md", "q3.csv", "q3.png", "q3_per_size.csv"
+    ]  # fmt: skip
+    # a directory agentsim did not write is refused before any experiment runs
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(Exception, match="did not write"):
+        keynote.main(["--out", str(mine), "--scale", "ci"])
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+# ---- 4. the deployment's precision reaches costmodel predict and the keynote ---------------
+
+
+def test_keynote_prefill_price_uses_the_deployments_dtype() -> None:
+    from dataclasses import replace
+
+    from sim import keynote
+    from sim.config import validate
+
+    cfg = keynote.cluster("llama-3-70b", 4, 1, 1, gpu="h100-80gb")
+    fp8 = validate(replace(cfg, deployments=(replace(cfg.deployments[0], dtype="fp8"),)))
+    bf16, f8 = (keynote.prefill_usd_per_token(c, 8192) for c in (cfg, fp8))
+    # FP8 GEMMs at the FP8 peak: a compute-bound prefill chunk is clearly cheaper
+    assert f8 < 0.8 * bf16
+
+
+def _predict(tmp_path: Path, *flags: str) -> list[float]:
+    shapes = tmp_path / "shapes.csv"
+    shapes.write_text(
+        "num_prefill_seqs,prefill_len,num_decode_seqs,decode_context_len\n1,4096,0,0\n0,0,64,8192\n"
+    )
+    out = tmp_path / "out.csv"
+    argv = ["costmodel", "predict", "--model", "llama-3-70b", "--gpu", "h100-80gb", "--tp", "4"]
+    assert main([*argv, *flags, "--shapes", str(shapes), "-o", str(out)]) == 0
+    return pd.read_csv(out)["iteration_s"].tolist()
+
+
+def test_costmodel_predict_takes_dtype_and_kv_cache_dtype(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prefill, decode = _predict(tmp_path)
+    assert _predict(tmp_path, "--dtype", "bf16") == [prefill, decode]  # the model's own
+    fp8_prefill, fp8_decode = _predict(tmp_path, "--dtype", "fp8")
+    assert fp8_prefill < 0.8 * prefill and fp8_decode < 0.8 * decode
+    kv_prefill, kv_decode = _predict(tmp_path, "--kv-cache-dtype", "fp8")
+    # an FP8 KV cache halves the KV reads of decode (64 x 8k context), weights unchanged
+    assert kv_decode < 0.95 * decode and fp8_decode < kv_decode
+    assert kv_prefill == pytest.approx(prefill, rel=0.02)
+    # the same cost model, hardware and precision as `agentsim run --dtype fp8` prices
+    from sim.calibration.fitted import default_fitted_costmodel
+    from sim.calibration.validate import iteration_batch
+    from sim.costmodel import ReplicaHardware
+    from sim.hardware import get_gpu
+    from sim.models import get_model
+
+    gpu = get_gpu("h100-80gb")
+    hw = ReplicaHardware(
+        get_model("llama-3-70b").with_dtype("fp8"), gpu, 4, 1,
+        gpu.nvlink_bandwidth, 5e-6, "nvlink", gpu.nvlink_bandwidth, 5e-6,
+    )  # fmt: skip
+    it = default_fitted_costmodel().for_replica(hw)
+    shape = {"num_prefill_seqs": 1.0, "prefill_len": 4096.0}
+    shape |= {"num_decode_seqs": 0.0, "decode_context_len": 0.0}
+    assert fp8_prefill == it.iteration_time(iteration_batch(shape))
+    capsys.readouterr()
+    shapes = str(tmp_path / "shapes.csv")
+    argv = ["costmodel", "predict", "--model", "llama-3-70b", "--dtype", "fp8"]
+    assert main([*argv, "--shapes", shapes, "-o", str(tmp_path / "x.csv")]) == 2
+    assert "fp8 needs FP8 tensor cores, which a100-80gb does not have" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()
+    # the shapes file as the output: refused, not overwritten
+    before = Path(shapes).read_bytes()
+    assert (
+        main(["costmodel", "predict", "--model", "llama-3-8b", "--shapes", shapes, "-o", shapes])
+        == 2
+    )
+    assert Path(shapes).read_bytes() == before
+
+
+# ---- 6. the report's cluster title follows --gpu / --nodes overrides -------------------
+
+
+def test_report_titles_the_cluster_by_the_simulated_hardware(tmp_path: Path) -> None:
+    from sim.config import apply_overrides, default_cluster_config
+    from sim.report import cluster_title
+
+    d = default_cluster_config()
+    assert cluster_title(d.to_dict()) == "2x DGX A100 80GB"
+    assert cluster_title(apply_overrides(d, gpu="h200-141gb").to_dict()) == "2x DGX H200 141GB"
+    l40s = apply_overrides(d, gpu="l40s-48gb", nodes=3).to_dict()
+    assert cluster_title(l40s) == "3x PCIe server (8x L40S 48GB)"
+    from dataclasses import replace
+
+    named = replace(d, name="rack 7")
+    assert cluster_title(named.to_dict()) == "rack 7"
+    assert (
+        cluster_title(apply_overrides(named, gpu="h100-80gb").to_dict())
+        == '2x DGX H100 80GB (config "rack 7" with overrides)'
+    )
+    out = tmp_path / "r"
+    argv = ["run", "--quiet", "--no-html", "--out", str(out), "--gpu", "h100-80gb"]
+    argv += ["--nodes", "1", "--model", "llama-3-8b", "--tp", "1", "--replicas", "2"]
+    assert main(argv) == 0
+    md = (out / "report.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("- Cluster:"))
+    assert line.startswith("- Cluster: 1x DGX H100 80GB — 8 x h100-80gb (1 x dgx-a100)")
+    assert "A100 80GB" not in md.split("## Requests")[0]

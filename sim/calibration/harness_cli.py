@@ -148,7 +148,38 @@ def _output_parent(path: str) -> None:
         ) from None
 
 
+def check_records_output(path: str, inputs: list[str | None]) -> None:
+    """Vet ``record -o`` before any work: a file whose folder can be created and
+    written, not one of the command's inputs, and, when it exists and is not empty, a
+    calibration records file (recording appends to it and resumes); anything else is
+    refused, never appended to.  Raises :class:`InputError` (one line)."""
+    import json
+
+    from sim.calibration.records import FORMAT, _open_text
+    from sim.io import check_not_input, check_output_file
+
+    p = check_output_file(path, "--output")
+    check_not_input(p, [i for i in inputs if i], "--output")
+    if not p.is_file() or p.stat().st_size == 0:
+        return
+    try:
+        with _open_text(p, "r") as fh:
+            first = json.loads(fh.readline())
+    except (OSError, EOFError, UnicodeDecodeError, ValueError):
+        first = None
+    if not (isinstance(first, dict) and first.get("format") == FORMAT):
+        raise InputError(
+            str(p),
+            1,
+            "--output",
+            f"exists and is not a calibration records file (no {FORMAT!r} header); "
+            "refusing to append to it (name a new file or an earlier recording)",
+        )
+
+
 def run_record(args: argparse.Namespace) -> int:
+    model_file = args.model if args.model and Path(args.model).is_file() else None
+    check_records_output(args.output, [args.grid, args.trace, model_file])
     _output_parent(args.output)
     if args.engine == "http":
         return _record_http(args)
@@ -366,7 +397,11 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from sim.calibration.compare_e2e import compare, format_comparison
+    from sim.io import atomic_write_text, check_not_input, check_output_file
 
+    if args.json_out:  # vetted before simulating; written whole or not at all
+        check_output_file(args.json_out, "--json")
+        check_not_input(args.json_out, [args.records, args.costmodel], "--json")
     cmp = compare(
         args.records,
         args.costmodel,
@@ -377,7 +412,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.json_out:
         import json
 
-        Path(args.json_out).write_text(json.dumps(cmp.to_dict(), indent=2, sort_keys=True) + "\n")
+        text = json.dumps(cmp.to_dict(), indent=2, sort_keys=True) + "\n"
+        atomic_write_text(args.json_out, text)
     return 0
 
 

@@ -441,18 +441,23 @@ def section_lines(section: Section) -> Iterator[str]:
 
 
 def write_records(path: str | Path, sections: Iterable[Section]) -> None:
-    """Write ``sections`` to ``path`` (replacing it atomically).  ``.gz`` paths are
-    gzip-compressed with a zero timestamp, so equal content gives equal bytes."""
+    """Write ``sections`` to ``path`` (replacing it atomically, :func:`sim.io.atomic_write`:
+    a failure leaves no partial file).  ``.gz`` paths are gzip-compressed with a zero
+    timestamp, so equal content gives equal bytes."""
+    from sim.io import atomic_write
+
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
     text = "".join(line + "\n" for s in sections for line in section_lines(s)).encode()
-    with open(tmp, "wb") as fh:
-        if p.suffix == ".gz":
-            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
-                gz.write(text)
-        else:
-            fh.write(text)
-    os.replace(tmp, p)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            if p.suffix == ".gz":
+                with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                    gz.write(text)
+            else:
+                fh.write(text)
+
+    atomic_write(p, write)
 
 
 def _last_header(path: Path) -> RecordHeader | None:

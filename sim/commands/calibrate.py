@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from sim.errors import InputError
@@ -78,10 +77,11 @@ def register(sub: Any) -> None:
 def run_import(args: argparse.Namespace) -> int:
     from sim.calibration.records import write_records
     from sim.calibration.vidur import import_vidur
+    from sim.io import check_not_input, check_output_file
 
+    out = check_output_file(args.output, "--output")
+    check_not_input(out, [args.profile_dir], "--output")
     sections = import_vidur(args.profile_dir)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_records(out, sections)
     n = sum(len(s.samples) for s in sections)
     print(f"{out}: {len(sections)} sections, {n} samples")
@@ -91,18 +91,21 @@ def run_import(args: argparse.Namespace) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     from sim.calibration.fit import FitOptions, fit_files
     from sim.calibration.fitted import parse_costmodel
+    from sim.io import atomic_write_text, check_not_input, check_output_file
 
     if not 0.0 < args.holdout < 1.0:
         raise InputError("--holdout", None, None, f"must be between 0 and 1, got {args.holdout}")
-    out = Path(args.output)
+    # -o is vetted before the fit (a directory, an unwritable folder or one of the
+    # records files fails now, not after the work), then written whole or not at all.
+    out = check_output_file(args.output, "--output")
+    check_not_input(out, args.records, "--output")
     text = fit_files(
         args.records,
         args.name or out.stem,
         FitOptions(seed=args.seed, holdout_fraction=args.holdout),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
     model = parse_costmodel(text, str(out))
+    atomic_write_text(out, text)
     val = model.meta.get("validation", {})
     rs = val.get("random_split", {})
     print(f"{out}: GPUs {', '.join(sorted(model.gpus))}")

@@ -32,6 +32,17 @@ def register(sub: Any) -> None:
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree (default 1)")
     p.add_argument(
+        "--dtype",
+        choices=("fp16", "bf16", "fp8"),
+        help="weight and KV precision (as agentsim run's --dtype; default: the model's own); "
+        "fp8 = 1 byte per weight and per KV element and FP8 tensor-core GEMMs (not on A100)",
+    )
+    p.add_argument(
+        "--kv-cache-dtype",
+        choices=("auto", "fp16", "bf16", "fp8"),
+        help="KV-cache precision (default auto: --dtype when given, else the model's own)",
+    )
+    p.add_argument(
         "--link",
         default="nvlink",
         choices=("nvlink", "pcie", "network"),
@@ -71,13 +82,22 @@ def run_predict(args: argparse.Namespace) -> int:
     from sim.calibration.fitted import default_fitted_costmodel, load_costmodel
     from sim.calibration.validate import iteration_batch
     from sim.costmodel import ReplicaHardware
-    from sim.hardware import get_gpu
+    from sim.hardware import GPUS, get_gpu
+    from sim.io import atomic_write, check_not_input, check_output_file
     from sim.models import get_model, load_model_config
 
     if bool(args.model) == bool(args.model_config):
         raise ConfigError("give exactly one of --model and --model-config")
+    out = check_output_file(args.output, "--output")
+    check_not_input(out, [i for i in (args.shapes, args.costmodel, args.model_config) if i])
     spec = load_model_config(args.model_config) if args.model_config else get_model(args.model)
     gpu = get_gpu(args.gpu)
+    if args.dtype == "fp8" and not gpu.supports_fp8:  # as a deployment's dtype (sim/config.py)
+        raise ConfigError(
+            f"--dtype fp8 needs FP8 tensor cores, which {args.gpu} does not have "
+            f"(GPUs with FP8: {', '.join(n for n, g in GPUS.items() if g.supports_fp8)})"
+        )
+    spec = spec.with_dtype(args.dtype or "", args.kv_cache_dtype or "")
     link_bw = {"nvlink": gpu.nvlink_bandwidth, "pcie": gpu.pcie_bandwidth, "network": 25e9}[
         args.link
     ]
@@ -95,9 +115,6 @@ def run_predict(args: argparse.Namespace) -> int:
     model = load_costmodel(args.costmodel) if args.costmodel else default_fitted_costmodel()
     it = model.for_replica(hw)
     shapes = _read_shapes(args.shapes)
-    from sim.io import atomic_write, check_output_file
-
-    out = check_output_file(args.output, "--output")
     buf = io.StringIO(newline="")
     w = csv.writer(buf)
     w.writerow([*COLUMNS, "iteration_s"])
@@ -106,7 +123,10 @@ def run_predict(args: argparse.Namespace) -> int:
         w.writerow([*(s[c] for c in COLUMNS), repr(t)])
     # written whole or not at all (a failure or Ctrl-C leaves no partial CSV)
     atomic_write(out, lambda tmp: Path(tmp).write_text(buf.getvalue(), "utf-8", newline=""))
+    prec = f" {args.dtype}" if args.dtype else ""
+    prec += f" (KV {args.kv_cache_dtype})" if args.kv_cache_dtype not in (None, "auto") else ""
     print(
-        f"{out}: {len(shapes)} shapes, cost model {model.name}, {spec.name} on {gpu.name} TP={args.tp}"
+        f"{out}: {len(shapes)} shapes, cost model {model.name}, {spec.name}{prec} on "
+        f"{gpu.name} TP={args.tp}"
     )
     return 0
