@@ -42,9 +42,9 @@ def scenarios(quick: bool) -> list[Scenario]:
     azure = ["--trace", str(AZURE_CONV), "--trace-format", "azure", "--gpu", "a100-80gb", "--nodes", "1",
              "--model", "llama-2-70b", "--tp", "2", "--replicas", "4", "--max-num-seqs", "128"]  # fmt: skip
     mooncake = ["--trace", str(MOONCAKE), "--trace-format", "mooncake", "--nodes", "8",
-                "--model", "llama-3-70b", "--tp", "4", "--replicas", "16"]  # fmt: skip
+                "--model", "llama-3.1-70b", "--tp", "4", "--replicas", "16"]  # fmt: skip
     synth = ["--trace-format", "synth", "--nodes", "8",
-             "--model", "llama-3-70b", "--tp", "4", "--replicas", "16", "--policy", "kv_aware"]  # fmt: skip
+             "--model", "llama-3.1-70b", "--tp", "4", "--replicas", "16", "--policy", "kv_aware"]  # fmt: skip
     out = [
         Scenario("default", [], "demo trace"),
         Scenario(

@@ -90,7 +90,7 @@ DEFAULT_RULES: dict[str, tuple[str, float, float]] = {
 #: A metric agentsim does not know yet: any move beyond 2% is a change to look at.
 UNKNOWN_RULE = ("equal", 0.02, 0.0)
 
-_FAST = {"nodes": 1, "model": "llama-3-8b", "tp": 1, "max_num_seqs": 32}
+_FAST = {"nodes": 1, "model": "llama-3.1-8b", "tp": 1, "max_num_seqs": 32}
 #: The scenarios a new baseline file gets: three routers on the committed agentic
 #: trace (a small cluster under 4x load) and on the Mooncake sample, one on Azure.
 DEFAULT_SCENARIOS: dict[str, dict[str, Any]] = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,10 @@ REAL = [
 
 @pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
 @pytest.mark.parametrize("rel,fmt,rows", REAL, ids=[r[1] + ":" + Path(r[0]).stem for r in REAL])
-def test_real_request_traces_load_fast_and_completely(rel: str, fmt: str, rows: int) -> None:
+def test_real_request_traces_load_completely(rel: str, fmt: str, rows: int) -> None:
     path = DATA / rel
     assert detect_format(str(path)) == fmt
-    t = time.perf_counter()
-    w = load_trace(path)
-    elapsed = time.perf_counter() - t
-    assert elapsed < 2.0  # ~0.06 s (azure conv) and ~0.35 s (mooncake) on one core
+    w = load_trace(path)  # load speed is measured by `make bench`, not asserted here
     assert len(w) == rows == meta_section(w, "read")["records"]
     times = [c.issue_time_s for c in w.calls]
     assert times[0] == 0.0 and times == sorted(times)
