@@ -488,3 +488,24 @@ def test_report_titles_the_cluster_by_the_simulated_hardware(tmp_path: Path) -> 
     line = next(x for x in md.splitlines() if x.startswith("- Cluster:"))
     assert line.startswith("- Cluster: 1x DGX H100 80GB — 8 x h100-80gb (1 x dgx-a100)")
     assert "A100 80GB" not in md.split("## Requests")[0]
+
+
+def test_write_canonical_to_a_path_is_atomic(tmp_path: Path) -> None:
+    """The API's write_canonical(calls, path) left a header-only file when the calls
+    failed midway (trace convert was atomic, the function it calls was not)."""
+    from sim.traces import load_trace
+    from sim.traces.canonical import write_canonical
+
+    calls = load_trace(str(DEFAULT_TRACE)).calls
+
+    def failing() -> object:
+        yield from calls[:5]
+        raise RuntimeError("reader failed")
+
+    for name in ("t.jsonl", "t.jsonl.gz"):
+        out = tmp_path / f"new-{name}" / name
+        with pytest.raises(RuntimeError):
+            write_canonical(failing(), out)
+        assert not out.parent.exists() and not hidden_leftovers(tmp_path)
+        assert write_canonical(calls, out) == len(calls)
+        assert len(load_trace(str(out)).calls) == len(calls)

@@ -21,7 +21,6 @@ from sim.traces.io import (
     ReadReport,
     iter_json_objects,
     open_text,
-    open_write,
     trace_files,
 )
 from sim.traces.tabular import HASH_RANGE, SKIP_ZERO, check_not_empty, check_time, check_tokens
@@ -281,16 +280,17 @@ def write_canonical(
     calls: Iterable[Call], out: str | Path | IO[str], header: dict[str, Any] | None = None
 ) -> int:
     """Write calls as canonical JSONL (with a header line), streaming; a path ending in
-    ``.gz`` is gzip-compressed.  Returns the number of calls written."""
-    own = not hasattr(out, "write")
-    fh: IO[str] = open_write(str(out)) if own else out  # type: ignore[assignment]
+    ``.gz`` is gzip-compressed.  Returns the number of calls written.  A path is
+    written atomically (:func:`sim.io.atomic_write_stream`: a failure or Ctrl-C leaves
+    it as it was, never a header-only or partial file)."""
+    if not hasattr(out, "write"):
+        from sim.io import atomic_write_stream
+
+        return atomic_write_stream(str(out), lambda f: write_canonical(calls, f, header))
+    fh: IO[str] = out  # type: ignore[assignment]
     n = 0
-    try:
-        fh.write(json.dumps({HEADER_KEY: FORMAT_VERSION, **(header or {})}, sort_keys=True) + "\n")
-        for c in calls:
-            fh.write(json.dumps(call_to_dict(c), separators=(",", ":")) + "\n")
-            n += 1
-    finally:
-        if own:
-            fh.close()
+    fh.write(json.dumps({HEADER_KEY: FORMAT_VERSION, **(header or {})}, sort_keys=True) + "\n")
+    for c in calls:
+        fh.write(json.dumps(call_to_dict(c), separators=(",", ":")) + "\n")
+        n += 1
     return n
