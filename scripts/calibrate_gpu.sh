@@ -4,7 +4,9 @@
 #   1. record: time a Llama-3-8B-architecture grid (bf16, random weights, real kernels)
 #      with the torch engine on cuda:0   -> calibration/records/NAME.jsonl
 #   2. fit:    fit a cost model to it     -> calibration/costmodels/NAME.toml
-#   3. validate the fit on the records, and replay it byte-for-byte from the records;
+#   3. validate the fit on the records, and replay it from the records (replay --check:
+#      the same model within the stated tolerances of calibration/README.md: fitted
+#      parameters 2e-3 relative, validation errors 0.5 percentage points);
 #   4. e2e:    replay examples/calibration/agent-replay.jsonl through agentsim's torch
 #              server on the same GPU (scripts/record_e2e.sh)
 #                                      -> calibration/records/http-llama-3-8b-<gpu key>.jsonl

@@ -816,7 +816,8 @@ def _recorded_options(options: FitOptions, rows: Sequence[Row]) -> dict[str, Any
 def fit_costmodel(
     inputs: Sequence[RecordsInput], name: str, options: FitOptions | None = None
 ) -> str:
-    """Fit, validate and serialise a cost model.  Pure: same inputs, same TOML bytes."""
+    """Fit, validate and serialise a cost model.  Pure: same inputs, same TOML bytes on one machine
+    (another CPU's BLAS: the same model within :mod:`sim.calibration.check`'s tolerances)."""
     options = options or FitOptions()
     rows = _usable(rows_of(s for inp in inputs for s in inp.sections), options)
     if not rows:
