@@ -509,3 +509,35 @@ def test_write_canonical_to_a_path_is_atomic(tmp_path: Path) -> None:
         assert not out.parent.exists() and not hidden_leftovers(tmp_path)
         assert write_canonical(calls, out) == len(calls)
         assert len(load_trace(str(out)).calls) == len(calls)
+
+
+def test_sweep_base_takes_the_precision_flags(tmp_path: Path) -> None:
+    """[base] accepted only part of the quick flags (dtype, max_model_len, ... were
+    'unknown key'), although the same flags on the command line worked."""
+    from sim.sweep import expand, load_sweep
+
+    s = tmp_path / "s.toml"
+    extra = 'gpu = "h100-80gb"\ndtype = "fp8"\nkv_cache_dtype = "fp8"\nmax_model_len = 4096\n'
+    extra += "gpu_memory_utilization = 0.8\n"
+    s.write_text(SMALL.format(trace=DEFAULT_TRACE).replace("[grid]", extra + "[grid]"))
+    dep = expand(load_sweep(s))[0].cluster.deployments[0]
+    assert (dep.dtype, dep.kv_cache_dtype, dep.max_model_len) == ("fp8", "fp8", 4096)
+    assert dep.gpu_memory_utilization == 0.8
+
+
+# ---- 5. calibration docs: a replay is the same model within tolerances, not bytes -------
+
+
+def test_docs_do_not_promise_byte_for_byte_calibration_replays() -> None:
+    files = [REPO / "README.md", *(REPO / "docs").rglob("*.md"), REPO / "calibration/README.md"]
+    files += [*(REPO / "scripts").glob("*.sh")]
+    bad = []
+    for f in files:
+        lines = f.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            near = " ".join(lines[max(0, i - 1) : i + 2]).lower()
+            if re.search(r"byte[- ]for[- ]byte", line) and re.search(
+                r"replay|calibrat|refit", near
+            ):
+                bad.append(f"{f.relative_to(REPO)}:{i + 1}: {line.strip()}")
+    assert bad == []
