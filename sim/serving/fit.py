@@ -13,9 +13,13 @@ Search, deterministic for a seed:
    law for the concurrency, the step model's decode and mixed step times at that
    concurrency, a fixed point in E2E), fitted with ``scipy.optimize.least_squares``;
 2. the simulator in the loop: the same least-squares problem with every residual from
-   :func:`sim.serving.replay.simulate_run` on stages shortened to ``stage_s`` seconds
-   (same rates), the Jacobian by forward differences of :data:`FD_STEP` in log space,
-   all ``P + 1`` simulations of one Jacobian spread over a process pool;
+   the simulator (:func:`sim.serving.replay.simulate_raw`) on stages shortened to
+   ``stage_s`` seconds (same rates; the cold first round of prompts left out), the
+   Jacobian by forward differences of :data:`FD_STEP` in log space.  The coefficients
+   that change the simulated dynamics (:data:`SIM_DYNAMIC`) re-simulate every run per
+   Jacobian column, all of a Jacobian's simulations spread over a process pool; the
+   client-path ones (:data:`SIM_CLIENT`) are applied to the simulated requests without
+   re-simulating;
 3. the fitted coefficients rounded to :data:`sim.serving.stepmodel.SIG_DIGITS`
    significant digits (the TOML is the same on any CPU), then validated on the full
    stages.
@@ -46,11 +50,14 @@ from sim.serving.validate import MAPE_METRICS, validate_runs
 from sim.serving.workload import TEMPLATE_TOKENS
 from sim.topology import build_topology
 
-#: Coefficients the fit moves.
+#: Coefficients the fit moves.  ``gemm_eff`` and ``attn_eff`` stay at their defaults
+#: (0.7 and 0.5 of the dense peak, typical of vLLM's GEMMs and FlashAttention): with the
+#: load generator's repeated prompts nearly every prefill is a prefix-cache hit, so the
+#: measurements hardly constrain prefill compute (fitted, they wandered between 0.3 and
+#: 1.0 across leave-one-model-out folds, and a low GEMM efficiency made long-context
+#: decode batches compute-bound).
 FITTED = (
     "bw_eff",
-    "gemm_eff",
-    "attn_eff",
     "kv_eff",
     "step_s",
     "layer_s",
