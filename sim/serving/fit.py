@@ -114,7 +114,7 @@ class FitOptions:
 
     seed: int = 0
     stage_s: float = 300.0
-    sim_iterations: int = 2
+    sim_iterations: int = 4
     workers: int = 2
     fitted: tuple[str, ...] = FITTED
     sim_dynamic: tuple[str, ...] = SIM_DYNAMIC
@@ -174,6 +174,7 @@ def surrogate_stage(
     ctx = prompt + n_out / 2.0
     e2e = 1.0
     p = cm.params
+    client = p.client_latency_s + p.client_per_token_s * prompt
     itl = step_p = 0.0
     for _ in range(30):
         n = int(min(run.max_num_seqs, max(1.0, rate * e2e)))
@@ -184,11 +185,11 @@ def surrogate_stage(
         f = min(1.0, rate * d)
         itl = (1.0 - f) * d + f * step_p
         ttft = 0.5 * itl + step_p
-        new = ttft + p.client_latency_s + p.sched_lag_steps * itl + (n_out - 1) * itl
+        new = ttft + client + p.sched_lag_steps * itl + (n_out - 1) * itl
         if abs(new - e2e) < 1e-6:
             break
         e2e = 0.5 * (e2e + new)
-    ttft = 0.5 * itl + step_p + p.client_latency_s + p.sched_lag_steps * itl
+    ttft = 0.5 * itl + step_p + client + p.sched_lag_steps * itl
     e2e = ttft + (n_out - 1) * itl
     return {
         "ttft_mean": ttft,

@@ -34,8 +34,8 @@ def register(gsub: Any) -> None:
     p.add_argument(
         "--sim-iterations",
         type=int,
-        default=2,
-        help="simulator-in-the-loop evaluations (default 2; 0: analytic surrogate only)",
+        default=4,
+        help="simulator-in-the-loop evaluations (default 4; 0: analytic surrogate only)",
     )
     p.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
     p.add_argument("--holdout-model", help="leave this model's runs out of the fit")
