@@ -86,6 +86,19 @@ DEFAULT_RULES: dict[str, tuple[str, float, float]] = {
     "cold_start_usd": ("lower", 0.01, 0.0),
     "kv_evictions": ("lower", 0.05, 2.0),
     "bytes_moved": ("lower", 0.01, 0.0),
+    # request length limits and skipped input (counts: any change is looked at)
+    "max_model_len": ("equal", 0.0, 0.0),
+    "rejected_too_long": ("lower", 0.0, 0.0),
+    "truncated_calls": ("lower", 0.0, 0.0),
+    "truncated_prompt_tokens": ("lower", 0.0, 0.0),
+    "truncated_output_tokens": ("lower", 0.0, 0.0),
+    "trace_skipped_records": ("equal", 0.0, 0.0),
+    "faults_ignored": ("equal", 0.0, 0.0),
+    # the overload detector's inputs (booleans such as `overloaded` are not metrics)
+    "offered_load_rps": ("equal", 0.001, 0.0),
+    "served_load_rps": ("higher", 0.01, 0.0),
+    "mean_queue_s": ("lower", 0.02, 0.01),
+    "mean_service_s": ("lower", 0.02, 0.01),
 }
 #: A metric agentsim does not know yet: any move beyond 2% is a change to look at.
 UNKNOWN_RULE = ("equal", 0.02, 0.0)
