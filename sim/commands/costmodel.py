@@ -48,7 +48,10 @@ def register(sub: Any) -> None:
         choices=("nvlink", "pcie", "network"),
         help="TP interconnect (default nvlink: the GPU's NVLink bandwidth)",
     )
-    p.add_argument("--costmodel", help="fitted cost model TOML (default: the committed default)")
+    p.add_argument(
+        "--costmodel",
+        help="cost model TOML of any kind (default: the GPU's calibrated default, as agentsim run)",
+    )
     p.add_argument("--shapes", required=True, help="input CSV of batch shapes")
     p.add_argument("-o", "--output", required=True, help="output CSV (input columns + iteration_s)")
     p.set_defaults(func=run_predict)
@@ -79,9 +82,8 @@ def _read_shapes(path: str) -> list[dict[str, int]]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from sim.calibration.fitted import default_fitted_costmodel, load_costmodel
     from sim.calibration.validate import iteration_batch
-    from sim.costmodel import ReplicaHardware
+    from sim.costmodel import ReplicaHardware, resolve_cost_model
     from sim.hardware import GPUS, get_gpu
     from sim.io import atomic_write, check_not_input, check_output_file
     from sim.models import get_model, load_model_config
@@ -112,7 +114,8 @@ def run_predict(args: argparse.Namespace) -> int:
         pp_bandwidth=link_bw,
         pp_latency=5e-6,
     )
-    model = load_costmodel(args.costmodel) if args.costmodel else default_fitted_costmodel()
+    # the same model `agentsim run` uses for this GPU unless --costmodel names one
+    model = resolve_cost_model(args.costmodel, args.gpu)
     it = model.for_replica(hw)
     shapes = _read_shapes(args.shapes)
     buf = io.StringIO(newline="")

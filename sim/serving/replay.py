@@ -18,7 +18,6 @@ Units: seconds.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +93,6 @@ def cluster_for(run: RunSpec, costmodel: str | None = None) -> ClusterConfig:
     builder = (
         "pcie-server" if gpu.form_factor == "pcie" or gpu.nvlink_bandwidth <= 0 else "dgx-a100"
     )
-    fields = {f.name for f in dataclasses.fields(Deployment)}
     dep: dict[str, Any] = {
         "model": run.model,
         "tp": run.tp,
@@ -106,13 +104,12 @@ def cluster_for(run: RunSpec, costmodel: str | None = None) -> ClusterConfig:
         "gpu_memory_utilization": run.gpu_memory_utilization or 0.9,
         "max_model_len": MAX_MODEL_LEN,
     }
-    if run.gpu_kv_blocks:
-        key = "gpu_kv_blocks" if "gpu_kv_blocks" in fields else "num_gpu_blocks_override"
-        dep[key] = run.gpu_kv_blocks
-    if run.precision == "FP8" and not getattr(spec, "fp8_weights", False) and "dtype" in fields:
+    if run.gpu_kv_blocks:  # vLLM's measured count replaces the memory plan's
+        dep["num_gpu_blocks_override"] = run.gpu_kv_blocks
+    if run.precision == "FP8" and not spec.fp8_weights:
         dep["dtype"] = "fp8"
-    if run.cpu_kv_offload and "cpu_kv_offload_gib" in fields:
-        dep["cpu_kv_offload_gib"] = 8.0
+    if run.cpu_kv_offload:  # the runs' OffloadingConnector tier: 8 GiB (README of runs.csv)
+        dep["cpu_offload_gib"] = 8.0
     try:
         cfg = ClusterConfig(
             name=f"measured run {run.run_id}",
