@@ -262,6 +262,28 @@ def test_validate_three_rows_matches_the_committed_table() -> None:
         assert got["mape"][k] == pytest.approx(val, abs=0.5)
 
 
+RUNS = Path(__file__).resolve().parents[2] / "shared/data/vllm-serving-measurements/runs.csv"
+
+
+@pytest.mark.skipif(not RUNS.exists(), reason="../shared/data not present")
+def test_committed_serving_model_reproduces_its_validation_numbers() -> None:
+    """The [validation] table stored in the committed vllm-serving.toml (what every
+    report quotes) is what `agentsim validate` gives on all 32 measured runs."""
+    import tomllib
+
+    from sim.serving.validate import validate_runs
+
+    root = Path(__file__).resolve().parents[1]
+    path = root / "calibration/costmodels/vllm-serving.toml"
+    stored = tomllib.loads(path.read_text())["validation"]
+    v = validate_runs(read_runs(RUNS), str(path), workers=2)
+    got = v.to_dict()
+    assert len(got["runs"]) == stored["runs"]
+    for k in ("ttft_mean", "ttft_p90", "e2e_mean", "e2e_p90", "itl_mean"):
+        assert got["mape"][k] == pytest.approx(stored[f"mape_{k}_pct"], abs=0.5), k
+    assert len(v.served_but_overloaded()) == stored["served_but_overloaded"]
+
+
 def test_calibrated_h100_default_predicts_llama8b_roleplay_within_10pct() -> None:
     from sim.serving.replay import simulate_run
 
