@@ -73,7 +73,10 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
         default=1.0,
         help="multiply the trace's arrival rate (0.5 halves it)",
     )
-    p.add_argument("--costmodel", help="fitted cost model TOML (default: the committed A100 model)")
+    p.add_argument(
+        "--costmodel",
+        help="cost model TOML of any kind (default: the GPU's serving-calibrated model, vllm-serving)",
+    )
     g = p.add_argument_group("quick cluster flags (override the cluster config)")
     g.add_argument("--gpu", help=f"GPU type: {gpu_help()}")
     g.add_argument("--nodes", type=int, help="number of nodes")
