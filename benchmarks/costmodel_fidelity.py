@@ -45,7 +45,7 @@ from sim.models import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "calibration/records/vidur-a100.jsonl.gz"
-VIDUR = Path("/work/shared/data/vidur-a100")
+VIDUR = ROOT.parent / "shared/data/vidur-a100"
 MLP_OPS = (
     "input_layernorm",
     "attn_pre_proj",

@@ -294,7 +294,10 @@ def test_cli_costmodel_predict(tmp_path: Path) -> None:
         == 0
     )
     rows = list(csv.DictReader(out.open()))
-    it = default_fitted_costmodel().for_replica(_hw())
+    # predict prices with the GPU's default, the model `agentsim run` uses
+    from sim.costmodel import resolve_cost_model
+
+    it = resolve_cost_model(None, "a100-80gb").for_replica(_hw())
     assert float(rows[0]["iteration_s"]) == it.iteration_time(
         BatchShape(num_decode=32, decode_context_sum=32 * 1024)
     )
@@ -356,7 +359,7 @@ def test_cli_costmodel_predict(tmp_path: Path) -> None:
 
 
 def test_cli_import_fit_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = Path("/work/shared/data/vidur-a100")
+    src = ROOT.parent / "shared/data/vidur-a100"
     records = ROOT / "calibration/records/vidur-a100.jsonl.gz"
     if not records.exists():
         pytest.skip("committed records missing")

@@ -430,9 +430,8 @@ def test_costmodel_predict_takes_dtype_and_kv_cache_dtype(
     assert kv_decode < 0.95 * decode and fp8_decode < kv_decode
     assert kv_prefill == pytest.approx(prefill, rel=0.02)
     # the same cost model, hardware and precision as `agentsim run --dtype fp8` prices
-    from sim.calibration.fitted import default_fitted_costmodel
     from sim.calibration.validate import iteration_batch
-    from sim.costmodel import ReplicaHardware
+    from sim.costmodel import ReplicaHardware, resolve_cost_model
     from sim.hardware import get_gpu
     from sim.models import get_model
 
@@ -441,7 +440,7 @@ def test_costmodel_predict_takes_dtype_and_kv_cache_dtype(
         get_model("llama-3-70b").with_dtype("fp8"), gpu, 4, 1,
         gpu.nvlink_bandwidth, 5e-6, "nvlink", gpu.nvlink_bandwidth, 5e-6,
     )  # fmt: skip
-    it = default_fitted_costmodel().for_replica(hw)
+    it = resolve_cost_model(None, "h100-80gb").for_replica(hw)
     shape = {"num_prefill_seqs": 1.0, "prefill_len": 4096.0}
     shape |= {"num_decode_seqs": 0.0, "decode_context_len": 0.0}
     assert fp8_prefill == it.iteration_time(iteration_batch(shape))

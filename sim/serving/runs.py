@@ -1,7 +1,7 @@
 """The measured serving-runs CSV: one row per run and load stage (``stage`` = 0, 1, ...
 or ``all`` for the whole run).
 
-Columns (see ``/work/shared/data/vllm-serving-measurements/README.md`` for the set this
+Columns (see ``../shared/data/vllm-serving-measurements/README.md`` for the set this
 format was made for): the server (``model``, ``gpu``, ``precision``, ``tp``,
 ``max_num_batched_tokens``, ``max_num_seqs``, ``gpu_kv_blocks``, ``cpu_kv_offload``,
 ``gpu_memory_utilization``), the workload (``workload``, ``stage``, ``rate_rps``,
