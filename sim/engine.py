@@ -197,7 +197,6 @@ class Replica:
         self._n_prefilling = 0  # running sequences whose prefill is not complete
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
-        self._preempted_now = False  # the batch being built preempted a sequence
         # in-flight work: either idle, one mixed iteration, or a decode span
         self._busy = False
         self._gen = 0  # generation id; a boundary event with an old id is stale
@@ -417,8 +416,8 @@ class Replica:
             if k >= 2:
                 self._start_span(now, k)
                 return
-        decodes, prefills = self._build_batch(now)
-        if not decodes and not prefills and self._preempted_now:
+        decodes, prefills, preempted = self._build_batch(now)
+        if not decodes and not prefills and preempted:
             # everything running was preempted and nothing was admitted in this step:
             # the next step (at once) admits from the queue
             self._gen += 1
@@ -491,7 +490,9 @@ class Replica:
                 return chunk
         return 0
 
-    def _build_batch(self, now: float) -> tuple[list[Seq], list[tuple[Seq, int]]]:
+    def _build_batch(self, now: float) -> tuple[list[Seq], list[tuple[Seq, int]], bool]:
+        """The step's decodes, its prefill chunks ``(seq, tokens)``, and whether building
+        it preempted a sequence."""
         budget = self.cfg.max_num_batched_tokens
         kv = self.kv
         decodes: list[Seq] = []
@@ -546,7 +547,6 @@ class Replica:
                 )
         # 2. admit waiting sequences in policy order; none in a step that preempted
         # (vLLM v1's scheduler schedules waiting requests only when it preempted none)
-        self._preempted_now = preempted
         if (
             not preempted
             and self.waiting
@@ -603,7 +603,7 @@ class Replica:
                 else:
                     for _ in admitted:
                         self.waiting.popleft()
-        return decodes, prefills
+        return decodes, prefills, preempted
 
     def _finish_iteration(self, now: float) -> None:
         assert self._pending is not None
