@@ -25,13 +25,13 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sim policies tests benchmarks
-	$(VENV)/bin/ruff format --check sim policies tests benchmarks
+	$(VENV)/bin/ruff check sim policies tests benchmarks notebooks/keynote.py
+	$(VENV)/bin/ruff format --check sim policies tests benchmarks notebooks/keynote.py
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix sim policies tests benchmarks
-	$(VENV)/bin/ruff format sim policies tests benchmarks
+	$(VENV)/bin/ruff check --fix sim policies tests benchmarks notebooks/keynote.py
+	$(VENV)/bin/ruff format sim policies tests benchmarks notebooks/keynote.py
 
 # The CI regression gate on scheduling metrics (see README, "Regression gate").
 regress: $(STAMP)
@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 keynote: $(STAMP)
-	$(PY) -m sim.keynote --out results/keynote
+	$(PY) notebooks/keynote.py --out results/keynote
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from sim.calibration.fit import FitOptions, _usable, leave_one_model_out, random_split_validation
-from sim.calibration.fitted import FAMILY, FittedIterationModel, default_fitted_costmodel
 from sim.calibration.records import read_records
 from sim.calibration.validate import rows_of
-from sim.costmodel import BatchShape, ReplicaHardware
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.costmodel.base import BatchShape, ReplicaHardware
+from sim.costmodel.fitted import FAMILY, FittedIterationModel, default_fitted_costmodel
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "calibration/records/vidur-a100.jsonl.gz"

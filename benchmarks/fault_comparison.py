@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import ClusterConfig, load_cluster_config
-from sim.faults import Fault, FaultSchedule
+from sim.cluster.config import ClusterConfig, load_cluster_config
+from sim.cluster.faults import Fault, FaultSchedule
 from sim.simulation import simulate
-from sim.traces import load_trace
-from sim.workload import Workload
+from sim.workload.calls import Workload
+from sim.workload.traces import load_trace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from policy_comparison import (  # noqa: E402

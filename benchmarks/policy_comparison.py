@@ -10,7 +10,7 @@ Usage::
         [--cluster TOML] [--mooncake-load-scale X] [--routers a,b,...] [--seed N]
 
 Workloads: the Mooncake conversation trace (sessions reconstructed from prefix
-chains by ``sim.traces.load_trace(path, "mooncake")``) and all converted LMCache
+chains by ``sim.workload.traces.load_trace(path, "mooncake")``) and all converted LMCache
 sessions (``traces/lmcache/*.jsonl.gz``, merged into one workload, session ids
 prefixed by their file).  Cluster: ``examples/clusters/dgx-2node-8b.toml`` (16
 single-GPU Llama-3-8B replicas on two DGX A100 nodes) unless ``--cluster`` is given.
@@ -25,10 +25,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from policies.registry import list_policies
-from sim.config import ClusterConfig, load_cluster_config
+from sim.cluster.config import ClusterConfig, load_cluster_config
 from sim.simulation import simulate
-from sim.traces import load_trace
-from sim.workload import Workload, topo_order
+from sim.workload.calls import Workload, topo_order
+from sim.workload.traces import load_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MOONCAKE = ROOT.parent / "shared" / "data" / "mooncake" / "conversation_trace.jsonl"

@@ -87,10 +87,11 @@ def run_one(sc: Scenario) -> dict[str, object]:
     missing = [str(p) for p in sc.needs if not p.exists()]
     if missing:
         return {"scenario": sc.name, "skipped": f"missing {', '.join(missing)}"}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as inputs:
         args = list(sc.args)
         if sc.synth_sessions:
-            toml = Path(tmp) / "synth.toml"
+            # the scaled config lives outside --out: agentsim refuses an --out it did not write
+            toml = Path(inputs) / "synth.toml"
             text = re.sub(
                 r"(?m)^sessions = \d+", f"sessions = {sc.synth_sessions}", SYNTH.read_text()
             )

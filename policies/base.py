@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from sim.workload import Call
+    from sim.workload.calls import Call
 
 
 class ReplicaView(Protocol):
@@ -111,7 +111,7 @@ class Router:
     ``migrate_kv``: when True, the cluster may move the call's cached prefix from the
     replica holding most of it to the chosen one before the call starts, if the
     transfer over the topology is faster than recomputing it (see
-    ``sim.cluster.Cluster.dispatch``).
+    ``sim.cluster.cluster.Cluster.dispatch``).
     """
 
     policy_name = "router"
@@ -241,7 +241,7 @@ class PlacementRequest:
 
 
 class TopologyView(Protocol):
-    """What placement policies may read about the interconnect (``sim.topology.Topology``)."""
+    """What placement policies may read about the interconnect (``sim.specs.topology.Topology``)."""
 
     @property
     def num_gpus(self) -> int: ...

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from sim.errors import PolicyError
+from sim.common.errors import PolicyError
 
 KINDS = ("routing", "batching", "retention", "placement", "autoscaling", "persistence")
 

@@ -3,7 +3,7 @@
 The public Python API lives in :mod:`sim.api`: ``sim.run(trace, cluster, policies,
 seed)`` returns a :class:`sim.api.Result` (``.summary``, ``.calls``, ``.sessions``,
 ``.timeline``, ``.plot_*()``, ``.save(dir)``) and ``sim.api.compare(...)`` runs
-several policies on the same workload.  The command line lives in :mod:`sim.cli`.
+several policies on the same workload.  The command line lives in :mod:`sim.cli.main`.
 ``import sim`` stays light: the API and its dependencies load on first use.
 """
 

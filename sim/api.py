@@ -10,9 +10,9 @@
 ...                       policies=["round_robin", "least_loaded"], seeds=3)
 >>> cmp.table                              # one row per policy (comparison.csv)
 
-``trace`` is a path (any supported format) or a :class:`~sim.workload.Workload`
+``trace`` is a path (any supported format) or a :class:`~sim.workload.calls.Workload`
 (None: the embedded default trace); ``cluster`` a TOML path, a
-:class:`~sim.config.ClusterConfig` or None (the default cluster); ``policies`` a
+:class:`~sim.cluster.config.ClusterConfig` or None (the default cluster); ``policies`` a
 router spec (``"prefix_affinity:cache_threshold=0.5"``), a ``kind=spec`` string
 (``"batching=fcfs"``) or a dict ``{"router": ..., "batching": ...}``.  Further
 keyword arguments are the quick cluster overrides of ``agentsim run`` (``gpu``,
@@ -31,22 +31,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sim.config import (
+from sim.cluster.config import (
     ClusterConfig,
     apply_overrides,
     check_serves,
     default_cluster_config,
     load_cluster_config,
 )
-from sim.errors import ConfigError
-from sim.report import SLO, enrich_summary, write_results
+from sim.common.errors import ConfigError
+from sim.report.results import SLO, enrich_summary, write_results
 from sim.simulation import SimResult, simulate
-from sim.workload import Workload
+from sim.workload.calls import Workload
 
 if TYPE_CHECKING:  # keeps matplotlib out of ``import sim.api``
     from matplotlib.figure import Figure
 
-    from sim.faults import FaultSchedule
+    from sim.cluster.faults import FaultSchedule
 
 #: ``kind=spec`` prefixes accepted in policy strings, and the config field they set.
 POLICY_KINDS = {
@@ -152,8 +152,8 @@ def load_workload(trace: str | Path | Workload | None, trace_format: str | None 
     """A workload from a path (any supported format), a Workload, or None (default)."""
     if isinstance(trace, Workload):
         return trace
-    from sim.paths import DEFAULT_TRACE
-    from sim.traces import load_trace
+    from sim.common.paths import DEFAULT_TRACE
+    from sim.workload.traces import load_trace
 
     return load_trace(str(trace if trace is not None else DEFAULT_TRACE), trace_format)
 
@@ -178,7 +178,7 @@ class Result:
     """One run: the simulator's :class:`~sim.simulation.SimResult` plus report helpers.
 
     ``summary`` is ``summary.json``: the contract metrics and the report metrics for
-    ``slo`` (see :func:`sim.report.report_metrics`).  Times are seconds, cost USD.
+    ``slo`` (see :func:`sim.report.results.report_metrics`).  Times are seconds, cost USD.
     """
 
     raw: SimResult
@@ -190,7 +190,7 @@ class Result:
 
     @property
     def calls(self) -> pd.DataFrame:
-        """One row per call (``sim.metrics.CALL_COLUMNS`` plus ttft_s, e2e_s, tpot_s)."""
+        """One row per call (``sim.metrics.recorder.CALL_COLUMNS`` plus ttft_s, e2e_s, tpot_s)."""
         return self.raw.calls
 
     @property
@@ -224,45 +224,45 @@ class Result:
     # ---- plots (matplotlib Figures; a notebook shows them inline) ----------------
     def plot_latency_cdf(self) -> Figure:
         """CDFs of TTFT, TPOT, per-call end-to-end latency and session completion."""
-        from sim.plots import latency_cdfs
+        from sim.report.plots import latency_cdfs
 
         return latency_cdfs({str(self.summary["policy"]): (self.calls, self.sessions)})
 
     def plot_timeline(self) -> Figure:
         """Running and waiting sequences per replica over simulated time."""
-        from sim.plots import timeline_figure
+        from sim.report.plots import timeline_figure
 
         return timeline_figure(self.timeline, self.makespan_s)
 
     def plot_kv(self) -> Figure:
         """KV cache occupancy per replica over simulated time."""
-        from sim.plots import kv_figure
+        from sim.report.plots import kv_figure
 
         return kv_figure(self.timeline, self.replicas, self.makespan_s)
 
     def plot_heatmap(self) -> Figure:
         """Per-replica utilisation heatmap over simulated time."""
-        from sim.plots import heatmap_figure
+        from sim.report.plots import heatmap_figure
 
         return heatmap_figure(self.timeline, self.makespan_s)
 
     def plot_cost(self) -> Figure:
         """GPU-hours per replica split into busy, idle and cold start."""
-        from sim.hardware import get_gpu
-        from sim.plots import cost_figure
+        from sim.report.plots import cost_figure
+        from sim.specs.hardware import get_gpu
 
         price = get_gpu(self.config["cluster"]["gpu"]).price_per_hour
         return cost_figure(self.summary, self.replicas, price)
 
     def plot_topology(self) -> Figure:
         """The cluster graph with each replica's GPUs coloured."""
-        from sim.plots import topology_figure
+        from sim.report.plots import topology_figure
 
         return topology_figure(self.config, self.replicas)
 
     def markdown(self) -> str:
         """The run's ``report.md`` text."""
-        from sim.report import render_markdown
+        from sim.report.results import render_markdown
 
         return render_markdown(self.summary, self.config, self.replicas, self.timeline)
 
@@ -289,7 +289,7 @@ def run(
 
     See the module docstring for the argument forms.  ``load_scale`` multiplies the
     arrival rate; ``slo`` sets the objectives of the SLO metrics (default TTFT <= 2 s,
-    TPOT <= 100 ms); ``faults`` a fault schedule to inject (``sim.faults``);
+    TPOT <= 100 ms); ``faults`` a fault schedule to inject (``sim.cluster.faults``);
     ``progress`` shows a bar on a terminal.
     """
     wl = load_workload(trace, trace_format)
@@ -414,7 +414,7 @@ class Comparison:
 
     def plot_cdf(self) -> Figure:
         """Overlaid latency CDFs of every policy (all seeds pooled)."""
-        from sim.plots import latency_cdfs
+        from sim.report.plots import latency_cdfs
 
         runs = {
             label: (
@@ -427,8 +427,8 @@ class Comparison:
 
     def html(self) -> str:
         """A self-contained HTML page: the table and the overlaid CDFs."""
-        from sim.html import markdown_to_html, page
-        from sim.plots import png_bytes
+        from sim.report.html import markdown_to_html, page
+        from sim.report.plots import png_bytes
 
         md = "# agentsim comparison\n\n## Policies\n\n" + self.markdown()
         figs = {"Policies": [("Latency CDFs by policy", png_bytes(self.plot_cdf()))]}
@@ -437,8 +437,8 @@ class Comparison:
     def save(self, out: str | Path) -> Path:
         """Write ``comparison.csv``, ``comparison_runs.csv``, ``comparison.md``,
         ``comparison.html`` and ``cdf.png`` into ``out``."""
-        from sim.io import atomic_write, atomic_write_text
-        from sim.plots import png_bytes
+        from sim.common.io import atomic_write, atomic_write_text
+        from sim.report.plots import png_bytes
 
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
@@ -462,7 +462,7 @@ def _fmt_metric(x: Any, unit: str, plain: bool = False, like: Any = None) -> str
         return "n/a"
     v = float(x)
     if unit in ("ms", "s"):
-        from sim.report import duration_unit
+        from sim.report.results import duration_unit
 
         scale, name, dec = duration_unit(v if _isnan(like) else float(like))
         return f"{v / scale:,.{dec}f}" + ("" if plain else f" {name}")
@@ -483,7 +483,7 @@ def _fmt_ci(ci: Any, mean: Any, unit: str) -> str:
     if s.strip("0.,") == "":
         scale = 0.01
         if unit in ("ms", "s"):
-            from sim.report import duration_unit
+            from sim.report.results import duration_unit
 
             scale = duration_unit(float(mean) if not _isnan(mean) else c)[0]
         s = _sig2(c / scale)
@@ -502,7 +502,7 @@ def summarize_runs(
     runs: pd.DataFrame, order: Sequence[str], rank_by: str, alpha: float = 0.05
 ) -> pd.DataFrame:
     """The per-policy table of :class:`Comparison` from its per-run rows."""
-    from sim.stats import mean_ci, paired_test
+    from sim.metrics.stats import mean_ci, paired_test
 
     metrics = [
         c
@@ -693,7 +693,7 @@ def jittered(wl: Workload, seed: int) -> Workload:
     A workload whose sessions all start at one instant is returned unchanged."""
     from dataclasses import replace
 
-    from sim.workload import topo_order
+    from sim.workload.calls import topo_order
 
     gap = mean_session_gap(wl)
     if gap <= 0:
@@ -713,7 +713,7 @@ def retimed(wl: Workload, seed: int) -> Workload:
     trace's mean session rate (sessions / seconds between first and last start)."""
     from dataclasses import replace
 
-    from sim.traces.sample import retime_sessions
+    from sim.workload.traces.sample import retime_sessions
 
     starts: dict[str, float] = {}
     for c in wl.calls:

@@ -23,21 +23,22 @@ import simpy
 
 from policies import registry
 from policies.base import Router
-from sim.cluster import Cluster
-from sim.config import ClusterConfig
-from sim.costmodel import CostModel, resolve_cost_model
-from sim.engine import Replica, Seq
-from sim.errors import ConfigError
-from sim.faults import FaultInjector, FaultSchedule
-from sim.metrics import Recorder, session_frame, summarize
-from sim.workload import Call, Workload
+from sim.cluster.cluster import Cluster
+from sim.cluster.config import ClusterConfig
+from sim.cluster.faults import FaultInjector, FaultSchedule
+from sim.common.errors import ConfigError
+from sim.costmodel.base import CostModel
+from sim.costmodel.loader import resolve_cost_model
+from sim.engine.replica import Replica, Seq
+from sim.metrics.recorder import Recorder, session_frame, summarize
+from sim.workload.calls import Call, Workload
 
 TIMELINE_COLUMNS = ["time_s", "replica", "running", "waiting", "kv_used_blocks", "kv_active_blocks"]
 
 
 @dataclass
 class SimResult:
-    """Everything a run produces (see :mod:`sim.report` for how it is written)."""
+    """Everything a run produces (see :mod:`sim.report.results` for how it is written)."""
 
     summary: dict[str, Any]
     calls: pd.DataFrame
@@ -197,12 +198,12 @@ def simulate(
         seed: seeds every policy's randomness; same seed, same result.
         load_scale: arrival-rate multiplier for root calls (2.0 doubles the load).
         cost_model: overrides the one named by ``cfg`` (default: the GPU's default,
-            :data:`sim.costmodel.DEFAULT_COSTMODEL_BY_GPU`).
+            :data:`sim.costmodel.loader.DEFAULT_COSTMODEL_BY_GPU`).
         router: a router instance to use instead of ``cfg.policies.router``.
         progress: show a progress bar on stderr (only when it is a terminal): calls
             done, simulated time against the trace's span, events per second.
         check_invariants: assert KV and token accounting at every iteration (slow; tests).
-        faults: a fault schedule to inject (``sim/faults.py``); session state survives
+        faults: a fault schedule to inject (``sim/cluster/faults.py``); session state survives
             faults as ``cfg.policies.persistence`` says.  With faults the run ends when
             the last call ends (faults and repairs scheduled later are not applied).
     """
@@ -240,7 +241,7 @@ def simulate(
     events = 0
     bar = None
     if progress:
-        from sim.progress import ProgressBar
+        from sim.common.progress import ProgressBar
 
         span = max((c.issue_time_s for c in workload.calls if not c.parents), default=0.0)
         bar = ProgressBar(len(workload.calls), span / load_scale, progress_label)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sim.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
-from sim.costmodel import RooflineCostModel
-from sim.workload import Call, Workload
+from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
+from sim.costmodel.base import RooflineCostModel
+from sim.workload.calls import Call, Workload
 
 ROOFLINE = RooflineCostModel()
 
@@ -62,6 +62,6 @@ def cluster(
 
 
 def workload(calls: list[Call]) -> Workload:
-    from sim.workload import topo_order
+    from sim.workload.calls import topo_order
 
     return Workload(topo_order(calls), name="test")

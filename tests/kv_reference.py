@@ -1,7 +1,7 @@
-"""The per-entry prefix cache: the reference for ``sim/kvcache.py``.
+"""The per-entry prefix cache: the reference for ``sim/engine/kvcache.py``.
 
 This is agentsim's original KV cache, one ref-counted entry per prefix hash (every
-operation walks the blocks it touches).  ``sim/kvcache.py`` keeps runs of entries as
+operation walks the blocks it touches).  ``sim/engine/kvcache.py`` keeps runs of entries as
 segments to make agent sessions O(turns) per call; ``tests/test_kvcache.py`` drives
 both with the same random operations and requires identical results.  Kept only as a
 test oracle: nothing in ``sim/`` imports it.

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 import sim
 from sim.api import Result, cluster_config
-from sim.report import SLO
+from sim.report.results import SLO
 from tests.helpers import cluster, llm, workload
 
 

@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 
 from sim.calibration.fit import FitOptions, RecordsInput, _roofline_constant, fit_costmodel, fit_gpu
-from sim.calibration.fitted import (
+from sim.calibration.records import RecordHeader, Sample, Section, read_records
+from sim.calibration.validate import iteration_batch, iteration_model_for, predict_rows, rows_of
+from sim.costmodel.base import BatchShape
+from sim.costmodel.fitted import (
     ELEMENTWISE_OPS,
     GEMM_OPS,
     Curve,
@@ -21,9 +24,6 @@ from sim.calibration.fitted import (
     parse_costmodel,
     predict_op,
 )
-from sim.calibration.records import RecordHeader, Sample, Section, read_records
-from sim.calibration.validate import iteration_batch, iteration_model_for, predict_rows, rows_of
-from sim.costmodel import BatchShape
 
 A100_FLOPS, A100_BYTES = 312e12, 2039e9
 CFG_SMALL = {

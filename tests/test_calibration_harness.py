@@ -15,7 +15,7 @@ import pytest
 
 from sim.calibration import harness_cli
 from sim.calibration.grid import IterationShape, load_grid, parse_grid
-from sim.errors import AgentsimError, InputError
+from sim.common.errors import AgentsimError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "examples/calibration/tiny-llama/config.json")
@@ -225,9 +225,9 @@ def test_torch_engine_rejects_tp(tmp_path: Path) -> None:
 
 def test_fit_validate_replay_byte_identical(recorded: tuple[Path, Path], tmp_path: Path) -> None:
     from sim.calibration.fit import fit_files
-    from sim.calibration.fitted import load_costmodel
     from sim.calibration.records import read_records
     from sim.calibration.validate import rows_of, validate_rows
+    from sim.costmodel.fitted import load_costmodel
 
     _, out = recorded
     records = tmp_path / "tiny-cpu.jsonl"

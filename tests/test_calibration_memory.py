@@ -11,7 +11,7 @@ import pytest
 
 from sim.calibration.engines import memory, resolve_model_config
 from sim.calibration.grid import IterationShape, load_grid
-from sim.cli import main
+from sim.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_GRID = str(ROOT / "examples/calibration/tiny-cpu.toml")

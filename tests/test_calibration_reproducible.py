@@ -255,7 +255,7 @@ def test_a_cpu_fit_does_not_depend_on_what_was_imported_first() -> None:
     script = (
         "import sys\n"
         "from sim.calibration.fit import fit_files\n"
-        "from sim.hardware import GPUS\n"
+        "from sim.specs.hardware import GPUS\n"
         "assert 'cpu' not in GPUS\n"
         "sys.stdout.write(fit_files([sys.argv[1]], 'torch-tiny-llama-cpu'))\n"
     )

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from sim.calibration.engines.devices import register_cpu
-from sim.calibration.fitted import load_costmodel
-from sim.cli import main
-from sim.errors import ConfigError
-from sim.hardware import GPUS
+from sim.cli.main import main
+from sim.common.errors import ConfigError
+from sim.costmodel.fitted import load_costmodel
+from sim.specs.hardware import GPUS
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_MODEL = ROOT / "calibration/costmodels/torch-tiny-llama-cpu.toml"

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.cli import main
-from sim.io import atomic_write, atomic_write_json
+from sim.cli.main import main
+from sim.common.io import atomic_write, atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = str(ROOT / "traces" / "default.jsonl")
@@ -70,7 +70,7 @@ def test_impossible_configs_fail_with_one_line(
 
 
 def test_cross_node_tp_loads_when_allowed(tmp_path: Path) -> None:
-    from sim.config import load_cluster_config
+    from sim.cluster.config import load_cluster_config
 
     p = tmp_path / "c.toml"
     p.write_text(CROSS_NODE + "allow_cross_node_tp = true\n")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.cli import main
-from sim.metrics import SUMMARY_KEYS
+from sim.cli.main import main
+from sim.metrics.recorder import SUMMARY_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = [

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from sim.api import compare, flatten, policy_dict, split_policies, summarize_runs
-from sim.cli import main
-from sim.errors import ConfigError
-from sim.stats import mean_ci, paired_test, step_means
+from sim.cli.main import main
+from sim.common.errors import ConfigError
+from sim.metrics.stats import mean_ci, paired_test, step_means
 from tests.helpers import chain_hashes, cluster, llm, workload
 
 T_975_DF2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables)

@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.calibration.fitted import (
+from sim.cli.main import main
+from sim.common.errors import ConfigError
+from sim.costmodel.base import (
+    BatchShape,
+    ReplicaHardware,
+    RooflineCostModel,
+    kv_transfer_time,
+    load_time,
+)
+from sim.costmodel.fitted import (
     Curve,
     FittedIterationModel,
     Surface,
@@ -20,17 +29,8 @@ from sim.calibration.fitted import (
     default_fitted_costmodel,
     predict_op,
 )
-from sim.cli import main
-from sim.costmodel import (
-    BatchShape,
-    ReplicaHardware,
-    RooflineCostModel,
-    kv_transfer_time,
-    load_time,
-)
-from sim.errors import ConfigError
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -295,7 +295,7 @@ def test_cli_costmodel_predict(tmp_path: Path) -> None:
     )
     rows = list(csv.DictReader(out.open()))
     # predict prices with the GPU's default, the model `agentsim run` uses
-    from sim.costmodel import resolve_cost_model
+    from sim.costmodel.loader import resolve_cost_model
 
     it = resolve_cost_model(None, "a100-80gb").for_replica(_hw())
     assert float(rows[0]["iteration_s"]) == it.iteration_time(
@@ -380,7 +380,7 @@ def test_surface_point_lookup_equals_row_interpolation() -> None:
     import math
     import random
 
-    from sim.calibration.fitted import Surface
+    from sim.costmodel.fitted import Surface
 
     sf = Surface.from_table(
         [16.0, 64.0, 256.0, 1024.0],

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from sim.costmodel import BatchShape, ReplicaHardware
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.costmodel.base import BatchShape, ReplicaHardware
 from sim.simulation import simulate
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, tool, workload
 
 

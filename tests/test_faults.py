@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim.cli import main
-from sim.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
-from sim.costmodel import BatchShape, ReplicaHardware, load_time
-from sim.errors import AgentsimError, InputError
-from sim.faults import Fault, FaultGenerator, FaultSchedule, load_faults, parse_faults
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.cli.main import main
+from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
+from sim.cluster.faults import Fault, FaultGenerator, FaultSchedule, load_faults, parse_faults
+from sim.common.errors import AgentsimError, InputError
+from sim.costmodel.base import BatchShape, ReplicaHardware, load_time
 from sim.simulation import simulate
-from sim.topology import NVME_BW
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
+from sim.specs.topology import NVME_BW
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, tool, workload
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "faults"
@@ -94,7 +94,7 @@ def test_restart_pays_a_cold_start_and_held_calls_include_it_in_ttft() -> None:
         faults=_sched(Fault(0.5, "replica_restart", replica=0, repair_s=0.0)),
     )
     dep = cfg.deployments[0]
-    from sim.cluster import plan_memory
+    from sim.cluster.cluster import plan_memory
 
     weights = plan_memory(get_model(dep.model), get_gpu("a100-80gb").memory_bytes, dep).weights
     ready = 0.5 + dep.scheduling_s + dep.image_pull_s * 0 + load_time(weights, NVME_BW, dep.init_s)

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.faults import REASONS, Fault, FaultSchedule
+from sim.cluster.faults import REASONS, Fault, FaultSchedule
 from sim.simulation import simulate
-from sim.workload import Workload
+from sim.workload.calls import Workload
 from tests.helpers import ROOFLINE
 from tests.test_invariants import clusters, tight_clusters, workloads
 

@@ -3,7 +3,7 @@
 Random bytes, truncated valid files, valid files with a hostile token spliced in (huge
 numbers, NaN, negative values, unicode, NUL bytes, stray brackets) and empty files go
 through each reader.  The only acceptable outcomes are a loaded object or an
-:class:`~sim.errors.AgentsimError`; any other exception, or a hang (hypothesis
+:class:`~sim.common.errors.AgentsimError`; any other exception, or a hang (hypothesis
 ``deadline``), fails the test.  ``EXAMPLES`` is the number of cases per reader (stated
 in CI output by ``test_fuzz_case_count``).
 """
@@ -23,13 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.calibration.records import read_records
-from sim.config import load_cluster_config
-from sim.errors import AgentsimError
-from sim.faults import load_faults
-from sim.traces import load_trace
+from sim.cluster.config import load_cluster_config
+from sim.cluster.faults import load_faults
+from sim.common.errors import AgentsimError
+from sim.workload.traces import load_trace
 
 try:
-    from sim.sweep import load_sweep
+    from sim.experiments.sweep import load_sweep
 except ImportError:  # the sweep loader is not in this checkout
     load_sweep = None
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from sim.calibration.engines.http_engine import HttpReplayConfig, prompt_tokens, replay
-from sim.traces.canonical import write_canonical
-from sim.workload import Call, Workload
+from sim.workload.calls import Call, Workload
+from sim.workload.traces.canonical import write_canonical
 
 from .test_calibration_harness import TINY, cli
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import main
-from sim.traces import load_trace
-from sim.traces.tabular import SKIP_ZERO
+from sim.cli.main import main
+from sim.workload.traces import load_trace
+from sim.workload.traces.tabular import SKIP_ZERO
 
 ZERO_CASES = [
     (
@@ -111,9 +111,9 @@ def test_canonical_children_of_a_skipped_call_wait_for_its_parents(tmp_path: Pat
 
 # ---- request length limits (max_model_len) -----------------------------------------------
 
-from sim.config import load_cluster_config, max_model_len  # noqa: E402
-from sim.models import PRESETS  # noqa: E402
+from sim.cluster.config import load_cluster_config, max_model_len  # noqa: E402
 from sim.simulation import simulate  # noqa: E402
+from sim.specs.models import PRESETS  # noqa: E402
 from tests.helpers import ROOFLINE, cluster, llm, workload  # noqa: E402
 
 
@@ -248,9 +248,9 @@ def test_max_model_len_and_too_long_from_toml_and_flags(
 def test_default_scenario_completes_every_call() -> None:
     """``make run``: the default trace on the default cluster serves every call (its
     longest prompts, 11.6k tokens, fit Llama-3.1-70B's context)."""
-    from sim.config import default_cluster_config
-    from sim.paths import DEFAULT_TRACE
-    from sim.traces import load_trace
+    from sim.cluster.config import default_cluster_config
+    from sim.common.paths import DEFAULT_TRACE
+    from sim.workload.traces import load_trace
 
     w = load_trace(DEFAULT_TRACE)
     cfg = default_cluster_config()
@@ -264,7 +264,7 @@ def test_default_scenario_completes_every_call() -> None:
 def test_fault_after_the_run_is_counted_and_warned_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sim.faults import load_faults
+    from sim.cluster.faults import load_faults
 
     f = tmp_path / "f.toml"
     f.write_text(
@@ -284,7 +284,7 @@ def test_fault_after_the_run_is_counted_and_warned_once(
 
 
 def test_report_states_the_limit_and_what_was_rejected() -> None:
-    from sim.report import limits_lines
+    from sim.report.results import limits_lines
 
     s = {"max_model_len": {"llama-3-8b": 8192}, "rejected_too_long": 508, "truncated_calls": 0}
     assert limits_lines(s) == [

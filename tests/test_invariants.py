@@ -8,11 +8,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sim.costmodel import BatchShape, ReplicaHardware
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.costmodel.base import BatchShape, ReplicaHardware
 from sim.simulation import simulate
-from sim.workload import Call, Workload, topo_order
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
+from sim.workload.calls import Call, Workload, topo_order
 from tests.helpers import ROOFLINE, cluster
 
 SYSTEM_PROMPT = tuple(range(10**6, 10**6 + 8))  # 8 shared blocks every session may start with

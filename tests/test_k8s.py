@@ -16,12 +16,12 @@ from policies.autoscaling.hpa import HPA
 from policies.base import PlacementRequest
 from policies.placement.k8s_default import K8sDefault
 from policies.routing.k8s_service import K8sService
-from sim.cluster import Cluster
-from sim.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
-from sim.errors import PolicyError
-from sim.models import get_model
+from sim.cluster.cluster import Cluster
+from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
+from sim.common.errors import PolicyError
 from sim.simulation import simulate
-from sim.topology import NVME_BW, build_topology
+from sim.specs.models import get_model
+from sim.specs.topology import NVME_BW, build_topology
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
 # ---- registry ------------------------------------------------------------------------

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keynote
 import pandas as pd
 import pytest
 
-from sim import keynote
-from sim.config import validate
-from sim.workload import Workload
+from sim.cluster.config import validate
+from sim.workload.calls import Workload
 from tests.helpers import chain_hashes, cluster, llm
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "keynote.ipynb"

@@ -1,4 +1,4 @@
-"""The segment KV cache (sim/kvcache.py) against the per-entry reference.
+"""The segment KV cache (sim/engine/kvcache.py) against the per-entry reference.
 
 Random agent-like workloads (prompts that extend each other turn by turn and branch
 inside earlier prompts) drive both caches through the engine's protocol: match,
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.kvcache import KVCache
+from sim.engine.kvcache import KVCache
 from tests.kv_reference import KVCache as RefCache
 
 BPH = 2  # blocks per hash

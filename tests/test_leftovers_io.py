@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.cli import build_parser, main
-from sim.paths import DEFAULT_TRACE
+from sim.cli.main import build_parser, main
+from sim.common.paths import DEFAULT_TRACE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -346,7 +346,7 @@ def test_compare_e2e_json_is_vetted_first_and_written_whole(
 
 
 def _answer(key: str, plot: object) -> object:
-    from sim import keynote
+    import keynote
 
     return keynote.Answer(
         key, "9. A demo", "x saves 3 ± 1", pd.DataFrame({"a": [1.0]}), {"k": "v"}, [0, 1],
@@ -366,7 +366,7 @@ def _fig() -> object:
 
 
 def test_keynote_outputs_are_written_as_one_directory(tmp_path: Path) -> None:
-    from sim import keynote
+    import keynote
 
     def broken() -> object:
         raise RuntimeError("plot failed")
@@ -397,8 +397,9 @@ def test_keynote_outputs_are_written_as_one_directory(tmp_path: Path) -> None:
 def test_keynote_prefill_price_uses_the_deployments_dtype() -> None:
     from dataclasses import replace
 
-    from sim import keynote
-    from sim.config import validate
+    import keynote
+
+    from sim.cluster.config import validate
 
     cfg = keynote.cluster("llama-3-70b", 4, 1, 1, gpu="h100-80gb")
     fp8 = validate(replace(cfg, deployments=(replace(cfg.deployments[0], dtype="fp8"),)))
@@ -431,9 +432,10 @@ def test_costmodel_predict_takes_dtype_and_kv_cache_dtype(
     assert kv_prefill == pytest.approx(prefill, rel=0.02)
     # the same cost model, hardware and precision as `agentsim run --dtype fp8` prices
     from sim.calibration.validate import iteration_batch
-    from sim.costmodel import ReplicaHardware, resolve_cost_model
-    from sim.hardware import get_gpu
-    from sim.models import get_model
+    from sim.costmodel.base import ReplicaHardware
+    from sim.costmodel.loader import resolve_cost_model
+    from sim.specs.hardware import get_gpu
+    from sim.specs.models import get_model
 
     gpu = get_gpu("h100-80gb")
     hw = ReplicaHardware(
@@ -463,8 +465,8 @@ def test_costmodel_predict_takes_dtype_and_kv_cache_dtype(
 
 
 def test_report_titles_the_cluster_by_the_simulated_hardware(tmp_path: Path) -> None:
-    from sim.config import apply_overrides, default_cluster_config
-    from sim.report import cluster_title
+    from sim.cluster.config import apply_overrides, default_cluster_config
+    from sim.report.results import cluster_title
 
     d = default_cluster_config()
     assert cluster_title(d.to_dict()) == "2x DGX A100 80GB"
@@ -492,8 +494,8 @@ def test_report_titles_the_cluster_by_the_simulated_hardware(tmp_path: Path) -> 
 def test_write_canonical_to_a_path_is_atomic(tmp_path: Path) -> None:
     """The API's write_canonical(calls, path) left a header-only file when the calls
     failed midway (trace convert was atomic, the function it calls was not)."""
-    from sim.traces import load_trace
-    from sim.traces.canonical import write_canonical
+    from sim.workload.traces import load_trace
+    from sim.workload.traces.canonical import write_canonical
 
     calls = load_trace(str(DEFAULT_TRACE)).calls
 
@@ -513,7 +515,7 @@ def test_write_canonical_to_a_path_is_atomic(tmp_path: Path) -> None:
 def test_sweep_base_takes_the_precision_flags(tmp_path: Path) -> None:
     """[base] accepted only part of the quick flags (dtype, max_model_len, ... were
     'unknown key'), although the same flags on the command line worked."""
-    from sim.sweep import expand, load_sweep
+    from sim.experiments.sweep import expand, load_sweep
 
     s = tmp_path / "s.toml"
     extra = 'gpu = "h100-80gb"\ndtype = "fp8"\nkv_cache_dtype = "fp8"\nmax_model_len = 4096\n'

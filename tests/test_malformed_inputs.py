@@ -2,7 +2,7 @@
 
 Each case is a file (trace, cluster TOML, fault TOML, sweep TOML, synth TOML, model
 ``config.json``, cost model TOML) that must be refused: the CLI (run in-process through
-:func:`sim.cli.main`) exits 2, prints exactly one line ``agentsim: error: FILE:LINE:
+:func:`sim.cli.main.main`) exits 2, prints exactly one line ``agentsim: error: FILE:LINE:
 FIELD: problem`` (the line where the format has lines, and for TOML where the parser
 or the loader knows it), no traceback, and writes nothing (no output file, no output
 directory, no temporary left beside them).
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import main
+from sim.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from sim.config import ClusterConfig
-from sim.errors import ConfigError
-from sim.mesh import ISTIO_HOP_P90_S, ISTIO_HOP_P99_S, VCPU_HOUR_USD, HopModel, MeshOverhead
+from sim.cluster.config import ClusterConfig
+from sim.cluster.mesh import ISTIO_HOP_P90_S, ISTIO_HOP_P99_S, VCPU_HOUR_USD, HopModel, MeshOverhead
+from sim.common.errors import ConfigError
 from sim.simulation import simulate
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
@@ -100,7 +100,7 @@ def test_autoscaler_decision_delay_postpones_the_scale_up() -> None:
 
 
 def test_negative_delays_are_rejected() -> None:
-    from sim.config import validate
+    from sim.cluster.config import validate
 
     with pytest.raises(ConfigError, match="router_delay_s"):
         validate(_policies(cluster(), router_delay_s=-1.0))

@@ -9,8 +9,8 @@ import pytest
 import simpy
 
 from policies import registry
-from sim.cluster import Cluster
-from sim.config import (
+from sim.cluster.cluster import Cluster
+from sim.cluster.config import (
     ClusterConfig,
     Deployment,
     NodeGroup,
@@ -19,11 +19,11 @@ from sim.config import (
     load_cluster_config,
     validate,
 )
-from sim.costmodel import BatchShape, ReplicaHardware
-from sim.errors import ConfigError
-from sim.hardware import GB, GPUS, GiB, MiB, get_gpu, gpu_help
-from sim.models import HF_ALIASES, PRESETS, ModelSpec, get_model
-from sim.topology import build_topology
+from sim.common.errors import ConfigError
+from sim.costmodel.base import BatchShape, ReplicaHardware
+from sim.specs.hardware import GB, GPUS, GiB, MiB, get_gpu, gpu_help
+from sim.specs.models import HF_ALIASES, PRESETS, ModelSpec, get_model
+from sim.specs.topology import build_topology
 from tests.helpers import ROOFLINE
 
 # ---- GPU presets ---------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_gpu_flag_picks_a_pcie_server_for_l40s_and_tp2_replicas_use_pcie() -> No
 
 
 def test_memory_plan_follows_the_gpu_memory() -> None:
-    from sim.cluster import plan_memory
+    from sim.cluster.cluster import plan_memory
 
     dep = Deployment(model="llama-3.1-8b", tp=1, replicas=1, max_num_batched_tokens=2048)
     m = get_model("llama-3.1-8b")
@@ -472,7 +472,7 @@ def test_toml_dtype_is_validated_with_file_and_field(tmp_path: Path) -> None:
 
 
 def test_fp8_doubles_kv_capacity_and_shrinks_weights() -> None:
-    from sim.cluster import kv_bytes_per_token_per_gpu
+    from sim.cluster.cluster import kv_bytes_per_token_per_gpu
 
     base = validate(
         ClusterConfig(
@@ -495,7 +495,7 @@ def test_fp8_doubles_kv_capacity_and_shrinks_weights() -> None:
 def test_cli_dtype_fp8_on_a100_fails_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sim.cli import main
+    from sim.cli.main import main
 
     out = tmp_path / "out"
     trace = str(Path(__file__).resolve().parent.parent / "traces" / "default.jsonl")
@@ -507,7 +507,7 @@ def test_cli_dtype_fp8_on_a100_fails_with_one_line(
 
 
 def test_roofline_prices_fp8_bytes_and_fp8_flops_by_hand() -> None:
-    from sim.costmodel import RooflineIterationModel, RooflineParams, gemm_peak_flops
+    from sim.costmodel.base import RooflineIterationModel, RooflineParams, gemm_peak_flops
 
     p = RooflineParams(iteration_overhead_s=0.0, per_seq_overhead_s=0.0, per_layer_overhead_s=0.0)
     m16 = PRESETS["llama-3.1-8b"]
@@ -543,7 +543,7 @@ def test_roofline_prices_fp8_bytes_and_fp8_flops_by_hand() -> None:
 
 
 def test_fitted_model_runs_fp8_gemms_on_the_fp8_peak() -> None:
-    from sim.calibration.fitted import FittedIterationModel, default_fitted_costmodel
+    from sim.costmodel.fitted import FittedIterationModel, default_fitted_costmodel
 
     cm = default_fitted_costmodel()
     h100 = GPUS["h100-80gb"]
@@ -573,7 +573,7 @@ def test_fitted_model_runs_fp8_gemms_on_the_fp8_peak() -> None:
 
 
 def test_expected_experts_touched_by_hand_and_limits() -> None:
-    from sim.models import expected_experts_touched as ex
+    from sim.specs.models import expected_experts_touched as ex
 
     # E = 8, k = 2, 3 tokens: each expert is missed by one token with p = 6/8
     assert ex(3, 8, 2) == pytest.approx(8 * (1 - 0.75**3)) == pytest.approx(4.625)
@@ -592,7 +592,7 @@ def test_expected_experts_touched_by_hand_and_limits() -> None:
 def test_expected_experts_touched_matches_a_seeded_simulation() -> None:
     import numpy as np
 
-    from sim.models import expected_experts_touched as ex
+    from sim.specs.models import expected_experts_touched as ex
 
     rng = np.random.default_rng(7)
     for e, k, n in ((8, 2, 4), (16, 1, 6), (8, 2, 12)):
@@ -605,7 +605,7 @@ def test_expected_experts_touched_matches_a_seeded_simulation() -> None:
 
 
 def test_roofline_moe_reads_the_weights_of_the_experts_it_touches() -> None:
-    from sim.costmodel import RooflineIterationModel, RooflineParams
+    from sim.costmodel.base import RooflineIterationModel, RooflineParams
 
     p = RooflineParams(iteration_overhead_s=0.0, per_seq_overhead_s=0.0, per_layer_overhead_s=0.0)
     m = PRESETS["mixtral-8x7b"]
@@ -631,7 +631,7 @@ def test_roofline_moe_reads_the_weights_of_the_experts_it_touches() -> None:
 
 
 def test_fitted_moe_cost_grows_with_the_experts_touched() -> None:
-    from sim.calibration.fitted import FittedIterationModel, default_fitted_costmodel
+    from sim.costmodel.fitted import FittedIterationModel, default_fitted_costmodel
 
     cm = default_fitted_costmodel()
     a100 = GPUS["a100-80gb"]

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from sim.cli import main
-from sim.errors import InputError
-from sim.io import atomic_dir, atomic_write_json, atomic_write_stream
+from sim.cli.main import main
+from sim.common.errors import InputError
+from sim.common.io import atomic_dir, atomic_write_json, atomic_write_stream
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "traces" / "default.jsonl"
@@ -109,7 +109,7 @@ def test_synth_output_on_its_config_is_refused(
 def test_any_command_refuses_an_output_that_is_an_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The guard in sim.cli covers every command with --out/-o/--output."""
+    """The guard in sim.cli.main covers every command with --out/-o/--output."""
     shapes = tmp_path / "shapes.csv"
     shapes.write_text("phase,batch,context\nprefill,1,128\n")
     argv = ["costmodel", "predict", "--model", "llama-2-7b", "--gpu", "a100-80gb", "--tp", "1"]
@@ -143,7 +143,7 @@ def test_a_failing_conversion_leaves_no_file(
 def test_ctrl_c_mid_conversion_leaves_no_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
-    import sim.commands.trace as tr
+    import sim.cli.trace as tr
 
     real = tr.write_canonical
 
@@ -164,7 +164,7 @@ def test_ctrl_c_mid_conversion_leaves_no_file(
 
 
 def test_atomic_stream_gives_the_bytes_of_a_direct_write(tmp_path: Path) -> None:
-    from sim.traces.io import open_write
+    from sim.workload.traces.io import open_write
 
     text = '{"a": 1}\n' * 100
     for name in ("x.jsonl", "x.jsonl.gz"):
@@ -225,12 +225,12 @@ def test_a_foreign_directory_is_never_replaced(tmp_path: Path) -> None:
 def test_ctrl_c_during_report_rendering_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sim.html
+    import sim.report.html
 
     def boom(*a: Any, **k: Any) -> str:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.html, "render_report_html", boom)
+    monkeypatch.setattr(sim.report.html, "render_report_html", boom)
     out = tmp_path / "run"
     assert interrupted_main(["run", "--quiet", "--out", str(out)]) == 130
     assert one_line_error(capsys) == "agentsim: interrupted"
@@ -251,18 +251,18 @@ def test_rerun_into_a_used_dir_needs_force_and_replaces_it_whole(
     assert "already holds results; pass --force" in err, err
     assert (out / "summary.json").read_bytes() == first
     # --force, interrupted while rendering: the old directory is untouched
-    import sim.report
+    import sim.report.results
 
-    real = sim.report.write_reports
+    real = sim.report.results.write_reports
 
     def boom(*a: Any, **k: Any) -> float:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.report, "write_reports", boom)
+    monkeypatch.setattr(sim.report.results, "write_reports", boom)
     assert interrupted_main(["run", *FAST, "--seed", "1", "--force", "--out", str(out)]) == 130
     assert (out / "summary.json").read_bytes() == first and (out / "report.html").exists()
     assert not hidden_leftovers(tmp_path)
-    monkeypatch.setattr(sim.report, "write_reports", real)
+    monkeypatch.setattr(sim.report.results, "write_reports", real)
     assert main(["run", *FAST, "--seed", "1", "--force", "--out", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["seed"] == 1
     assert not (out / "report.html").exists()  # nothing left from the earlier run
@@ -320,12 +320,12 @@ def test_report_rerender_interrupted_keeps_the_dir_consistent(
     assert main(["run", *FAST, "--out", str(out)]) == 0
     (out / "report.html").write_text("rendered with the old SLO")
     before = {p: (out / p).read_bytes() for p in listing(out)}
-    import sim.report
+    import sim.report.results
 
     def boom(*a: Any, **k: Any) -> float:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sim.report, "write_reports", boom)
+    monkeypatch.setattr(sim.report.results, "write_reports", boom)
     assert (
         interrupted_main(["report", str(out), "--slo-ttft", "0.1", "--no-html", "--quiet"]) == 130
     )
@@ -340,7 +340,7 @@ def test_report_rerender_interrupted_keeps_the_dir_consistent(
 
 
 def test_compare_and_sweep_take_every_run_flag() -> None:
-    from sim.cli import build_parser
+    from sim.cli.main import build_parser
 
     sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
     assert isinstance(sub.choices, dict)
@@ -359,19 +359,19 @@ def test_compare_and_sweep_take_every_run_flag() -> None:
 
 def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make loading a trace or running a sweep fail the test: the check comes first."""
-    import sim.commands.compare
-    import sim.commands.run
-    import sim.commands.sweep
-    import sim.commands.trace
+    import sim.cli.compare
+    import sim.cli.run
+    import sim.cli.sweep
+    import sim.cli.trace
 
     def never(*a: Any, **k: Any) -> Any:
         raise AssertionError("--out should have been refused before any work")
 
     for mod, name in (
-        (sim.commands.run, "workload_from_args"),
-        (sim.commands.compare, "workload_from_args"),
-        (sim.commands.sweep, "run_sweep"),
-        (sim.commands.trace, "stream_trace"),
+        (sim.cli.run, "workload_from_args"),
+        (sim.cli.compare, "workload_from_args"),
+        (sim.cli.sweep, "run_sweep"),
+        (sim.cli.trace, "stream_trace"),
     ):
         monkeypatch.setattr(mod, name, never)
 
@@ -454,8 +454,8 @@ def test_default_dir_is_named_by_the_configuration(
 
 def _default_hash(cwd: Path, trace: str, seed_env: str) -> str:
     code = (
-        "import sys; from sim.cli import build_parser; "
-        "from sim.commands.common import cluster_from_args, run_config_hash; "
+        "import sys; from sim.cli.main import build_parser; "
+        "from sim.cli.common import cluster_from_args, run_config_hash; "
         "a = build_parser('run').parse_args(['run', '--trace', sys.argv[1]]); "
         "print(run_config_hash(a, cluster_from_args(a)))"
     )
@@ -490,7 +490,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(
 ) -> None:
     import importlib
 
-    import sim.commands.run
+    import sim.cli.run
 
     def boom(*a: Any, **k: Any) -> Any:
         raise KeyboardInterrupt
@@ -498,9 +498,9 @@ def test_ctrl_c_prints_one_line_and_exits_130(
     if where == "start-up imports":
         monkeypatch.setattr(importlib, "import_module", boom)
     elif where == "trace loading":
-        monkeypatch.setattr(sim.commands.run, "workload_from_args", boom)
+        monkeypatch.setattr(sim.cli.run, "workload_from_args", boom)
     else:
-        monkeypatch.setattr(sim.commands.run, "simulate", boom)
+        monkeypatch.setattr(sim.cli.run, "simulate", boom)
     out = tmp_path / "run"
     assert interrupted_main(["run", "--quiet", "--out", str(out)]) == 130
     assert one_line_error(capsys) == "agentsim: interrupted"

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from sim.config import ClusterConfig
+from sim.cluster.config import ClusterConfig
 from sim.simulation import simulate
 from tests.helpers import ROOFLINE, cluster, llm, workload
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from policies import registry
-from sim.config import ClusterConfig
+from sim.cluster.config import ClusterConfig
 from sim.simulation import simulate
-from sim.workload import Call
+from sim.workload.calls import Call
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
 

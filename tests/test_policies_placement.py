@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from policies import registry
 from policies.base import PlacementRequest
-from sim.config import load_cluster_config
-from sim.errors import ConfigError
+from sim.cluster.config import load_cluster_config
+from sim.common.errors import ConfigError
 from sim.simulation import simulate
-from sim.topology import build_topology
+from sim.specs.topology import build_topology
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
 CLUSTERS = Path(__file__).resolve().parent.parent / "examples" / "clusters"

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import registry
-from sim.config import load_cluster_config
+from sim.cluster.config import load_cluster_config
 from sim.simulation import simulate
-from sim.workload import Call
+from sim.workload.calls import Call
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, tool, workload
 from tests.policy_fakes import FakeCluster, FakeReplica
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from policies import registry
-from sim.config import ClusterConfig
-from sim.costmodel import BatchShape, ReplicaHardware, kv_transfer_time
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.cluster.config import ClusterConfig
+from sim.costmodel.base import BatchShape, ReplicaHardware, kv_transfer_time
 from sim.simulation import simulate
-from sim.topology import build_topology
-from sim.workload import Call
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
+from sim.specs.topology import build_topology
+from sim.workload.calls import Call
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, tool, workload
 
 

@@ -16,7 +16,7 @@ from sim.calibration.records import (
     read_records,
     write_records,
 )
-from sim.errors import InputError
+from sim.common.errors import InputError
 
 
 def _header(**kw: object) -> RecordHeader:

@@ -10,10 +10,10 @@ import pytest
 
 from policies import registry
 from policies.base import ClusterView, ReplicaView, Router
-from sim.cli import main
-from sim.errors import ConfigError
-from sim.paths import REPO_ROOT
-from sim.regress import (
+from sim.cli.main import main
+from sim.common.errors import ConfigError
+from sim.common.paths import REPO_ROOT
+from sim.experiments.regress import (
     CHANGED,
     IMPROVED,
     MISSING,
@@ -28,7 +28,7 @@ from sim.regress import (
     nest_expectations,
     scenario_spec,
 )
-from sim.workload import Call
+from sim.workload.calls import Call
 
 LOWER = Tolerance("lower", 0.1, 0.0)
 HIGHER = Tolerance("higher", 0.0, 0.01)

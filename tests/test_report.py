@@ -9,13 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.cli import main
-from sim.hardware import get_gpu
-from sim.metrics import CALL_COLUMNS, Recorder, session_frame, summarize
-from sim.models import get_model
-from sim.report import SLO, enrich_summary, load_results, render_markdown, write_results
+from sim.cli.main import main
+from sim.metrics.recorder import CALL_COLUMNS, Recorder, session_frame, summarize
+from sim.report.results import SLO, enrich_summary, load_results, render_markdown, write_results
 from sim.simulation import TIMELINE_COLUMNS, SimResult, simulate
-from sim.topology import NVME_BW
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
+from sim.specs.topology import NVME_BW
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
 PRICE = get_gpu("a100-80gb").price_per_hour
@@ -125,7 +125,7 @@ def test_cold_start_is_billed_and_weight_bytes_counted_per_link(tmp_path: Path) 
     r = simulate(w, cluster(model="llama-2-7b", tp=2, cold_start=True), cost_model=ROOFLINE)
     s = enrich_summary(r)
     shard = -(-get_model("llama-2-7b").weight_bytes // 2)
-    # pod start-up: scheduling + image pull (sim/config.py Deployment defaults), then the
+    # pod start-up: scheduling + image pull (sim/cluster/config.py Deployment defaults), then the
     # weight load over NVMe (the pcie-labelled bottleneck) + init_s
     load_s = 5.0 + 90.0 + shard / NVME_BW + 20.0
     assert r.replicas.loc[0, "cold_start_s"] == pytest.approx(load_s)

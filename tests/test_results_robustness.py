@@ -22,11 +22,12 @@ from sim.api import (
     policy_dict,
     summarize_runs,
 )
-from sim.cli import main
-from sim.config import apply_overrides, check_serves
-from sim.errors import ConfigError, InputError
-from sim.metrics import CALL_COLUMNS, SUMMARY_KEYS, Recorder, overload
-from sim.report import (
+from sim.cli.main import main
+from sim.cluster.config import apply_overrides, check_serves
+from sim.common.errors import ConfigError, InputError
+from sim.experiments.sweep import expand, load_sweep, parse_sweep, run_id
+from sim.metrics.recorder import CALL_COLUMNS, SUMMARY_KEYS, Recorder, overload
+from sim.report.results import (
     costmodel_line,
     enrich_summary,
     fmt_duration,
@@ -35,7 +36,6 @@ from sim.report import (
     write_results,
 )
 from sim.simulation import simulate
-from sim.sweep import expand, load_sweep, parse_sweep, run_id
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,18 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.costmodel import BatchShape, ReplicaHardware, resolve_cost_model
-from sim.errors import InputError
-from sim.hardware import GPUSpec
-from sim.models import ModelSpec
-from sim.serving.runs import read_runs
-from sim.serving.stepmodel import (
+from sim.common.errors import InputError
+from sim.costmodel.base import BatchShape, ReplicaHardware
+from sim.costmodel.loader import resolve_cost_model
+from sim.costmodel.vllm_step import (
     StepCostModel,
     StepIterationModel,
     StepParams,
     parse_step_costmodel,
 )
+from sim.serving.runs import read_runs
 from sim.serving.workload import TEMPLATE_TOKENS, build_workload
+from sim.specs.hardware import GPUSpec
+from sim.specs.models import ModelSpec
 
 DATA = Path(__file__).parent / "data"
 ROWS3 = DATA / "serving-3rows.csv"
@@ -297,8 +298,8 @@ def test_calibrated_h100_default_predicts_llama8b_roleplay_within_10pct() -> Non
 
 
 def test_every_gpu_defaults_to_the_serving_calibrated_model() -> None:
-    from sim.costmodel import DEFAULT_COSTMODEL_BY_GPU, default_cost_model
-    from sim.hardware import GPUS
+    from sim.costmodel.loader import DEFAULT_COSTMODEL_BY_GPU, default_cost_model
+    from sim.specs.hardware import GPUS
 
     root = Path(__file__).resolve().parents[1]
     for gpu in GPUS:

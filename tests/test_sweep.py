@@ -13,12 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.cli import main
-from sim.config import default_cluster_config
-from sim.errors import ConfigError, InputError
-from sim.paths import DEFAULT_TRACE
-from sim.simulation import SimResult
-from sim.sweep import (
+from sim.cli.main import main
+from sim.cluster.config import default_cluster_config
+from sim.common.errors import ConfigError, InputError
+from sim.common.paths import DEFAULT_TRACE
+from sim.experiments.sweep import (
     ProcessBackend,
     RunSpec,
     SerialBackend,
@@ -30,6 +29,7 @@ from sim.sweep import (
     run_sweep,
     set_path,
 )
+from sim.simulation import SimResult
 
 # One DGX node, two small replicas: every run of the default trace takes well under 1 s.
 SMALL = """

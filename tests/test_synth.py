@@ -8,13 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.cli import main
-from sim.errors import InputError
-from sim.traces import load_trace
-from sim.traces.arrivals import ArrivalConfig, arrival_times, session_starts
-from sim.traces.distributions import fit_lognormal
-from sim.traces.synth import FanoutConfig, ReactConfig, SynthConfig, generate, load_synth_config
-from sim.workload import Workload
+from sim.cli.main import main
+from sim.common.errors import InputError
+from sim.workload.calls import Workload
+from sim.workload.traces import load_trace
+from sim.workload.traces.arrivals import ArrivalConfig, arrival_times, session_starts
+from sim.workload.traces.distributions import fit_lognormal
+from sim.workload.traces.synth import (
+    FanoutConfig,
+    ReactConfig,
+    SynthConfig,
+    generate,
+    load_synth_config,
+)
 
 REPO = Path(__file__).parents[1]
 

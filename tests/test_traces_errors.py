@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import main
+from sim.cli.main import main
 
 MC_OK = '{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [1, 2]}\n'
 AZ_HEAD = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
@@ -157,8 +157,8 @@ def test_unknown_format_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):  # argparse rejects names outside the choices
         main(["trace", "stats", str(src), "--trace-format", "parquet"])
     assert "invalid choice: 'parquet'" in capsys.readouterr().err
-    from sim.errors import InputError
-    from sim.traces import load_trace
+    from sim.common.errors import InputError
+    from sim.workload.traces import load_trace
 
     with pytest.raises(InputError, match=r"x.jsonl: --trace-format: unknown format 'parquet'"):
         load_trace(src, "parquet")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sim.traces import TraceOptions, load_trace
-from sim.traces.estimate import ServiceEstimate
-from sim.traces.hashing import chain_hashes
-from sim.traces.stats import meta_section, trace_stats
-from sim.traces.tokenizer import encode
+from sim.workload.traces import TraceOptions, load_trace
+from sim.workload.traces.estimate import ServiceEstimate
+from sim.workload.traces.hashing import chain_hashes
+from sim.workload.traces.stats import meta_section, trace_stats
+from sim.workload.traces.tokenizer import encode
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 REPO = Path(__file__).parents[1]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.traces import detect_format, load_trace
-from sim.traces.stats import meta_section, trace_stats
+from sim.workload.traces import detect_format, load_trace
+from sim.workload.traces.stats import meta_section, trace_stats
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 REPO = Path(__file__).parents[1]

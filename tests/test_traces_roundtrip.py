@@ -9,11 +9,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.cli import main
-from sim.traces import detect_format, load_trace
-from sim.traces.canonical import read_canonical, write_canonical
-from sim.traces.stats import meta_section
-from sim.workload import Call
+from sim.cli.main import main
+from sim.workload.calls import Call
+from sim.workload.traces import detect_format, load_trace
+from sim.workload.traces.canonical import read_canonical, write_canonical
+from sim.workload.traces.stats import meta_section
 
 
 def _convert(src: Path, out: Path, *extra: str) -> int:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from sim.traces import TraceOptions, load_trace
-from sim.traces.estimate import ServiceEstimate
-from sim.traces.sessions import reconstruct_sessions
-from sim.traces.stats import meta_section
-from sim.workload import Call
+from sim.workload.calls import Call
+from sim.workload.traces import TraceOptions, load_trace
+from sim.workload.traces.estimate import ServiceEstimate
+from sim.workload.traces.sessions import reconstruct_sessions
+from sim.workload.traces.stats import meta_section
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 SYS = 0  # a system-prompt block every conversation starts with

@@ -8,19 +8,19 @@ from dataclasses import replace
 
 import pytest
 
-from sim.cluster import (
+from sim.cluster.cluster import (
     NON_TORCH_BYTES,
     SAMPLER_BYTES_PER_LOGIT,
     TP_COMM_BYTES,
     driver_total_bytes,
     plan_memory,
 )
-from sim.config import Deployment
-from sim.costmodel import BatchShape
-from sim.errors import ConfigError
-from sim.hardware import GiB, get_gpu
-from sim.models import get_model
+from sim.cluster.config import Deployment
+from sim.common.errors import ConfigError
+from sim.costmodel.base import BatchShape
 from sim.simulation import simulate
+from sim.specs.hardware import GiB, get_gpu
+from sim.specs.models import get_model
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, workload
 
 H100 = get_gpu("h100-80gb")
@@ -118,7 +118,7 @@ def test_gpu_kv_blocks_override_and_shortfall() -> None:
 
 
 def _it(model: str = "llama-2-7b"):
-    from sim.costmodel import ReplicaHardware
+    from sim.costmodel.base import ReplicaHardware
 
     return ROOFLINE.for_replica(
         ReplicaHardware(get_model(model), get_gpu("a100-80gb"), 1, 1, float("inf"), 0.0, "local")
@@ -244,9 +244,9 @@ def _offload_case(cpu_offload_gib: float):
 
 
 def test_cpu_offload_loads_an_evicted_prefix_over_pcie_instead_of_recomputing() -> None:
-    from sim.cluster import kv_bytes_per_token_per_gpu
-    from sim.costmodel import kv_transfer_time
-    from sim.topology import build_topology
+    from sim.cluster.cluster import kv_bytes_per_token_per_gpu
+    from sim.costmodel.base import kv_transfer_time
+    from sim.specs.topology import build_topology
 
     it = _it()
     r, cfg = _offload_case(1.0)

@@ -30,7 +30,7 @@ Metrics (what an inference deployment typically exports):
   (alpha feature gate ``HPAScaleToZero``).
 
 A new pod pays the start-up phases of its deployment (scheduling, image pull, weight
-load, engine warm-up; ``sim.config.Deployment``) before it is ready.
+load, engine warm-up; ``sim.cluster.config.Deployment``) before it is ready.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from collections.abc import Sequence
 
 from policies.base import Autoscaler, ClusterView, ReplicaView
 from policies.registry import register
-from sim.errors import PolicyError
+from sim.common.errors import PolicyError
 
 METRICS = ("gpu_util", "queue")
 #: target used when ``target`` is 0: GPU busy fraction, or waiting calls per replica

@@ -6,7 +6,7 @@ import math
 
 from policies.base import Autoscaler, ClusterView
 from policies.registry import register
-from sim.errors import PolicyError
+from sim.common.errors import PolicyError
 
 
 @register("autoscaling", "queue_depth")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from policies.batching.plas import PLAS
 from policies.registry import register
-from sim.workload import Call
+from sim.workload.calls import Call
 
 
 @register("batching", "atlas")

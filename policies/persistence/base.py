@@ -4,7 +4,7 @@ When a replica is lost (GPU or node failure, pod restart, spot preemption), its 
 cache is gone.  A persistence policy decides, for each piece of lost KV, whether a
 copy survives and on which topology vertex it lives afterwards; the cluster then
 reloads that copy onto whichever replica serves the call next, priced with
-``sim.costmodel.kv_transfer_time`` over the topology path (the policies never touch
+``sim.costmodel.base.kv_transfer_time`` over the topology path (the policies never touch
 the engine).  Pieces of lost KV are the context of calls in flight on the replica
 and the cached context of sessions whose last call finished there.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sim.costmodel import kv_transfer_time
-from sim.topology import Path
+from sim.costmodel.base import kv_transfer_time
+from sim.specs.topology import Path
 
 
 @dataclass(frozen=True, slots=True)

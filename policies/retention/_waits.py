@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from sim.workload import Call
+from sim.workload.calls import Call
 
 
 class WaitStats:

@@ -7,8 +7,8 @@ import math
 from policies.base import KVCostView, RetentionDecision, RetentionPolicy
 from policies.registry import register
 from policies.retention._waits import WaitStats
-from sim.errors import PolicyError
-from sim.workload import Call
+from sim.common.errors import PolicyError
+from sim.workload.calls import Call
 
 
 @register("retention", "infercept")

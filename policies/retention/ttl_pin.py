@@ -5,8 +5,8 @@ from __future__ import annotations
 from policies.base import KVCostView, RetentionDecision, RetentionPolicy
 from policies.registry import register
 from policies.retention._waits import WaitStats
-from sim.errors import PolicyError
-from sim.workload import Call
+from sim.common.errors import PolicyError
+from sim.workload.calls import Call
 
 
 @register("retention", "ttl_pin")

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 
 from policies.base import ClusterView, ReplicaView, Router
 from policies.registry import register
-from sim.errors import PolicyError
-from sim.workload import Call
+from sim.common.errors import PolicyError
+from sim.workload.calls import Call
 
 MODES = ("iptables", "ipvs")
 

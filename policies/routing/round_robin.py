@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from policies.base import ClusterView, ReplicaView, Router
 from policies.registry import register
-from sim.workload import Call
+from sim.workload.calls import Call
 
 
 @register("routing", "round_robin")

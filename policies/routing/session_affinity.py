@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from policies.base import ClusterView, ReplicaView, Router
 from policies.registry import register
-from sim.workload import Call
+from sim.workload.calls import Call
 
 
 def _h(s: str) -> int:

@@ -31,8 +31,8 @@ import numpy as np
 
 from sim.calibration.engines.devices import register_cpu
 from sim.calibration.records import Section, read_records
-from sim.errors import AgentsimError, InputError
-from sim.workload import Call, Workload
+from sim.common.errors import AgentsimError, InputError
+from sim.workload.calls import Call, Workload
 
 METRICS = ("ttft_s", "itl_s", "e2e_s")
 STATS = ("mean", "p50", "p90", "p99")
@@ -159,8 +159,8 @@ def compare(
 ) -> E2EComparison:
     """Simulate the last http replay in ``records`` with ``costmodel`` (a fitted TOML
     path, or ``"roofline"``) and compare latency statistics (see module doc)."""
-    from sim.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
-    from sim.costmodel import CostModel, RooflineCostModel
+    from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
+    from sim.costmodel.base import CostModel, RooflineCostModel
     from sim.simulation import simulate
 
     register_cpu()
@@ -178,7 +178,7 @@ def compare(
     if costmodel == "roofline":
         cm = RooflineCostModel()
     else:
-        from sim.calibration.fitted import load_costmodel
+        from sim.costmodel.fitted import load_costmodel
 
         cm = load_costmodel(costmodel)
     if not h.model_config:

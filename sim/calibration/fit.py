@@ -15,9 +15,9 @@ Per GPU in the records:
 
 - operator families present (GEMM, element-wise kernels, attention) are fitted by
   least squares on log time (relative error) to the forms in
-  :mod:`sim.calibration.fitted`: a monotone roofline efficiency curve (knots per octave
+  :mod:`sim.costmodel.fitted`: a monotone roofline efficiency curve (knots per octave
   of work inside the measured range, constant outside; one curve shared by the GEMM
-  ops), then per op a (size, width) :class:`~sim.calibration.fitted.Surface` of log
+  ops), then per op a (size, width) :class:`~sim.costmodel.fitted.Surface` of log
   seconds, regularised towards that curve and made monotone by a cumulative maximum;
 - NVLink collective curves come from the intra-node rows of ``options.network_topology``;
 - ``iteration`` rows fit the per-iteration and per-sequence overhead when operator rows
@@ -49,7 +49,17 @@ from typing import Any
 
 import numpy as np
 
-from sim.calibration.fitted import (
+from sim.calibration.records import Section, read_records
+from sim.calibration.validate import (
+    Row,
+    error_report,
+    iteration_batch,
+    network_row_used,
+    predict_rows,
+    rows_of,
+)
+from sim.common.errors import InputError
+from sim.costmodel.fitted import (
     ELEMENTWISE_OPS,
     FORMAT,
     GEMM_OPS,
@@ -61,17 +71,7 @@ from sim.calibration.fitted import (
     Surface,
     gemm_work,
 )
-from sim.calibration.records import Section, read_records
-from sim.calibration.validate import (
-    Row,
-    error_report,
-    iteration_batch,
-    network_row_used,
-    predict_rows,
-    rows_of,
-)
-from sim.errors import InputError
-from sim.hardware import GPUS
+from sim.specs.hardware import GPUS
 
 MLP_TABLE_OPS = (*GEMM_OPS, *ELEMENTWISE_OPS)
 
@@ -381,7 +381,7 @@ def _fit_netcurve(size: np.ndarray, secs: np.ndarray, per_octave: int, robust: i
 
 def _family_arrays(rows: Sequence[Row]) -> dict[str, _Family]:
     """Group operator rows into fit families with their work sizes."""
-    from sim.calibration.fitted import Geometry
+    from sim.costmodel.fitted import Geometry
 
     acc: dict[str, list[tuple[float, float, float, float, float, float]]] = {}
     for r in rows:

@@ -26,7 +26,7 @@ A grid is a TOML file (examples under ``examples/calibration/``)::
     decode_context_len = 1024
 
 Shapes use the record format's ``iteration`` keys (see :mod:`sim.calibration.records`);
-sizes are tokens.  Every problem raises :class:`~sim.errors.InputError` naming the file
+sizes are tokens.  Every problem raises :class:`~sim.common.errors.InputError` naming the file
 and the key.
 """
 
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.errors import InputError
-from sim.io import read_toml
+from sim.common.errors import InputError
+from sim.common.io import read_toml
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -60,7 +60,7 @@ class IterationShape:
     """One batching iteration: ``num_prefill_seqs`` prompts of ``prefill_len`` new tokens
     each, plus ``num_decode_seqs`` sequences decoding one token each over
     ``decode_context_len`` tokens of KV cache.  Same meaning as the cost model's
-    :class:`~sim.costmodel.BatchShape` with uniform lengths.  Units: tokens."""
+    :class:`~sim.costmodel.base.BatchShape` with uniform lengths.  Units: tokens."""
 
     num_prefill_seqs: int = 0
     prefill_len: int = 0

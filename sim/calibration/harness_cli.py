@@ -1,7 +1,7 @@
 """``agentsim calibrate record | replay | compare-e2e | serve``: the real-engine harness.
 
 :func:`register` adds these subcommands to the ``calibrate`` group of
-:mod:`sim.commands.calibrate`.
+:mod:`sim.cli.calibrate`.
 
 - ``record --engine torch|vllm --model NAME --grid GRID.toml -o records.jsonl``: time
   iteration shapes (resumable: rerunning continues where it stopped).
@@ -25,7 +25,7 @@ from typing import Any
 
 from sim.calibration.check import COEFFICIENT_RTOL, MAX_LISTED_OK, METRIC_ATOL
 from sim.calibration.engines.devices import register_cpu
-from sim.errors import AgentsimError, InputError
+from sim.common.errors import AgentsimError, InputError
 
 ENGINES = ("torch", "vllm", "http")
 
@@ -156,7 +156,7 @@ def check_records_output(path: str, inputs: list[str | None]) -> None:
     import json
 
     from sim.calibration.records import FORMAT, _open_text
-    from sim.io import check_not_input, check_output_file
+    from sim.common.io import check_not_input, check_output_file
 
     p = check_output_file(path, "--output")
     check_not_input(p, [i for i in inputs if i], "--output")
@@ -277,7 +277,7 @@ def _record_http(args: argparse.Namespace) -> int:
     from sim.calibration.engines import agentsim_commit, resolve_model_config, utc_now
     from sim.calibration.engines.http_engine import HttpReplayConfig, replay, server_info
     from sim.calibration.records import RecordHeader, append_samples
-    from sim.traces import load_trace
+    from sim.workload.traces import load_trace
 
     workload = load_trace(args.trace, args.trace_format)
     info = server_info(args.url)
@@ -380,7 +380,7 @@ def run_replay(args: argparse.Namespace) -> int:
         for line in report.lines():
             print(f"  {line}", file=sys.stderr)
         return 1
-    from sim.io import atomic_write_text
+    from sim.common.io import atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text.decode())
@@ -397,7 +397,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 def run_compare(args: argparse.Namespace) -> int:
     from sim.calibration.compare_e2e import compare, format_comparison
-    from sim.io import atomic_write_text, check_not_input, check_output_file
+    from sim.common.io import atomic_write_text, check_not_input, check_output_file
 
     if args.json_out:  # vetted before simulating; written whole or not at all
         check_output_file(args.json_out, "--json")

@@ -39,7 +39,7 @@ Operator names and their shape keys:
 - ``iteration`` (a whole forward pass): ``num_prefill_seqs``, ``prefill_len``,
   ``num_decode_seqs``, ``decode_context_len``.
 
-Every malformed line raises :class:`sim.errors.InputError` naming file, line and field.
+Every malformed line raises :class:`sim.common.errors.InputError` naming file, line and field.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from sim.errors import InputError
+from sim.common.errors import InputError
 
 FORMAT = "agentsim-calibration"
 VERSION = 1
@@ -441,10 +441,10 @@ def section_lines(section: Section) -> Iterator[str]:
 
 
 def write_records(path: str | Path, sections: Iterable[Section]) -> None:
-    """Write ``sections`` to ``path`` (replacing it atomically, :func:`sim.io.atomic_write`:
+    """Write ``sections`` to ``path`` (replacing it atomically, :func:`sim.common.io.atomic_write`:
     a failure leaves no partial file).  ``.gz`` paths are gzip-compressed with a zero
     timestamp, so equal content gives equal bytes."""
-    from sim.io import atomic_write
+    from sim.common.io import atomic_write
 
     p = Path(path)
     text = "".join(line + "\n" for s in sections for line in section_lines(s)).encode()

@@ -46,7 +46,7 @@ from typing import Any
 
 from sim.calibration.engines import require
 from sim.calibration.engines.torch_engine import TorchEngine, TorchEngineConfig
-from sim.errors import AgentsimError
+from sim.common.errors import AgentsimError
 
 #: Seconds a handler waits for the next token before giving up on the scheduler.
 TOKEN_TIMEOUT_S = 300.0

@@ -1,8 +1,8 @@
 """Error of a cost model on measured records: MAPE, p90 APE and count per operator.
 
 Rows are the records' samples flattened with their section's context (:class:`Row`).
-Operator samples are predicted with :func:`sim.calibration.fitted.predict_op`; whole
-``iteration`` samples with the replica's :class:`~sim.calibration.fitted.FittedIterationModel`.
+Operator samples are predicted with :func:`sim.costmodel.fitted.predict_op`; whole
+``iteration`` samples with the replica's :class:`~sim.costmodel.fitted.FittedIterationModel`.
 Percentages are percent (3.2 means 3.2%).
 """
 
@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from sim.calibration.fitted import (
+from sim.calibration.records import Section
+from sim.common.errors import AgentsimError
+from sim.costmodel.base import BatchShape, ReplicaHardware
+from sim.costmodel.fitted import (
     ATTENTION_OPS,
     ELEMENTWISE_OPS,
     FAMILY,
@@ -25,11 +28,8 @@ from sim.calibration.fitted import (
     GPUParams,
     predict_op,
 )
-from sim.calibration.records import Section
-from sim.costmodel import BatchShape, ReplicaHardware
-from sim.errors import AgentsimError
-from sim.hardware import GPUS, get_gpu
-from sim.models import ModelSpec
+from sim.specs.hardware import GPUS, get_gpu
+from sim.specs.models import ModelSpec
 
 #: Operators the fitted model predicts (others, e.g. Vidur's reshape kernels, are skipped).
 PREDICTED_OPS = (*GEMM_OPS, *ELEMENTWISE_OPS, *ATTENTION_OPS, *NETWORK_OPS, "iteration")

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from sim.calibration.records import RecordHeader, Sample, Section
-from sim.errors import InputError
+from sim.common.errors import InputError
 
-#: Vidur SKU directory name -> agentsim GPU name (sim.hardware.GPUS).
+#: Vidur SKU directory name -> agentsim GPU name (sim.specs.hardware.GPUS).
 SKU_TO_GPU = {"a100": "a100-80gb", "h100": "h100-80gb"}
 
 #: Layer counts are not in Vidur's CSVs; these come from the models' HF config.json.

@@ -5,6 +5,6 @@ simulator's error on them.
 - :mod:`sim.serving.workload`: the inference-perf ``shared_prefix`` workload of a run.
 - :mod:`sim.serving.replay`: simulate a run and compute its per-stage metrics.
 - :mod:`sim.serving.validate`: measured vs simulated tables and MAPE per metric.
-- :mod:`sim.serving.stepmodel`: the vLLM engine-step cost model.
+- :mod:`sim.costmodel.vllm_step`: the vLLM engine-step cost model.
 - :mod:`sim.serving.fit`: fitting the step model's global coefficients to measured runs.
 """

@@ -20,12 +20,12 @@ Search, deterministic for a seed:
    Jacobian column, all of a Jacobian's simulations spread over a process pool; the
    client-path ones (:data:`SIM_CLIENT`) are applied to the simulated requests without
    re-simulating;
-3. the fitted coefficients rounded to :data:`sim.serving.stepmodel.SIG_DIGITS`
+3. the fitted coefficients rounded to :data:`sim.costmodel.vllm_step.SIG_DIGITS`
    significant digits (the TOML is the same on any CPU), then validated on the full
    stages.
 
 Fitted: the coefficients in :data:`FITTED` (bounds in :data:`BOUNDS`); the others keep
-their :class:`~sim.serving.stepmodel.StepParams` defaults.  Units: seconds.
+their :class:`~sim.costmodel.vllm_step.StepParams` defaults.  Units: seconds.
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.costmodel import BatchShape, ReplicaHardware
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.costmodel.base import BatchShape, ReplicaHardware
+from sim.costmodel.vllm_step import StepCostModel, StepParams
 from sim.serving.replay import MAX_MODEL_LEN, RawRun, cluster_for, simulate_raw, stages_of
 from sim.serving.runs import RunSpec
-from sim.serving.stepmodel import StepCostModel, StepParams
 from sim.serving.validate import MAPE_METRICS, validate_runs
 from sim.serving.workload import TEMPLATE_TOKENS
-from sim.topology import build_topology
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
+from sim.specs.topology import build_topology
 
 #: Coefficients the fit moves.  ``gemm_eff`` and ``attn_eff`` stay at their defaults
 #: (0.7 and 0.5 of the dense peak, typical of vLLM's GEMMs and FlashAttention): with the

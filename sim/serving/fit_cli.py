@@ -48,8 +48,8 @@ def register(gsub: Any) -> None:
 
 
 def run_fit_serving(args: argparse.Namespace) -> int:
-    from sim.errors import InputError
-    from sim.io import atomic_write_text
+    from sim.common.errors import InputError
+    from sim.common.io import atomic_write_text
     from sim.serving.fit import FitOptions, fitted_model, leave_one_model_out
     from sim.serving.runs import read_runs
 

@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from sim.config import ClusterConfig, Deployment, NodeGroup, validate
-from sim.costmodel import CostModel
-from sim.errors import ConfigError
-from sim.hardware import get_gpu
-from sim.models import get_model
+from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, validate
+from sim.common.errors import ConfigError
+from sim.costmodel.base import CostModel
 from sim.serving.runs import RunSpec
 from sim.serving.workload import QuestionMode, ServingWorkload, build_workload
 from sim.simulation import simulate
+from sim.specs.hardware import get_gpu
+from sim.specs.models import get_model
 
 #: vLLM's max_model_len in the measured runs.
 MAX_MODEL_LEN = 4096
@@ -76,7 +76,7 @@ def client_latency_s(
     """Seconds the client-side path (HTTP, tokenisation, scheduling lag, detokenisation,
     streaming) adds to each request's TTFT and E2E: the cost model's
     ``client_latency(prompt_tokens, step_s)`` when it has one
-    (:class:`sim.serving.stepmodel.StepCostModel`), else 0; ``step_s`` is each request's
+    (:class:`sim.costmodel.vllm_step.StepCostModel`), else 0; ``step_s`` is each request's
     mean simulated step (its TPOT).  The one place where client-side latency enters
     simulated serving metrics."""
     fn = getattr(cost_model, "client_latency", None)

@@ -9,7 +9,7 @@ format was made for): the server (``model``, ``gpu``, ``precision``, ``tp``,
 ``users_per_group``, ``system_prompt_tokens``, ``question_tokens``, ``output_tokens``)
 and the measured client-side latencies in milliseconds (``ttft_mean_ms``,
 ``ttft_p90_ms``, ``ttft_p99_ms``, ``e2e_mean_ms``, ``e2e_p90_ms``, ``e2e_p99_ms``,
-``itl_mean_ms``).  Every bad value raises :class:`~sim.errors.InputError` naming
+``itl_mean_ms``).  Every bad value raises :class:`~sim.common.errors.InputError` naming
 ``file:line: field``.  Units: seconds in the parsed objects (the file is in ms).
 """
 
@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.errors import InputError
+from sim.common.errors import InputError
 
 #: GPU names used in measured-run files -> agentsim GPU presets.
 GPU_ALIASES = {

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sim.costmodel import CostModel, resolve_cost_model
+from sim.costmodel.base import CostModel
+from sim.costmodel.loader import resolve_cost_model
 from sim.serving.replay import OVERLOAD_TTFT_S, RunResult, simulate_run
 from sim.serving.runs import RunSpec
 

@@ -20,7 +20,7 @@ every request.  ``questions="per-request"`` draws a fresh question for every req
 instead (only the template and system prompt are shared), for the what-if.
 
 Token ids are synthetic (distinct per group, user and position) and hashed into
-16-token chain hashes (:func:`sim.traces.hashing.chain_hashes`), so the engine's
+16-token chain hashes (:func:`sim.workload.traces.hashing.chain_hashes`), so the engine's
 prefix cache sees exactly the sharing the real prompts had.  Deterministic for a seed.
 """
 
@@ -32,8 +32,8 @@ from typing import Literal
 import numpy as np
 
 from sim.serving.runs import RunSpec
-from sim.traces.hashing import chain_hashes
-from sim.workload import Call, Workload
+from sim.workload.calls import Call, Workload
+from sim.workload.traces.hashing import chain_hashes
 
 #: Prompt tokens besides system prompt and question (measured prompt lengths are about
 #: system + question + 30, see the measurements' README).

@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from types import ModuleType
 
-from sim.errors import AgentsimError
+from sim.common.errors import AgentsimError
 
 #: Which optional extra provides each heavy module.
 EXTRA_FOR = {"torch": "calibrate", "transformers": "calibrate", "vllm": "vllm"}
@@ -96,15 +96,15 @@ def nvidia_driver() -> str | None:
 def resolve_model_config(name: str) -> tuple[str, dict[str, object]]:
     """The display name and Hugging Face ``config.json`` dict of the model called ``name``.
 
-    ``name`` is a preset or HF alias known to :func:`sim.models.get_model` (its config is
+    ``name`` is a preset or HF alias known to :func:`sim.specs.models.get_model` (its config is
     rebuilt from the preset's architecture numbers), or a path to a ``config.json`` (used
-    as is; the display name is the file's folder name, as :func:`sim.models.load_model_config`
-    names it).  Raises :class:`~sim.errors.ConfigError` for an unknown model.
+    as is; the display name is the file's folder name, as :func:`sim.specs.models.load_model_config`
+    names it).  Raises :class:`~sim.common.errors.ConfigError` for an unknown model.
     """
     import json
 
-    from sim.errors import ConfigError
-    from sim.models import get_model
+    from sim.common.errors import ConfigError
+    from sim.specs.models import get_model
 
     spec = get_model(name)
     p = Path(name)

@@ -1,6 +1,6 @@
 """Device names in records: the agentsim GPU key a measured device is filed under.
 
-A record header's ``gpu`` must name an entry of :data:`sim.hardware.GPUS` for the fit
+A record header's ``gpu`` must name an entry of :data:`sim.specs.hardware.GPUS` for the fit
 (whose roofline efficiencies are fractions of that entry's datasheet peaks) and the
 simulator to use it.  :func:`gpu_key` maps CUDA device names to those keys; the raw
 device name is kept in the header's ``device_name``.
@@ -14,7 +14,7 @@ does not depend on the CPU that refits them (``replay --check``: calibration/REA
 
 from __future__ import annotations
 
-from sim.hardware import GB, GPUS, GiB, GPUSpec
+from sim.specs.hardware import GB, GPUS, GiB, GPUSpec
 
 #: Nominal spec of "the CPU" as a device: 2 TFLOP/s, 100 GB/s, 16 GiB, no NVLink, no price.
 CPU_SPEC = GPUSpec(
@@ -40,13 +40,13 @@ _CUDA_NAMES = (
 
 
 def register_cpu() -> None:
-    """Make ``"cpu"`` a known device of :data:`sim.hardware.GPUS` (idempotent)."""
+    """Make ``"cpu"`` a known device of :data:`sim.specs.hardware.GPUS` (idempotent)."""
     GPUS.setdefault("cpu", CPU_SPEC)
 
 
 def gpu_key(device: str, cuda_name: str | None = None) -> str | None:
     """The agentsim GPU key of a device (``"cpu"`` for CPU runs), or ``None`` when the
-    CUDA device has no entry in :data:`sim.hardware.GPUS`."""
+    CUDA device has no entry in :data:`sim.specs.hardware.GPUS`."""
     if device == "cpu":
         register_cpu()
         return "cpu"

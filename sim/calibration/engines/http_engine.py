@@ -1,6 +1,6 @@
 """The ``http`` engine: replay a trace against any OpenAI-compatible streaming endpoint.
 
-Calls are issued with the simulator's closed-loop semantics (:mod:`sim.workload`): a
+Calls are issued with the simulator's closed-loop semantics (:mod:`sim.workload.calls`): a
 root call at its recorded ``issue_time_s`` after the replay starts, any other call
 ``gap_s`` seconds after the last of its parents finished; a tool call takes
 ``tool_duration_s`` of wall time and no request.  Each LLM call is one streaming
@@ -29,8 +29,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim.errors import AgentsimError
-from sim.workload import Call, Workload
+from sim.common.errors import AgentsimError
+from sim.workload.calls import Call, Workload
 
 #: Token ids used for synthetic prompts: inside every real vocabulary, clear of special ids.
 TOKEN_LO, TOKEN_HI = 100, 1000

@@ -16,7 +16,7 @@ the process is killed without a word.  :func:`estimate` adds up, from the model'
 
 :func:`check_fits` compares it with :data:`HEADROOM` of the memory available (CPU:
 ``MemAvailable`` and any cgroup limit; CUDA: the device's free memory) and raises a one-line
-:class:`~sim.errors.AgentsimError` naming what would fit (fewer ``--layers``, a smaller
+:class:`~sim.common.errors.AgentsimError` naming what would fit (fewer ``--layers``, a smaller
 dtype, the tiny test model).  Units: bytes.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.calibration.grid import IterationShape
-from sim.errors import AgentsimError
+from sim.common.errors import AgentsimError
 
 #: Bytes per value of each grid dtype (``auto`` resolves per device first).
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}

@@ -39,7 +39,7 @@ from sim.calibration.engines import (
 from sim.calibration.engines.devices import gpu_key
 from sim.calibration.grid import IterationShape
 from sim.calibration.records import RecordHeader
-from sim.errors import AgentsimError, ConfigError
+from sim.common.errors import AgentsimError, ConfigError
 
 #: How the engine builds mixed iterations; stored in every header's ``notes``.
 NOTES = (

@@ -46,7 +46,7 @@ from sim.calibration.engines import (
 from sim.calibration.engines.devices import gpu_key
 from sim.calibration.grid import IterationShape
 from sim.calibration.records import RecordHeader
-from sim.errors import ConfigError
+from sim.common.errors import ConfigError
 
 #: Decode steps averaged per decode sample.
 DECODE_STEPS = 8

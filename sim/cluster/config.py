@@ -1,0 +1,529 @@
+"""Cluster configuration: TOML files validated on load, plus quick overrides.
+
+A cluster config names its nodes (topology builder, GPU type), its deployments
+(model, tensor/pipeline parallelism, replica count, engine limits) and its policies.
+See ``examples/clusters/*.toml`` and the README for the format.  Every problem raises
+:class:`~sim.common.errors.ConfigError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sim.common.errors import ConfigError, InputError
+from sim.common.io import read_toml
+from sim.specs.hardware import GPUS
+from sim.specs.models import DEPLOY_DTYPES, get_model
+from sim.specs.topology import BUILDERS
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """``count`` identical nodes built by ``builder`` with ``gpus`` GPUs each."""
+
+    builder: str = "dgx-a100"
+    count: int = 1
+    gpus: int = 8
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A model served by ``replicas`` replicas, each on ``tp`` x ``pp`` GPUs.
+
+    Engine limits follow vLLM: ``max_num_seqs`` running sequences,
+    ``max_num_batched_tokens`` tokens per iteration, ``block_size`` tokens per KV
+    block, ``gpu_memory_utilization`` of GPU memory usable for weights + activations +
+    KV.  ``cold_start``: replicas load their weights at t=0 (from ``weight_source``:
+    ``nvme``, ``host`` or ``remote``) before serving; ``init_s`` is engine start-up
+    time on top of the weight load (seconds).  ``max_model_len``: the longest sequence
+    (prompt + output tokens) a replica serves; 0 (the default) means the model's
+    context (``ModelSpec.max_context``, its HF ``max_position_embeddings``), as vLLM
+    derives it.  A call longer than that is handled per ``too_long``: ``reject`` (the
+    default, as vLLM's OpenAI server answers 400) fails it at arrival with reason
+    ``exceeds_max_model_len``, using no GPU time; ``truncate`` keeps the last
+    ``max_model_len - output`` prompt tokens (the output capped at ``max_model_len - 1``
+    first when it alone does not fit; a truncated prompt keeps no prefix hashes, its
+    start was cut).  ``num_gpu_blocks_override`` (> 0)
+    fixes the KV capacity in blocks instead of deriving it from memory (as vLLM's
+    flag of the same name).
+
+    Pod start-up (``cold_start`` replicas and every replica an autoscaler adds), in
+    order: ``scheduling_s`` (API server, scheduler and kubelet until the container
+    starts; default 5 s, the Kubernetes pod-startup SLO: p99 <= 5 s excluding image
+    pull, sig-scalability ``pod_startup_latency.md``), ``image_pull_s`` (the serving
+    image, pulled once per node with ``imagePullPolicy: IfNotPresent``; a pod on a node
+    where a pull is under way waits for it; default 90 s: the vllm/vllm-openai image
+    is ~9 GB compressed (vllm-project/vllm#7609) at ~100 MB/s of download plus
+    decompression), the weight load (weight bytes per GPU over the slowest path from
+    ``weight_source``) and ``init_s`` (engine warm-up: profiling, KV allocation, CUDA
+    graph capture).  Mesh: ``mesh_hops`` proxies (sidecars, gateways) on every call,
+    each adding a log-normal round-trip latency with 90th/99th percentiles
+    ``mesh_hop_p90_s`` / ``mesh_hop_p99_s`` and ``mesh_hop_cpu_s`` vCPU-seconds per
+    call (defaults: Istio's published figures, see ``sim/cluster/mesh.py``).  ``host_kv_gib``: host DRAM (GiB) each replica may use
+    as a KV tier for blocks swapped out of HBM (0: none); the default 128 GiB per
+    replica fits a DGX A100 80GB (2 TiB DRAM) even with 8 single-GPU replicas.
+    ``cpu_offload_gib`` (> 0): vLLM's CPU KV offload tier (``OffloadingConnector``), that
+    many GiB of host DRAM per GPU of the group (``floor(GiB / KV bytes of one block on
+    one GPU)`` blocks, as vLLM's ``cpu_kv_blocks``); it replaces the ``host_kv_gib``
+    tier: every computed prompt block is also stored there, and a prefix that GPU
+    memory evicted is loaded back over PCIe instead of recomputed (``sim/engine/replica.py``).
+    """
+
+    model: str = "llama-3.1-70b"
+    tp: int = 4
+    pp: int = 1
+    replicas: int = 4
+    max_num_seqs: int = 128
+    max_num_batched_tokens: int = 4096
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    cold_start: bool = False
+    weight_source: str = "nvme"
+    init_s: float = 20.0
+    num_gpu_blocks_override: int = 0
+    max_model_len: int = 0
+    too_long: str = "reject"
+    scheduling_s: float = 5.0
+    image_pull_s: float = 90.0
+    mesh_hops: int = 0
+    mesh_hop_p90_s: float = 0.85e-3
+    mesh_hop_p99_s: float = 1.35e-3
+    mesh_hop_cpu_s: float = 2e-4
+    host_kv_gib: float = 128.0
+    cpu_offload_gib: float = 0.0
+    allow_cross_node_tp: bool = False  # a TP group larger than a node must be allowed
+    # precision (sim/specs/models.py ModelSpec.with_dtype): "" keeps the model's own;
+    # "fp16" / "bf16" / "fp8" for weights (fp8 needs FP8 tensor cores), and the KV
+    # cache ("" or "auto": follows dtype when given, else the model's own KV precision)
+    dtype: str = ""
+    kv_cache_dtype: str = ""
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Policy specs per kind (``name`` or ``name:key=value,...``)."""
+
+    router: str = "round_robin"
+    batching: str = "fcfs"
+    retention: str = "lru"
+    placement: str = "first_fit"
+    autoscaler: str = "static"
+    # decision latency (s): between a call's issue and the router's dispatch (an
+    # external scheduler), and between an autoscaler's decision and its action
+    router_delay_s: float = 0.0
+    autoscaler_delay_s: float = 0.0
+    persistence: str = "none"  # session state under faults (sim/cluster/faults.py)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The whole simulated cluster."""
+
+    name: str = "2x DGX A100 80GB"
+    gpu: str = "a100-80gb"
+    nodes: tuple[NodeGroup, ...] = (NodeGroup("dgx-a100", 2, 8),)
+    deployments: tuple[Deployment, ...] = (Deployment(),)
+    policies: PolicyConfig = field(default_factory=PolicyConfig)
+    costmodel: str | None = None  # path of a fitted cost model (None: the default)
+    fast_forward: bool = True
+    source: str = "<default>"
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(n.count * n.gpus for n in self.nodes)
+
+    @property
+    def default_model(self) -> str:
+        return self.deployments[0].model
+
+    def node_list(self) -> list[tuple[str, int]]:
+        return [(n.builder, n.gpus) for n in self.nodes for _ in range(n.count)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["nodes"] = [asdict(n) for n in self.nodes]
+        d["deployments"] = [asdict(x) for x in self.deployments]
+        return d
+
+
+#: What happens to a call longer than its deployment's ``max_model_len``.
+TOO_LONG = ("reject", "truncate")
+
+
+def max_model_len(d: Deployment) -> int:
+    """The longest sequence (prompt + output tokens) ``d`` serves: its ``max_model_len``,
+    or the model's context when that is 0."""
+    return d.max_model_len or get_model(d.model).max_context
+
+
+def _check(cond: bool, where: str, field_: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{where}: {field_}: {msg}")
+
+
+#: Largest magnitude of any number in a cluster config (no count, token limit or
+#: duration of a real cluster comes near it; beyond it arithmetic loses meaning).
+MAX_CONFIG_NUMBER = 10**9
+
+
+def _typed(where: str, field_: str, value: Any, default: Any) -> Any:
+    """Check ``value`` has the type of ``default`` (ints accepted for floats); numbers
+    must be finite and at most :data:`MAX_CONFIG_NUMBER` in magnitude."""
+    if isinstance(default, bool):
+        _check(isinstance(value, bool), where, field_, f"expected true/false, got {value!r}")
+    elif isinstance(default, int):
+        _check(
+            isinstance(value, int) and not isinstance(value, bool),
+            where,
+            field_,
+            f"expected an integer, got {value!r}",
+        )
+        _check(
+            abs(value) <= MAX_CONFIG_NUMBER,
+            where,
+            field_,
+            f"{value:.3g} is too large (at most {MAX_CONFIG_NUMBER:.0e})",
+        )
+    elif isinstance(default, float):
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool),
+            where,
+            field_,
+            f"expected a number, got {value!r}",
+        )
+        value = float(value)
+        _check(math.isfinite(value), where, field_, f"expected a finite number, got {value!r}")
+        _check(
+            abs(value) <= MAX_CONFIG_NUMBER,
+            where,
+            field_,
+            f"{value:.3g} is too large (at most {MAX_CONFIG_NUMBER:.0e})",
+        )
+    elif isinstance(default, str):
+        _check(isinstance(value, str), where, field_, f"expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
+    _check(isinstance(raw, dict), where, prefix, "expected a table")
+    defaults = cls()
+    known = {f for f in defaults.__dataclass_fields__}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: {prefix}.{key}: unknown field{hint}")
+        kwargs[key] = _typed(where, f"{prefix}.{key}", value, getattr(defaults, key))
+    return cls(**kwargs)
+
+
+def validate(cfg: ClusterConfig) -> ClusterConfig:
+    """Check every field that can be checked without placing replicas."""
+    w = cfg.source
+    _check(cfg.gpu in GPUS, w, "gpu", f"unknown GPU {cfg.gpu!r}; known: {', '.join(GPUS)}")
+    _check(len(cfg.nodes) > 0, w, "nodes", "at least one node group is required")
+    for i, n in enumerate(cfg.nodes):
+        _check(
+            n.builder in BUILDERS,
+            w,
+            f"nodes[{i}].builder",
+            f"unknown builder {n.builder!r}; known: {', '.join(BUILDERS)}",
+        )
+        _check(n.count >= 1, w, f"nodes[{i}].count", f"must be >= 1, got {n.count}")
+        _check(n.gpus >= 1, w, f"nodes[{i}].gpus", f"must be >= 1, got {n.gpus}")
+        if n.builder == "dgx-a100":
+            _check(n.gpus == 8, w, f"nodes[{i}].gpus", "a dgx-a100 node has exactly 8 GPUs")
+            _check(
+                cfg.gpu not in GPUS or GPUS[cfg.gpu].has_nvlink,
+                w,
+                f"nodes[{i}].builder",
+                f"GPU {cfg.gpu} has no NVLink, so it cannot sit on an NVSwitch (dgx-a100) node; "
+                'use builder = "pcie-server"',
+            )
+    _check(len(cfg.deployments) > 0, w, "deployments", "at least one deployment is required")
+    for f in ("router_delay_s", "autoscaler_delay_s"):
+        _check(getattr(cfg.policies, f) >= 0, w, f"policies.{f}", "must be >= 0")
+    for i, d in enumerate(cfg.deployments):
+        p = f"deployments[{i}]"
+        try:
+            spec = get_model(d.model)
+            spec.check_tp(d.tp)
+        except ConfigError as e:
+            raise ConfigError(f"{w}: {p}.model: {e}") from None
+        _check(d.pp >= 1, w, f"{p}.pp", f"must be >= 1, got {d.pp}")
+        _check(
+            spec.num_layers % d.pp == 0,
+            w,
+            f"{p}.pp",
+            f"PP={d.pp} does not divide {spec.num_layers} layers",
+        )
+        _check(d.replicas >= 0, w, f"{p}.replicas", f"must be >= 0, got {d.replicas}")
+        _check(d.max_num_seqs >= 1, w, f"{p}.max_num_seqs", "must be >= 1")
+        _check(
+            d.max_num_batched_tokens >= d.max_num_seqs,
+            w,
+            f"{p}.max_num_batched_tokens",
+            f"must be >= max_num_seqs ({d.max_num_seqs}) so every running sequence can decode",
+        )
+        _check(d.block_size >= 1, w, f"{p}.block_size", "must be >= 1")
+        _check(
+            0 < d.gpu_memory_utilization <= 1, w, f"{p}.gpu_memory_utilization", "must be in (0, 1]"
+        )
+        _check(
+            d.weight_source in ("nvme", "host", "remote"),
+            w,
+            f"{p}.weight_source",
+            "expected nvme, host or remote",
+        )
+        _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
+        _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
+        _check(
+            d.max_model_len == 0 or d.max_model_len >= 2,
+            w,
+            f"{p}.max_model_len",
+            f"must be 0 (the model's context, {spec.max_context}) or >= 2 (a prompt token "
+            f"and an output token), got {d.max_model_len}",
+        )
+        _check(
+            d.too_long in TOO_LONG,
+            w,
+            f"{p}.too_long",
+            f"expected one of {', '.join(TOO_LONG)}, got {d.too_long!r}",
+        )
+        _check(d.scheduling_s >= 0, w, f"{p}.scheduling_s", "must be >= 0")
+        _check(d.image_pull_s >= 0, w, f"{p}.image_pull_s", "must be >= 0")
+        _check(d.mesh_hops >= 0, w, f"{p}.mesh_hops", "must be >= 0")
+        _check(
+            0 < d.mesh_hop_p90_s <= d.mesh_hop_p99_s,
+            w,
+            f"{p}.mesh_hop_p90_s",
+            "need 0 < mesh_hop_p90_s <= mesh_hop_p99_s",
+        )
+        _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
+        _check(d.host_kv_gib >= 0, w, f"{p}.host_kv_gib", "must be >= 0")
+        _check(d.cpu_offload_gib >= 0, w, f"{p}.cpu_offload_gib", "must be >= 0 (0: no tier)")
+        for f, v in (("dtype", d.dtype), ("kv_cache_dtype", d.kv_cache_dtype)):
+            _check(
+                v in ("", "auto", *DEPLOY_DTYPES),
+                w,
+                f"{p}.{f}",
+                f"{v!r} is not one of {', '.join(DEPLOY_DTYPES)} (or auto: the model's own)",
+            )
+        if d.dtype == "fp8" and cfg.gpu in GPUS:
+            _check(
+                GPUS[cfg.gpu].supports_fp8,
+                w,
+                f"{p}.dtype",
+                f"fp8 needs FP8 tensor cores, which {cfg.gpu} does not have "
+                f"(GPUs with FP8: {', '.join(n for n, g in GPUS.items() if g.supports_fp8)})",
+            )
+        node_gpus = max(n.gpus for n in cfg.nodes)
+        _check(
+            d.tp <= node_gpus or d.allow_cross_node_tp,
+            w,
+            f"{p}.tp",
+            f"TP={d.tp} is larger than a node ({node_gpus} GPUs): its all-reduces would cross "
+            "the network every layer; lower tp, or set allow_cross_node_tp = true",
+        )
+    need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
+    _check(
+        need <= cfg.num_gpus,
+        w,
+        "deployments",
+        f"replicas need {need} GPUs but the nodes have {cfg.num_gpus}",
+    )
+    return cfg
+
+
+def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
+    """Build and validate a config from a decoded TOML document."""
+    w = source
+    known = {"name", "gpu", "nodes", "deployments", "policies", "costmodel", "engine"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"{w}: {key}: unknown top-level field; expected one of {', '.join(sorted(known))}"
+            )
+    kwargs: dict[str, Any] = {"source": source}
+    if "name" in raw:
+        kwargs["name"] = _typed(w, "name", raw["name"], "")
+    if "gpu" in raw:
+        kwargs["gpu"] = _typed(w, "gpu", raw["gpu"], "")
+    if "nodes" in raw:
+        nodes = raw["nodes"]
+        if isinstance(nodes, int) and not isinstance(nodes, bool):
+            kwargs["nodes"] = (NodeGroup("dgx-a100", nodes, 8),)
+        else:
+            _check(
+                isinstance(nodes, list),
+                w,
+                "nodes",
+                "expected an array of tables ([[nodes]]) or a node count",
+            )
+            kwargs["nodes"] = tuple(
+                _build(NodeGroup, n, w, f"nodes[{i}]") for i, n in enumerate(nodes)
+            )
+    if "deployments" in raw:
+        deps = raw["deployments"]
+        _check(
+            isinstance(deps, list),
+            w,
+            "deployments",
+            "expected an array of tables ([[deployments]])",
+        )
+        kwargs["deployments"] = tuple(
+            _build(Deployment, d, w, f"deployments[{i}]") for i, d in enumerate(deps)
+        )
+    if "policies" in raw:
+        kwargs["policies"] = _build(PolicyConfig, raw["policies"], w, "policies")
+    if "costmodel" in raw:
+        cm = raw["costmodel"]
+        _check(
+            isinstance(cm, dict) and set(cm) <= {"path"},
+            w,
+            "costmodel",
+            "expected a table with 'path'",
+        )
+        path = Path(_typed(w, "costmodel.path", cm["path"], ""))
+        if not path.is_absolute():
+            path = Path(source).parent / path
+        kwargs["costmodel"] = str(path)
+    if "engine" in raw:
+        eng = raw["engine"]
+        _check(
+            isinstance(eng, dict) and set(eng) <= {"fast_forward"},
+            w,
+            "engine",
+            "expected a table with 'fast_forward'",
+        )
+        kwargs["fast_forward"] = _typed(
+            w, "engine.fast_forward", eng.get("fast_forward", True), True
+        )
+    return validate(ClusterConfig(**kwargs))
+
+
+def load_cluster_config(path: str | Path) -> ClusterConfig:
+    """Read and validate a cluster TOML file."""
+    p = str(path)
+    raw, _ = read_toml(p)
+    if not raw:
+        raise InputError(p, 1, None, "empty config (see examples/clusters/default.toml)")
+    return parse_config(raw, p)
+
+
+def default_cluster_config() -> ClusterConfig:
+    """The embedded default: 2 DGX A100 80GB nodes, Llama-3.1-70B at TP=4, 4 replicas
+    (Llama-3-70B's architecture with a 128k context, so that the default trace's
+    longest prompts, 11.6k tokens, fit its ``max_model_len``)."""
+    return validate(ClusterConfig())
+
+
+def check_serves(cfg: ClusterConfig) -> ClusterConfig:
+    """Check that every deployment can get a replica; returns ``cfg``.
+
+    ``replicas = 0`` is valid only with an autoscaler that starts replicas from zero
+    (``keep_warm``, ``queue_depth``, ``hpa`` unless ``min_replicas=0`` on its per-pod
+    ``gpu_util`` metric).  Under ``static`` (the default) nothing would ever serve the
+    calls, and an ``hpa`` that cannot scale from zero would wait for ever.  Called on
+    the final config (after the command line's overrides), before simulating.
+    """
+    from policies.registry import parse_spec
+
+    name, params = parse_spec(cfg.policies.autoscaler)
+    never = name == "static"
+    if name == "hpa":
+        per_pod = params.get("metric", "gpu_util") == "gpu_util"
+        never = per_pod and params.get("min_replicas", "1").strip() in ("0", "0.0")
+    if not never:
+        return cfg
+    for i, d in enumerate(cfg.deployments):
+        _check(
+            d.replicas >= 1,
+            cfg.source,
+            f"deployments[{i}].replicas",
+            f"0 replicas of {d.model} under autoscaler {cfg.policies.autoscaler!r}, which never "
+            "starts one: nothing would serve its calls; set replicas >= 1, or an autoscaler "
+            "that scales from zero (keep_warm, queue_depth, hpa:metric=queue,min_replicas=0)",
+        )
+    return cfg
+
+
+QUICK_FIELDS = (
+    "model",
+    "tp",
+    "pp",
+    "replicas",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "gpu_memory_utilization",
+    "num_gpu_blocks_override",
+    "cpu_offload_gib",
+    "block_size",
+    "dtype",
+    "kv_cache_dtype",
+    "max_model_len",
+    "too_long",
+)
+
+
+def apply_overrides(
+    cfg: ClusterConfig,
+    *,
+    gpu: str | None = None,
+    nodes: int | None = None,
+    node_builder: str | None = None,
+    policies: dict[str, str] | None = None,
+    costmodel: str | None = None,
+    fast_forward: bool | None = None,
+    **deployment: Any,
+) -> ClusterConfig:
+    """Return ``cfg`` with quick-flag overrides applied (None means keep).
+
+    ``deployment`` fields (``model``, ``tp``, ``replicas``, ...) override the first
+    deployment (``too_long``: every deployment).  ``nodes`` replaces the node list by that many nodes of the first
+    group's builder (or ``node_builder``).
+    """
+    changes: dict[str, Any] = {}
+    if gpu is not None:
+        changes["gpu"] = gpu
+        if node_builder is None and (
+            gpu.endswith("-pcie") or (gpu in GPUS and GPUS[gpu].form_factor == "pcie")
+        ):
+            node_builder = "pcie-server"
+    if nodes is not None or node_builder is not None:
+        first = cfg.nodes[0]
+        builder = node_builder or first.builder
+        count = nodes if nodes is not None else sum(n.count for n in cfg.nodes)
+        changes["nodes"] = (NodeGroup(builder, count, 8 if builder == "dgx-a100" else first.gpus),)
+    dep = {k: v for k, v in deployment.items() if v is not None}
+    unknown = set(dep) - set(QUICK_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown deployment override(s): {', '.join(sorted(unknown))}")
+    too_long = dep.pop("too_long", None)
+    deps = cfg.deployments
+    if dep:
+        deps = (replace(deps[0], **dep),) + deps[1:]
+    if too_long is not None:  # a serving-wide choice: every deployment
+        deps = tuple(replace(d, too_long=too_long) for d in deps)
+    if deps is not cfg.deployments:
+        changes["deployments"] = deps
+    if policies:
+        pol: dict[str, Any] = {k: v for k, v in policies.items() if v is not None}
+        changes["policies"] = replace(cfg.policies, **pol)
+    if costmodel is not None:
+        changes["costmodel"] = costmodel
+    if fast_forward is not None:
+        changes["fast_forward"] = fast_forward
+    if not changes:
+        return cfg
+    return validate(replace(cfg, **changes, source=f"{cfg.source} + command-line overrides"))

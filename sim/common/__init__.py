@@ -1,0 +1,1 @@
+"""Shared plumbing below every stage: errors, atomic file writing and TOML loading, embedded paths, progress bars."""

@@ -1,0 +1,583 @@
+"""Paged KV-cache memory of one replica, with prefix caching.
+
+Memory is counted in blocks of ``block_size`` tokens (vLLM's paged attention).  A
+sequence holds two kinds of blocks:
+
+- *prefix entries*: blocks of its prompt identified by the trace's chain hashes
+  (``Call.prefix_hashes``).  An entry is shared by every sequence whose prompt starts
+  with the same hashes and is ref-counted.  An entry nobody references stays cached
+  (evictable) and is evicted in least-recently-used order when memory is needed,
+  unless it is pinned (retention policy) until a time.
+- *private blocks*: everything else (the unhashed prompt tail, generated tokens),
+  counted as a number, never as objects: per-sequence state stays O(1) apart from
+  its tuple of hashes.
+
+An entry covers a whole number of blocks (see :func:`effective_hashes`).  A
+sequence's prompt entries are registered chunk by chunk, when the engine schedules
+the step that computes them (vLLM v1 caches full blocks in ``allocate_slots``), so a
+concurrent sequence shares a prefix as soon as that part of it is being computed.
+
+Segments.  Entries are kept in *segments*: runs of consecutive hashes of one prompt
+that share their reference count, pin, LRU stamp and blocks per hash (:class:`Seg`).
+A call registers its new hashes as one segment; the next turn of an agent session
+references its predecessor's segments whole, so referencing, releasing and evicting
+a 30k-token context costs O(turns), not O(blocks) (SGLang's radix cache keeps runs of
+tokens per node for the same reason).  A segment is split where a call references
+only part of it (two prompts diverge inside it); the piece split off stays linked as
+the segment's ``tail``, so an LRU item that named the whole segment still reaches
+every piece, in the same tail-first order.  Every operation is exactly the per-entry
+one (``tests/kv_reference.py`` holds that reference and a test compares them); the
+one order not kept is that of entries whose pins expire at the same instant, which
+were ordered by hash value and are now ordered tail first, segment by segment.
+
+Host-DRAM tier: a replica may also hold up to ``host_capacity`` blocks of prefix
+entries in host memory.  A retention policy can *swap* a finished call's entries
+there instead of keeping them in HBM (:meth:`KVCache.unref` with ``to_host``); a
+later call whose prefix continues into the host tier *swaps them in*
+(:meth:`KVCache.host_match`, :meth:`KVCache.swap_in`) into freshly allocated HBM
+blocks.  As vLLM's CPU KV offload tier, the host tier can instead be written
+through: every registered entry is also copied there (:meth:`KVCache.host_store`),
+the HBM copy staying cached, and a hit is copied back keeping the host copy
+(``swap_in(keep=True)``).  The host tier is LRU per entry; the engine prices the
+copies over the GPU's PCIe path to its CPU (``sim/engine/replica.py``).
+
+Invariant: ``used_blocks <= capacity`` always; ``free + used == capacity``;
+``host_used <= host_capacity``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict, deque
+from itertools import repeat, takewhile
+
+
+def effective_hashes(
+    hashes: tuple[int, ...], trace_block: int, block_size: int
+) -> tuple[tuple[int, ...], int, int]:
+    """Re-block a call's chain hashes for an engine block size.
+
+    Returns ``(hashes, tokens_per_hash, blocks_per_hash)``.  When the trace's block
+    is a multiple of the engine's, each hash covers ``trace_block / block_size``
+    engine blocks.  Otherwise hashes are grouped to the least common multiple of the
+    two sizes, keeping every r-th hash (a chain hash identifies its whole prefix).
+    """
+    if not hashes:
+        return hashes, trace_block, 1
+    if trace_block % block_size == 0:
+        return hashes, trace_block, trace_block // block_size
+    unit = math.lcm(trace_block, block_size)
+    r = unit // trace_block
+    return hashes[r - 1 :: r], unit, unit // block_size
+
+
+class Seg:
+    """A run of prefix entries ``hs[lo:hi]`` that share one state.
+
+    Attributes:
+        hs: the hash tuple of the prompt that registered the run (shared, not copied).
+        lo, hi: the resident run; eviction takes entries from ``hi`` down.
+        bph: blocks per entry (hash).
+        refs: sequences referencing the run.
+        pinned: unreferenced and pinned until this time (seconds); 0.0: not pinned.
+        stamp: LRU stamp of the release that made it evictable.
+        tail: the segment split off this one's end, if any (same LRU membership).
+    """
+
+    __slots__ = ("hs", "lo", "hi", "bph", "refs", "pinned", "stamp", "tail")
+
+    def __init__(self, hs: tuple[int, ...], lo: int, hi: int, bph: int, refs: int) -> None:
+        self.hs = hs
+        self.lo = lo
+        self.hi = hi
+        self.bph = bph
+        self.refs = refs
+        self.pinned = 0.0
+        self.stamp = 0
+        self.tail: Seg | None = None
+
+    @property
+    def blocks(self) -> int:
+        return (self.hi - self.lo) * self.bph
+
+
+def _chain(seg: Seg) -> list[Seg]:
+    """``seg`` and the pieces split off its end, head first."""
+    out = [seg]
+    t = seg.tail
+    while t is not None:
+        out.append(t)
+        t = t.tail
+    return out
+
+
+# An LRU item: (stamp, segments released together by one call head first, count of
+# them still to examine).  Eviction takes items oldest first, segments tail first.
+LRUItem = tuple[int, list[Seg], int]
+
+
+class KVCache:
+    """Block accounting and prefix cache of one replica.
+
+    Args:
+        capacity_blocks: total KV blocks of the replica.
+        block_size: tokens per block.
+        host_capacity_blocks: blocks of the host-DRAM tier (0: no host tier).
+    """
+
+    def __init__(
+        self, capacity_blocks: int, block_size: int, host_capacity_blocks: int = 0
+    ) -> None:
+        if capacity_blocks < 1:
+            raise ValueError("KV capacity must be at least one block")
+        self.capacity = capacity_blocks
+        self.block_size = block_size
+        self.free = capacity_blocks
+        self.entries: dict[int, Seg] = {}  # resident hash -> its segment
+        # LRU of unreferenced, unpinned segments, oldest first, with lazy deletion: a
+        # segment in an item is live only while it is unreferenced, unpinned and still
+        # carries the item's stamp.  Referencing is then O(1) per segment with no queue
+        # operation, releasing a call appends one item, and eviction skips stale ones.
+        self._lru: deque[LRUItem] = deque()
+        self._lru_len = 0  # segments named by the items of _lru (live or stale)
+        self._tick = 0
+        self._pin_seq = 0
+        self._pinned: list[tuple[float, int, Seg]] = []  # heap of unreferenced pinned
+        self.evictable_blocks = 0  # blocks of live segments in _lru
+        self.pinned_blocks = 0  # blocks of unreferenced segments waiting in _pinned
+        self.evictions = 0  # entries evicted
+        self.evicted_blocks = 0
+        # host-DRAM tier: hash -> blocks, least recently used first
+        self.host_capacity = max(0, host_capacity_blocks)
+        self.host_used = 0
+        self._host: OrderedDict[int, int] = OrderedDict()
+        self.swapped_out_blocks = 0
+        self.swapped_in_blocks = 0
+        self.host_evicted_blocks = 0
+
+    # ---- queries ----------------------------------------------------------------
+    @property
+    def used(self) -> int:
+        return self.capacity - self.free
+
+    @property
+    def active_blocks(self) -> int:
+        """Blocks referenced by sequences."""
+        return self.capacity - self.free - self.evictable_blocks - self.pinned_blocks
+
+    def match(self, hashes: tuple[int, ...]) -> int:
+        """Number of leading ``hashes`` present in the cache.
+
+        Hops a segment at a time: where the prompt runs through a whole resident
+        segment (one tuple comparison, in C) it skips it; where it leaves one midway,
+        the rest is looked up entry by entry (takewhile and dict lookups, also in C).
+        """
+        get = self.entries.get
+        n = len(hashes)
+        i = 0
+        while i < n:
+            h = hashes[i]
+            seg = get(h)
+            if seg is None:
+                return i
+            hs, q = seg.hs, seg.lo
+            if hs[q] != h:
+                q = hs.index(h, q)
+            size = min(seg.hi - q, n - i)
+            if hs[q : q + size] != hashes[i : i + size]:
+                break
+            i += size
+        return i + len(list(takewhile(self.entries.__contains__, hashes[i:])))
+
+    def entry_blocks(self) -> int:
+        """Blocks held by prefix entries (referenced, evictable or pinned)."""
+        return sum(s.blocks for s in self._segments())
+
+    def evictable_among(self, hashes: tuple[int, ...], n: int) -> int:
+        """Blocks of the first ``n`` of ``hashes`` (all present) that are evictable."""
+        entries = self.entries
+        total = 0
+        i = 0
+        while i < n:
+            seg = entries[hashes[i]]
+            q = seg.lo if seg.hs[seg.lo] == hashes[i] else seg.hs.index(hashes[i], seg.lo)
+            k = _agree(seg.hs, q, seg.hi, hashes, i, n)
+            if not seg.refs and not seg.pinned:
+                total += k * seg.bph
+            i += k
+        return total
+
+    def next_pin_expiry(self) -> float | None:
+        """When the earliest pin of an unreferenced entry expires (None: no pins)."""
+        pinned = self._pinned
+        while pinned:
+            until, _, seg = pinned[0]
+            if seg.refs or seg.pinned != until or seg.hi == seg.lo:
+                heapq.heappop(pinned)  # stale: re-referenced, re-pinned or gone
+                continue
+            return until
+        return None
+
+    def available(self, now: float) -> int:
+        """Blocks that can be had now: free plus evictable (expiring pins released)."""
+        self._release_expired(now)
+        return self.free + self.evictable_blocks
+
+    # ---- allocation -------------------------------------------------------------
+    def _release_expired(self, now: float) -> None:
+        pinned = self._pinned
+        while pinned and pinned[0][0] <= now:
+            until, _, seg = heapq.heappop(pinned)
+            if seg.refs or seg.pinned != until or seg.hi == seg.lo:
+                continue  # re-referenced, re-pinned or gone since
+            seg.pinned = 0.0
+            b = seg.blocks
+            self.pinned_blocks -= b
+            self._tick += 1
+            seg.stamp = self._tick
+            self._lru.appendleft((self._tick, [seg], 1))  # expired pins are the oldest
+            self._lru_len += 1
+            self.evictable_blocks += b
+
+    def allocate(self, blocks: int, now: float) -> bool:
+        """Take ``blocks`` blocks, evicting LRU entries if needed; False if impossible."""
+        if blocks <= self.free:
+            self.free -= blocks
+            return True
+        # expired pins become the oldest LRU entries, so they are evicted first
+        self._release_expired(now)
+        if blocks > self.free + self.evictable_blocks:
+            return False
+        lru = self._lru
+        pop = self.entries.pop
+        free = self.free
+        while free < blocks:
+            stamp, segs, k = lru.popleft()
+            self._lru_len -= k
+            j = k - 1
+            while j >= 0:
+                seg = segs[j]
+                chain = (seg,) if seg.tail is None else _chain(seg)
+                for s in reversed(chain):
+                    if s.stamp != stamp or s.refs or s.pinned or s.hi == s.lo:
+                        continue  # stale: re-released, re-referenced, pinned or gone
+                    hi = s.hi
+                    bph = s.bph
+                    cnt = min(hi - s.lo, -(-(blocks - free) // bph))
+                    s.hi = lo = hi - cnt
+                    for h in s.hs[lo:hi]:
+                        pop(h, None)
+                    b = cnt * bph
+                    free += b
+                    self.evictable_blocks -= b
+                    self.evictions += cnt
+                    self.evicted_blocks += b
+                    if free >= blocks:
+                        break
+                if free >= blocks:
+                    break
+                j -= 1
+            if j >= 0:  # the rest of this item stays, still the oldest
+                lru.appendleft((stamp, segs, j + 1))
+                self._lru_len += j + 1
+        self.free = free - blocks
+        return True
+
+    def release(self, blocks: int) -> None:
+        """Return private blocks."""
+        self.free += blocks
+
+    # ---- prefix entries ---------------------------------------------------------
+    def _split(self, seg: Seg, p: int) -> Seg:
+        """Split ``seg`` at ``p`` (lo < p < hi); returns the piece ``hs[p:hi]``."""
+        s2 = Seg(seg.hs, p, seg.hi, seg.bph, seg.refs)
+        s2.pinned = seg.pinned
+        s2.stamp = seg.stamp
+        s2.tail = seg.tail
+        seg.hi = p
+        seg.tail = s2
+        self.entries.update(zip(seg.hs[p : s2.hi], repeat(s2)))
+        if seg.pinned and not seg.refs:
+            self._pin_seq += 1
+            heapq.heappush(self._pinned, (seg.pinned, self._pin_seq, s2))
+        return s2
+
+    def _ref_range(self, hashes: tuple[int, ...], i: int, n: int) -> None:
+        """Reference ``hashes[i:n]`` (all present), splitting segments at the run's ends."""
+        entries = self.entries
+        while i < n:
+            h = hashes[i]
+            seg = entries[h]
+            hs = seg.hs
+            if hs[seg.lo] != h:  # the run starts inside this segment
+                seg = self._split(seg, hs.index(h, seg.lo))
+            lo = seg.lo
+            size = seg.hi - lo
+            if size > n - i or hs[lo + size - 1] != hashes[i + size - 1]:
+                k = _agree(hs, lo, seg.hi, hashes, i, n)
+                if k < size:
+                    self._split(seg, lo + k)
+                size = k
+            if not seg.refs:
+                b = size * seg.bph
+                if seg.pinned:
+                    self.pinned_blocks -= b
+                    seg.pinned = 0.0
+                else:  # leaves the LRU (its queue item goes stale)
+                    self.evictable_blocks -= b
+            seg.refs += 1
+            i += size
+
+    def ref(self, hashes: tuple[int, ...], n: int) -> None:
+        """Reference the first ``n`` of ``hashes`` (all present: see :meth:`match`)."""
+        self._ref_range(hashes, 0, n)
+
+    def _add_referenced(self, hashes: tuple[int, ...], start: int, end: int, bph: int) -> int:
+        """Make ``hashes[start:end]`` referenced entries: new ones become segments of
+        ``bph`` blocks per hash, present ones are referenced.  Returns how many were
+        present."""
+        entries = self.entries
+        if start >= end:
+            return 0
+        run = hashes[start:end]
+        if not any(map(entries.__contains__, run)):  # the common case, all in C
+            prev = entries.get(hashes[start - 1]) if start else None
+            if (
+                prev is not None
+                and prev.hs is hashes
+                and prev.hi == start
+                and prev.refs == 1
+                and prev.bph == bph
+                and prev.tail is None
+            ):
+                # the caller's own next chunk: its previous piece, referenced by it alone
+                # (so unpinned and out of the LRU), grows instead of a new segment
+                prev.hi = end
+                entries.update(zip(run, repeat(prev)))
+                return 0
+            entries.update(zip(run, repeat(Seg(hashes, start, end, bph, 1))))
+            return 0
+        present = 0
+        i = start
+        while i < end:
+            j = i + 1
+            if hashes[i] in entries:
+                while j < end and hashes[j] in entries:
+                    j += 1
+                self._ref_range(hashes, i, j)
+                present += j - i
+            else:
+                while j < end and hashes[j] not in entries:
+                    j += 1
+                entries.update(zip(hashes[i:j], repeat(Seg(hashes, i, j, bph, 1))))
+            i = j
+        return present
+
+    def register(
+        self, hashes: tuple[int, ...], start: int, entry_blocks: int, end: int | None = None
+    ) -> int:
+        """Turn private blocks holding ``hashes[start:end]`` (``end`` None: to the end)
+        into referenced entries.
+
+        The engine calls this for every prefill chunk it schedules, for the full blocks
+        computed by the end of that step (as vLLM v1 caches them), so a prompt registers
+        in pieces; a piece that continues the sequence's own unshared segment extends it.
+        Where another sequence registered the same hash meanwhile, that entry is
+        referenced and our private copy is freed.  Returns the blocks freed.
+        """
+        stop = len(hashes) if end is None else end
+        freed = self._add_referenced(hashes, start, stop, entry_blocks) * entry_blocks
+        self.free += freed
+        return freed
+
+    def unref(
+        self,
+        hashes: tuple[int, ...],
+        n: int,
+        now: float,
+        pin_until: float = 0.0,
+        discard: bool = False,
+        to_host: bool = False,
+    ) -> int:
+        """Drop one reference from the first ``n`` of ``hashes``.
+
+        Entries left unreferenced become evictable (most recently used), are pinned
+        until ``pin_until`` if that is in the future, are freed if ``discard``, or
+        move to the host tier if ``to_host`` (and it has room for them).  Returns the
+        blocks moved to the host tier.
+        Hashes are released tail first, so that under LRU a prompt's last blocks are
+        evicted before its first ones and the cached part stays a prefix (as vLLM
+        frees a request's blocks in reverse order).
+        """
+        entries = self.entries
+        released: list[Seg] = []
+        i = 0
+        while i < n:  # the segments this sequence references cover hashes[:n] exactly
+            seg = entries[hashes[i]]
+            r = seg.refs - 1
+            seg.refs = r
+            if not r:
+                released.append(seg)
+            i += seg.hi - seg.lo
+        self._tick += 1
+        stamp = self._tick
+        if not released:
+            return 0
+        to_host = to_host and self.host_capacity > 0
+        if not to_host and not discard and not pin_until > now:
+            # the common case: the released segments join the LRU as one item
+            to_lru = 0
+            for seg in released:
+                seg.stamp = stamp
+                to_lru += (seg.hi - seg.lo) * seg.bph
+            self._append_lru(stamp, released, to_lru)
+            return 0
+        moved = 0
+        lru: list[Seg] = []
+        to_lru = 0
+        for seg in reversed(released):
+            b = seg.blocks
+            if to_host and seg.bph <= self.host_capacity:
+                for h in reversed(seg.hs[seg.lo : seg.hi]):
+                    del entries[h]
+                    self._host_put(h, seg.bph)
+                seg.hi = seg.lo
+                self.free += b
+                moved += b
+            elif discard:
+                for h in seg.hs[seg.lo : seg.hi]:
+                    del entries[h]
+                seg.hi = seg.lo
+                self.free += b
+            elif pin_until > now:
+                seg.pinned = pin_until
+                self.pinned_blocks += b
+                self._pin_seq += 1
+                heapq.heappush(self._pinned, (pin_until, self._pin_seq, seg))
+            else:
+                seg.stamp = stamp
+                to_lru += b
+                lru.append(seg)
+        if lru:
+            lru.reverse()
+            self._append_lru(stamp, lru, to_lru)
+        self.swapped_out_blocks += moved
+        return moved
+
+    def _append_lru(self, stamp: int, segs: list[Seg], blocks: int) -> None:
+        self.evictable_blocks += blocks
+        self._lru.append((stamp, segs, len(segs)))
+        self._lru_len += len(segs)
+        if self._lru_len > 2 * len(self.entries) + 4096:
+            self._compact()
+
+    # ---- host-DRAM tier -----------------------------------------------------------
+    def _host_put(self, h: int, blocks: int) -> None:
+        host = self._host
+        if h in host:
+            host.move_to_end(h)
+            return
+        while self.host_used + blocks > self.host_capacity:
+            _, b = host.popitem(last=False)
+            self.host_used -= b
+            self.host_evicted_blocks += b
+        host[h] = blocks
+        self.host_used += blocks
+
+    def host_store(self, hashes: tuple[int, ...], start: int, end: int, bph: int) -> None:
+        """Copy ``hashes[start:end]`` (``bph`` blocks each) into the host tier, keeping
+        them in HBM (vLLM's CPU offload stores every computed block; the GPU copy stays
+        in the prefix cache).  Present ones become most recently used."""
+        if self.host_capacity < bph:
+            return
+        for h in hashes[start:end]:
+            self._host_put(h, bph)
+
+    def host_match(self, hashes: tuple[int, ...], start: int) -> int:
+        """How many of ``hashes[start:]`` follow on in the host tier (a prefix run)."""
+        host = self._host
+        if not host:
+            return 0
+        return len(list(takewhile(host.__contains__, hashes[start:])))
+
+    def swap_in(self, hashes: tuple[int, ...], start: int, m: int, keep: bool = False) -> int:
+        """Move ``hashes[start:start + m]`` from the host tier into HBM as referenced entries
+        (``keep``: copy them, the host tier keeping them as most recently used, as vLLM's
+        CPU offload tier does).
+
+        The caller has already allocated their blocks (the blocks returned).  An entry
+        computed again meanwhile keeps that copy, and its allocation is returned.
+        """
+        host = self._host
+        run = hashes[start : start + m]
+        if keep:
+            sizes = [host[h] for h in run]
+            for h in run:
+                host.move_to_end(h)
+        else:
+            sizes = [host.pop(h) for h in run]
+        if not sizes:
+            return 0
+        blocks = sum(sizes)
+        if not keep:
+            self.host_used -= blocks
+        present = self._add_referenced(hashes, start, start + m, sizes[0])
+        self.free += present * sizes[0]
+        self.swapped_in_blocks += blocks
+        return blocks
+
+    # ---- maintenance and checks ---------------------------------------------------
+    def _segments(self) -> list[Seg]:
+        return list({id(s): s for s in self.entries.values()}.values())
+
+    @staticmethod
+    def _live(stamp: int, s: Seg) -> bool:
+        return s.stamp == stamp and not s.refs and not s.pinned and s.hi > s.lo
+
+    def _compact(self) -> None:
+        """Rebuild the LRU from its live segments (keeps it within a constant factor of
+        the cache), in the same eviction order."""
+        items: deque[LRUItem] = deque()
+        live = self._live
+        for stamp, segs, k in self._lru:
+            keep = [seg for seg in segs[:k] if any(live(stamp, s) for s in _chain(seg))]
+            if keep:
+                items.append((stamp, keep, len(keep)))
+        self._lru = items
+        self._lru_len = sum(k for _, _, k in items)
+
+    def check(self) -> None:
+        """Assert the accounting invariants (used by tests)."""
+        assert 0 <= self.free <= self.capacity, (self.free, self.capacity)
+        segs = self._segments()
+        for s in segs:
+            assert s.lo < s.hi and all(self.entries[h] is s for h in s.hs[s.lo : s.hi])
+        assert sum(s.hi - s.lo for s in segs) == len(self.entries), "entry in two segments"
+        assert self._lru_len == sum(k for _, _, k in self._lru)
+        live: list[Seg] = []
+        for stamp, items, k in self._lru:
+            # an item may name a segment and, through its chain, the pieces split off it
+            mine = {id(s): s for seg in items[:k] for s in _chain(seg) if self._live(stamp, s)}
+            live += mine.values()
+        assert len(live) == len({id(s) for s in live}), "a segment is twice in the LRU"
+        ev = sum(s.blocks for s in live)
+        assert ev == self.evictable_blocks, (ev, self.evictable_blocks)
+        ev_all = sum(s.blocks for s in segs if not s.refs and not s.pinned)
+        assert ev_all == ev, "an evictable entry is missing from the LRU"
+        pinned = sum(s.blocks for s in segs if not s.refs and s.pinned)
+        assert pinned == self.pinned_blocks, (pinned, self.pinned_blocks)
+        assert self.entry_blocks() <= self.used, (self.entry_blocks(), self.used)
+        assert self.host_used == sum(self._host.values()) <= self.host_capacity
+
+
+def _agree(hs: tuple[int, ...], q: int, hi: int, hashes: tuple[int, ...], i: int, n: int) -> int:
+    """How many of ``hashes[i:n]`` equal ``hs[q:hi]`` position by position (>= 1 when
+    ``hs[q] == hashes[i]``); chain hashes agree on a leading run, then differ."""
+    m = min(hi - q, n - i)
+    if hs[q + m - 1] == hashes[i + m - 1]:
+        return m
+    k = 1
+    while k < m and hs[q + k] == hashes[i + k]:
+        k += 1
+    return k

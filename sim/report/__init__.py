@@ -1,0 +1,1 @@
+"""Writing a run's results directory (``results``) and its markdown, HTML and plots."""
