@@ -149,6 +149,7 @@ def _measured(sec: Section) -> dict[str, list[float]]:
     return out
 
 
+# long: one linear recipe (rebuild the measured deployment, simulate, pair latencies per call); the steps share a dozen locals
 def compare(
     records: str | Path,
     costmodel: str,

@@ -30,6 +30,7 @@ from sim.common.errors import AgentsimError, InputError
 ENGINES = ("torch", "vllm", "http")
 
 
+# long: flat argparse declarations of four subcommands, one argument per statement
 def register(sub: Any) -> None:
     """Add ``record``, ``replay``, ``compare-e2e`` and ``serve`` to a subparsers object.
 

@@ -369,6 +369,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._error(404, f"no route {self.path}")
 
+    # long: one request's life (parse, queue, stream tokens, close) in the handler thread
     def do_POST(self) -> None:
         received = self.server.accepted.pop(self.request, None) or time.perf_counter()
         self.server.last_activity = time.monotonic()

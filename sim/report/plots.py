@@ -274,7 +274,7 @@ def topology_figure(config: Mapping[str, Any], replicas: pd.DataFrame) -> Figure
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_axis_off()
     ax.autoscale_view()
-    from sim.report.results import cluster_title
+    from sim.report.titles import cluster_title
 
     ax.set_title(f"Topology: {cluster_title(cl)} (GPUs coloured by replica; white = unused)")
     return fig

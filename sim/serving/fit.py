@@ -308,6 +308,7 @@ def _loss(r: np.ndarray) -> float:
     return float(np.sum(2.0 * (np.sqrt(1.0 + z) - 1.0)) * F_SCALE**2)
 
 
+# long: the surrogate fit and the simulator-refined trust-region steps share the fit state and log
 def fit_serving(
     runs: Sequence[RunSpec],
     opts: FitOptions | None = None,

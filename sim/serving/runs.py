@@ -238,6 +238,7 @@ def _gpu(path: str, line: int, raw: str) -> str:
     return GPU_ALIASES[key]
 
 
+# long: one validation per CSV column, each naming file:line:column on failure
 def read_runs(path: str | Path) -> list[RunSpec]:
     """Read a measured-runs CSV into one :class:`RunSpec` per ``run_id`` (file order)."""
     p = str(path)

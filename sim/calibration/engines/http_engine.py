@@ -217,6 +217,7 @@ def _stream_call(
         c.close()
 
 
+# long: the replay's threads share the DAG bookkeeping (children, pending parents, lock) as closures
 def replay(workload: Workload, cfg: HttpReplayConfig) -> list[CallMeasurement]:
     """Replay every call of ``workload`` against ``cfg.url``; returns measurements in
     the workload's call order.  Blocks until every call has finished."""
