@@ -207,6 +207,96 @@ def simulate(
             faults as ``cfg.policies.persistence`` says.  With faults the run ends when
             the last call ends (faults and repairs scheduled later are not applied).
     """
+    sim = build_simulation(
+        workload, cfg, seed, load_scale, cost_model, router, check_invariants, faults
+    )
+    sim.run(progress, on_progress, progress_label)
+    return collect(sim)
+
+
+@dataclass
+class Simulation:
+    """A built simulation: the SimPy environment with the workload driver, the cluster
+    and (with a fault schedule) the fault injector wired together and started.
+    :meth:`run` advances it until every call has ended; :func:`collect` reads the result."""
+
+    env: simpy.Environment
+    workload: Workload
+    cfg: ClusterConfig
+    seed: int
+    load_scale: float
+    cost_model: CostModel
+    recorder: Recorder
+    driver: Driver
+    cluster: Cluster
+    injector: FaultInjector | None
+    t0: float  # perf_counter when building began (wall times are measured from it)
+    events: int = 0
+    sim_wall_s: float = 0.0
+
+    def run(
+        self,
+        progress: bool = False,
+        on_progress: Callable[[float, int, int], None] | None = None,
+        progress_label: str = "simulating",
+    ) -> None:
+        """Step the environment until every call has ended (see :func:`simulate`)."""
+        env, driver, injector = self.env, self.driver, self.injector
+        events = 0
+        bar = None
+        if progress:
+            from sim.common.progress import ProgressBar
+
+            calls = self.workload.calls
+            span = max((c.issue_time_s for c in calls if not c.parents), default=0.0)
+            bar = ProgressBar(len(calls), span / self.load_scale, progress_label)
+        step = env.step
+        # The loop allocates millions of small long-lived objects (KV entries, call state)
+        # and creates no garbage cycles; the cyclic GC would rescan them all at every full
+        # collection (about a third of the loop's time at 100k calls).  Reference counting
+        # still frees everything as usual; the GC state is restored afterwards.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            while True:
+                if injector is not None and driver.finished():
+                    break
+                step()
+                events += 1
+                if not events & 0xFF:
+                    if bar is not None:
+                        bar.update(env.now, driver.done, events)
+                    if on_progress is not None and not events & 0x3FFF:
+                        on_progress(env.now, driver.done, events)
+        except simpy.core.EmptySchedule:
+            pass
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+            if bar is not None:
+                bar.close()
+        self.events = events
+        self.sim_wall_s = time.perf_counter() - self.t0
+        if not driver.finished():
+            stuck = [c.call_id for c, e in zip(driver.calls, driver.ended, strict=True) if not e]
+            raise RuntimeError(
+                f"simulation ended with {len(driver.calls) - driver.done} calls unfinished, "
+                f"e.g. {stuck[:5]}"
+            )
+
+
+def build_simulation(
+    workload: Workload,
+    cfg: ClusterConfig,
+    seed: int = 0,
+    load_scale: float = 1.0,
+    cost_model: CostModel | None = None,
+    router: Router | None = None,
+    check_invariants: bool = False,
+    faults: FaultSchedule | None = None,
+) -> Simulation:
+    """Create the policies, the cluster, the driver and the fault injector (arguments as
+    for :func:`simulate`) and schedule their first events; nothing has run yet."""
     t0 = time.perf_counter()
     if not workload.calls:
         raise ConfigError(f"{workload.source or workload.name}: the trace has no calls")
@@ -237,48 +327,72 @@ def simulate(
         injector.start()
     driver.start(cluster)
     cluster.start_autoscaler(driver.finished)
+    return Simulation(
+        env, workload, cfg, seed, load_scale, cm, recorder, driver, cluster, injector, t0
+    )
 
-    events = 0
-    bar = None
-    if progress:
-        from sim.common.progress import ProgressBar
 
-        span = max((c.issue_time_s for c in workload.calls if not c.parents), default=0.0)
-        bar = ProgressBar(len(workload.calls), span / load_scale, progress_label)
-    step = env.step
-    # The loop allocates millions of small long-lived objects (KV entries, call state)
-    # and creates no garbage cycles; the cyclic GC would rescan them all at every full
-    # collection (about a third of the loop's time at 100k calls).  Reference counting
-    # still frees everything as usual; the GC state is restored afterwards.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        while True:
-            if injector is not None and driver.finished():
-                break
-            step()
-            events += 1
-            if not events & 0xFF:
-                if bar is not None:
-                    bar.update(env.now, driver.done, events)
-                if on_progress is not None and not events & 0x3FFF:
-                    on_progress(env.now, driver.done, events)
-    except simpy.core.EmptySchedule:
-        pass
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-        if bar is not None:
-            bar.close()
-    sim_wall = time.perf_counter() - t0
-    if not driver.finished():
-        stuck = [c.call_id for c, e in zip(driver.calls, driver.ended, strict=True) if not e][:5]
-        raise RuntimeError(
-            f"simulation ended with {len(driver.calls) - driver.done} calls unfinished, e.g. {stuck}"
-        )
+def collect(sim: Simulation) -> SimResult:
+    """The results of a simulation that has run: per-call, per-session, per-replica
+    frames, the timeline, the summary, the configuration and wall-clock figures."""
+    workload, cfg, cluster, injector = sim.workload, sim.cfg, sim.cluster, sim.injector
+    pol = cfg.policies
+    calls = sim.recorder.frame()
+    makespan = float(sim.env.now)
+    replicas, gpu_hours = _replica_frame(cluster, makespan)
+    sessions = session_frame(calls)
+    summary = summarize(
+        calls,
+        sessions,
+        sessions=workload.num_sessions,
+        makespan_s=makespan,
+        prompt_tokens=sum(r.prompt_tokens for r in cluster.all_replicas),
+        hit_tokens=sum(r.hit_tokens for r in cluster.all_replicas),
+        preemptions=sum(r.preemptions for r in cluster.all_replicas),
+        cold_starts=cluster.cold_starts,
+        gpu_hours=gpu_hours,
+        price_per_hour=cluster.gpu.price_per_hour,
+        seed=sim.seed,
+        policy=pol.router,
+        extra={
+            "failovers": injector.stats.failovers if injector else 0,
+            "recomputed_tokens": injector.stats.recomputed_tokens if injector else 0,
+            **({"faults": injector.stats.as_dict(pol.persistence)} if injector else {}),
+            **_limits_summary(workload, cluster, injector, makespan),
+        },
+    )
+    if cluster.mesh is not None:
+        summary.update(cluster.mesh.summary())
+    timeline = timeline_frame(cluster.all_replicas)
+    total_wall = time.perf_counter() - sim.t0
+    sim_wall = sim.sim_wall_s
+    return SimResult(
+        summary=summary,
+        calls=calls,
+        sessions=sessions,
+        timeline=timeline,
+        replicas=replicas,
+        config={
+            "cluster": cfg.to_dict(),
+            "trace": workload.source or workload.name,
+            "trace_read": workload.meta.get("read", {}),
+            "load_scale": sim.load_scale,
+            "seed": sim.seed,
+            "costmodel": sim.cost_model.describe(),
+            "memory": {m: asdict(p) for m, p in cluster.memory.items()},
+        },
+        perf={
+            "sim_wall_s": sim_wall,
+            "wall_s": total_wall,
+            "events": sim.events,
+            "events_per_s": sim.events / sim_wall if sim_wall > 0 else 0.0,
+            "iterations": sum(r.iterations for r in cluster.all_replicas),
+        },
+    )
 
-    calls = recorder.frame()
-    makespan = float(env.now)
+
+def _replica_frame(cluster: Cluster, makespan: float) -> tuple[pd.DataFrame, float]:
+    """One row per replica life, and the GPU-hours they held (a live one until ``makespan``)."""
     gpu_hours = 0.0
     rep_rows = []
     for life in cluster.lives:
@@ -304,55 +418,7 @@ def simulate(
                 "hit_tokens": rep.hit_tokens,
             }
         )
-    replicas = pd.DataFrame(rep_rows)
-    sessions = session_frame(calls)
-    summary = summarize(
-        calls,
-        sessions,
-        sessions=workload.num_sessions,
-        makespan_s=makespan,
-        prompt_tokens=sum(r.prompt_tokens for r in cluster.all_replicas),
-        hit_tokens=sum(r.hit_tokens for r in cluster.all_replicas),
-        preemptions=sum(r.preemptions for r in cluster.all_replicas),
-        cold_starts=cluster.cold_starts,
-        gpu_hours=gpu_hours,
-        price_per_hour=cluster.gpu.price_per_hour,
-        seed=seed,
-        policy=cfg.policies.router,
-        extra={
-            "failovers": injector.stats.failovers if injector else 0,
-            "recomputed_tokens": injector.stats.recomputed_tokens if injector else 0,
-            **({"faults": injector.stats.as_dict(pol.persistence)} if injector else {}),
-            **_limits_summary(workload, cluster, injector, makespan),
-        },
-    )
-    if cluster.mesh is not None:
-        summary.update(cluster.mesh.summary())
-    timeline = timeline_frame(cluster.all_replicas)
-    total_wall = time.perf_counter() - t0
-    return SimResult(
-        summary=summary,
-        calls=calls,
-        sessions=sessions,
-        timeline=timeline,
-        replicas=replicas,
-        config={
-            "cluster": cfg.to_dict(),
-            "trace": workload.source or workload.name,
-            "trace_read": workload.meta.get("read", {}),
-            "load_scale": load_scale,
-            "seed": seed,
-            "costmodel": cm.describe(),
-            "memory": {m: asdict(p) for m, p in cluster.memory.items()},
-        },
-        perf={
-            "sim_wall_s": sim_wall,
-            "wall_s": total_wall,
-            "events": events,
-            "events_per_s": events / sim_wall if sim_wall > 0 else 0.0,
-            "iterations": sum(r.iterations for r in cluster.all_replicas),
-        },
-    )
+    return pd.DataFrame(rep_rows), gpu_hours
 
 
 def _limits_summary(

@@ -26,9 +26,9 @@ GPU, written through with every computed prompt block (``sim/engine/replica.py``
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import simpy
 
@@ -50,8 +50,22 @@ from sim.specs.models import ModelSpec, get_model
 from sim.specs.topology import Topology, build_topology
 from sim.workload.calls import Call
 
-if TYPE_CHECKING:
-    from sim.cluster.faults import FaultHooks
+
+class FaultHooks(Protocol):
+    """What the cluster calls at the points where faults change its behaviour.
+
+    Implemented by ``sim.cluster.faults.FaultInjector`` (attached with
+    :meth:`Cluster.attach_faults`); the cluster never imports the fault module.
+    """
+
+    def deliver(self, rep: Replica, seq: Seq) -> None:
+        """Submit ``seq`` to ``rep``, first reloading any surviving KV copy it can use."""
+        ...
+
+    def on_completed(self, rep: Replica, seq: Seq, now: float) -> None:
+        """A call completed on ``rep`` (its session's context now lives there)."""
+        ...
+
 
 # ---- the memory plan (vLLM v1's profiling, as vLLM v0.15 computes it) ----------------
 #: Memory the CUDA driver reports as the GPU's total (``torch.cuda.mem_get_info``, what
@@ -247,7 +261,7 @@ class Cluster:
         self._ready: dict[str, list[Replica]] = defaultdict(list)
         self._retiring: set[int] = set()
         self._pending: dict[str, deque[tuple[Call, float, bool, Seq | None]]] = defaultdict(deque)
-        # faults (sim/cluster/faults.py): hooks, replica epochs (a restart or failure bumps the
+        # faults (attach_faults): hooks, replica epochs (a restart or failure bumps the
         # epoch so stale ready-events are ignored), replicas lost for good and why
         self.faults: FaultHooks | None = None
         self._epoch: dict[int, int] = defaultdict(int)
@@ -675,9 +689,35 @@ class Cluster:
             self._ready_after(rep, t)
         return lost
 
-    def reprice(self) -> None:
-        """Rebuild the iteration model of every live replica whose interconnect changed
-        (after a link's bandwidth changed; ``Topology`` path cache is cleared first)."""
+    def attach_faults(self, hooks: FaultHooks) -> None:
+        """Call ``hooks`` when a call is delivered to a replica and when one completes."""
+        self.faults = hooks
+
+    def is_live(self, rep: Replica) -> bool:
+        """Whether ``rep`` still holds its GPUs (it has not stopped or been lost)."""
+        return self.lives[rep.replica_id].stop_s is None
+
+    def take_gpus_offline(self, gpus: Iterable[int]) -> None:
+        """Remove ``gpus`` from the free pool (placement cannot use them)."""
+        for g in gpus:
+            self.free_gpus.discard(g)
+
+    def return_gpus(self, gpus: Iterable[int]) -> None:
+        """Put repaired ``gpus`` back in the free pool, except those a live replica holds."""
+        held = {g for r in self.all_replicas if self.is_live(r) for g in r.gpus}
+        for g in gpus:
+            if g not in held:
+                self.free_gpus.add(g)
+
+    def link_bandwidth(self, edge: tuple[str, str]) -> float:
+        """The bandwidth of the topology link ``edge`` now."""
+        bandwidth: float = self.topology.graph.edges[edge]["bandwidth"]
+        return bandwidth
+
+    def set_link_bandwidth(self, edge: tuple[str, str], bandwidth: float) -> None:
+        """Set the topology link ``edge``'s bandwidth; the path cache is cleared and every
+        live replica whose interconnect changed gets a new iteration model."""
+        self.topology.graph.edges[edge]["bandwidth"] = bandwidth
         self.topology._path.cache_clear()
         for rep in self.all_replicas:
             if rep.replica_id in self._dead:

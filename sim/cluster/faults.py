@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import simpy
@@ -395,51 +395,69 @@ class _Reader:
                     f"not used by kind {kind!r} (it names its target with {target!r})",
                 )
         if target == "edge":
-            e = raw["edge"]
-            if not (isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)):
-                raise self.err(
-                    _key_line(self.text, line, "edge"),
-                    f"{p}.edge",
-                    f'expected two topology vertex names, e.g. ["n0/nic0", "net/leaf"], got {e!r}',
-                )
-            kw["edge"] = (e[0], e[1])
-            if "bandwidth_factor" not in raw:
-                raise self.err(
-                    line,
-                    f"{p}.bandwidth_factor",
-                    "required for kind 'link' (the fraction of bandwidth left, in (0, 1])",
-                )
-            f = self.number(raw, "bandwidth_factor", f"{p}.bandwidth_factor", line, strict=True)
-            if f > 1:
-                raise self.err(
-                    _key_line(self.text, line, "bandwidth_factor"),
-                    f"{p}.bandwidth_factor",
-                    f"must be in (0, 1] (the fraction of bandwidth left), got {raw['bandwidth_factor']!r}",
-                )
-            kw["bandwidth_factor"] = f
-            if "duration_s" in raw:
-                kw["duration_s"] = self.number(
-                    raw, "duration_s", f"{p}.duration_s", line, strict=True, allow_inf=True
-                )
-                if math.isinf(kw["duration_s"]):
-                    kw["duration_s"] = None
+            self._link_fields(raw, p, line, kw)
         else:
-            kw[target] = self.index(raw, target, f"{p}.{target}", line)
-            for key in ("bandwidth_factor", "duration_s"):
-                if key in raw:
-                    raise self.err(
-                        _key_line(self.text, line, key), f"{p}.{key}", "only used by kind 'link'"
-                    )
-            if "repair_s" in raw:
-                r = self.number(raw, "repair_s", f"{p}.repair_s", line, allow_inf=True)
-                kw["repair_s"] = None if math.isinf(r) else r
-            elif kind == "replica_restart":
-                kw["repair_s"] = 0.0
-            if "notice_s" in raw:
-                kw["notice_s"] = self.number(raw, "notice_s", f"{p}.notice_s", line)
-            elif kind == "spot":
-                kw["notice_s"] = DEFAULT_SPOT_NOTICE_S
+            self._target_fields(raw, p, line, kind, target, kw)
         return Fault(**kw)
+
+    def _link_fields(
+        self, raw: dict[str, Any], p: str, line: int | None, kw: dict[str, Any]
+    ) -> None:
+        """A link fault's edge, bandwidth_factor and duration_s into ``kw``."""
+        e = raw["edge"]
+        if not (isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)):
+            raise self.err(
+                _key_line(self.text, line, "edge"),
+                f"{p}.edge",
+                f'expected two topology vertex names, e.g. ["n0/nic0", "net/leaf"], got {e!r}',
+            )
+        kw["edge"] = (e[0], e[1])
+        if "bandwidth_factor" not in raw:
+            raise self.err(
+                line,
+                f"{p}.bandwidth_factor",
+                "required for kind 'link' (the fraction of bandwidth left, in (0, 1])",
+            )
+        f = self.number(raw, "bandwidth_factor", f"{p}.bandwidth_factor", line, strict=True)
+        if f > 1:
+            raise self.err(
+                _key_line(self.text, line, "bandwidth_factor"),
+                f"{p}.bandwidth_factor",
+                f"must be in (0, 1] (the fraction of bandwidth left), got {raw['bandwidth_factor']!r}",
+            )
+        kw["bandwidth_factor"] = f
+        if "duration_s" in raw:
+            kw["duration_s"] = self.number(
+                raw, "duration_s", f"{p}.duration_s", line, strict=True, allow_inf=True
+            )
+            if math.isinf(kw["duration_s"]):
+                kw["duration_s"] = None
+
+    def _target_fields(
+        self,
+        raw: dict[str, Any],
+        p: str,
+        line: int | None,
+        kind: str,
+        target: str,
+        kw: dict[str, Any],
+    ) -> None:
+        """A GPU/node/replica fault's target index, repair_s and notice_s into ``kw``."""
+        kw[target] = self.index(raw, target, f"{p}.{target}", line)
+        for key in ("bandwidth_factor", "duration_s"):
+            if key in raw:
+                raise self.err(
+                    _key_line(self.text, line, key), f"{p}.{key}", "only used by kind 'link'"
+                )
+        if "repair_s" in raw:
+            r = self.number(raw, "repair_s", f"{p}.repair_s", line, allow_inf=True)
+            kw["repair_s"] = None if math.isinf(r) else r
+        elif kind == "replica_restart":
+            kw["repair_s"] = 0.0
+        if "notice_s" in raw:
+            kw["notice_s"] = self.number(raw, "notice_s", f"{p}.notice_s", line)
+        elif kind == "spot":
+            kw["notice_s"] = DEFAULT_SPOT_NOTICE_S
 
     def generator(self, raw: Any) -> FaultGenerator:
         line = self.gen_line
@@ -532,18 +550,6 @@ def load_faults(path: str | Path) -> FaultSchedule:
 # ---- the SimPy side ----------------------------------------------------------------------
 
 
-class FaultHooks(Protocol):
-    """What the cluster calls when faults are injected."""
-
-    def deliver(self, rep: Replica, seq: Seq) -> None:
-        """Submit ``seq`` to ``rep``, first reloading any surviving KV copy it can use."""
-        ...
-
-    def on_completed(self, rep: Replica, seq: Seq, now: float) -> None:
-        """A call completed on ``rep`` (its session's context now lives there)."""
-        ...
-
-
 @dataclass(slots=True)
 class _Home:
     """Where a session's context was last cached: replica, its epoch, tokens, when."""
@@ -598,7 +604,7 @@ class FaultInjector:
         self._gpus_down: Counter[int] = Counter()
         self._link_base: dict[tuple[str, str], float] = {}
         self._link_factors: dict[tuple[str, str], list[float]] = {}
-        cluster.faults = self
+        cluster.attach_faults(self)
 
     def start(self) -> None:
         """Schedule every fault at its time."""
@@ -637,7 +643,7 @@ class FaultInjector:
         else:
             down = set(gpus)
             victims = [r for r in c.all_replicas if down & set(r.gpus)]
-        victims = [r for r in victims if not c.is_dead(r) and c.lives[r.replica_id].stop_s is None]
+        victims = [r for r in victims if not c.is_dead(r) and c.is_live(r)]
         self._gpus_offline(gpus, f.repair_s)
         info = FaultInfo(f.kind, self.env.now, f.notice_s, node_lost=f.kind in ("node", "spot"))
         for rep in victims:
@@ -645,21 +651,16 @@ class FaultInjector:
 
     def _gpus_offline(self, gpus: list[int], repair_s: float | None) -> None:
         """Take GPUs out of the free pool until repaired (placement cannot use them)."""
-        c = self.cluster
         for g in gpus:
             self._gpus_down[g] += 1
-            c.free_gpus.discard(g)
+        self.cluster.take_gpus_offline(gpus)
         if repair_s is None or not gpus:
             return
 
         def repaired(_: simpy.Event) -> None:
-            held = {
-                g for r in c.all_replicas if c.lives[r.replica_id].stop_s is None for g in r.gpus
-            }
             for g in gpus:
                 self._gpus_down[g] -= 1
-                if not self._gpus_down[g] and g not in held:
-                    c.free_gpus.add(g)
+            self.cluster.return_gpus([g for g in gpus if not self._gpus_down[g]])
 
         ev = self.env.timeout(repair_s)
         ev.callbacks.append(repaired)
@@ -712,19 +713,17 @@ class FaultInjector:
             c.dispatch(seq.call, seq.arrival_s, seq.has_successor, seq)
 
     def _set_link(self, edge: tuple[str, str], factor: float, add: bool) -> None:
-        g = self.cluster.topology.graph
         key = (edge[0], edge[1])
         if key not in self._link_base:
-            self._link_base[key] = g.edges[key]["bandwidth"]
+            self._link_base[key] = self.cluster.link_bandwidth(key)
         factors = self._link_factors.setdefault(key, [])
         if add:
             factors.append(factor)
         else:
             factors.remove(factor)
-        g.edges[key]["bandwidth"] = self._link_base[key] * math.prod(factors)
-        self.cluster.reprice()
+        self.cluster.set_link_bandwidth(key, self._link_base[key] * math.prod(factors))
 
-    # ---- FaultHooks ------------------------------------------------------------------
+    # ---- sim.cluster.cluster.FaultHooks ----------------------------------------------------
     def deliver(self, rep: Replica, seq: Seq) -> None:
         c = self.cluster
         call = seq.call
