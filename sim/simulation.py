@@ -30,7 +30,7 @@ from sim.common.errors import ConfigError
 from sim.costmodel.base import CostModel
 from sim.costmodel.loader import resolve_cost_model
 from sim.engine.replica import Replica, Seq
-from sim.metrics.recorder import Recorder, session_frame, summarize
+from sim.metrics.recorder import CallRecord, Recorder, session_frame, summarize
 from sim.workload.calls import Call, Workload
 
 TIMELINE_COLUMNS = ["time_s", "replica", "running", "waiting", "kv_used_blocks", "kv_active_blocks"]
@@ -134,7 +134,7 @@ class Driver:
             issue = now  # never issued: a parent failed
         if seq is not None:
             self.recorder.add(
-                (
+                CallRecord(
                     call.call_id,
                     call.session_id,
                     call.kind,
@@ -148,9 +148,9 @@ class Driver:
                     now,
                     seq.call.input_tokens,  # as served (truncated to max_model_len)
                     seq.call.output_tokens,
-                    seq.cached_tokens,
+                    seq.num_cached_tokens,
                     seq.preemptions,
-                    seq.gen,
+                    seq.num_output_tokens,
                     seq.failovers,
                 )
             )
@@ -158,9 +158,26 @@ class Driver:
             first = now if (call.kind == "tool" and status == "completed") else math.nan
             fin = now if status == "completed" else math.nan
             self.recorder.add(
-                (call.call_id, call.session_id, call.kind, call.model, replica, status, reason, issue,
-                 math.nan, first, fin, call.input_tokens, call.output_tokens, 0, 0, 0, 0)
-            )  # fmt: skip
+                CallRecord(
+                    call_id=call.call_id,
+                    session_id=call.session_id,
+                    kind=call.kind,
+                    model=call.model,
+                    replica=replica,
+                    status=status,
+                    reason=reason,
+                    issue_s=issue,
+                    admit_s=math.nan,
+                    first_token_s=first,
+                    finish_s=fin,
+                    input_tokens=call.input_tokens,
+                    output_tokens=call.output_tokens,
+                    cached_tokens=0,
+                    preemptions=0,
+                    generated_tokens=0,
+                    failovers=0,
+                )
+            )
         for j in self.children[i]:
             if self.ended[j]:
                 continue
@@ -412,8 +429,8 @@ def _replica_frame(cluster: Cluster, makespan: float) -> tuple[pd.DataFrame, flo
                 "busy_s": rep.busy_s,
                 "iterations": rep.iterations,
                 "preemptions": rep.preemptions,
-                "kv_capacity_blocks": rep.kv.capacity,
-                "evictions": rep.kv.evictions,
+                "kv_capacity_blocks": rep.kv_capacity_blocks,
+                "evictions": rep.kv_cache_manager.evictions,
                 "prompt_tokens": rep.prompt_tokens,
                 "hit_tokens": rep.hit_tokens,
             }

@@ -20,7 +20,7 @@ REFS, BLOCKS, PINNED, STAMP = 0, 1, 2, 3
 Entry = list[Any]  # [refs: int, blocks: int, pinned_until: float (0: unpinned), stamp: int]
 
 
-class KVCache:
+class BlockPool:
     """Block accounting and prefix cache of one replica.
 
     Args:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.engine.kvcache import KVCache
-from tests.kv_reference import KVCache as RefCache
+from sim.engine.kvcache import BlockPool
+from tests.kv_reference import BlockPool as RefPool
 
 BPH = 2  # blocks per hash
 
@@ -52,8 +52,8 @@ class Pair:
     """The same operations on both caches, compared after each."""
 
     def __init__(self, capacity: int, host: int) -> None:
-        self.new = KVCache(capacity, 16, host)
-        self.ref = RefCache(capacity, 16, host)
+        self.new = BlockPool(capacity, 16, host)
+        self.ref = RefPool(capacity, 16, host)
         self.now = 0.0
 
     def same(self, prompts: list[tuple[int, ...]]) -> None:
@@ -179,7 +179,7 @@ def test_segments_match_the_per_entry_cache(sc: tuple) -> None:  # type: ignore[
 
 def test_a_session_turn_touches_segments_not_blocks() -> None:
     """Turn t + 1 references turn t's prompt as whole segments: one per earlier turn."""
-    kv = KVCache(10_000, 16)
+    kv = BlockPool(10_000, 16)
     prompt: tuple[int, ...] = ()
     for turn in range(20):
         n = kv.match(prompt + tuple(range(1000 * turn, 1000 * turn + 50)))
@@ -197,7 +197,7 @@ def test_a_session_turn_touches_segments_not_blocks() -> None:
 def test_eviction_splits_nothing_and_keeps_a_prefix() -> None:
     """LRU eviction takes a released prompt's tail first; the cached part stays a prefix
     that the next call still matches."""
-    kv = KVCache(10, 16)
+    kv = BlockPool(10, 16)
     a = (1, 2, 3, 4)
     assert kv.allocate(8, 0.0)
     kv.register(a, 0, 2)
@@ -209,7 +209,7 @@ def test_eviction_splits_nothing_and_keeps_a_prefix() -> None:
 
 def test_branching_prompts_split_a_segment() -> None:
     """A prompt that diverges inside another's segment references only the shared run."""
-    kv = KVCache(100, 16)
+    kv = BlockPool(100, 16)
     a = (1, 2, 3, 4, 5)
     b = (1, 2, 9, 10)
     assert kv.allocate(5, 0.0)
@@ -228,7 +228,7 @@ def test_branching_prompts_split_a_segment() -> None:
 def test_swap_out_keeps_the_prefix_when_the_host_tier_overflows() -> None:
     """A prompt of two segments released to a host tier with room for two of its four
     entries: the tail goes first (tail-first release), so the host keeps the prefix."""
-    for cache in (KVCache(100, 16, host_capacity_blocks=4), RefCache(100, 16, 4)):
+    for cache in (BlockPool(100, 16, host_capacity_blocks=4), RefPool(100, 16, 4)):
         a, b = (1, 2), (1, 2, 3, 4)
         assert cache.allocate(4, 0.0)
         cache.register(a, 0, 2)

@@ -14,7 +14,7 @@ A -> B over the topology path between the replicas' first GPUs (each GPU of the 
 group sends its shard in parallel: ``n x KV bytes per token per GPU / bottleneck
 bandwidth + latency``; NVLink inside a node, the NICs across nodes) with
 recomputing them on B (``B.recompute_time``).  If the move is faster, the call
-reaches B after the transfer with those tokens already in KV (``Seq.restored``);
+reaches B after the transfer with those tokens already in KV (``Seq.num_external_computed_tokens``);
 the tokens count as migrated, not as cache hits.
 
 Host-DRAM KV tier: each replica gets ``host_kv_gib`` of its node's DRAM for swapped
@@ -577,7 +577,7 @@ class Cluster:
 
     def _migrate(self, call: Call, rep: Replica, candidates: Sequence[Replica], seq: Seq) -> float:
         """Move ``call``'s cached prefix to ``rep`` if cheaper than recompute; the delay (s)."""
-        mine = max(rep.cached_prefix_tokens(call), seq.restored)
+        mine = max(rep.cached_prefix_tokens(call), seq.num_external_computed_tokens)
         src = max(candidates, key=lambda r: (r.cached_prefix_tokens(call), -r.replica_id))
         theirs = src.cached_prefix_tokens(call)
         if src is rep or theirs - mine < rep.block_size:
@@ -588,7 +588,7 @@ class Cluster:
         t_move = kv_transfer_time(moved * per_token, path.bandwidth, path.latency)
         if t_move >= rep.recompute_time(theirs) - rep.recompute_time(mine):
             return 0.0
-        seq.restored = theirs
+        seq.num_external_computed_tokens = theirs
         self.migrations += 1
         self.migrated_tokens += moved
         self.migration_s += t_move

@@ -686,7 +686,7 @@ class FaultInjector:
                 LostKV(
                     _call_key(seq.call.call_id),
                     tokens,
-                    seq.prompt if prefilled else 0,
+                    seq.num_prompt_tokens if prefilled else 0,
                     seq.first_token_s if prefilled else info.now_s,
                     gpu,
                     rep.node,
@@ -729,14 +729,17 @@ class FaultInjector:
         call = seq.call
         now = self.env.now
         # tokens already on their way to ``rep`` (a router's KV migration) count as cached
-        cached = max(rep.cached_prefix_tokens(call), min(seq.restored, seq.target - 1))
+        cached = max(
+            rep.cached_prefix_tokens(call),
+            min(seq.num_external_computed_tokens, seq.num_prefill_tokens - 1),
+        )
         copy = self._copies.pop(_call_key(call.call_id), None) or self._copies.get(
             _session_key(call.session_id)
         )
         restored = 0
         wait = 0.0
         if copy is not None:
-            tokens = min(copy.tokens, seq.target - 1)
+            tokens = min(copy.tokens, seq.num_prefill_tokens - 1)
             if tokens > cached:
                 p = c.topology.path(copy.vertex, c.topology.gpu_names[rep.gpus[0]])
                 nbytes = (tokens - cached) * c.specs[rep.model].kv_bytes_per_token
@@ -752,7 +755,7 @@ class FaultInjector:
         self.stats.recomputed_tokens += max(0, lost - reused)
         self.stats.restored_tokens += max(0, restored - cached)
         self.stats.restore_wait_s += wait
-        seq.restored = max(seq.restored, restored)
+        seq.num_external_computed_tokens = max(seq.num_external_computed_tokens, restored)
         if wait <= 0:
             rep.submit(seq)
             return
@@ -762,7 +765,7 @@ class FaultInjector:
             if c.is_up(rep, epoch):
                 rep.submit(seq)
             else:  # the target failed while the KV was on its way: route again
-                seq.restored = 0
+                seq.num_external_computed_tokens = 0
                 c.dispatch(call, seq.arrival_s, seq.has_successor, seq)
 
         ev = self.env.timeout(wait)
@@ -770,7 +773,9 @@ class FaultInjector:
 
     def on_completed(self, rep: Replica, seq: Seq, now: float) -> None:
         sid = seq.call.session_id
-        self._homes[sid] = _Home(rep.replica_id, self.cluster.epoch(rep), seq.prompt + seq.out, now)
+        self._homes[sid] = _Home(
+            rep.replica_id, self.cluster.epoch(rep), seq.num_prompt_tokens + seq.max_tokens, now
+        )
         self._copies.pop(_session_key(sid), None)
         self._lost_session.pop(sid, None)
 

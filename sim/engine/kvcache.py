@@ -32,14 +32,22 @@ were ordered by hash value and are now ordered tail first, segment by segment.
 
 Host-DRAM tier: a replica may also hold up to ``host_capacity`` blocks of prefix
 entries in host memory.  A retention policy can *swap* a finished call's entries
-there instead of keeping them in HBM (:meth:`KVCache.unref` with ``to_host``); a
+there instead of keeping them in HBM (:meth:`BlockPool.unref` with ``to_host``); a
 later call whose prefix continues into the host tier *swaps them in*
-(:meth:`KVCache.host_match`, :meth:`KVCache.swap_in`) into freshly allocated HBM
+(:meth:`BlockPool.host_match`, :meth:`BlockPool.swap_in`) into freshly allocated HBM
 blocks.  As vLLM's CPU KV offload tier, the host tier can instead be written
-through: every registered entry is also copied there (:meth:`KVCache.host_store`),
+through: every registered entry is also copied there (:meth:`BlockPool.host_store`),
 the HBM copy staying cached, and a hit is copied back keeping the host copy
 (``swap_in(keep=True)``).  The host tier is LRU per entry; the engine prices the
 copies over the GPU's PCIe path to its CPU (``sim/engine/replica.py``).
+
+The engine's side (vLLM v1's ``KVCacheManager``): :class:`KVCacheManager` owns each
+sequence's blocks (:class:`SeqBlocks`: the hashes it references, its private blocks,
+the tokens they hold).  The engine looks a prompt up (:meth:`KVCacheManager.get_computed_blocks`),
+asks for room for the tokens it schedules (:meth:`KVCacheManager.allocate_slots`, False
+when the pool cannot give it, changing nothing), caches the prompt blocks a step
+computes (:meth:`KVCacheManager.cache_blocks`) and gives a sequence's blocks back
+(:meth:`KVCacheManager.free`); it never counts blocks itself.
 
 Invariant: ``used_blocks <= capacity`` always; ``free + used == capacity``;
 ``host_used <= host_capacity``.
@@ -50,7 +58,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from itertools import repeat, takewhile
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from policies.base import RetentionDecision
+    from sim.workload.calls import Call
 
 
 def effective_hashes(
@@ -117,8 +132,10 @@ def _chain(seg: Seg) -> list[Seg]:
 LRUItem = tuple[int, list[Seg], int]
 
 
-class KVCache:
-    """Block accounting and prefix cache of one replica.
+class BlockPool:
+    """Block accounting and prefix cache of one replica (vLLM's ``BlockPool``: free
+    blocks, cached blocks by hash, the LRU of evictable ones).  Knows blocks and hashes,
+    not sequences: :class:`KVCacheManager` keeps which sequence holds which.
 
     Args:
         capacity_blocks: total KV blocks of the replica.
@@ -581,3 +598,374 @@ def _agree(hs: tuple[int, ...], q: int, hi: int, hashes: tuple[int, ...], i: int
     while k < m and hs[q + k] == hashes[i + k]:
         k += 1
     return k
+
+
+# ---- the engine's side: which sequence holds which blocks ---------------------------
+
+
+class SeqBlocks:
+    """The KV blocks one sequence holds (vLLM's per-request block list, as counts).
+
+    Changed only by :class:`KVCacheManager`.  It lives on the sequence (``Seq.kv_blocks``)
+    rather than in a dict keyed by it, so the decode path does no lookup.
+
+    Attributes:
+        block_hashes: the prompt's chain hashes re-blocked for the engine's block size.
+        hash_tokens, hash_blocks: tokens and blocks one hash covers.
+        num_cached_hashes: leading ``block_hashes`` the sequence references (prefix hits
+            plus the blocks it computed and cached).
+        num_private: blocks it holds outside prefix entries.
+        num_slots: tokens its blocks can hold (``(num_cached_hashes x hash_blocks +
+            num_private) x block_size``).
+        prompt_cached: its whole prompt is cached (prefill done; nothing more to cache).
+    """
+
+    __slots__ = (
+        "block_hashes",
+        "hash_tokens",
+        "hash_blocks",
+        "num_cached_hashes",
+        "num_private",
+        "num_slots",
+        "prompt_cached",
+    )
+
+    def __init__(self, prefix_hashes: tuple[int, ...], trace_block: int, block_size: int) -> None:
+        self.block_hashes, self.hash_tokens, self.hash_blocks = effective_hashes(
+            prefix_hashes, trace_block, block_size
+        )
+        self.num_cached_hashes = 0
+        self.num_private = 0
+        self.num_slots = 0
+        self.prompt_cached = False
+
+
+class KVSeq(Protocol):
+    """What :class:`KVCacheManager` reads of a sequence (``sim.engine.replica.Seq``).
+    Tokens: ``num_computed_tokens`` have KV; ``num_prefill_tokens`` must have KV before
+    the next sample; ``num_external_computed_tokens`` were restored from a saved copy."""
+
+    kv_blocks: SeqBlocks
+    num_computed_tokens: int
+    num_prefill_tokens: int
+    num_external_computed_tokens: int
+
+
+@dataclass(slots=True)
+class ComputedBlocks:
+    """A waiting sequence's prefix lookup (:meth:`KVCacheManager.get_computed_blocks`).
+
+    Attributes:
+        num_hits: leading block hashes cached in HBM.
+        num_host_hits: hashes after those found in the host tier (loaded on admission).
+        num_host_blocks: blocks those hold (what admission copies from host memory).
+        num_hit_tokens: prompt tokens the hits cover (at most all but the last token,
+            which is always computed).
+        num_computed_tokens: where the prefill starts: the hits, or more when a saved
+            copy restored more (``num_external_computed_tokens``), also capped.
+    """
+
+    num_hits: int
+    num_host_hits: int
+    num_host_blocks: int
+    num_hit_tokens: int
+    num_computed_tokens: int
+
+
+@dataclass(slots=True)
+class FreedBlocks:
+    """What :meth:`KVCacheManager.free` gave back: ``num_blocks`` the sequence held
+    (private blocks plus the prefix entries it referenced), ``num_to_host`` of them
+    moved to the host tier (what the engine prices as a swap-out)."""
+
+    num_blocks: int
+    num_to_host: int
+
+
+class KVCacheManager:
+    """Owns the blocks of each sequence of one replica over a :class:`BlockPool`
+    (vLLM v1's ``KVCacheManager``).  Units: tokens, blocks, seconds (``now``).
+
+    Args:
+        pool: the replica's block pool and prefix cache.
+        host_write_through: the host tier is vLLM's CPU KV offload: every cached
+            prompt block is also stored there, and loads copy (the host keeps them).
+    """
+
+    def __init__(self, pool: BlockPool, host_write_through: bool = False) -> None:
+        self.pool = pool
+        self.block_size = pool.block_size
+        self.host_write_through = host_write_through and pool.host_capacity > 0
+
+    # ---- views (blocks) -------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self.pool.capacity
+
+    @property
+    def used(self) -> int:
+        """Blocks held by sequences or holding cached prefixes."""
+        return self.pool.capacity - self.pool.free
+
+    @property
+    def active_blocks(self) -> int:
+        """Blocks referenced by sequences."""
+        p = self.pool
+        return p.capacity - p.free - p.evictable_blocks - p.pinned_blocks
+
+    @property
+    def pinned_blocks(self) -> int:
+        return self.pool.pinned_blocks
+
+    @property
+    def host_capacity(self) -> int:
+        return self.pool.host_capacity
+
+    @property
+    def evictions(self) -> int:
+        """Prefix entries evicted so far."""
+        return self.pool.evictions
+
+    def next_pin_expiry(self) -> float | None:
+        """When the earliest pin of an unreferenced entry expires (None: no pins)."""
+        return self.pool.next_pin_expiry()
+
+    def num_blocks(self, num_tokens: int) -> int:
+        """Blocks that hold ``num_tokens`` tokens."""
+        return -(-num_tokens // self.block_size)
+
+    def fits(self, num_tokens: int) -> bool:
+        """Whether a sequence of ``num_tokens`` tokens can ever fit in the pool."""
+        return self.num_blocks(num_tokens) <= self.pool.capacity
+
+    def cached_prefix_tokens(self, call: Call) -> int:
+        """Tokens of ``call``'s prompt cached in HBM (a prefix match; routers ask)."""
+        if not call.prefix_hashes:
+            return 0
+        hashes, tokens, _ = effective_hashes(call.prefix_hashes, call.block_size, self.block_size)
+        return min(self.pool.match(hashes) * tokens, call.input_tokens)
+
+    # ---- admission --------------------------------------------------------------------
+    def get_computed_blocks(self, seq: KVSeq) -> ComputedBlocks:
+        """Look up a waiting sequence's prompt: its cached prefix in HBM, then in the
+        host tier.  Changes nothing."""
+        b = seq.kv_blocks
+        hashes = b.block_hashes
+        pool = self.pool
+        n = pool.match(hashes) if hashes else 0
+        # the prefix may continue in the host tier: those entries are swapped in
+        m = pool.host_match(hashes, n) if pool.host_used and hashes else 0
+        last = seq.num_prefill_tokens - 1
+        hit_tokens = min((n + m) * b.hash_tokens, last)
+        start = max(hit_tokens, min(seq.num_external_computed_tokens, last))
+        return ComputedBlocks(n, m, m * b.hash_blocks, hit_tokens, start)
+
+    def _admission_blocks(
+        self, seq: KVSeq, num_new_tokens: int, computed: ComputedBlocks, now: float
+    ) -> int:
+        """New private blocks admitting ``seq`` takes (-1: they cannot be had now).
+
+        The check comes before any cache reference, so a failed attempt leaves the
+        LRU order as it was (vLLM also checks before it allocates).
+        """
+        b = seq.kv_blocks
+        n = computed.num_hits
+        hit_blocks = (n + computed.num_host_hits) * b.hash_blocks
+        end = computed.num_computed_tokens + num_new_tokens
+        need = max(0, -(-end // self.block_size) - hit_blocks)
+        total = need + computed.num_host_blocks
+        pool = self.pool
+        avail = pool.available(now)
+        if total > avail:
+            return -1
+        # referencing the hit entries takes them out of the evictable pool (at most
+        # n x hash_blocks blocks: count them only when that bound could matter)
+        if (
+            n
+            and total > avail - n * b.hash_blocks
+            and total > avail - pool.evictable_among(b.block_hashes, n)
+        ):
+            return -1
+        return need
+
+    def can_allocate(
+        self, seq: KVSeq, num_new_tokens: int, computed: ComputedBlocks, now: float
+    ) -> bool:
+        """Whether :meth:`allocate_slots` would admit ``seq`` now (pins whose time has
+        come are released to the LRU, as time moving on does; nothing else changes)."""
+        return self._admission_blocks(seq, num_new_tokens, computed, now) >= 0
+
+    def allocate_slots(
+        self,
+        seq: KVSeq,
+        num_new_tokens: int,
+        now: float,
+        computed: ComputedBlocks | None = None,
+    ) -> bool:
+        """Make room for ``num_new_tokens`` more tokens of ``seq``; False (and nothing
+        allocated, referenced or evicted) when the pool cannot give the blocks.
+
+        ``computed`` None: a running sequence, growing from ``num_computed_tokens``.
+        Otherwise a waiting one being admitted from ``computed`` (its lookup): the hits
+        are referenced, the host-tier hits loaded into new blocks, and private blocks
+        taken for the tokens from ``computed.num_computed_tokens`` on.  Unreferenced
+        cached blocks are evicted (LRU) as needed.
+        """
+        b = seq.kv_blocks
+        if computed is None:
+            end = seq.num_computed_tokens + num_new_tokens
+            if end <= b.num_slots:
+                return True
+            bs = self.block_size
+            need = -(-end // bs) - b.num_slots // bs
+            if not self.pool.allocate(need, now):
+                return False
+            b.num_private += need
+            b.num_slots += need * bs
+            return True
+        need = self._admission_blocks(seq, num_new_tokens, computed, now)
+        if need < 0:
+            return False
+        pool = self.pool
+        n, m = computed.num_hits, computed.num_host_hits
+        pool.ref(b.block_hashes, n)
+        ok = pool.allocate(need + computed.num_host_blocks, now)
+        assert ok, "admission planned beyond available blocks"
+        if m:
+            pool.swap_in(b.block_hashes, n, m, keep=self.host_write_through)
+        b.num_cached_hashes = n + m
+        b.num_private = need
+        b.num_slots = ((n + m) * b.hash_blocks + need) * self.block_size
+        return True
+
+    # ---- prefix caching ---------------------------------------------------------------
+    def cache_blocks(self, seq: KVSeq, num_tokens: int | None = None) -> int:
+        """Make the full prompt blocks of ``seq``'s first ``num_tokens`` tokens (None:
+        its whole prompt, which ends its caching) shared prefix entries, as vLLM v1
+        caches the blocks a step computes when it schedules the step.  A piece that
+        another sequence cached meanwhile is shared and our copy freed.  Returns the
+        blocks also written to the host tier (write-through; 0 otherwise).
+        """
+        b = seq.kv_blocks
+        hashes = b.block_hashes
+        if b.prompt_cached:
+            return 0
+        if num_tokens is None:
+            b.prompt_cached = True
+            upto = len(hashes)
+        elif hashes:
+            upto = min(len(hashes), num_tokens // b.hash_tokens)
+        else:
+            return 0
+        start = b.num_cached_hashes
+        if upto <= start:
+            return 0
+        hb = b.hash_blocks
+        self.pool.register(hashes, start, hb, upto)
+        b.num_private -= (upto - start) * hb
+        b.num_cached_hashes = upto
+        if not self.host_write_through:
+            return 0
+        self.pool.host_store(hashes, start, upto, hb)
+        return (upto - start) * hb
+
+    # ---- decode spans -------------------------------------------------------------------
+    def num_decode_steps(self, seqs: Sequence[KVSeq], k: int) -> int:
+        """How many of ``k`` decode steps (one token per sequence each) the free blocks
+        can pay for, every sequence taking a new block whenever its blocks are full."""
+        bs = self.block_size
+        free = self.pool.free
+        if free >= len(seqs) * -(-k // bs):
+            return k  # no sequence can need more than ceil(k / bs) new blocks in k steps
+        slacks = sorted(s.kv_blocks.num_slots - s.num_computed_tokens for s in seqs)
+        n = len(slacks)
+        if slacks[-1] < bs:
+            # Sequence i needs a new block at steps slack_i + 1 + t * bs (t = 0, 1, ...);
+            # with every slack below bs, round t of these crossings lies in
+            # (t * bs, (t + 1) * bs], so the sorted crossings are the sorted slacks
+            # repeated every bs steps.  The span ends just before crossing number
+            # ``free`` (0-based), the first one free blocks cannot pay for.
+            first_short = slacks[free % n] + 1 + (free // n) * bs
+            return min(k, first_short - 1)
+
+        def extra(j: int) -> int:
+            return sum((j - sl + bs - 1) // bs for sl in slacks if j > sl)
+
+        if extra(k) <= free:
+            return k
+        lo, hi = 0, k  # extra(lo) <= free < extra(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if extra(mid) <= free:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def allocate_decode_slots(self, seqs: Iterable[KVSeq], now: float) -> bool:
+        """Give every sequence the blocks its ``num_computed_tokens`` need (after a
+        decode span advanced them all), in one allocation; False if the pool cannot."""
+        bs = self.block_size
+        taken = 0
+        for seq in seqs:
+            b = seq.kv_blocks
+            over = seq.num_computed_tokens - b.num_slots
+            if over > 0:
+                add = (over + bs - 1) // bs
+                b.num_private += add
+                b.num_slots += add * bs
+                taken += add
+        return not taken or self.pool.allocate(taken, now)
+
+    # ---- release ------------------------------------------------------------------------
+    def free(
+        self,
+        seq: KVSeq,
+        now: float,
+        decide: Callable[[], RetentionDecision] | None = None,
+    ) -> FreedBlocks:
+        """Give back every block ``seq`` holds; its prompt's entries stay cached.
+
+        Private blocks are freed first; then ``decide`` (a retention policy, None: keep
+        in the LRU) is asked, seeing the pool without them, whether the entries the
+        sequence leaves unreferenced are pinned for ``pin_s``, discarded, or moved to
+        the host tier.  Entries are released tail first (the LRU evicts a prompt's last
+        blocks before its first, as vLLM frees a request's blocks in reverse order).
+        """
+        b = seq.kv_blocks
+        pool = self.pool
+        held = b.num_slots // self.block_size
+        pool.release(b.num_private)
+        b.num_private = 0
+        if decide is None:
+            pool.unref(b.block_hashes, b.num_cached_hashes, now)
+            moved = 0
+        else:
+            d = decide()
+            moved = pool.unref(
+                b.block_hashes,
+                b.num_cached_hashes,
+                now,
+                pin_until=now + d.pin_s if d.pin_s > 0 else 0.0,
+                discard=d.discard,
+                to_host=d.swap_to_host,
+            )
+        b.num_cached_hashes = 0
+        b.num_slots = 0
+        b.prompt_cached = False
+        return FreedBlocks(held, moved)
+
+    def check(self, seqs: Iterable[KVSeq]) -> None:
+        """Assert the pool's invariants and that ``seqs`` (all the sequences holding
+        blocks) account for every block not cached as a prefix entry."""
+        pool = self.pool
+        pool.check()
+        bs = self.block_size
+        private = 0
+        for s in seqs:
+            b = s.kv_blocks
+            private += b.num_private
+            assert b.num_private >= 0
+            assert b.num_slots == (b.num_cached_hashes * b.hash_blocks + b.num_private) * bs
+            assert b.num_slots >= s.num_computed_tokens, "holds fewer blocks than its KV needs"
+        assert private + pool.entry_blocks() == pool.used, "block leak"

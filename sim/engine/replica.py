@@ -54,7 +54,7 @@ import numpy as np
 import simpy
 
 from sim.costmodel.base import BatchShape, IterationModel, kv_transfer_time
-from sim.engine.kvcache import KVCache, effective_hashes
+from sim.engine.kvcache import BlockPool, KVCacheManager, SeqBlocks
 
 if TYPE_CHECKING:
     from policies.base import BatchPolicy, RetentionPolicy
@@ -77,70 +77,65 @@ class EngineConfig:
 
 
 class Seq:
-    """Compact per-call state inside a replica (tokens, blocks, timestamps)."""
+    """Compact per-call state inside a replica (vLLM's ``Request``): tokens, status
+    times, and the KV blocks it holds (``kv_blocks``, owned by the replica's
+    :class:`~sim.engine.kvcache.KVCacheManager`).  Units: tokens, seconds."""
 
     __slots__ = (
         "call",
         "arrival_s",
-        "prompt",
-        "out",
-        "hashes",
-        "entry_blocks",
-        "hash_tokens",
-        "nref",
-        "registered",
-        "kv",
-        "target",
-        "gen",
-        "private",
+        "num_prompt_tokens",
+        "max_tokens",
+        "num_computed_tokens",
+        "num_prefill_tokens",
+        "num_output_tokens",
+        "num_cached_tokens",
+        "num_external_computed_tokens",
+        "kv_blocks",
         "first_token_s",
         "admit_s",
-        "cached_tokens",
         "preemptions",
-        "hit_counted",
         "has_successor",
         "replica_id",
-        "restored",
         "failovers",
     )
 
     def __init__(self, call: Call, arrival_s: float, block_size: int, has_successor: bool) -> None:
         self.call = call
         self.arrival_s = arrival_s
-        self.prompt = call.input_tokens
-        self.out = call.output_tokens
-        self.hashes, self.hash_tokens, self.entry_blocks = effective_hashes(
-            call.prefix_hashes, call.block_size, block_size
-        )
-        self.nref = 0  # leading hashes referenced (cache hits + registered)
-        self.registered = False
-        self.kv = 0  # tokens whose KV is computed
-        self.target = call.input_tokens  # tokens to have in KV before the next sample
-        self.gen = 0  # output tokens generated
-        self.private = 0  # blocks held outside prefix entries
+        self.num_prompt_tokens = call.input_tokens
+        self.max_tokens = call.output_tokens  # output tokens to generate (from the trace)
+        self.num_computed_tokens = 0  # tokens whose KV is computed
+        # tokens to have in KV before the next sample: the prompt, plus the output
+        # tokens generated before a preemption or failure (recomputed)
+        self.num_prefill_tokens = call.input_tokens
+        self.num_output_tokens = 0  # output tokens generated
+        self.num_cached_tokens = 0  # prompt tokens hit in the prefix cache at first admission
+        # prompt tokens whose KV was loaded from a saved copy (faults, KV migration)
+        self.num_external_computed_tokens = 0
+        self.kv_blocks = SeqBlocks(call.prefix_hashes, call.block_size, block_size)
         self.first_token_s = math.nan
         self.admit_s = math.nan
-        self.cached_tokens = 0
         self.preemptions = 0
-        self.hit_counted = False
         self.has_successor = has_successor
         self.replica_id = -1
-        self.restored = 0  # prompt tokens whose KV was loaded from a saved copy (faults)
         self.failovers = 0  # times the call moved off a failed replica
 
     # SeqView protocol (read by batch policies)
     @property
     def computed_tokens(self) -> int:
-        return self.kv
+        return self.num_computed_tokens
 
     @property
     def generated_tokens(self) -> int:
-        return self.gen
+        return self.num_output_tokens
 
     @property
     def remaining_tokens(self) -> int:
         """Prefill tokens still to compute plus output tokens still to generate."""
-        return max(0, self.target - self.kv) + (self.out - self.gen)
+        return max(0, self.num_prefill_tokens - self.num_computed_tokens) + (
+            self.max_tokens - self.num_output_tokens
+        )
 
 
 FinishHook = Callable[["Replica", Seq, float], None]
@@ -181,11 +176,12 @@ class Replica:
         self.cost = cost
         self.cfg = config
         self.block_size = config.block_size
-        self.kv = KVCache(kv_capacity_blocks, config.block_size, host_kv_blocks)
+        self.kv_cache_manager = KVCacheManager(
+            BlockPool(kv_capacity_blocks, config.block_size, host_kv_blocks), cpu_offload
+        )
         self.host_bandwidth = host_bandwidth
         self.host_latency = host_latency
         self.kv_block_bytes = kv_block_bytes
-        self.cpu_offload = cpu_offload and host_kv_blocks > 0
         self.policy = batch_policy
         self.retention = retention
         self.on_finish = on_finish
@@ -193,7 +189,8 @@ class Replica:
         self.waiting: deque[Seq] = deque()
         self.running: list[Seq] = []
         self._outstanding_tokens = 0
-        self._prefill_left = 0  # sum over queued/running calls of max(0, target - kv)
+        # sum over queued/running calls of max(0, num_prefill_tokens - num_computed_tokens)
+        self._prefill_left = 0
         self._n_prefilling = 0  # running sequences whose prefill is not complete
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
@@ -233,15 +230,15 @@ class Replica:
 
     @property
     def kv_capacity_blocks(self) -> int:
-        return self.kv.capacity
+        return self.kv_cache_manager.capacity
 
     @property
     def kv_used_blocks(self) -> int:
-        return self.kv.used
+        return self.kv_cache_manager.used
 
     @property
     def active_blocks(self) -> int:
-        return self.kv.active_blocks
+        return self.kv_cache_manager.active_blocks
 
     @property
     def pending_prefill_tokens(self) -> int:
@@ -250,7 +247,7 @@ class Replica:
     # ---- KVCostView (read by retention policies) ----------------------------------
     @property
     def host_capacity_blocks(self) -> int:
-        return self.kv.host_capacity
+        return self.kv_cache_manager.host_capacity
 
     def recompute_time(self, tokens: int) -> float:
         """Seconds to prefill ``tokens`` tokens alone, in budget-sized chunks."""
@@ -262,7 +259,7 @@ class Replica:
 
     def swap_time(self, tokens: int) -> float:
         """Seconds to copy ``tokens`` tokens of KV one way over the GPU-CPU path."""
-        return self._swap_blocks_time(-(-tokens // self.block_size))
+        return self._swap_blocks_time(self.kv_cache_manager.num_blocks(tokens))
 
     def _swap_blocks_time(self, blocks: int) -> float:
         return kv_transfer_time(
@@ -270,16 +267,12 @@ class Replica:
         )
 
     def cached_prefix_tokens(self, call: Call) -> int:
-        if not call.prefix_hashes:
-            return 0
-        hashes, tokens, _ = effective_hashes(call.prefix_hashes, call.block_size, self.block_size)
-        return min(self.kv.match(hashes) * tokens, call.input_tokens)
+        return self.kv_cache_manager.cached_prefix_tokens(call)
 
     # ---- admission of new work -----------------------------------------------------
     def fits(self, call: Call) -> bool:
         """Whether the call's whole context can ever fit in this replica's KV memory."""
-        total = call.input_tokens + call.output_tokens
-        return -(-total // self.block_size) <= self.kv.capacity
+        return self.kv_cache_manager.fits(call.input_tokens + call.output_tokens)
 
     def submit(self, seq: Seq) -> None:
         """Queue a call (arriving now)."""
@@ -287,7 +280,7 @@ class Replica:
         self.policy.on_arrival(seq, self.waiting, self.env.now)
         self.waiting.append(seq)
         self._outstanding_tokens += seq.remaining_tokens
-        self._prefill_left += max(0, seq.target - seq.kv)
+        self._prefill_left += max(0, seq.num_prefill_tokens - seq.num_computed_tokens)
         self.retention.on_call_arrived(seq.call, self.env.now)
         if not self._busy or self._stalled:
             self._stalled = False
@@ -336,15 +329,14 @@ class Replica:
             if done:
                 self._span_k = done
                 self._finish_span(now)
-        lost = [(s, s.kv) for s in self.running]
-        lost += [(s, s.kv) for s in self.waiting]
+        lost = [(s, s.num_computed_tokens) for s in self.running]
+        lost += [(s, s.num_computed_tokens) for s in self.waiting]
+        kvm = self.kv_cache_manager
         for seq, _ in lost:
-            seq.kv = 0
-            seq.nref = 0
-            seq.private = 0
-            seq.registered = False
-            seq.restored = 0
-            seq.target = seq.prompt + seq.gen
+            kvm.free(seq, now)  # the pool is dropped below; this resets seq.kv_blocks
+            seq.num_computed_tokens = 0
+            seq.num_external_computed_tokens = 0
+            seq.num_prefill_tokens = seq.num_prompt_tokens + seq.num_output_tokens
         self.running = []
         self.waiting = deque()
         self._outstanding_tokens = 0
@@ -358,7 +350,9 @@ class Replica:
         self._span_cum = None
         self._pending = None
         self.ready = False
-        self.kv = KVCache(self.kv.capacity, self.block_size, self.kv.host_capacity)
+        self.kv_cache_manager = KVCacheManager(
+            BlockPool(kvm.capacity, self.block_size, kvm.host_capacity), kvm.host_write_through
+        )
         self.timeline.append((now, 0, 0, 0, 0))
         return lost
 
@@ -383,36 +377,35 @@ class Replica:
 
     def check(self) -> None:
         """Assert the replica's accounting invariants (used when ``check_invariants``)."""
-        self.kv.check()
-        assert self.kv.used <= self.kv.capacity
-        private = sum(s.private for s in self.running)
-        assert private + self.kv.entry_blocks() == self.kv.used, "block leak"
+        self.kv_cache_manager.check(self.running)
         assert self._outstanding_tokens == sum(s.remaining_tokens for s in self.running) + sum(
             s.remaining_tokens for s in self.waiting
         ), "outstanding token accounting"
-        assert self._n_prefilling == sum(1 for s in self.running if s.kv < s.target)
+        assert self._n_prefilling == sum(
+            1 for s in self.running if s.num_computed_tokens < s.num_prefill_tokens
+        )
         assert self._prefill_left == sum(
-            max(0, s.target - s.kv) for s in (*self.running, *self.waiting)
+            max(0, s.num_prefill_tokens - s.num_computed_tokens)
+            for s in (*self.running, *self.waiting)
         ), "pending prefill accounting"
         for s in self.running:
-            assert s.gen <= s.out and s.kv <= s.target + s.out
-            assert s.private >= self._blocks_for(s, s.kv), (
-                "sequence holds fewer blocks than its KV needs"
-            )
+            assert s.num_output_tokens <= s.max_tokens
+            assert s.num_computed_tokens <= s.num_prefill_tokens + s.max_tokens
 
     def _schedule(self, now: float) -> None:
         self._stalled = False
         if self.cfg.check_invariants:
             self.check()
         running = self.running
-        self.timeline.append(
-            (now, len(running), len(self.waiting), self.kv.used, self.kv.active_blocks)
-        )
+        kvm = self.kv_cache_manager
+        self.timeline.append((now, len(running), len(self.waiting), kvm.used, kvm.active_blocks))
         if not running and not self.waiting:
             self._busy = False
             return
         if self.cfg.fast_forward and running and self._can_span(now):
-            k = self._span_length()
+            k = kvm.num_decode_steps(
+                running, min(s.max_tokens - s.num_output_tokens for s in running)
+            )
             if k >= 2:
                 self._start_span(now, k)
                 return
@@ -427,7 +420,7 @@ class Replica:
         if not decodes and not prefills:
             # Nothing can run: only pinned blocks can hold the memory a call that fits
             # needs (a call that fits can always run once the running set drains).
-            expiry = self.kv.next_pin_expiry()
+            expiry = kvm.next_pin_expiry()
             if expiry is None:
                 raise RuntimeError(f"replica {self.replica_id}: scheduler stalled")
             self._stalled = True
@@ -437,9 +430,9 @@ class Replica:
             return
         shape = BatchShape(
             prefill_tokens=tuple(c for _, c in prefills),
-            prefill_context=tuple(s.kv for s, _ in prefills),
+            prefill_context=tuple(s.num_computed_tokens for s, _ in prefills),
             num_decode=len(decodes),
-            decode_context_sum=sum(s.kv for s in decodes) + len(decodes),
+            decode_context_sum=sum(s.num_computed_tokens for s in decodes) + len(decodes),
         )
         dt = self.cost.iteration_time(shape)
         if self._swap_in_pending_s:
@@ -454,28 +447,21 @@ class Replica:
         ev.callbacks.append(self._make_cb(self._gen))
 
     # ---- batch building (one iteration) ------------------------------------------
-    def _blocks_for(self, seq: Seq, tokens: int) -> int:
-        """Private blocks ``seq`` needs to hold ``tokens`` tokens of KV."""
-        return max(0, -(-tokens // self.block_size) - seq.nref * seq.entry_blocks)
-
     def _preempt(self, victim: Seq, now: float) -> None:
+        """Preempt ``victim`` by recompute: free its blocks, requeue it at the head."""
         self.running.remove(victim)
-        if victim.kv < victim.target:
+        if victim.num_computed_tokens < victim.num_prefill_tokens:
             self._n_prefilling -= 1
         self._outstanding_tokens -= victim.remaining_tokens
-        self._prefill_left -= max(0, victim.target - victim.kv)
-        self.kv.release(victim.private)
-        self.kv.unref(victim.hashes, victim.nref, now)
-        victim.private = 0
-        victim.nref = 0
-        victim.registered = False
-        victim.kv = 0
-        victim.target = victim.prompt + victim.gen
-        victim.restored = 0
+        self._prefill_left -= max(0, victim.num_prefill_tokens - victim.num_computed_tokens)
+        self.kv_cache_manager.free(victim, now)
+        victim.num_computed_tokens = 0
+        victim.num_prefill_tokens = victim.num_prompt_tokens + victim.num_output_tokens
+        victim.num_external_computed_tokens = 0
         victim.preemptions += 1
         self.preemptions += 1
         self._outstanding_tokens += victim.remaining_tokens
-        self._prefill_left += victim.target
+        self._prefill_left += victim.num_prefill_tokens
         self.waiting.appendleft(victim)
 
     @staticmethod
@@ -494,57 +480,16 @@ class Replica:
         """The step's decodes, its prefill chunks ``(seq, tokens)``, and whether building
         it preempted a sequence."""
         budget = self.cfg.max_num_batched_tokens
-        kv = self.kv
         decodes: list[Seq] = []
         prefills: list[tuple[Seq, int]] = []
-        preempted = False
         # 1. running sequences, in admission order; preempt from the back when out of memory
-        running = self.running
-        bs = self.block_size
-        i = 0
-        while i < len(running) and budget > 0:
-            seq = running[i]
-            kvt = seq.kv
-            if kvt >= seq.target:
-                # decode: one token, and a new block only when the held blocks are full
-                if kvt < (seq.nref * seq.entry_blocks + seq.private) * bs:
-                    decodes.append(seq)
-                    budget -= 1
-                    i += 1
-                    continue
-                chunk = 1
-            else:
-                chunk = min(seq.target - kvt, budget)
-            need = self._blocks_for(seq, kvt + chunk) - seq.private
-            while need > 0 and not kv.allocate(need, now):
-                victim_i = self.policy.preempt_victim(self.running, now)
-                victim = self.running[victim_i]
-                if victim_i < i:  # already in this batch: take it out again
-                    i -= 1
-                    budget += self._unschedule(victim, decodes, prefills)
-                self._preempt(victim, now)
-                preempted = True
-                if victim is seq:
-                    break
-            else:
-                seq.private += max(0, need)
-                if chunk == 1 and seq.kv >= seq.target:
-                    decodes.append(seq)
-                else:
-                    prefills.append((seq, chunk))
-                budget -= chunk
-                i += 1
-                continue
-            # seq itself was preempted: the loop index now points at its successor
+        budget, preempted = self._schedule_running(now, budget, decodes, prefills)
         # the full prompt blocks this step computes become prefix-cache entries now, as
         # vLLM v1 caches them when it schedules the chunk (each layer writes the step's
         # KV before attending, so a call admitted below may already hit them); only
         # after the loop above, which may still take a scheduled sequence out again
         for seq, chunk in prefills:
-            if seq.hashes and not seq.registered:
-                self._register_computed(
-                    seq, min(len(seq.hashes), (seq.kv + chunk) // seq.hash_tokens)
-                )
+            self._cache_blocks(seq, seq.num_computed_tokens + chunk)
         # 2. admit waiting sequences in policy order; none in a step that preempted
         # (vLLM v1's scheduler schedules waiting requests only when it preempted none)
         if (
@@ -553,57 +498,98 @@ class Replica:
             and budget > 0
             and len(self.running) < self.cfg.max_num_seqs
         ):
-            # batch policies return the engine's own Seq objects, reordered
-            order = cast(
-                "Iterable[Seq]",
-                self.policy.order(list(self.waiting), now)
-                if self.policy.reorders
-                else self.waiting,
-            )
-            admitted: list[Seq] = []
-            for seq in order:
-                if budget <= 0 or len(self.running) >= self.cfg.max_num_seqs:
-                    break
-                plan = self._admission(seq, budget, now)
-                if plan is None:
-                    break  # head-of-line blocking, as vLLM
-                n, m, hit_tokens, start, chunk, need, swap = plan
-                kv.ref(seq.hashes, n)
-                seq.nref = n + m
-                ok = kv.allocate(need + swap, now)
-                assert ok, "admission planned beyond available blocks"
-                if m:
-                    kv.swap_in(seq.hashes, n, m, keep=self.cpu_offload)
-                    t = self._swap_blocks_time(swap)
-                    self._swap_in_pending_s += t
-                    self.swap_in_s += t
-                seq.private = need
-                seq.kv = start
-                self._outstanding_tokens -= start
-                self._prefill_left -= start
-                if not seq.hit_counted:
-                    seq.hit_counted = True
-                    seq.cached_tokens = hit_tokens
-                    seq.admit_s = now
-                    self.prompt_tokens += seq.prompt
-                    self.hit_tokens += hit_tokens
-                self.running.append(seq)
-                self._n_prefilling += 1
-                admitted.append(seq)
-                prefills.append((seq, chunk))
-                budget -= chunk
-                if seq.hashes:
-                    self._register_computed(
-                        seq, min(len(seq.hashes), (start + chunk) // seq.hash_tokens)
-                    )
-            if admitted:
-                if self.policy.reorders:
-                    ids = {id(s) for s in admitted}
-                    self.waiting = deque(s for s in self.waiting if id(s) not in ids)
-                else:
-                    for _ in admitted:
-                        self.waiting.popleft()
+            self._schedule_waiting(now, budget, prefills)
         return decodes, prefills, preempted
+
+    def _schedule_running(
+        self, now: float, budget: int, decodes: list[Seq], prefills: list[tuple[Seq, int]]
+    ) -> tuple[int, bool]:
+        """Schedule the running sequences (a token each for decodes, a chunk for
+        prefills) into ``decodes`` and ``prefills``, preempting the batch policy's
+        victims while the KV cache cannot give a sequence its slots.  Returns the budget
+        left and whether it preempted."""
+        allocate_slots = self.kv_cache_manager.allocate_slots
+        running = self.running
+        preempted = False
+        i = 0
+        while i < len(running) and budget > 0:
+            seq = running[i]
+            kvt = seq.num_computed_tokens
+            decode = kvt >= seq.num_prefill_tokens
+            chunk = 1 if decode else min(seq.num_prefill_tokens - kvt, budget)
+            while not allocate_slots(seq, chunk, now):
+                victim_i = self.policy.preempt_victim(running, now)
+                victim = running[victim_i]
+                if victim_i < i:  # already in this batch: take it out again
+                    i -= 1
+                    budget += self._unschedule(victim, decodes, prefills)
+                self._preempt(victim, now)
+                preempted = True
+                if victim is seq:
+                    break
+            else:
+                if decode:
+                    decodes.append(seq)
+                else:
+                    prefills.append((seq, chunk))
+                budget -= chunk
+                i += 1
+            # (seq itself preempted: the loop index now points at its successor)
+        return budget, preempted
+
+    def _schedule_waiting(self, now: float, budget: int, prefills: list[tuple[Seq, int]]) -> None:
+        """Admit waiting sequences in the batch policy's order while the token budget,
+        ``max_num_seqs`` and the KV cache allow; the first that cannot be admitted stops
+        the rest (head-of-line blocking, as vLLM)."""
+        # batch policies return the engine's own Seq objects, reordered
+        order = cast(
+            "Iterable[Seq]",
+            self.policy.order(list(self.waiting), now) if self.policy.reorders else self.waiting,
+        )
+        admitted: list[Seq] = []
+        for seq in order:
+            if budget <= 0 or len(self.running) >= self.cfg.max_num_seqs:
+                break
+            chunk = self._admit(seq, budget, now)
+            if not chunk:
+                break
+            admitted.append(seq)
+            prefills.append((seq, chunk))
+            budget -= chunk
+        if admitted:
+            if self.policy.reorders:
+                ids = {id(s) for s in admitted}
+                self.waiting = deque(s for s in self.waiting if id(s) not in ids)
+            else:
+                for _ in admitted:
+                    self.waiting.popleft()
+
+    def _admit(self, seq: Seq, budget: int, now: float) -> int:
+        """Admit ``seq`` (still in the queue) with ``budget`` tokens left: its cached
+        prefix is referenced, its first chunk scheduled and cached.  Returns the chunk
+        (tokens), or 0 when the KV cache cannot take it now."""
+        kvm = self.kv_cache_manager
+        computed = kvm.get_computed_blocks(seq)
+        start = computed.num_computed_tokens
+        chunk = min(seq.num_prefill_tokens - start, budget)
+        if not kvm.allocate_slots(seq, chunk, now, computed):
+            return 0
+        if computed.num_host_blocks:
+            t = self._swap_blocks_time(computed.num_host_blocks)
+            self._swap_in_pending_s += t
+            self.swap_in_s += t
+        seq.num_computed_tokens = start
+        self._outstanding_tokens -= start
+        self._prefill_left -= start
+        if math.isnan(seq.admit_s):  # its first admission
+            seq.num_cached_tokens = computed.num_hit_tokens
+            seq.admit_s = now
+            self.prompt_tokens += seq.num_prompt_tokens
+            self.hit_tokens += computed.num_hit_tokens
+        self.running.append(seq)
+        self._n_prefilling += 1
+        self._cache_blocks(seq, start + chunk)
+        return chunk
 
     def _finish_iteration(self, now: float) -> None:
         assert self._pending is not None
@@ -611,65 +597,50 @@ class Replica:
         self._pending = None
         done: list[Seq] = []
         for seq in decodes:
-            seq.kv += 1
-            g = seq.gen = seq.gen + 1
-            if g >= seq.out:
+            seq.num_computed_tokens += 1
+            g = seq.num_output_tokens = seq.num_output_tokens + 1
+            if g >= seq.max_tokens:
                 done.append(seq)
         self._outstanding_tokens -= len(decodes)
         for seq, chunk in prefills:
-            seq.kv += chunk
+            seq.num_computed_tokens += chunk
             self._outstanding_tokens -= chunk
             self._prefill_left -= chunk
-            if seq.kv >= seq.target:
+            if seq.num_computed_tokens >= seq.num_prefill_tokens:
                 self._n_prefilling -= 1
                 self._complete_prefill(seq, now)
-                if seq.gen >= seq.out:
+                if seq.num_output_tokens >= seq.max_tokens:
                     done.append(seq)
         for seq in done:
             self._finish(seq, now)
 
-    def _register_computed(self, seq: Seq, upto: int) -> None:
-        """Make ``seq.hashes[nref:upto]`` (blocks computed by the end of the step being
-        built) shared prefix entries; with the CPU offload tier, store them there too
-        (a copy on the copy engine)."""
-        start = seq.nref
-        if upto <= start:
-            return
-        self.kv.register(seq.hashes, start, seq.entry_blocks, upto)
-        seq.private -= (upto - start) * seq.entry_blocks
-        seq.nref = upto
-        if self.cpu_offload:
-            self.kv.host_store(seq.hashes, start, upto, seq.entry_blocks)
-            self.swap_out_s += self._swap_blocks_time((upto - start) * seq.entry_blocks)
+    def _cache_blocks(self, seq: Seq, num_tokens: int | None) -> None:
+        """Cache ``seq``'s full prompt blocks of its first ``num_tokens`` tokens (None:
+        all) as shared prefix entries; with the CPU offload tier they are also stored
+        there, a copy on the copy engine (counted in ``swap_out_s``, delaying nothing)."""
+        stored = self.kv_cache_manager.cache_blocks(seq, num_tokens)
+        if stored:
+            self.swap_out_s += self._swap_blocks_time(stored)
 
     def _complete_prefill(self, seq: Seq, now: float) -> None:
-        if not seq.registered and seq.hashes:
-            # the prompt's full blocks are shared prefix entries (all computed now)
-            self._register_computed(seq, len(seq.hashes))
-        seq.registered = True
-        seq.gen += 1
+        # the prompt's full blocks are shared prefix entries (all computed now)
+        self._cache_blocks(seq, None)
+        seq.num_output_tokens += 1
         self._outstanding_tokens -= 1
-        if seq.gen == 1:
+        if seq.num_output_tokens == 1:
             seq.first_token_s = now
-        self.policy.on_tokens(seq.call, seq.target, now)
+        self.policy.on_tokens(seq.call, seq.num_prefill_tokens, now)
 
     def _finish(self, seq: Seq, now: float) -> None:
         self.running.remove(seq)
-        self.kv.release(seq.private)
-        seq.private = 0
-        decision = self.retention.on_call_finished(seq.call, seq.has_successor, now, self)
-        moved = self.kv.unref(
-            seq.hashes,
-            seq.nref,
+        freed = self.kv_cache_manager.free(
+            seq,
             now,
-            pin_until=now + decision.pin_s if decision.pin_s > 0 else 0.0,
-            discard=decision.discard,
-            to_host=decision.swap_to_host,
+            lambda: self.retention.on_call_finished(seq.call, seq.has_successor, now, self),
         )
-        if moved:
-            self.swap_out_s += self._swap_blocks_time(moved)
-        seq.nref = 0
-        self.policy.on_tokens(seq.call, max(0, seq.out - 1), now)
+        if freed.num_to_host:
+            self.swap_out_s += self._swap_blocks_time(freed.num_to_host)
+        self.policy.on_tokens(seq.call, max(0, seq.max_tokens - 1), now)
         self.on_finish(self, seq, now)
 
     # ---- decode spans (exact fast-forward) ---------------------------------------
@@ -682,78 +653,18 @@ class Replica:
         if self.policy.reorders or self.cfg.max_num_batched_tokens <= len(self.running):
             return False
         # the head of the queue cannot be admitted now, and free memory only shrinks
-        # during a span, so it cannot be admitted before the span ends either
+        # during a span, so it cannot be admitted before the span ends either (the
+        # check leaves the LRU order as it was: no attempts are made during a span)
         budget = self.cfg.max_num_batched_tokens - len(self.running)
-        return self._admission(self.waiting[0], budget, now) is None
-
-    def _admission(
-        self, seq: Seq, budget: int, now: float
-    ) -> tuple[int, int, int, int, int, int, int] | None:
-        """Plan admitting ``seq`` with ``budget`` tokens left, without touching the cache.
-
-        Returns ``(hits, host_hits, hit_tokens, start, chunk, private_blocks,
-        swap_blocks)``, or None when its memory cannot be had now.  The check comes
-        before any cache reference, so a failed attempt leaves the LRU order as it
-        was (the fast-forward path makes no attempts during a span; vLLM also checks
-        before it allocates).
-        """
-        kv = self.kv
-        n = kv.match(seq.hashes) if seq.hashes else 0
-        # the prefix may continue in the host tier: those entries are swapped in
-        m = kv.host_match(seq.hashes, n) if kv.host_used and seq.hashes else 0
-        hit_tokens = min((n + m) * seq.hash_tokens, seq.target - 1)
-        start = max(hit_tokens, min(seq.restored, seq.target - 1))
-        chunk = min(seq.target - start, budget)
-        need = max(0, -(-(start + chunk) // self.block_size) - (n + m) * seq.entry_blocks)
-        swap = m * seq.entry_blocks
-        avail = kv.available(now)
-        if need + swap > avail:
-            return None
-        # referencing the hit entries takes them out of the evictable pool (at most
-        # n * entry_blocks blocks: count them only when that bound could matter)
-        if (
-            n
-            and need + swap > avail - n * seq.entry_blocks
-            and need + swap > avail - kv.evictable_among(seq.hashes, n)
-        ):
-            return None
-        return n, m, hit_tokens, start, chunk, need, swap
-
-    def _span_length(self) -> int:
-        """Iterations until the first completion, capped where free blocks run out."""
-        bs = self.block_size
-        k = min(s.out - s.gen for s in self.running)
-        free = self.kv.free
-        if free >= len(self.running) * -(-k // bs):
-            return k  # no sequence can need more than ceil(k / bs) new blocks in k steps
-        slacks = sorted((s.nref * s.entry_blocks + s.private) * bs - s.kv for s in self.running)
-        n = len(slacks)
-        if slacks[-1] < bs:
-            # Sequence i needs a new block at steps slack_i + 1 + t * bs (t = 0, 1, ...);
-            # with every slack below bs, round t of these crossings lies in
-            # (t * bs, (t + 1) * bs], so the sorted crossings are the sorted slacks
-            # repeated every bs steps.  The span ends just before crossing number
-            # ``free`` (0-based), the first one free blocks cannot pay for.
-            first_short = slacks[free % n] + 1 + (free // n) * bs
-            return min(k, first_short - 1)
-
-        def extra(j: int) -> int:
-            return sum((j - sl + bs - 1) // bs for sl in slacks if j > sl)
-
-        if extra(k) <= free:
-            return k
-        lo, hi = 0, k  # extra(lo) <= free < extra(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if extra(mid) <= free:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        head = self.waiting[0]
+        kvm = self.kv_cache_manager
+        computed = kvm.get_computed_blocks(head)
+        chunk = min(head.num_prefill_tokens - computed.num_computed_tokens, budget)
+        return not kvm.can_allocate(head, chunk, computed, now)
 
     def _start_span(self, now: float, k: int) -> None:
         n = len(self.running)
-        ctx0 = sum(s.kv for s in self.running)
+        ctx0 = sum(s.num_computed_tokens for s in self.running)
         if k <= SHORT_SPAN:
             # most spans are cut by an arrival after a few iterations: scalar times
             # beat the fixed cost of numpy calls (accumulate sums in order, as cumsum)
@@ -762,11 +673,11 @@ class Replica:
         else:
             sums = ctx0 + n * np.arange(1, k + 1, dtype=np.int64)
             cum = np.cumsum(self.cost.decode_times(n, sums)).tolist()
-        if self.waiting and self.kv.pinned_blocks:
+        if self.waiting and self.kv_cache_manager.pinned_blocks:
             # an expiring pin frees memory a waiting call may need: end the span at the
             # first iteration boundary at or after the expiry (the step-by-step engine
             # would admit there)
-            expiry = self.kv.next_pin_expiry()
+            expiry = self.kv_cache_manager.next_pin_expiry()
             if expiry is not None and now + cum[-1] > expiry:
                 k = bisect_left(cum, expiry - now) + 1
                 cum = cum[:k]
@@ -786,22 +697,14 @@ class Replica:
         self._span_cum = None
         self.busy_s += cum[m - 1]
         self.iterations += m
-        bs = self.block_size
         done: list[Seq] = []
-        taken = 0
         for seq in self.running:
-            kvt = seq.kv = seq.kv + m
-            g = seq.gen = seq.gen + m
-            held = (seq.nref * seq.entry_blocks + seq.private) * bs
-            if kvt > held:
-                add = (kvt - held + bs - 1) // bs
-                seq.private += add
-                taken += add
-            if g >= seq.out:
+            seq.num_computed_tokens += m
+            g = seq.num_output_tokens = seq.num_output_tokens + m
+            if g >= seq.max_tokens:
                 done.append(seq)
-        if taken:
-            ok = self.kv.allocate(taken, now)
-            assert ok, "span planned beyond free blocks"
+        ok = self.kv_cache_manager.allocate_decode_slots(self.running, now)
+        assert ok, "span planned beyond free blocks"
         self._outstanding_tokens -= m * len(self.running)
         for seq in done:
             self._finish(seq, now)

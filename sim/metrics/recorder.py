@@ -1,6 +1,6 @@
 """Per-call records and the run summary (the output contract).
 
-The recorder appends one compact tuple per finished call; at the end they become a
+The recorder appends one :class:`CallRecord` (a named tuple) per finished call; at the end they become a
 pandas DataFrame (``calls.parquet``) and the summary dict (``summary.json``).
 
 Definitions (seconds unless stated):
@@ -21,30 +21,38 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-CALL_COLUMNS = [
-    "call_id",
-    "session_id",
-    "kind",
-    "model",
-    "replica",
-    "status",
-    "reason",
-    "issue_s",
-    "admit_s",
-    "first_token_s",
-    "finish_s",
-    "input_tokens",
-    "output_tokens",
-    "cached_tokens",
-    "preemptions",
-    "generated_tokens",
-    "failovers",
-]
+
+class CallRecord(NamedTuple):
+    """One finished call: a row of ``calls.parquet``, its fields the columns in order.
+
+    Times are seconds of simulated time (NaN: never happened); tokens are counts.
+    """
+
+    call_id: str
+    session_id: str
+    kind: str  # "llm" or "tool"
+    model: str | None  # None for tool calls
+    replica: int  # the replica that served it last (-1: none)
+    status: str  # "completed" or "failed"
+    reason: str  # why it failed ("" when completed)
+    issue_s: float
+    admit_s: float  # first admission onto a replica
+    first_token_s: float
+    finish_s: float
+    input_tokens: int  # as served (truncated to max_model_len)
+    output_tokens: int
+    cached_tokens: int  # prompt tokens hit in the prefix cache at first admission
+    preemptions: int
+    generated_tokens: int
+    failovers: int  # times it moved off a failed replica
+
+
+CALL_COLUMNS = list(CallRecord._fields)
 
 SUMMARY_KEYS = (
     "requests",
@@ -71,10 +79,10 @@ SUMMARY_KEYS = (
 class Recorder:
     """Append-only per-call records."""
 
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: list[CallRecord] = field(default_factory=list)
 
-    def add(self, row: tuple[Any, ...]) -> None:
-        self.rows.append(row)
+    def add(self, record: CallRecord) -> None:
+        self.rows.append(record)
 
     def frame(self) -> pd.DataFrame:
         df = pd.DataFrame.from_records(self.rows, columns=CALL_COLUMNS)
