@@ -1,9 +1,10 @@
-"""The per-entry prefix cache: the reference for ``sim/engine/kvcache.py``.
+"""The per-entry prefix cache: the reference for ``sim/engine/kvcache.py``'s ``BlockPool``.
 
 This is agentsim's original KV cache, one ref-counted entry per prefix hash (every
 operation walks the blocks it touches).  ``sim/engine/kvcache.py`` keeps runs of entries as
-segments to make agent sessions O(turns) per call; ``tests/test_kvcache.py`` drives
-both with the same random operations and requires identical results.  Kept only as a
+segments to make agent sessions O(turns) per call; ``tests/test_kvcache.py`` puts a
+``KVCacheManager`` over each, drives both with the same random operations and requires
+identical results.  Kept only as a
 test oracle: nothing in ``sim/`` imports it.
 """
 
@@ -74,6 +75,19 @@ class BlockPool:
         """Number of leading ``hashes`` present in the cache."""
         # takewhile and dict.__contains__ both run in C: no Python loop per block
         return len(list(takewhile(self.entries.__contains__, hashes)))
+
+    def entry_blocks(self) -> int:
+        """Blocks held by prefix entries (referenced, evictable or pinned)."""
+        return sum(e[BLOCKS] for e in self.entries.values())
+
+    def evictable_among(self, hashes: tuple[int, ...], n: int) -> int:
+        """Blocks of the first ``n`` of ``hashes`` (all present) that are evictable."""
+        entries = self.entries
+        return sum(
+            entries[h][BLOCKS]
+            for h in hashes[:n]
+            if not entries[h][REFS] and not entries[h][PINNED]
+        )
 
     def next_pin_expiry(self) -> float | None:
         """When the earliest pin of an unreferenced entry expires (None: no pins)."""
@@ -348,6 +362,5 @@ class BlockPool:
         assert ev == self.evictable_blocks, (ev, self.evictable_blocks)
         ev_all = sum(e[BLOCKS] for e in self.entries.values() if not e[REFS] and not e[PINNED])
         assert ev_all == ev, "an evictable entry is missing from the LRU"
-        entry_blocks = sum(e[BLOCKS] for e in self.entries.values())
-        assert entry_blocks <= self.used, (entry_blocks, self.used)
+        assert self.entry_blocks() <= self.used, (self.entry_blocks(), self.used)
         assert self.host_used == sum(self._host.values()) <= self.host_capacity

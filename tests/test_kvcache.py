@@ -1,11 +1,13 @@
-"""The segment KV cache (sim/engine/kvcache.py) against the per-entry reference.
+"""The KV cache (sim/engine/kvcache.py): the segment pool against the per-entry
+reference, through the KV-cache manager the engine uses, and hand-worked cases.
 
 Random agent-like workloads (prompts that extend each other turn by turn and branch
-inside earlier prompts) drive both caches through the engine's protocol: match,
-reference the hits, allocate, register the computed prompt, release with LRU, pins,
-discard or the host tier, and swap back in.  Every observable (free blocks, evictable
-and pinned blocks, evictions, host use, and the match of every prompt) must agree
-after every operation, and the segment cache's invariants must hold.
+inside earlier prompts) drive a ``KVCacheManager`` over each pool with the engine's
+calls: prefix lookup, ``allocate_slots`` for admission (hits referenced, host-tier hits
+loaded) and for running sequences, ``cache_blocks`` chunk by chunk, and ``free`` with
+LRU, pins, discard or the host tier.  Every observable (what each call returns, free,
+evictable and pinned blocks, evictions, host use, and the match of every prompt) must
+agree after every operation, and both managers' invariants must hold.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.engine.kvcache import BlockPool
+from policies.base import RetentionDecision
+from sim.engine.kvcache import BlockPool, KVCacheManager, SeqBlocks
 from tests.kv_reference import BlockPool as RefPool
 
+BS = 16  # tokens per block
 BPH = 2  # blocks per hash
+TRACE_BLOCK = BS * BPH  # tokens per hash
 
 
 @st.composite
@@ -42,22 +47,37 @@ def _prompts(draw: st.DrawFn) -> list[tuple[int, ...]]:
 
 
 @dataclass
+class FakeSeq:
+    """What the manager reads of a sequence (``sim.engine.kvcache.KVSeq``)."""
+
+    kv_blocks: SeqBlocks
+    num_prefill_tokens: int
+    num_computed_tokens: int = 0
+    num_external_computed_tokens: int = 0
+
+
+def fake_seq(hashes: tuple[int, ...], tokens: int, trace_block: int = TRACE_BLOCK) -> FakeSeq:
+    return FakeSeq(SeqBlocks(hashes, trace_block, BS), tokens)
+
+
+@dataclass
 class Live:
-    hashes: tuple[int, ...]
-    nref: int
-    private: int
+    """One sequence, as each manager sees it."""
+
+    new: FakeSeq
+    ref: FakeSeq
 
 
 class Pair:
-    """The same operations on both caches, compared after each."""
+    """A manager over each pool; the same calls on both, compared after each."""
 
-    def __init__(self, capacity: int, host: int) -> None:
-        self.new = BlockPool(capacity, 16, host)
-        self.ref = RefPool(capacity, 16, host)
+    def __init__(self, capacity: int, host: int, write_through: bool) -> None:
+        self.new = KVCacheManager(BlockPool(capacity, BS, host), write_through)
+        self.ref = KVCacheManager(RefPool(capacity, BS, host), write_through)  # type: ignore[arg-type]
         self.now = 0.0
 
-    def same(self, prompts: list[tuple[int, ...]]) -> None:
-        a, b = self.new, self.ref
+    def same(self, prompts: list[tuple[int, ...]], live: list[Live]) -> None:
+        a, b = self.new.pool, self.ref.pool
         for attr in (
             "free",
             "evictable_blocks",
@@ -74,70 +94,69 @@ class Pair:
             assert a.match(p) == b.match(p), p
             assert a.host_match(p, a.match(p)) == b.host_match(p, b.match(p)), p
         assert set(a.entries) == set(b.entries)
-        a.check()
-        b.check()
+        self.new.check([s.new for s in live])
+        self.ref.check([s.ref for s in live])
 
-    def admit(self, hashes: tuple[int, ...], keep: bool = False) -> Live | None:
-        a, b = self.new, self.ref
-        n = a.match(hashes)
-        m = a.host_match(hashes, n) if a.host_used else 0
-        need = (len(hashes) - n - m) * BPH + 1  # unhashed prompt blocks + the tail
-        swap = m * BPH
-        if need + swap > a.available(self.now):
-            assert need + swap > b.available(self.now)
-            return None
-        if n and need + swap > a.available(self.now) - a.evictable_among(hashes, n):
-            assert need + swap > b.available(self.now) - sum(
-                b.entries[h][1] for h in hashes[:n] if not b.entries[h][0] and not b.entries[h][2]
+    def admit(self, hashes: tuple[int, ...]) -> Live | None:
+        """Admit a prompt of the hashed blocks plus half a block, as one chunk."""
+        tokens = len(hashes) * TRACE_BLOCK + BS // 2
+        s = Live(fake_seq(hashes, tokens), fake_seq(hashes, tokens))
+        ok = []
+        for m, seq in ((self.new, s.new), (self.ref, s.ref)):
+            computed = m.get_computed_blocks(seq)
+            chunk = tokens - computed.num_computed_tokens
+            assert m.can_allocate(seq, chunk, computed, self.now) == (
+                m.allocate_slots(seq, chunk, self.now, computed)
             )
-            return None
-        for c in (a, b):
-            c.ref(hashes, n)
-            assert c.allocate(need + swap, self.now)
-            if m:
-                c.swap_in(hashes, n, m, keep=keep)
-        return Live(hashes, n + m, need)
+            ok.append(computed if seq.kv_blocks.num_slots else None)
+            seq.num_computed_tokens = tokens
+        assert ok[0] == ok[1]
+        return s if ok[0] is not None else None
 
-    def register(self, s: Live, end: int | None = None) -> None:
-        """Register ``s``'s prompt up to ``end`` (None: all of it; a prefill chunk
-        registers the part computed so far)."""
-        stop = len(s.hashes) if end is None else end
-        freed = self.new.register(s.hashes, s.nref, BPH, stop)
-        assert freed == self.ref.register(s.hashes, s.nref, BPH, stop)
-        s.private -= (stop - s.nref) * BPH  # now entries (duplicates were freed)
-        s.nref = stop
+    def cache(self, s: Live, tokens: int | None) -> None:
+        """Cache ``s``'s prompt blocks of its first ``tokens`` tokens (None: all)."""
+        stored = [m.cache_blocks(seq, tokens) for m, seq in ((self.new, s.new), (self.ref, s.ref))]
+        assert stored[0] == stored[1]
 
-    def store(self, s: Live) -> None:
-        """Write-through offload of ``s``'s referenced entries to the host tier."""
-        for c in (self.new, self.ref):
-            c.host_store(s.hashes, 0, s.nref, BPH)
-
-    def finish(self, s: Live, how: str) -> None:
-        kw = {
-            "lru": {},
-            "pin": {"pin_until": 1e18},
-            "discard": {"discard": True},
-            "host": {"to_host": True},
-        }[how]
-        moved = [
-            c.unref(s.hashes, s.nref, self.now, **kw)  # type: ignore[arg-type]
-            for c in (self.new, self.ref)
+    def grow(self, s: Live, tokens: int) -> None:
+        """Decode ``tokens`` more tokens of ``s`` (a running sequence)."""
+        ok = [
+            m.allocate_slots(seq, tokens, self.now)
+            for m, seq in ((self.new, s.new), (self.ref, s.ref))
         ]
-        assert moved[0] == moved[1]
-        self.new.release(s.private)
-        self.ref.release(s.private)
+        assert ok[0] == ok[1]
+        if ok[0]:
+            s.new.num_computed_tokens += tokens
+            s.ref.num_computed_tokens += tokens
+
+    def free(self, s: Live, how: str) -> None:
+        decision = {
+            "lru": RetentionDecision(),
+            "pin": RetentionDecision(pin_s=1e18),
+            "discard": RetentionDecision(discard=True),
+            "host": RetentionDecision(swap_to_host=True),
+            "preempt": None,
+        }[how]
+        freed = [
+            m.free(seq, self.now, None if decision is None else lambda: decision)
+            for m, seq in ((self.new, s.new), (self.ref, s.ref))
+        ]
+        assert freed[0] == freed[1]
 
 
 @st.composite
-def scenario(draw: st.DrawFn) -> tuple[int, int, list[tuple[int, ...]], list[tuple[str, int, str]]]:
+def scenario(
+    draw: st.DrawFn,
+) -> tuple[int, int, bool, list[tuple[int, ...]], list[tuple[str, int, str]]]:
     prompts = draw(_prompts())
     capacity = draw(st.integers(8, 80))
     host = draw(st.sampled_from([0, 0, 6, 30]))
+    write_through = draw(st.booleans())
     ops = draw(
         st.lists(
             st.tuples(
                 st.sampled_from(
-                    ["admit", "admit", "register", "chunk", "store", "finish", "preempt"]
+                    ["admit", "admit", "register", "chunk", "grow", "finish", "preempt"]
                 ),
                 st.integers(0, 10_000),
                 st.sampled_from(["lru", "lru", "lru", "pin", "discard", "host"]),
@@ -145,36 +164,38 @@ def scenario(draw: st.DrawFn) -> tuple[int, int, list[tuple[int, ...]], list[tup
             max_size=60,
         )
     )
-    return capacity, host, prompts, ops
+    return capacity, host, write_through, prompts, ops
 
 
 @settings(max_examples=300, deadline=None)
 @given(scenario())
 def test_segments_match_the_per_entry_cache(sc: tuple) -> None:  # type: ignore[type-arg]
-    capacity, host, prompts, ops = sc
-    pair = Pair(capacity, host)
+    capacity, host, write_through, prompts, ops = sc
+    pair = Pair(capacity, host, write_through)
     live: list[Live] = []
     for op, pick, how in ops:
         pair.now += 1.0
         if op == "admit":
-            s = pair.admit(prompts[pick % len(prompts)], keep=how == "host")
+            s = pair.admit(prompts[pick % len(prompts)])
             if s is not None:
                 live.append(s)
         elif live:
             s = live[pick % len(live)]
-            if op == "register" and s.nref < len(s.hashes):
-                pair.register(s)
-            elif op == "chunk" and s.nref < len(s.hashes):
-                pair.register(s, s.nref + 1 + pick % (len(s.hashes) - s.nref))
-            elif op == "store":
-                pair.store(s)
-            elif op == "finish" and s.nref == len(s.hashes):
+            cached = s.new.kv_blocks.num_cached_hashes
+            n_hashes = len(s.new.kv_blocks.block_hashes)
+            if op == "register":
+                pair.cache(s, None)
+            elif op == "chunk" and cached < n_hashes:
+                pair.cache(s, (cached + 1 + pick % (n_hashes - cached)) * TRACE_BLOCK)
+            elif op == "grow":
+                pair.grow(s, 1 + pick % (3 * BS))
+            elif op == "finish" and s.new.kv_blocks.prompt_cached:
                 live.remove(s)
-                pair.finish(s, how)
+                pair.free(s, how)
             elif op == "preempt":
                 live.remove(s)
-                pair.finish(s, "lru")
-        pair.same(prompts)
+                pair.free(s, "preempt")
+        pair.same(prompts, live)
 
 
 def test_a_session_turn_touches_segments_not_blocks() -> None:
@@ -239,3 +260,82 @@ def test_swap_out_keeps_the_prefix_when_the_host_tier_overflows() -> None:
         moved = cache.unref(b, 4, 1.0, to_host=True)
         assert moved == 8 and cache.host_used == 4
         assert cache.match(b) == 0 and cache.host_match(b, 0) == 2
+
+
+def _pool_state(m: KVCacheManager) -> tuple[int, int, int, int, int]:
+    p = m.pool
+    return p.free, p.evictable_blocks, p.pinned_blocks, p.evictions, len(p.entries)
+
+
+def test_allocate_slots_false_when_the_pool_is_exhausted_changes_nothing() -> None:
+    """10 blocks of 16 tokens.  A finished prompt leaves 2 cached (evictable) blocks, a
+    running sequence holds 7: 1 free + 2 evictable = 3 can be had.  A 60-token prompt
+    (4 blocks) and 100 more tokens of the running one (5 blocks) are refused and the
+    pool, the cached prefix and both sequences are as before; 45 more tokens (2 blocks)
+    evict the cached prefix, tail first."""
+    m = KVCacheManager(BlockPool(10, BS))
+    p = fake_seq((1, 2), 40, trace_block=BS)  # 2 hashed blocks + 8 tokens: 3 blocks
+    assert m.allocate_slots(p, 40, 0.0, m.get_computed_blocks(p))
+    m.cache_blocks(p, None)
+    assert m.free(p, 0.0).num_blocks == 3
+    assert _pool_state(m) == (8, 2, 0, 0, 2)  # the prefix stays cached, evictable
+
+    a = fake_seq((), 100)
+    assert m.allocate_slots(a, 100, 1.0, m.get_computed_blocks(a))
+    a.num_computed_tokens = 100  # 7 blocks: room for 112 tokens
+    assert (a.kv_blocks.num_private, a.kv_blocks.num_slots) == (7, 112)
+    before = _pool_state(m)
+    assert before == (1, 2, 0, 0, 2)
+
+    b = fake_seq((), 60)
+    computed = m.get_computed_blocks(b)
+    assert not m.can_allocate(b, 60, computed, 2.0)
+    assert not m.allocate_slots(b, 60, 2.0, computed)
+    assert _pool_state(m) == before
+    assert (b.kv_blocks.num_private, b.kv_blocks.num_slots, b.kv_blocks.num_cached_hashes) == (
+        0,
+        0,
+        0,
+    )
+    assert not m.allocate_slots(a, 100, 2.0)  # 200 tokens: 13 blocks, 5 more
+    assert _pool_state(m) == before
+    assert (a.kv_blocks.num_private, a.kv_blocks.num_slots) == (7, 112)
+    assert m.pool.match((1, 2)) == 2
+
+    assert m.allocate_slots(a, 12, 3.0)  # 112 tokens: still 7 blocks, nothing taken
+    assert _pool_state(m) == before
+    assert m.allocate_slots(a, 45, 3.0)  # 145 tokens: 10 blocks, 3 more: evicts 2 entries
+    assert _pool_state(m) == (0, 0, 0, 2, 0)
+    assert (a.kv_blocks.num_private, a.kv_blocks.num_slots) == (10, 160)
+    m.check([a])
+
+
+def test_free_returns_exactly_the_sequences_blocks() -> None:
+    """S caches 3 prompt blocks (hashes 1, 2, 3) and holds 2 private ones; T shares
+    hashes 1 and 2 and holds 2 private blocks.  Freeing S returns its 5 blocks: its 2
+    private ones become free, hash 3 (only S's) evictable, hashes 1 and 2 stay T's."""
+    m = KVCacheManager(BlockPool(20, BS))
+    s = fake_seq((1, 2, 3), 60, trace_block=BS)  # 4 blocks: 3 hashed + 12 tokens
+    assert m.allocate_slots(s, 60, 0.0, m.get_computed_blocks(s))
+    m.cache_blocks(s, None)
+    s.num_computed_tokens = 60
+    assert m.allocate_slots(s, 10, 0.0)  # 70 tokens: a 5th block
+    t = fake_seq((1, 2, 9), 60, trace_block=BS)
+    computed = m.get_computed_blocks(t)
+    assert (computed.num_hits, computed.num_hit_tokens) == (2, 32)
+    assert m.allocate_slots(t, 60 - 32, 1.0, computed)  # 4 blocks: 2 hits + 2 private
+    assert (t.kv_blocks.num_cached_hashes, t.kv_blocks.num_private) == (2, 2)
+    assert (m.pool.free, m.pool.evictable_blocks, m.active_blocks) == (13, 0, 7)  # 5 + 4 - 2
+
+    freed = m.free(s, 2.0)
+    assert (freed.num_blocks, freed.num_to_host) == (5, 0)
+    assert (m.pool.free, m.pool.evictable_blocks, m.active_blocks) == (15, 1, 4)
+    b = s.kv_blocks
+    assert (b.num_cached_hashes, b.num_private, b.num_slots, b.prompt_cached) == (0, 0, 0, False)
+    assert m.pool.match((1, 2, 3)) == 3  # still cached
+    m.check([t])
+
+    freed = m.free(t, 3.0)
+    assert (freed.num_blocks, freed.num_to_host) == (4, 0)
+    assert (m.pool.free, m.pool.evictable_blocks, m.active_blocks) == (17, 3, 0)
+    m.check([])
