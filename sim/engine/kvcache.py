@@ -736,7 +736,7 @@ class KVCacheManager:
 
     def fits(self, num_tokens: int) -> bool:
         """Whether a sequence of ``num_tokens`` tokens can ever fit in the pool."""
-        return self.num_blocks(num_tokens) <= self.pool.capacity
+        return -(-num_tokens // self.block_size) <= self.pool.capacity
 
     def cached_prefix_tokens(self, call: Call) -> int:
         """Tokens of ``call``'s prompt cached in HBM (a prefix match; routers ask)."""

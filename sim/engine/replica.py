@@ -488,8 +488,11 @@ class Replica:
         # vLLM v1 caches them when it schedules the chunk (each layer writes the step's
         # KV before attending, so a call admitted below may already hit them); only
         # after the loop above, which may still take a scheduled sequence out again
+        cache_blocks = self.kv_cache_manager.cache_blocks
         for seq, chunk in prefills:
-            self._cache_blocks(seq, seq.num_computed_tokens + chunk)
+            stored = cache_blocks(seq, seq.num_computed_tokens + chunk)
+            if stored:
+                self._stored_to_host(stored)
         # 2. admit waiting sequences in policy order; none in a step that preempted
         # (vLLM v1's scheduler schedules waiting requests only when it preempted none)
         if (
@@ -588,7 +591,9 @@ class Replica:
             self.hit_tokens += computed.num_hit_tokens
         self.running.append(seq)
         self._n_prefilling += 1
-        self._cache_blocks(seq, start + chunk)
+        stored = kvm.cache_blocks(seq, start + chunk)
+        if stored:
+            self._stored_to_host(stored)
         return chunk
 
     def _finish_iteration(self, now: float) -> None:
@@ -614,17 +619,16 @@ class Replica:
         for seq in done:
             self._finish(seq, now)
 
-    def _cache_blocks(self, seq: Seq, num_tokens: int | None) -> None:
-        """Cache ``seq``'s full prompt blocks of its first ``num_tokens`` tokens (None:
-        all) as shared prefix entries; with the CPU offload tier they are also stored
-        there, a copy on the copy engine (counted in ``swap_out_s``, delaying nothing)."""
-        stored = self.kv_cache_manager.cache_blocks(seq, num_tokens)
-        if stored:
-            self.swap_out_s += self._swap_blocks_time(stored)
+    def _stored_to_host(self, blocks: int) -> None:
+        """Prompt blocks the KV cache also wrote to the CPU offload tier when caching
+        them: a copy on the copy engine (counted in ``swap_out_s``, delaying nothing)."""
+        self.swap_out_s += self._swap_blocks_time(blocks)
 
     def _complete_prefill(self, seq: Seq, now: float) -> None:
         # the prompt's full blocks are shared prefix entries (all computed now)
-        self._cache_blocks(seq, None)
+        stored = self.kv_cache_manager.cache_blocks(seq, None)
+        if stored:
+            self._stored_to_host(stored)
         seq.num_output_tokens += 1
         self._outstanding_tokens -= 1
         if seq.num_output_tokens == 1:
