@@ -4,13 +4,18 @@ Each iteration the scheduler (vLLM-like, see ``policies.base.BatchPolicy``) buil
 batch: every running sequence in its decode phase contributes one token, running
 sequences still prefilling contribute a chunk, and waiting sequences are admitted in
 the batch policy's order while the token budget (``max_num_batched_tokens``), the
-sequence limit (``max_num_seqs``) and KV memory allow (chunked prefill).  When a
-decode needs a new KV block and none is free, the lowest-priority running sequence is
-preempted and later recomputed; as in vLLM v1, a step that preempted admits no waiting
-call.  The full prompt blocks a step's prefill chunks compute become prefix-cache
-entries when the step is scheduled (vLLM v1's ``allocate_slots`` caches them then), so
-a call admitted later in the same step, or in any later one, hits them.  The cost
-model prices the iteration; at its end tokens advance and finished calls are reported.
+sequence limit (``max_num_seqs``) and KV memory allow (chunked prefill).  Memory is
+the KV-cache manager's (:class:`~sim.engine.kvcache.KVCacheManager`, as vLLM v1's
+scheduler asks its ``KVCacheManager``): the engine asks it for a prompt's cached prefix
+(``get_computed_blocks``), for room for the tokens it schedules (``allocate_slots``),
+to cache computed prompt blocks (``cache_blocks``) and to free a sequence's blocks
+(``free``); it never counts blocks itself.  When ``allocate_slots`` refuses a running
+sequence, the lowest-priority running sequence is preempted and later recomputed; as
+in vLLM v1, a step that preempted admits no waiting call.  The full prompt blocks a
+step's prefill chunks compute become prefix-cache entries when the step is scheduled
+(vLLM v1's ``allocate_slots`` caches them then), so a call admitted later in the same
+step, or in any later one, hits them.  The cost model prices the iteration; at its end
+tokens advance and finished calls are reported.
 
 Exact fast-forward: when the batch is pure decode and nothing can join it (no waiting
 call can be admitted), the composition cannot change before the earliest completion,
@@ -77,8 +82,8 @@ class EngineConfig:
 
 
 class Seq:
-    """Compact per-call state inside a replica (vLLM's ``Request``): tokens, status
-    times, and the KV blocks it holds (``kv_blocks``, owned by the replica's
+    """Compact per-call state inside a replica (vLLM's ``Request``): token counts,
+    timestamps, and the KV blocks it holds (``kv_blocks``, owned by the replica's
     :class:`~sim.engine.kvcache.KVCacheManager`).  Units: tokens, seconds."""
 
     __slots__ = (
