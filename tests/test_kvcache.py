@@ -339,3 +339,19 @@ def test_free_returns_exactly_the_sequences_blocks() -> None:
     assert (freed.num_blocks, freed.num_to_host) == (4, 0)
     assert (m.pool.free, m.pool.evictable_blocks, m.active_blocks) == (17, 3, 0)
     m.check([])
+
+
+def test_num_decodes_with_slots_stops_at_a_full_block_or_a_prefill() -> None:
+    """Decodes whose next token fits their blocks are counted in order; the run stops at
+    a sequence whose blocks are full (it needs allocate_slots) or that still prefills."""
+    m = KVCacheManager(BlockPool(100, BS))
+    seqs = [fake_seq((), t) for t in (20, 32, 20, 40)]
+    for s in seqs:
+        assert m.allocate_slots(s, s.num_prefill_tokens, 0.0, m.get_computed_blocks(s))
+        s.num_computed_tokens = s.num_prefill_tokens  # prefill done: 2, 2, 2, 3 blocks
+    seqs[3].num_computed_tokens = 16  # still prefilling
+    assert m.num_decodes_with_slots(seqs, 0, 4) == 1  # the second one's 2 blocks are full
+    assert m.num_decodes_with_slots(seqs, 2, 4) == 1  # the fourth one prefills
+    assert m.num_decodes_with_slots(seqs, 0, 0) == 0
+    assert m.allocate_slots(seqs[1], 1, 1.0)  # a third block: room again
+    assert m.num_decodes_with_slots(seqs, 0, 4) == 3

@@ -838,6 +838,20 @@ class KVCacheManager:
         b.num_slots = ((n + m) * b.hash_blocks + need) * self.block_size
         return True
 
+    def num_decodes_with_slots(self, seqs: Sequence[KVSeq], start: int, stop: int) -> int:
+        """How many of ``seqs[start:stop]``, in order, are decoding (their prefill is
+        computed) and hold a slot for their next token already, so that
+        ``allocate_slots(seq, 1)`` would take nothing.  The scheduler takes such a run
+        in one call instead of one call per sequence (the common case of a step)."""
+        i = start
+        while i < stop:
+            s = seqs[i]
+            kvt = s.num_computed_tokens
+            if kvt < s.num_prefill_tokens or kvt >= s.kv_blocks.num_slots:
+                break
+            i += 1
+        return i - start
+
     # ---- prefix caching ---------------------------------------------------------------
     def cache_blocks(self, seq: KVSeq, num_tokens: int | None = None) -> int:
         """Make the full prompt blocks of ``seq``'s first ``num_tokens`` tokens (None:

@@ -53,6 +53,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import accumulate
+from operator import attrgetter, sub
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -68,6 +69,11 @@ if TYPE_CHECKING:
 #: Decode spans of at most this many iterations are priced with scalar
 #: ``decode_time`` calls; longer ones with the vectorised ``decode_times``.
 SHORT_SPAN = 16
+
+# per-sequence reads in the per-step sums, done in C (map) rather than in generators
+_computed = attrgetter("num_computed_tokens")
+_max_tokens = attrgetter("max_tokens")
+_output = attrgetter("num_output_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,7 +415,7 @@ class Replica:
             return
         if self.cfg.fast_forward and running and self._can_span(now):
             k = kvm.num_decode_steps(
-                running, min(s.max_tokens - s.num_output_tokens for s in running)
+                running, min(map(sub, map(_max_tokens, running), map(_output, running)))
             )
             if k >= 2:
                 self._start_span(now, k)
@@ -437,7 +443,7 @@ class Replica:
             prefill_tokens=tuple(c for _, c in prefills),
             prefill_context=tuple(s.num_computed_tokens for s, _ in prefills),
             num_decode=len(decodes),
-            decode_context_sum=sum(s.num_computed_tokens for s in decodes) + len(decodes),
+            decode_context_sum=sum(map(_computed, decodes)) + len(decodes),
         )
         dt = self.cost.iteration_time(shape)
         if self._swap_in_pending_s:
@@ -516,11 +522,20 @@ class Replica:
         prefills) into ``decodes`` and ``prefills``, preempting the batch policy's
         victims while the KV cache cannot give a sequence its slots.  Returns the budget
         left and whether it preempted."""
-        allocate_slots = self.kv_cache_manager.allocate_slots
+        kvm = self.kv_cache_manager
+        allocate_slots = kvm.allocate_slots
+        ready = kvm.num_decodes_with_slots
         running = self.running
         preempted = False
         i = 0
         while i < len(running) and budget > 0:
+            # a run of decodes whose next token has a slot already: nothing to allocate
+            n = ready(running, i, min(len(running), i + budget))
+            if n:
+                decodes += running[i : i + n]
+                budget -= n
+                i += n
+                continue
             seq = running[i]
             kvt = seq.num_computed_tokens
             decode = kvt >= seq.num_prefill_tokens
@@ -673,7 +688,7 @@ class Replica:
 
     def _start_span(self, now: float, k: int) -> None:
         n = len(self.running)
-        ctx0 = sum(s.num_computed_tokens for s in self.running)
+        ctx0 = sum(map(_computed, self.running))
         if k <= SHORT_SPAN:
             # most spans are cut by an arrival after a few iterations: scalar times
             # beat the fixed cost of numpy calls (accumulate sums in order, as cumsum)
