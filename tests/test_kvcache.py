@@ -351,7 +351,8 @@ def test_num_decodes_with_slots_stops_at_a_full_block_or_a_prefill() -> None:
         s.num_computed_tokens = s.num_prefill_tokens  # prefill done: 2, 2, 2, 3 blocks
     seqs[3].num_computed_tokens = 16  # still prefilling
     assert m.num_decodes_with_slots(seqs, 0, 4) == 1  # the second one's 2 blocks are full
-    assert m.num_decodes_with_slots(seqs, 2, 4) == 1  # the fourth one prefills
+    assert m.num_decodes_with_slots(seqs, 2, 9) == 1  # the fourth one prefills
     assert m.num_decodes_with_slots(seqs, 0, 0) == 0
     assert m.allocate_slots(seqs[1], 1, 1.0)  # a third block: room again
-    assert m.num_decodes_with_slots(seqs, 0, 4) == 3
+    assert m.num_decodes_with_slots(seqs, 0, 9) == 3
+    assert m.num_decodes_with_slots(seqs, 0, 2) == 2  # the limit (token budget)

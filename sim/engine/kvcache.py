@@ -838,12 +838,15 @@ class KVCacheManager:
         b.num_slots = ((n + m) * b.hash_blocks + need) * self.block_size
         return True
 
-    def num_decodes_with_slots(self, seqs: Sequence[KVSeq], start: int, stop: int) -> int:
-        """How many of ``seqs[start:stop]``, in order, are decoding (their prefill is
-        computed) and hold a slot for their next token already, so that
+    def num_decodes_with_slots(self, seqs: Sequence[KVSeq], start: int, limit: int) -> int:
+        """How many of ``seqs[start:]`` (at most ``limit``), in order, are decoding (their
+        prefill is computed) and hold a slot for their next token already, so that
         ``allocate_slots(seq, 1)`` would take nothing.  The scheduler takes such a run
         in one call instead of one call per sequence (the common case of a step)."""
         i = start
+        stop = start + limit
+        if stop > len(seqs):
+            stop = len(seqs)
         while i < stop:
             s = seqs[i]
             kvt = s.num_computed_tokens
@@ -968,6 +971,12 @@ class KVCacheManager:
         b.num_slots = 0
         b.prompt_cached = False
         return FreedBlocks(held, moved)
+
+    def reset(self) -> None:
+        """Drop every block and cached prefix, in HBM and in the host tier (the GPUs
+        were lost); the pool keeps its sizes.  Sequences must have been freed."""
+        p = self.pool
+        self.pool = type(p)(p.capacity, p.block_size, p.host_capacity)
 
     def check(self, seqs: Iterable[KVSeq]) -> None:
         """Assert the pool's invariants and that ``seqs`` (all the sequences holding

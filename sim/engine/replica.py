@@ -190,6 +190,11 @@ class Replica:
         self.kv_cache_manager = KVCacheManager(
             BlockPool(kv_capacity_blocks, config.block_size, host_kv_blocks), cpu_offload
         )
+        # ReplicaView.cached_prefix_tokens(call): the cache's own method (routers call it
+        # for every candidate replica of every call, so no wrapper in between)
+        self.cached_prefix_tokens: Callable[[Call], int] = (
+            self.kv_cache_manager.cached_prefix_tokens
+        )
         self.host_bandwidth = host_bandwidth
         self.host_latency = host_latency
         self.kv_block_bytes = kv_block_bytes
@@ -277,9 +282,6 @@ class Replica:
             blocks * self.kv_block_bytes, self.host_bandwidth, self.host_latency
         )
 
-    def cached_prefix_tokens(self, call: Call) -> int:
-        return self.kv_cache_manager.cached_prefix_tokens(call)
-
     # ---- admission of new work -----------------------------------------------------
     def fits(self, call: Call) -> bool:
         """Whether the call's whole context can ever fit in this replica's KV memory."""
@@ -344,7 +346,7 @@ class Replica:
         lost += [(s, s.num_computed_tokens) for s in self.waiting]
         kvm = self.kv_cache_manager
         for seq, _ in lost:
-            kvm.free(seq, now)  # the pool is dropped below; this resets seq.kv_blocks
+            kvm.free(seq, now)  # the cache is reset below; this resets seq.kv_blocks
             seq.num_computed_tokens = 0
             seq.num_external_computed_tokens = 0
             seq.num_prefill_tokens = seq.num_prompt_tokens + seq.num_output_tokens
@@ -361,9 +363,7 @@ class Replica:
         self._span_cum = None
         self._pending = None
         self.ready = False
-        self.kv_cache_manager = KVCacheManager(
-            BlockPool(kvm.capacity, self.block_size, kvm.host_capacity), kvm.host_write_through
-        )
+        kvm.reset()
         self.timeline.append((now, 0, 0, 0, 0))
         return lost
 
@@ -530,7 +530,7 @@ class Replica:
         i = 0
         while i < len(running) and budget > 0:
             # a run of decodes whose next token has a slot already: nothing to allocate
-            n = ready(running, i, min(len(running), i + budget))
+            n = ready(running, i, budget)
             if n:
                 decodes += running[i : i + n]
                 budget -= n
