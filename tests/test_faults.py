@@ -20,6 +20,7 @@ from sim.simulation import simulate
 from sim.specs.hardware import get_gpu
 from sim.specs.models import get_model
 from sim.specs.topology import NVME_BW
+from sim.specs.topology import Path as TopoPath
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, tool, workload
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "faults"
@@ -97,7 +98,12 @@ def test_restart_pays_a_cold_start_and_held_calls_include_it_in_ttft() -> None:
     from sim.cluster.cluster import plan_memory
 
     weights = plan_memory(get_model(dep.model), get_gpu("a100-80gb").memory_bytes, dep).weights
-    ready = 0.5 + dep.scheduling_s + dep.image_pull_s * 0 + load_time(weights, NVME_BW, dep.init_s)
+    ready = (
+        0.5
+        + dep.scheduling_s
+        + dep.image_pull_s * 0
+        + load_time(weights, TopoPath(NVME_BW, 0.0, "nvme", 1), dep.init_s)
+    )
     calls = r.calls.set_index("call_id")
     assert (calls["status"] == "completed").all()
     assert calls.loc["a", "issue_s"] == 1.0

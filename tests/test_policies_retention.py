@@ -78,7 +78,7 @@ def test_infercept_swaps_to_host_and_swaps_back_priced_over_pcie() -> None:
     it = ROOFLINE.for_replica(ReplicaHardware(spec, get_gpu("a100-80gb"), 1, 1))
     topo = build_topology([("dgx-a100", 8)], "a100-80gb")
     path = topo.path(topo.gpu_names[0], "n0/cpu0")
-    swap = kv_transfer_time(50 * 16 * spec.kv_bytes_per_token, path.bandwidth, path.latency)
+    swap = kv_transfer_time(50 * 16 * spec.kv_bytes_per_token, path)
     assert a2.ttft_s == pytest.approx(
         it.iteration_time(BatchShape((200,), (800,))) + swap, rel=1e-9
     )

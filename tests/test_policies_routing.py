@@ -227,7 +227,7 @@ def test_migration_moves_cached_prefix_over_nvlink_when_cheaper_than_recompute()
     topo = build_topology([("dgx-a100", 8)], "a100-80gb")
     path = topo.gpu_path(0, 1)
     assert path.link == "nvlink"
-    t_move = kv_transfer_time(4000 * spec.kv_bytes_per_token, path.bandwidth, path.latency)
+    t_move = kv_transfer_time(4000 * spec.kv_bytes_per_token, path)
     assert float(m.loc["a2", "ttft_s"]) == pytest.approx(
         t_move + it.iteration_time(BatchShape((200,), (4000,))), rel=1e-9
     )

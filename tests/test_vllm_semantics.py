@@ -257,7 +257,7 @@ def test_cpu_offload_loads_an_evicted_prefix_over_pcie_instead_of_recomputing() 
     block_bytes = kv_bytes_per_token_per_gpu(get_model(dep.model), dep) * dep.block_size
     topo = build_topology(cfg.node_list(), cfg.gpu)
     path = topo.path(topo.gpu_names[0], "n0/cpu0")
-    load = kv_transfer_time(11 * block_bytes, path.bandwidth, path.latency)
+    load = kv_transfer_time(11 * block_bytes, path)
     assert rows.loc["b", "cached_tokens"] == 319
     assert rows.loc["b", "ttft_s"] == pytest.approx(
         load + it.iteration_time(BatchShape((1,), (319,))), rel=1e-9

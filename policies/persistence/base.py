@@ -86,7 +86,7 @@ class PersistenceContext:
     def transfer_s(self, tokens: int, src: str, dst: str) -> float:
         """Seconds to move ``tokens`` tokens of KV from ``src`` to ``dst``."""
         p = self.path(src, dst)
-        return kv_transfer_time(tokens * self.kv_bytes_per_token, p.bandwidth, p.latency)
+        return kv_transfer_time(tokens * self.kv_bytes_per_token, p)
 
 
 class PersistencePolicy:

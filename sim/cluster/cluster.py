@@ -408,8 +408,7 @@ class Cluster:
             self.retention,
             self._on_seq_finished,
             host_kv_blocks=host_blocks,
-            host_bandwidth=host_path.bandwidth,
-            host_latency=host_path.latency,
+            host_path=host_path,
             kv_block_bytes=block_bytes,
             cpu_offload=dep.cpu_offload_gib > 0,
         )
@@ -448,7 +447,7 @@ class Cluster:
         for node in sorted({self.topology.gpu_node[g] for g in gpus}):
             done = self._image_ready.setdefault(node, now + dep.scheduling_s + dep.image_pull_s)
             pulled = max(pulled, done)
-        return pulled - now + load_time(self.memory[model].weights, path.bandwidth, dep.init_s)
+        return pulled - now + load_time(self.memory[model].weights, path, dep.init_s)
 
     def _ready_after(self, rep: Replica, delay_s: float) -> None:
         """Make ``rep`` ready in ``delay_s`` unless it fails (or fails again) meanwhile."""
@@ -585,7 +584,7 @@ class Cluster:
         moved = theirs - mine
         per_token = rep.kv_block_bytes / rep.block_size
         path = self.topology.gpu_path(src.gpus[0], rep.gpus[0])
-        t_move = kv_transfer_time(moved * per_token, path.bandwidth, path.latency)
+        t_move = kv_transfer_time(moved * per_token, path)
         if t_move >= rep.recompute_time(theirs) - rep.recompute_time(mine):
             return 0.0
         seq.num_external_computed_tokens = theirs

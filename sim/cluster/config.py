@@ -15,6 +15,7 @@ from typing import Any
 
 from sim.common.errors import ConfigError, InputError
 from sim.common.io import read_toml
+from sim.costmodel.transfer import ENGINE_INIT_S
 from sim.specs.hardware import GPUS
 from sim.specs.models import DEPLOY_DTYPES, get_model
 from sim.specs.topology import BUILDERS
@@ -82,7 +83,7 @@ class Deployment:
     gpu_memory_utilization: float = 0.9
     cold_start: bool = False
     weight_source: str = "nvme"
-    init_s: float = 20.0
+    init_s: float = ENGINE_INIT_S
     num_gpu_blocks_override: int = 0
     max_model_len: int = 0
     too_long: str = "reject"

@@ -743,9 +743,7 @@ class FaultInjector:
             if tokens > cached:
                 p = c.topology.path(copy.vertex, c.topology.gpu_names[rep.gpus[0]])
                 nbytes = (tokens - cached) * c.specs[rep.model].kv_bytes_per_token
-                wait = max(0.0, copy.ready_s - now) + kv_transfer_time(
-                    nbytes, p.bandwidth, p.latency
-                )
+                wait = max(0.0, copy.ready_s - now) + kv_transfer_time(nbytes, p)
                 restored = tokens
         reused = max(cached, restored)
         lost = self._lost_call.pop(call.call_id, None)

@@ -21,6 +21,7 @@ import numpy as np
 from sim.costmodel.transfer import achieved_bandwidth
 from sim.specs.hardware import GPUSpec
 from sim.specs.models import ModelSpec, expected_experts_touched
+from sim.specs.topology import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,24 +237,17 @@ class RooflineCostModel:
         }
 
 
-def kv_transfer_time(
-    nbytes: float, bandwidth: float, latency: float, link: str | None = None
-) -> float:
-    """Seconds to move ``nbytes`` of KV cache over a path of the given bottleneck.
-
-    ``bandwidth`` is the path's datasheet bottleneck (bytes/s); with ``link`` (the
-    bottleneck link type: nvlink, pcie, network, host, ...) it is derated to the achieved
-    rate of :data:`sim.costmodel.transfer.ACHIEVED_FRACTION`, whose sources that module lists.
-    """
+def kv_transfer_time(nbytes: float, path: Path) -> float:
+    """Seconds to move ``nbytes`` of KV cache over ``path``: its latency (s) plus the bytes
+    at the achieved rate of its bottleneck link (the datasheet bandwidth, bytes/s, derated
+    by :data:`sim.costmodel.transfer.ACHIEVED_FRACTION` for the link type; sources there)."""
     if nbytes <= 0:
         return 0.0
-    return latency + nbytes / achieved_bandwidth(link, bandwidth)
+    return path.latency + nbytes / achieved_bandwidth(path.link, path.bandwidth)
 
 
-def load_time(
-    weight_bytes_per_gpu: float, path_bandwidth: float, init_s: float, link: str | None = None
-) -> float:
-    """Cold start: weights streamed over the slowest link of the load path (derated to
-    its achieved rate when ``link`` is given, see :mod:`sim.costmodel.transfer`), plus engine init
-    (:data:`sim.costmodel.transfer.ENGINE_INIT_S` is a sourced default for ``init_s``)."""
-    return weight_bytes_per_gpu / achieved_bandwidth(link, path_bandwidth) + init_s
+def load_time(weight_bytes_per_gpu: float, path: Path, init_s: float) -> float:
+    """Cold start (s): weights streamed over the slowest link of the load ``path`` at its
+    achieved rate (:mod:`sim.costmodel.transfer`), plus engine init ``init_s`` (the
+    deployment's, by default :data:`sim.costmodel.transfer.ENGINE_INIT_S`)."""
+    return weight_bytes_per_gpu / achieved_bandwidth(path.link, path.bandwidth) + init_s

@@ -2,8 +2,10 @@
 
 :mod:`sim.specs.topology` gives every link its datasheet bandwidth.  Real transfers reach a
 fraction of it; :data:`ACHIEVED_FRACTION` holds that fraction per link type, each with
-its source, and :func:`achieved_bandwidth` applies it.  ``kv_transfer_time`` and
-``load_time`` in :mod:`sim.costmodel.base` use it when told the path's bottleneck link type.
+its source, and :func:`achieved_bandwidth` applies it.  Every KV move (host-tier swaps,
+CPU-offload loads, migrations, fault reloads) and every cold start's weight load pays it:
+``kv_transfer_time`` and ``load_time`` in :mod:`sim.costmodel.base` take the topology
+``Path`` and derate by its bottleneck link type.
 
 Sources (per link type; numbers are per direction):
 

@@ -31,8 +31,8 @@ finished call's prefix to host memory, the copy runs on the GPU's copy engine
 alongside compute (as InferCept's pipelined swap-out), so it frees HBM at once and
 delays nothing; its time is counted in ``swap_out_s``.  When an admitted call's
 prefix continues into the host tier, those blocks are swapped back into fresh HBM
-blocks and the copy time over the GPU's PCIe path to its CPU (``host_bandwidth``,
-``host_latency``; each GPU of the TP group copies its shard in parallel) is *added
+blocks and the copy time over the GPU's PCIe path to its CPU (``host_path``, at the
+link's achieved rate; each GPU of the TP group copies its shard in parallel) is *added
 to the admitting iteration* (vLLM swaps in before the forward pass of the step).
 With ``cpu_offload`` the tier is vLLM's CPU KV offload: written through (every
 registered prompt block is also stored there, on the copy engine) and loads copy.
@@ -61,6 +61,7 @@ import simpy
 
 from sim.costmodel.base import BatchShape, IterationModel, kv_transfer_time
 from sim.engine.kvcache import BlockPool, KVCacheManager, SeqBlocks
+from sim.specs.topology import Path
 
 if TYPE_CHECKING:
     from policies.base import BatchPolicy, RetentionPolicy
@@ -74,6 +75,9 @@ SHORT_SPAN = 16
 _computed = attrgetter("num_computed_tokens")
 _max_tokens = attrgetter("max_tokens")
 _output = attrgetter("num_output_tokens")
+
+#: The GPU-to-CPU path of a replica built without one (tests): free and instant.
+NO_HOST_PATH = Path(float("inf"), 0.0, "local", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +173,12 @@ class Replica:
         retention: RetentionPolicy,
         on_finish: FinishHook,
         host_kv_blocks: int = 0,
-        host_bandwidth: float = float("inf"),
-        host_latency: float = 0.0,
+        host_path: Path = NO_HOST_PATH,
         kv_block_bytes: int = 0,
         cpu_offload: bool = False,
     ) -> None:
-        """``host_kv_blocks``: blocks of the host-DRAM tier; ``host_bandwidth`` (bytes/s)
-        and ``host_latency`` (s): the GPU-to-CPU path; ``kv_block_bytes``: bytes of one
+        """``host_kv_blocks``: blocks of the host-DRAM tier; ``host_path``: the GPU-to-CPU
+        topology path (bottleneck bandwidth, latency, link type); ``kv_block_bytes``: bytes of one
         KV block on one GPU of the group (what each GPU copies); ``cpu_offload``: the
         host tier is vLLM's CPU KV offload (write-through: every computed prompt block
         is stored there too, and loads copy)."""
@@ -195,8 +198,7 @@ class Replica:
         self.cached_prefix_tokens: Callable[[Call], int] = (
             self.kv_cache_manager.cached_prefix_tokens
         )
-        self.host_bandwidth = host_bandwidth
-        self.host_latency = host_latency
+        self.host_path = host_path
         self.kv_block_bytes = kv_block_bytes
         self.policy = batch_policy
         self.retention = retention
@@ -278,9 +280,7 @@ class Replica:
         return self._swap_blocks_time(self.kv_cache_manager.num_blocks(tokens))
 
     def _swap_blocks_time(self, blocks: int) -> float:
-        return kv_transfer_time(
-            blocks * self.kv_block_bytes, self.host_bandwidth, self.host_latency
-        )
+        return kv_transfer_time(blocks * self.kv_block_bytes, self.host_path)
 
     # ---- admission of new work -----------------------------------------------------
     def fits(self, call: Call) -> bool:
