@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.api import compare, flatten, policy_dict, split_policies, summarize_runs
+from sim.api import compare, policy_dict, split_policies, summarize_runs
 from sim.cli.main import main
 from sim.common.errors import ConfigError
+from sim.metrics.registry import flatten
 from sim.metrics.stats import mean_ci, paired_test, step_means
 from tests.helpers import chain_hashes, cluster, llm, workload
 
