@@ -196,7 +196,7 @@ def _spec(params: dict[str, Any], cfg: ClusterConfig, wl: Workload, **kw: Any) -
 def _runs(specs: Sequence[RunSpec], measure: Measure | None = None) -> pd.DataFrame:
     """Run ``specs`` in this process with the experiments runner: its tidy table (one
     row per run; summary metrics renamed by :data:`COLUMNS`, ``measure``'s added)."""
-    return run_experiment(specs, measure=measure).table.rename(columns=COLUMNS)
+    return run_experiment(specs, measure=measure).rename(columns=COLUMNS)
 
 
 def _ci_table(runs: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:

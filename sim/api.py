@@ -565,7 +565,7 @@ def compare(
         if on_run is not None:
             on_run(spec.params["policy"], spec.seed, res)
 
-    runs = run_experiment(specs, on_run=keep, drop=("policy",)).table
+    runs = run_experiment(specs, on_run=keep, drop=("policy",))
     table = summarize_runs(runs, names, rank_by, alpha)
     return Comparison(runs, table, rank_by, seed_list, results, alpha, seeds_vary)
 

@@ -27,7 +27,10 @@ metric with its value and tolerance.  A metric passes when
 ``"higher"``: hit rate, throughput), *improved* when it moved in the good direction
 (not a failure), and *changed* (a failure) when ``better = "equal"`` (counts that
 must not move, such as the number of requests).  A metric present on one side only,
-or null on one side only, fails too.
+or null on one side only, fails too.  ``--update`` gives a metric the baseline does not
+list yet the direction and tolerance of the metric registry
+(:mod:`sim.metrics.registry`, where ``"equal"`` is direction ``none``); tolerances
+already in the file are kept.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Every experiment of agentsim goes through here: ``agentsim compare``
   load scale, arrival jitter, a fault schedule and the SLO of the report metrics.
 - A backend runs specs: in this process (:class:`SerialBackend`), in a spawned
   process pool (:class:`ProcessBackend`) or as Ray tasks (:class:`RayBackend`).
-  :func:`run_experiment` runs specs in this process (errors propagate) or on a
-  backend (failures are collected) and returns an :class:`Experiment`.
+  :func:`run_experiment` runs specs in this process (errors propagate) and returns
+  their tidy table.
 - :func:`tidy` is the one flattening of run summaries into a table: one row per run,
   its parameters first, then every ``summary.json`` metric by dotted name
   (``ttft_s.p99``).  Sweeps build it from their run directories, the others from the
@@ -298,19 +298,6 @@ def make_backend(name: str, workers: int | None = None, address: str | None = No
 # ---- running an experiment -------------------------------------------------------------
 
 
-@dataclass
-class Experiment:
-    """What :func:`run_experiment` ran.
-
-    ``table``: the tidy table (:func:`tidy`) of the finished runs, in spec order;
-    ``failed``: why each failed run failed, by run id (only with a backend).
-    """
-
-    specs: list[RunSpec]
-    table: pd.DataFrame
-    failed: dict[str, str] = field(default_factory=dict)
-
-
 #: ``measure(spec, result, summary)``: extra metrics of a run for its table row.
 Measure = Callable[[RunSpec, SimResult, dict[str, Any]], Mapping[str, Any]]
 #: ``on_run(spec, result, summary)``: called as each run finishes (write its files ...).
@@ -319,37 +306,30 @@ OnRun = Callable[[RunSpec, SimResult, dict[str, Any]], None]
 
 def run_experiment(
     specs: Sequence[RunSpec],
-    backend: Backend | None = None,
     *,
     measure: Measure | None = None,
     on_run: OnRun | None = None,
     drop: Sequence[str] = IDENTITY_KEYS,
-) -> Experiment:
-    """Run every spec and tabulate the results.
+) -> pd.DataFrame:
+    """Run every spec in this process, in order, and return the tidy table (:func:`tidy`).
 
-    Without a ``backend`` the runs go one by one in this process and the first error
-    propagates (an :class:`~sim.common.errors.AgentsimError` names the bad input);
-    with one, failed runs are collected in :attr:`Experiment.failed`.  Each finished
-    run's summary is ``summary.json``'s (:func:`sim.report.results.enrich_summary` for
-    ``spec.slo``); ``measure`` adds metrics of the caller's own; the table row is the
-    spec's ``params`` then the flattened summary without the keys ``drop``.
+    The first error propagates (an :class:`~sim.common.errors.AgentsimError` names the
+    bad input).  Each run's summary is ``summary.json``'s
+    (:func:`sim.report.results.enrich_summary` for ``spec.slo``); ``on_run`` sees it
+    as the run finishes, ``measure`` adds metrics of the caller's own; the table row is
+    the spec's ``params`` then the flattened summary without the keys ``drop``.
+    Sweeps, which resume from their run directories and may run on a process pool or
+    Ray, use the backends and :func:`tidy` directly.
     """
-    done: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
-    failed: dict[str, str] = {}
-    outcomes: Iterable[Outcome] = (
-        ((s, execute(s)) for s in specs) if backend is None else backend.run(specs)
-    )
-    for spec, result in outcomes:
-        if isinstance(result, RunFailure):
-            failed[spec.run_id] = result.error
-            continue
+    records = []
+    for spec in specs:
+        result = execute(spec)
         summary = enrich_summary(result, spec.slo)
         if on_run is not None:
             on_run(spec, result, summary)
         extra = dict(measure(spec, result, summary)) if measure is not None else {}
-        done[spec.run_id] = (spec.params, {**summary, **extra})
-    table = tidy((done[s.run_id] for s in specs if s.run_id in done), drop)
-    return Experiment(list(specs), table, failed)
+        records.append((spec.params, {**summary, **extra}))
+    return tidy(records, drop)
 
 
 def tidy(
