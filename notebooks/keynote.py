@@ -498,7 +498,15 @@ def q3_topology(scale: Scale) -> Answer:
 
     def measure(spec: RunSpec, raw: SimResult, _: dict[str, Any]) -> dict[str, Any]:
         big = raw.replicas[raw.replicas.model == "llama-3-70b"].iloc[0]
-        return {"gpus": big.gpus, "iteration_ms": 1e3 * big.busy_s / max(1, big.iterations)}
+        calls = raw.calls[(raw.calls.status == "completed") & (raw.calls.kind == "llm")]
+        tokens = float((calls.input_tokens + calls.output_tokens).sum())
+        usd = 8 * (big.stop_s - big.start_s) / 3600 * get_gpu(spec.cluster.gpu).price_per_hour
+        return {
+            "gpus": big.gpus,
+            "iteration_ms": 1e3 * big.busy_s / max(1, big.iterations),
+            # the 70B replica's own $ per million tokens (replaces the whole cluster's)
+            "usd_per_m_tokens": usd / tokens * 1e6,
+        }
 
     runs = _runs(specs, measure)
     table = _ci_table(
