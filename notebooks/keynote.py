@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,9 +38,10 @@ from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, PolicyConfi
 from sim.cluster.faults import Fault, FaultSchedule
 from sim.costmodel.base import BatchShape, ReplicaHardware
 from sim.costmodel.loader import resolve_cost_model
+from sim.experiments.runner import Measure, RunSpec, group_stats, run_experiment, workload_spec
 from sim.metrics.stats import mean_ci
-from sim.report.results import SLO, cluster_title, enrich_summary
-from sim.simulation import SimResult, simulate
+from sim.report.results import SLO, cluster_title
+from sim.simulation import SimResult
 from sim.specs.hardware import get_gpu
 from sim.specs.models import get_model
 from sim.specs.topology import NVLINK_BW, NVLINK_LAT
@@ -181,39 +182,32 @@ def cluster(
 # ---- helpers ---------------------------------------------------------------------------
 
 
-def _summary(raw: SimResult, slo: SLO) -> dict[str, Any]:
-    s = enrich_summary(raw, slo)
-    return {
-        "ttft_p50_s": s["ttft_s"]["p50"],
-        "ttft_p99_s": s["ttft_s"]["p99"],
-        "ttft_max_s": float(raw.calls["ttft_s"].max()),
-        "session_s": s["session_s"]["mean"],
-        "slo_attainment": s["slo_attainment"],
-        "prefix_hit_rate": s["prefix_hit_rate"],
-        "gpu_hours": s["gpu_hours"],
-        "cost_usd": s["cost_usd"],
-        "gpu_idle_hours": s["gpu_idle_hours"],
-        "cold_starts": s["cold_starts"],
-        "cold_start_usd": s["cold_start_usd"],
-        "usd_per_m_tokens": s["usd_per_m_tokens"],
-        "recomputed_tokens": s.get("recomputed_tokens", 0),
-    }
+#: The keynote's names of the runner's dotted summary metrics.
+COLUMNS = {"ttft_s.p50": "ttft_p50_s", "ttft_s.p99": "ttft_p99_s", "session_s.mean": "session_s"}
 
 
-def _ci_table(
-    rows: Sequence[Mapping[Any, Any]], by: Sequence[str], metrics: Sequence[str]
-) -> pd.DataFrame:
-    """Mean and 95 % half-width of each metric per group (``metric``, ``metric_ci``)."""
-    df = pd.DataFrame(rows)
-    out = []
-    for key, g in df.groupby(list(by), sort=False):
-        row = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
-        for m in metrics:
-            ci = mean_ci(g[m].to_numpy(dtype=float))
-            row[m] = ci.mean
-            row[f"{m}_ci"] = 0.0 if math.isnan(ci.half_width) else ci.half_width
-        out.append(row)
-    return pd.DataFrame(out)
+def _spec(params: dict[str, Any], cfg: ClusterConfig, wl: Workload, **kw: Any) -> RunSpec:
+    """A run of ``wl`` on ``cfg`` with the seed ``params["seed"]``; ``params`` are its
+    table columns (``kw``: :func:`sim.experiments.runner.workload_spec`'s options)."""
+    run_id = "|".join(f"{k}={v}" for k, v in params.items())
+    return workload_spec(run_id, params, cfg, wl, int(params["seed"]), **kw)
+
+
+def _runs(specs: Sequence[RunSpec], measure: Measure | None = None) -> pd.DataFrame:
+    """Run ``specs`` in this process with the experiments runner: its tidy table (one
+    row per run; summary metrics renamed by :data:`COLUMNS`, ``measure``'s added)."""
+    return run_experiment(specs, measure=measure).rename(columns=COLUMNS)
+
+
+def _ci_table(runs: pd.DataFrame, by: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean and 95 % half-width of each metric per group across seeds (``metric``,
+    ``metric_ci``; 0 for a single seed), from :func:`sim.experiments.runner.group_stats`."""
+    stats = group_stats(runs, list(by), metrics)
+    out = stats[list(by)].copy()
+    for m in metrics:
+        out[m] = stats[m]
+        out[f"{m}_ci"] = stats[f"{m}.ci95"].fillna(0.0) if f"{m}.ci95" in stats else 0.0
+    return out
 
 
 def _fmt(mean: Any, half: Any, unit: str = "", digits: int = 3) -> str:
@@ -265,19 +259,20 @@ def q1_kv_affinity(scale: Scale) -> Answer:
         ),
     }
     seeds = list(range(scale.seeds))
-    rows = []
+    specs = []
     for wname, (wl_fn, model, tp, slo, _) in setups.items():
         wls = {s: wl_fn(s) for s in seeds}
         for router in routers:
             for n in scale.sizes:
                 cfg = cluster(model, tp, n, nodes=max(1, -(-n * tp // 8)), router=router)
-                for s in seeds:
-                    raw = simulate(wls[s], cfg, seed=s)
-                    rows.append({"workload": wname, "router": router, "replicas": n, "seed": s,
-                                 **_summary(raw, slo)})  # fmt: skip
+                specs += [
+                    _spec({"workload": wname, "router": router, "replicas": n, "seed": s},
+                          cfg, wls[s], slo=slo)
+                    for s in seeds
+                ]  # fmt: skip
     metrics = ("slo_attainment", "gpu_hours", "cost_usd", "ttft_p50_s", "ttft_p99_s", "session_s")
-    per_size = _ci_table(rows, ("workload", "router", "replicas"), metrics)
-    runs = pd.DataFrame(rows)
+    runs = _runs(specs)
+    per_size = _ci_table(runs, ("workload", "router", "replicas"), metrics)
     table_rows = []
     for wname, setup in setups.items():
         target = setup[4]
@@ -402,30 +397,37 @@ def ideal_hit_tokens(wl: Workload) -> dict[str, int]:
     return out
 
 
+def _half_mean_prompt(wl: Workload) -> int:
+    """Half the mean prompt of ``wl``'s LLM calls (tokens): the context at which the
+    keynote prices a recomputed prefill token."""
+    return int(float(np.mean([c.input_tokens for c in wl.calls if c.kind == "llm"])) / 2)
+
+
 def q2_eviction_cost(scale: Scale) -> Answer:
     """Prompt tokens recomputed because their KV was evicted, and their $, per retention
     policy, with the KV-aware router keeping sessions on their replica."""
     retentions = ("lru", "ttl_pin", "infercept")
     seeds = list(range(scale.seeds))
     cfg0 = cluster("command-r", 4, 2, nodes=1, router="kv_aware")
-    rows = []
+    specs, ideal, usd_tok = [], {}, {}
     for s in seeds:
         wl = synth_workload(scale, s, rate_per_s=0.1)
-        ideal = ideal_hit_tokens(wl)
-        mean_prompt = float(np.mean([c.input_tokens for c in wl.calls if c.kind == "llm"]))
-        usd_tok = prefill_usd_per_token(cfg0, int(mean_prompt / 2))
+        ideal[s] = ideal_hit_tokens(wl)
+        usd_tok[s] = prefill_usd_per_token(cfg0, _half_mean_prompt(wl))
         for ret in retentions:
             cfg = replace(cfg0, policies=replace(cfg0.policies, retention=ret))
-            raw = simulate(wl, cfg, seed=s)
-            calls = raw.calls[(raw.calls.kind == "llm") & (raw.calls.status == "completed")]
-            lost = sum(
-                max(0, ideal[cid] - int(hit))
-                for cid, hit in zip(calls.call_id, calls.cached_tokens, strict=True)
-            )
-            rows.append({"retention": ret, "seed": s, "recomputed_prefill_tokens": lost,
-                         "usd_lost": lost * usd_tok, **_summary(raw, SLO())})  # fmt: skip
+            specs.append(_spec({"retention": ret, "seed": s}, cfg, wl))
+
+    def measure(spec: RunSpec, raw: SimResult, _: dict[str, Any]) -> dict[str, Any]:
+        calls = raw.calls[(raw.calls.kind == "llm") & (raw.calls.status == "completed")]
+        lost = sum(
+            max(0, ideal[spec.seed][cid] - int(hit))
+            for cid, hit in zip(calls.call_id, calls.cached_tokens, strict=True)
+        )
+        return {"recomputed_prefill_tokens": lost, "usd_lost": lost * usd_tok[spec.seed]}
+
     metrics = ("recomputed_prefill_tokens", "usd_lost", "prefix_hit_rate", "session_s", "cost_usd")
-    table = _ci_table(rows, ("retention",), metrics)
+    table = _ci_table(_runs(specs, measure), ("retention",), metrics)
     worst = table.sort_values("recomputed_prefill_tokens").iloc[-1]
     best = table.sort_values("recomputed_prefill_tokens").iloc[0]
     headline = (
@@ -477,8 +479,8 @@ def q3_topology(scale: Scale) -> Answer:
     """Llama-3-70B at TP=8 on a cluster where four single-GPU Llama-3-8B replicas were
     placed first: ``topology_aware`` vs ``k8s_default``."""
     seeds = list(range(scale.seeds))
-    rows = []
-    placements = {}
+    wls = {s: real_workload(scale, s, 2.0, "llama-3-70b") for s in seeds}
+    specs = []
     for placement in ("topology_aware", "k8s_default"):
         cfg = validate(
             ClusterConfig(
@@ -492,22 +494,25 @@ def q3_topology(scale: Scale) -> Answer:
                 source="<keynote>",
             )
         )
-        price = get_gpu(cfg.gpu).price_per_hour
-        for s in seeds:
-            raw = simulate(real_workload(scale, s, 2.0, "llama-3-70b"), cfg, seed=s)
-            big = raw.replicas[raw.replicas.model == "llama-3-70b"].iloc[0]
-            placements[placement] = big.gpus
-            calls = raw.calls[(raw.calls.status == "completed") & (raw.calls.kind == "llm")]
-            tokens = float((calls.input_tokens + calls.output_tokens).sum())
-            usd = 8 * (big.stop_s - big.start_s) / 3600 * price
-            rows.append({
-                "placement": placement, "seed": s, "gpus": big.gpus,
-                "iteration_ms": 1e3 * big.busy_s / max(1, big.iterations),
-                "usd_per_m_tokens": usd / tokens * 1e6, **_summary(raw, SLO()),
-            })  # fmt: skip
+        specs += [_spec({"placement": placement, "seed": s}, cfg, wls[s]) for s in seeds]
+
+    def measure(spec: RunSpec, raw: SimResult, _: dict[str, Any]) -> dict[str, Any]:
+        big = raw.replicas[raw.replicas.model == "llama-3-70b"].iloc[0]
+        calls = raw.calls[(raw.calls.status == "completed") & (raw.calls.kind == "llm")]
+        tokens = float((calls.input_tokens + calls.output_tokens).sum())
+        usd = 8 * (big.stop_s - big.start_s) / 3600 * get_gpu(spec.cluster.gpu).price_per_hour
+        return {
+            "gpus": big.gpus,
+            "iteration_ms": 1e3 * big.busy_s / max(1, big.iterations),
+            # the 70B replica's own $ per million tokens (replaces the whole cluster's)
+            "usd_per_m_tokens": usd / tokens * 1e6,
+        }
+
+    runs = _runs(specs, measure)
     table = _ci_table(
-        rows, ("placement",), ("iteration_ms", "usd_per_m_tokens", "ttft_p50_s", "session_s")
+        runs, ("placement",), ("iteration_ms", "usd_per_m_tokens", "ttft_p50_s", "session_s")
     )
+    placements = runs.groupby("placement", sort=False)["gpus"].last()
     table.insert(1, "gpus", [placements[p] for p in table.placement])
     t, k = (
         table.set_index("placement").loc["topology_aware"],
@@ -562,18 +567,21 @@ def q4_cold_starts(scale: Scale) -> Answer:
         "queue_depth": "queue_depth:min_replicas=0,max_replicas=4",
     }
     seeds = list(range(scale.seeds))
-    rows = []
-    for name, spec in scalers.items():
-        cfg = cluster("llama-3-70b", 4, 0, nodes=2, router="k8s_service", autoscaler=spec)
-        price = get_gpu(cfg.gpu).price_per_hour
-        for s in seeds:
-            raw = simulate(real_workload(scale, s, 0.5, "llama-3-70b"), cfg, seed=s)
-            summ = _summary(raw, SLO())
-            rows.append(
-                {"autoscaler": name, "seed": s, "idle_usd": summ["gpu_idle_hours"] * price, **summ}
-            )
+    wls = {s: real_workload(scale, s, 0.5, "llama-3-70b") for s in seeds}
+    specs = []
+    for name, text in scalers.items():
+        cfg = cluster("llama-3-70b", 4, 0, nodes=2, router="k8s_service", autoscaler=text)
+        specs += [_spec({"autoscaler": name, "seed": s}, cfg, wls[s]) for s in seeds]
+
+    def measure(spec: RunSpec, raw: SimResult, summary: dict[str, Any]) -> dict[str, Any]:
+        price = get_gpu(spec.cluster.gpu).price_per_hour
+        return {
+            "idle_usd": summary["gpu_idle_hours"] * price,
+            "ttft_max_s": float(raw.calls["ttft_s"].max()),
+        }
+
     metrics = ("ttft_p99_s", "ttft_max_s", "cold_starts", "cold_start_usd", "idle_usd", "cost_usd")
-    table = _ci_table(rows, ("autoscaler",), metrics)
+    table = _ci_table(_runs(specs, measure), ("autoscaler",), metrics)
     table.insert(1, "spec", [scalers[a] for a in table.autoscaler])
     h = table.set_index("autoscaler")
     headline = "; ".join(
@@ -628,20 +636,16 @@ def q5_mesh_tax(scale: Scale) -> Answer:
         ),
     }
     seeds = list(range(scale.seeds))
-    rows = []
+    specs = []
     for s in seeds:
         wl = synth_workload(scale, s, rate_per_s=0.05, turns=20, task_tokens=2000.0)
-        for name, cfg in variants.items():
-            raw = simulate(wl, cfg, seed=s)
-            rows.append({"variant": name, "seed": s, "mesh_overhead_s": raw.summary.get("mesh_overhead_s", 0.0),
-                         "mesh_cpu_usd": raw.summary.get("mesh_cpu_usd", 0.0), **_summary(raw, SLO())})  # fmt: skip
-    df = pd.DataFrame(rows)
+        specs += [_spec({"variant": name, "seed": s}, cfg, wl) for name, cfg in variants.items()]
+    df = _runs(specs)
+    df["mesh_cpu_usd"] = df["mesh_cpu_usd"].fillna(0.0) if "mesh_cpu_usd" in df else 0.0
     ref = df[df.variant == "no mesh"].set_index("seed").session_s
     df["session_s_added"] = df.session_s - df.seed.map(ref)
     table = _ci_table(
-        df.to_dict("records"),
-        ("variant",),
-        ("session_s", "session_s_added", "ttft_p50_s", "mesh_cpu_usd"),
+        df, ("variant",), ("session_s", "session_s_added", "ttft_p50_s", "mesh_cpu_usd")
     )
     m = table.set_index("variant").loc["Istio sidecars + gateway (3 hops)"]
     headline = (
@@ -684,7 +688,7 @@ def q6_restarts(scale: Scale) -> Answer:
     persistences = ("none", "host_offload", "remote_store")
     cfg0 = cluster("command-r", 4, 2, nodes=1, router="kv_aware")
     seeds = list(range(scale.seeds))
-    rows = []
+    specs, usd_tok = [], {}
     for s in seeds:
         wl = synth_workload(scale, s, rate_per_s=0.1)
         last = max(c.issue_time_s for c in wl.calls if not c.parents)
@@ -695,17 +699,23 @@ def q6_restarts(scale: Scale) -> Answer:
             ),
             source="<keynote: two pod restarts>",
         )
-        mean_prompt = float(np.mean([c.input_tokens for c in wl.calls if c.kind == "llm"]))
-        usd_tok = prefill_usd_per_token(cfg0, int(mean_prompt / 2))
+        usd_tok[s] = prefill_usd_per_token(cfg0, _half_mean_prompt(wl))
         for p in persistences:
             cfg = replace(cfg0, policies=replace(cfg0.policies, persistence=p))
-            raw = simulate(wl, cfg, seed=s, faults=faults)
-            f = raw.summary.get("faults", {})
-            rec = int(raw.summary.get("recomputed_tokens", 0))
-            rows.append({"persistence": p, "seed": s, "lost_tokens": rec, "usd_lost": rec * usd_tok,
-                         "restored_tokens": f.get("restored_tokens", 0), **_summary(raw, SLO())})  # fmt: skip
+            specs.append(_spec({"persistence": p, "seed": s}, cfg, wl, faults=faults))
+
+    def measure(spec: RunSpec, _: SimResult, summary: dict[str, Any]) -> dict[str, Any]:
+        rec = int(summary.get("recomputed_tokens", 0))
+        return {
+            "lost_tokens": rec,
+            "usd_lost": rec * usd_tok[spec.seed],
+            "restored_tokens": summary.get("faults", {}).get("restored_tokens", 0),
+        }
+
     table = _ci_table(
-        rows, ("persistence",), ("lost_tokens", "usd_lost", "restored_tokens", "session_s")
+        _runs(specs, measure),
+        ("persistence",),
+        ("lost_tokens", "usd_lost", "restored_tokens", "session_s"),
     )
     h = table.set_index("persistence")
     headline = "; ".join(

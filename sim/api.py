@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from sim.cluster.config import (
@@ -39,6 +38,9 @@ from sim.cluster.config import (
     load_cluster_config,
 )
 from sim.common.errors import ConfigError
+from sim.experiments.arrivals import jittered, mean_session_gap, retimed
+from sim.experiments.runner import RunSpec, group_stats, run_experiment, workload_spec
+from sim.metrics.registry import higher_is_better
 from sim.report.results import SLO, enrich_summary, write_results
 from sim.simulation import SimResult, simulate
 from sim.workload.calls import Workload
@@ -67,20 +69,6 @@ REGISTRY_KIND = {
     "placement": "placement",
     "autoscaler": "autoscaling",
 }
-
-#: Metrics where larger is better (every other metric: smaller is better).
-HIGHER_IS_BETTER = (
-    "completed_requests",
-    "throughput_tokens_per_s",
-    "prefix_hit_rate",
-    "slo_attainment",
-    "ttft_slo_attainment",
-    "tpot_slo_attainment",
-    "goodput_calls_per_s",
-    "goodput_tokens_per_s",
-    "calls_per_s",
-    "gpu_utilization",
-)
 
 PolicyArg = str | Mapping[str, str] | None
 
@@ -309,22 +297,6 @@ def run(
 # ---- comparisons ---------------------------------------------------------------------
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to dotted keys: ``{"ttft_s": {"p50": x}}`` -> ``{"ttft_s.p50": x}``."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric.split(".")[0] in HIGHER_IS_BETTER
-
-
 #: Columns of the markdown/HTML comparison table: (metric, header, unit).
 TABLE_METRICS = (
     ("ttft_s.p50", "TTFT p50", "ms"),
@@ -501,9 +473,9 @@ def _sig2(x: float) -> str:
 def summarize_runs(
     runs: pd.DataFrame, order: Sequence[str], rank_by: str, alpha: float = 0.05
 ) -> pd.DataFrame:
-    """The per-policy table of :class:`Comparison` from its per-run rows."""
-    from sim.metrics.stats import mean_ci, paired_test
-
+    """The per-policy table of :class:`Comparison` from its per-run rows (policies in
+    ``order``): :func:`sim.experiments.runner.group_stats` by policy with paired tests
+    against the first, then ``rank`` by ``rank_by`` in its registry direction."""
     metrics = [
         c
         for c in runs.columns
@@ -511,32 +483,8 @@ def summarize_runs(
     ]
     if rank_by not in metrics:
         raise ConfigError(f"--rank-by {rank_by!r} is not a metric; e.g. {', '.join(metrics[:8])}")
-    seeds = sorted(runs["seed"].unique())
-    many = len(seeds) > 1
-
-    def by_seed(policy: str, m: str) -> np.ndarray:
-        sub = runs[runs["policy"] == policy].set_index("seed")[m].astype(float)
-        return sub.reindex(seeds).to_numpy()
-
-    rows = []
-    for i, pol in enumerate(order):
-        row: dict[str, Any] = {"policy": pol, "seeds": len(seeds)}
-        for m in metrics:
-            vals = by_seed(pol, m)
-            ci = mean_ci(vals)
-            row[m] = ci.mean
-            fin = vals[np.isfinite(vals)]
-            constant = fin.size > 0 and bool(np.all(fin == fin[0]))
-            if constant:  # exactly: the float mean of equal values can be off by an ulp
-                row[m] = float(fin[0])
-            if many:
-                row[f"{m}.ci95"] = 0.0 if constant and fin.size > 1 else ci.half_width
-                if i > 0:
-                    test = paired_test(by_seed(order[0], m), vals)
-                    row[f"{m}.p_value"] = test.p_value
-                    row[f"{m}.significant"] = test.significant(alpha)
-        rows.append(row)
-    table = pd.DataFrame(rows)
+    ordered = pd.concat([runs[runs["policy"] == p] for p in order], ignore_index=True)
+    table = group_stats(ordered, "policy", metrics, paired=True, alpha=alpha)
     score = table[rank_by].astype(float)
     if higher_is_better(rank_by):
         score = -score
@@ -584,6 +532,49 @@ def compare(
     into every run.  Returns a :class:`Comparison`; its ``table`` is the comparison
     DataFrame and its ``seeds_vary`` says what the seeds changed.
     """
+    names, kinds = _policy_kinds(policies, labels)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    wl = load_workload(trace, trace_format)
+    base = cluster_config(cluster, None, **overrides)
+    cfgs = [check_serves(apply_overrides(base, policies=k)) for k in kinds]
+    slo = slo or SLO()
+    seed_list = list(range(seed, seed + seeds))
+    seeds_vary, jit = _seed_variation(wl, seeds, retime, jitter)
+    workloads = {s: retimed(wl, s) if retime else jittered(wl, s) if jit else wl for s in seed_list}
+    grid = [(n, c, s) for n, c in zip(names, cfgs, strict=True) for s in seed_list]
+    specs = [
+        workload_spec(
+            f"{name}-seed{s}",
+            {"policy": name},
+            cfg,
+            workloads[s],
+            s,
+            load_scale=load_scale,
+            faults=faults,
+            slo=slo,
+            progress_label=f"[{k}/{len(grid)}] {name} seed {s}" if progress else None,
+        )
+        for k, (name, cfg, s) in enumerate(grid, 1)
+    ]
+    results: dict[str, list[Result]] = {n: [] for n in names}
+
+    def keep(spec: RunSpec, raw: SimResult, summary: dict[str, Any]) -> None:
+        res = Result(raw, slo)
+        results[spec.params["policy"]].append(res)
+        if on_run is not None:
+            on_run(spec.params["policy"], spec.seed, res)
+
+    runs = run_experiment(specs, on_run=keep, drop=("policy",))
+    table = summarize_runs(runs, names, rank_by, alpha)
+    return Comparison(runs, table, rank_by, seed_list, results, alpha, seeds_vary)
+
+
+def _policy_kinds(
+    policies: str | Iterable[PolicyArg], labels: Sequence[str] | None
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Each compared policy's label and policy specs by config field; a bad policy name
+    or parameter fails here, before anything is simulated."""
     entries: list[PolicyArg] = (
         list(split_policies(policies)) if isinstance(policies, str) else list(policies)
     )
@@ -592,47 +583,13 @@ def compare(
     names = list(labels) if labels is not None else [_label(p) for p in entries]
     if len(names) != len(entries) or len(set(names)) != len(names):
         raise ConfigError(f"policy labels must be unique, one per policy: {names}")
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     from policies import registry
 
-    specs = [policy_dict(p) for p in entries]
-    for spec in specs:  # fail on a bad name or parameter before simulating anything
-        for fld, text in spec.items():
+    kinds = [policy_dict(p) for p in entries]
+    for kind in kinds:
+        for fld, text in kind.items():
             registry.create(REGISTRY_KIND[fld], text)
-    wl = load_workload(trace, trace_format)
-    base = cluster_config(cluster, None, **overrides)
-    cfgs = [check_serves(apply_overrides(base, policies=spec)) for spec in specs]
-    slo = slo or SLO()
-    seed_list = list(range(seed, seed + seeds))
-    rows: list[dict[str, Any]] = []
-    results: dict[str, list[Result]] = {n: [] for n in names}
-    total = len(names) * len(seed_list)
-    k = 0
-    seeds_vary, jit = _seed_variation(wl, seeds, retime, jitter)
-    workloads = {s: retimed(wl, s) if retime else jittered(wl, s) if jit else wl for s in seed_list}
-    for name, cfg in zip(names, cfgs, strict=True):
-        for s in seed_list:
-            k += 1
-            raw = simulate(
-                workloads[s],
-                cfg,
-                seed=s,
-                load_scale=load_scale,
-                progress=progress,
-                progress_label=f"[{k}/{total}] {name} seed {s}",
-                faults=faults,
-            )
-            res = Result(raw, slo)
-            results[name].append(res)
-            flat = flatten(res.summary)
-            flat.pop("policy", None)
-            rows.append({"policy": name, **flat})
-            if on_run is not None:
-                on_run(name, s, res)
-    runs = pd.DataFrame(rows)
-    table = summarize_runs(runs, names, rank_by, alpha)
-    return Comparison(runs, table, rank_by, seed_list, results, alpha, seeds_vary)
+    return names, kinds
 
 
 def _seed_variation(
@@ -666,65 +623,6 @@ def _seed_variation(
             False,
         )
     return "Arrivals as recorded.", False
-
-
-def _session_starts(wl: Workload) -> dict[str, float]:
-    starts: dict[str, float] = {}
-    for c in wl.calls:
-        starts[c.session_id] = min(starts.get(c.session_id, c.issue_time_s), c.issue_time_s)
-    return starts
-
-
-def mean_session_gap(wl: Workload) -> float:
-    """Mean seconds between consecutive session starts ((last - first) / (sessions - 1));
-    0 with fewer than two sessions or when they all start at once."""
-    starts = _session_starts(wl)
-    if len(starts) < 2:
-        return 0.0
-    return (max(starts.values()) - min(starts.values())) / (len(starts) - 1)
-
-
-def jittered(wl: Workload, seed: int) -> Workload:
-    """A copy of ``wl`` with each session moved in time by its own offset drawn
-    uniformly from [-g/2, g/2), g = :func:`mean_session_gap` (seconds; the draw is
-    seeded by ``seed``, in order of session start).  Calls inside a session keep their
-    relative timing; times are clipped at 0.  Unlike :func:`retimed` the trace's arrival
-    pattern (bursts, diurnal shape) is kept, only each arrival's exact instant varies.
-    A workload whose sessions all start at one instant is returned unchanged."""
-    from dataclasses import replace
-
-    from sim.workload.calls import topo_order
-
-    gap = mean_session_gap(wl)
-    if gap <= 0:
-        return wl
-    starts = _session_starts(wl)
-    order = sorted(starts, key=lambda sid: (starts[sid], sid))
-    rng = np.random.default_rng(seed)
-    offsets = dict(zip(order, rng.uniform(-gap / 2, gap / 2, len(order)).tolist(), strict=True))
-    calls = [
-        replace(c, issue_time_s=max(0.0, c.issue_time_s + offsets[c.session_id])) for c in wl.calls
-    ]
-    return Workload(topo_order(calls), name=wl.name, source=wl.source, meta=dict(wl.meta))
-
-
-def retimed(wl: Workload, seed: int) -> Workload:
-    """A copy of ``wl`` whose session starts form a Poisson process (``seed``) at the
-    trace's mean session rate (sessions / seconds between first and last start)."""
-    from dataclasses import replace
-
-    from sim.workload.traces.sample import retime_sessions
-
-    starts: dict[str, float] = {}
-    for c in wl.calls:
-        starts[c.session_id] = min(starts.get(c.session_id, c.issue_time_s), c.issue_time_s)
-    span = max(starts.values()) - min(starts.values()) if starts else 0.0
-    if len(starts) < 2 or span <= 0:
-        raise ConfigError(
-            f"{wl.source or wl.name}: --retime needs sessions starting at different times"
-        )
-    calls = retime_sessions([replace(c) for c in wl.calls], (len(starts) - 1) / span, seed)
-    return Workload(calls, name=wl.name, source=wl.source, meta=dict(wl.meta))
 
 
 def _label(p: PolicyArg) -> str:

@@ -8,9 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.api import compare, flatten, policy_dict, split_policies, summarize_runs
+from sim.api import compare, policy_dict, split_policies, summarize_runs
 from sim.cli.main import main
 from sim.common.errors import ConfigError
+from sim.metrics.registry import flatten
 from sim.metrics.stats import mean_ci, paired_test, step_means
 from tests.helpers import chain_hashes, cluster, llm, workload
 
@@ -130,3 +131,38 @@ def test_unknown_policy_is_a_one_line_error(tmp_path: Path, capsys) -> None:
     )
     assert rc == 2
     assert "no_such_router" in capsys.readouterr().err
+
+
+def test_runner_tidy_table_puts_params_first_and_drops_identity_keys() -> None:
+    from sim.experiments.runner import tidy
+
+    t = tidy(
+        [
+            ({"policy": "a", "seed": 0}, {"ttft_s": {"p50": 1.0}, "seed": 0, "policy": "x"}),
+            ({"policy": "b", "seed": 1}, {"ttft_s": {"p50": 2.0}, "hit": 0.5, "seed": 1}),
+        ]
+    )
+    assert list(t.columns) == ["policy", "seed", "ttft_s.p50", "hit"]
+    assert t["policy"].tolist() == ["a", "b"]  # the parameter, not the summary's value
+    assert t["ttft_s.p50"].tolist() == [1.0, 2.0]
+    assert math.isnan(t["hit"][0]) and t["hit"][1] == 0.5
+
+
+def test_runner_group_stats_by_two_columns_by_hand() -> None:
+    from sim.experiments.runner import group_stats
+
+    runs = pd.DataFrame(
+        {
+            "w": ["x", "x", "x", "x", "y", "y"],
+            "n": [1, 1, 2, 2, 1, 1],
+            "seed": [0, 1, 0, 1, 0, 1],
+            "m": [1.0, 3.0, 5.0, 5.0, 2.0, 6.0],
+        }
+    )
+    t = group_stats(runs, ["w", "n"], ["m"])
+    assert t[["w", "n"]].values.tolist() == [["x", 1], ["x", 2], ["y", 1]]
+    assert t["m"].tolist() == [2.0, 5.0, 4.0]
+    # n = 2: t(0.975, 1) = 12.7062; sd of (1, 3) = sqrt(2): half-width 12.7062 * 1
+    assert t["m.ci95"][0] == pytest.approx(12.7062, rel=1e-4)
+    assert t["m.ci95"][1] == 0.0  # equal values
+    assert t["m.ci95"][2] == pytest.approx(2 * 12.7062, rel=1e-4)

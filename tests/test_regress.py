@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +217,84 @@ def test_missing_baseline_and_bad_scenario_are_one_line_errors(
     assert main(["regress", "--baseline", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "scenarios.x: config.routr: unknown key (did you mean 'router'?)" in err
+
+
+# ---- the metric registry -----------------------------------------------------------------
+
+
+def _rich_summary() -> dict[str, Any]:
+    """summary.json of a run that fills the optional keys too: a service mesh, a pod
+    restart and a fault after the run's end, a prompt past max_model_len."""
+    from dataclasses import replace
+
+    from sim.api import Result
+    from sim.cluster.faults import Fault, FaultSchedule
+    from sim.simulation import simulate
+    from tests.helpers import cluster, llm, workload
+
+    cfg = cluster(replicas=2, max_model_len=4096, mesh_hops=2)
+    cfg = replace(cfg, policies=replace(cfg.policies, persistence="host_offload"))
+    calls = [llm(f"c{i}", f"s{i}", 500, 50, t=0.1 * i) for i in range(6)]
+    calls.append(llm("long", "s9", 5000, 10, t=0.0))
+    faults = FaultSchedule(
+        (
+            Fault(0.2, "replica_restart", replica=0, repair_s=0.0),
+            Fault(1e6, "replica_restart", replica=1, repair_s=0.0),
+        ),
+        None,
+        "<test>",
+    )
+    return Result(simulate(workload(calls), cfg, seed=0, faults=faults)).summary
+
+
+def test_every_numeric_summary_metric_has_a_registry_entry() -> None:
+    from sim.metrics.recorder import SUMMARY_KEYS
+    from sim.metrics.registry import IDENTITY_KEYS, METRICS, numeric_metrics
+
+    summary = _rich_summary()
+    names = numeric_metrics(summary)
+    # the run reaches the optional parts of summary.json (else this test proves little)
+    for key in ("mesh_calls", "faults.replicas_lost", "faults_ignored", "rejected_too_long"):
+        assert key in names, key
+    unknown = sorted({n.split(".")[0] for n in names} - set(METRICS))
+    assert unknown == [], f"summary.json metrics missing from sim/metrics/registry.py: {unknown}"
+    assert set(SUMMARY_KEYS) - set(IDENTITY_KEYS) <= set(METRICS)
+    for m in METRICS.values():
+        assert m.better in ("lower", "higher", "none") and m.unit
+        assert m.rel_tol >= 0 and m.abs_tol >= 0
+
+
+def test_regress_flags_a_worse_value_in_the_registry_direction_and_passes_a_better_one() -> None:
+    from sim.experiments.regress import Baseline, check, updated
+
+    # registry: ttft_s lower is better, rel 2% / abs 1 ms; prefix_hit_rate higher is
+    # better, abs 0.005; requests has no direction (any move is a change)
+    before = {"ttft_s": {"p50": 1.0}, "prefix_hit_rate": 0.5, "requests": 10, "seed": 0}
+    base = Baseline(Path("b.json"), {"s": {}}, updated(None, {"s": before}))
+    exp = base.expected["s"]
+    assert exp["ttft_s.p50"][1] == Tolerance("lower", 0.02, 0.001)
+    assert exp["prefix_hit_rate"][1] == Tolerance("higher", 0.0, 0.005)
+    assert exp["requests"][1].better == "equal" and "seed" not in exp
+
+    def verdicts(ttft: float, hit: float, requests: int) -> dict[str, str]:
+        now = {"ttft_s": {"p50": ttft}, "prefix_hit_rate": hit, "requests": requests}
+        return {r.metric: r.verdict for r in check(base, {"s": now})}
+
+    # worse beyond tolerance: 1.0 -> 1.03 s is +3% (> 2%); 0.5 -> 0.49 is -0.01 (> 0.005)
+    assert verdicts(1.03, 0.49, 10) == {
+        "ttft_s.p50": REGRESSED,
+        "prefix_hit_rate": REGRESSED,
+        "requests": OK,
+    }
+    # better by as much: improvements pass
+    assert verdicts(0.97, 0.51, 10) == {
+        "ttft_s.p50": IMPROVED,
+        "prefix_hit_rate": IMPROVED,
+        "requests": OK,
+    }
+    # within tolerance either way; a count that moved is a change
+    assert verdicts(1.019, 0.496, 11) == {
+        "ttft_s.p50": OK,
+        "prefix_hit_rate": OK,
+        "requests": CHANGED,
+    }

@@ -17,18 +17,8 @@ from sim.cli.main import main
 from sim.cluster.config import default_cluster_config
 from sim.common.errors import ConfigError, InputError
 from sim.common.paths import DEFAULT_TRACE
-from sim.experiments.sweep import (
-    ProcessBackend,
-    RunSpec,
-    SerialBackend,
-    execute,
-    expand,
-    load_sweep,
-    make_backend,
-    parse_sweep,
-    run_sweep,
-    set_path,
-)
+from sim.experiments.runner import ProcessBackend, RunSpec, SerialBackend, execute, make_backend
+from sim.experiments.sweep import expand, load_sweep, parse_sweep, run_sweep, set_path
 from sim.simulation import SimResult
 
 # One DGX node, two small replicas: every run of the default trace takes well under 1 s.

@@ -17,7 +17,8 @@ from sim.cli.report import add_slo_arguments
 from sim.cluster.config import QUICK_FIELDS
 from sim.common.io import atomic_dir
 from sim.common.paths import RESULTS_DIR
-from sim.experiments.sweep import SweepOutcome, expand, is_done, load_sweep, make_backend, run_sweep
+from sim.experiments.runner import make_backend
+from sim.experiments.sweep import SweepOutcome, expand, is_done, load_sweep, run_sweep
 
 
 def register(sub: Any) -> None:

@@ -27,13 +27,16 @@ metric with its value and tolerance.  A metric passes when
 ``"higher"``: hit rate, throughput), *improved* when it moved in the good direction
 (not a failure), and *changed* (a failure) when ``better = "equal"`` (counts that
 must not move, such as the number of requests).  A metric present on one side only,
-or null on one side only, fails too.
+or null on one side only, fails too.  ``--update`` gives a metric the baseline does not
+list yet the direction and tolerance of the metric registry
+(:mod:`sim.metrics.registry`, where ``"equal"`` is direction ``none``); tolerances
+already in the file are kept.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,66 +45,18 @@ from typing import Any
 
 from sim.common.errors import ConfigError
 from sim.common.io import atomic_write_text
-from sim.experiments.sweep import RunSpec, execute, expand, flatten, parse_sweep
+from sim.experiments.runner import RunSpec, run_experiment
+from sim.experiments.sweep import expand, parse_sweep
+from sim.metrics.registry import metric, numeric_metrics
 from sim.report.results import write_results
+from sim.simulation import SimResult
 
 FORMAT_VERSION = 1
 BETTER = ("lower", "higher", "equal")
-#: Summary keys that identify a run rather than measure it.
-IDENTITY_KEYS = ("seed", "policy")
 
-#: Default direction and tolerances of each summary metric (by its top-level key):
-#: ``(better, rel_tol, abs_tol)``.  ``--update`` applies them to metrics the baseline
-#: does not list yet; tolerances already in the file are kept.
-DEFAULT_RULES: dict[str, tuple[str, float, float]] = {
-    "requests": ("equal", 0.0, 0.0),
-    "sessions": ("equal", 0.0, 0.0),
-    "completed_requests": ("higher", 0.0, 0.0),
-    "failed_requests": ("lower", 0.0, 0.0),
-    "ttft_s": ("lower", 0.02, 0.001),
-    "tpot_s": ("lower", 0.02, 0.0002),
-    "e2e_s": ("lower", 0.02, 0.01),
-    "session_s": ("lower", 0.02, 0.05),
-    "throughput_tokens_per_s": ("higher", 0.01, 0.0),
-    "prefix_hit_rate": ("higher", 0.0, 0.005),
-    "preemptions": ("lower", 0.05, 2.0),
-    "cold_starts": ("lower", 0.0, 0.0),
-    "gpu_hours": ("lower", 0.01, 0.0),
-    "cost_usd": ("lower", 0.01, 0.0),
-    "makespan_s": ("lower", 0.01, 0.0),
-    "failovers": ("lower", 0.0, 0.0),
-    "recomputed_tokens": ("lower", 0.02, 0.0),
-    "slo": ("equal", 0.0, 0.0),
-    "slo_attainment": ("higher", 0.0, 0.005),
-    "ttft_slo_attainment": ("higher", 0.0, 0.005),
-    "tpot_slo_attainment": ("higher", 0.0, 0.005),
-    "goodput_calls_per_s": ("higher", 0.01, 0.0),
-    "goodput_tokens_per_s": ("higher", 0.01, 0.0),
-    "calls_per_s": ("higher", 0.01, 0.0),
-    "usd_per_m_output_tokens": ("lower", 0.01, 0.0),
-    "usd_per_m_tokens": ("lower", 0.01, 0.0),
-    "gpu_utilization": ("higher", 0.0, 0.005),
-    "gpu_idle_hours": ("lower", 0.01, 0.0),
-    "cold_start_gpu_hours": ("lower", 0.01, 0.0),
-    "cold_start_usd": ("lower", 0.01, 0.0),
-    "kv_evictions": ("lower", 0.05, 2.0),
-    "bytes_moved": ("lower", 0.01, 0.0),
-    # request length limits and skipped input (counts: any change is looked at)
-    "max_model_len": ("equal", 0.0, 0.0),
-    "rejected_too_long": ("lower", 0.0, 0.0),
-    "truncated_calls": ("lower", 0.0, 0.0),
-    "truncated_prompt_tokens": ("lower", 0.0, 0.0),
-    "truncated_output_tokens": ("lower", 0.0, 0.0),
-    "trace_skipped_records": ("equal", 0.0, 0.0),
-    "faults_ignored": ("equal", 0.0, 0.0),
-    # the overload detector's inputs (booleans such as `overloaded` are not metrics)
-    "offered_load_rps": ("equal", 0.001, 0.0),
-    "served_load_rps": ("higher", 0.01, 0.0),
-    "mean_queue_s": ("lower", 0.02, 0.01),
-    "mean_service_s": ("lower", 0.02, 0.01),
-}
-#: A metric agentsim does not know yet: any move beyond 2% is a change to look at.
-UNKNOWN_RULE = ("equal", 0.02, 0.0)
+#: The file's word for :data:`sim.metrics.registry` direction ``none``: any move beyond
+#: the tolerance is a change to look at.
+_FILE_DIRECTION = {"lower": "lower", "higher": "higher", "none": "equal"}
 
 _FAST = {"nodes": 1, "model": "llama-3.1-8b", "tp": 1, "max_num_seqs": 32}
 #: The scenarios a new baseline file gets: three routers on the committed agentic
@@ -191,10 +146,11 @@ OK, IMPROVED, REGRESSED, CHANGED, MISSING, NEW = (
 FAILING = (REGRESSED, CHANGED, MISSING)
 
 
-def rule_for(metric: str) -> Tolerance:
-    """The default tolerance of a dotted metric name (``ttft_s.p50``)."""
-    better, rel, abs_ = DEFAULT_RULES.get(metric.split(".")[0], UNKNOWN_RULE)
-    return Tolerance(better, rel, abs_)
+def rule_for(name: str) -> Tolerance:
+    """The default tolerance and direction of a dotted metric name (``ttft_s.p50``),
+    from the metric registry (:mod:`sim.metrics.registry`)."""
+    m = metric(name)
+    return Tolerance(_FILE_DIRECTION[m.better], m.rel_tol, m.abs_tol)
 
 
 def judge(baseline: float | None, now: float | None, tol: Tolerance) -> str:
@@ -210,17 +166,6 @@ def judge(baseline: float | None, now: float | None, tol: Tolerance) -> str:
         return CHANGED
     worse = delta > 0 if tol.better == "lower" else delta < 0
     return REGRESSED if worse else IMPROVED
-
-
-def numeric_metrics(summary: dict[str, Any]) -> dict[str, float | None]:
-    """Every numeric summary metric by dotted name (identity keys left out)."""
-    out: dict[str, float | None] = {}
-    for k, v in flatten(summary).items():
-        if k in IDENTITY_KEYS or isinstance(v, bool | str):
-            continue
-        if v is None or isinstance(v, int | float):
-            out[k] = None if v is None or not math.isfinite(v) else v
-    return out
 
 
 def flat_expectations(metrics: dict[str, Any], where: str) -> dict[str, tuple[Any, Tolerance]]:
@@ -336,7 +281,7 @@ def scenario_spec(baseline_path: Path, name: str, config: dict[str, Any]) -> Run
     where = f"{baseline_path}: scenarios.{name}"
     sweep = parse_sweep({"base": config}, where, base_dir=baseline_path.parent, base_name="config")
     (spec,) = expand(sweep)
-    return spec
+    return dataclasses.replace(spec, params={"scenario": name, **spec.params})
 
 
 def run_scenarios(
@@ -348,13 +293,17 @@ def run_scenarios(
     when ``out`` is None) and its summary read back, so the metrics compared are
     exactly those of ``summary.json``.
     """
-    specs = {name: scenario_spec(baseline_path, name, cfg) for name, cfg in configs.items()}
-    summaries = {}
+    specs = [scenario_spec(baseline_path, name, cfg) for name, cfg in configs.items()]
+    summaries: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="agentsim-regress-") as tmp:
         root = out if out is not None else Path(tmp)
-        for name, spec in specs.items():
-            d = write_results(execute(spec), root / name, html=False)
+
+        def save(spec: RunSpec, result: SimResult, _: dict[str, Any]) -> None:
+            name = spec.params["scenario"]
+            d = write_results(result, root / name, html=False)
             summaries[name] = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+
+        run_experiment(specs, on_run=save)
     return summaries
 
 

@@ -10,7 +10,7 @@ A sweep file (TOML, see ``examples/sweeps/README.md``) has three tables:
   (``"deployments.0.block_size" = 32``), ``faults`` (a fault schedule TOML),
   ``slo_ttft`` / ``slo_tpot`` (seconds), and ``jitter`` (true/false: arrival jitter,
   by default on when the grid has several ``seeds``: each run's sessions are shifted
-  by offsets seeded by its seed, see :func:`sim.api.jittered`, so that seeds vary the
+  by offsets seeded by its seed, see :func:`sim.experiments.arrivals.jittered`, so that seeds vary the
   arrivals and not only the policies' randomness).
 - ``[grid]``: lists to take the product of.  The axes ``traces``, ``clusters``,
   ``policies`` (router specs), ``load_scales`` and ``seeds``, and any cluster config
@@ -44,10 +44,10 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 
@@ -63,14 +63,13 @@ from sim.cluster.config import (
     load_cluster_config,
     validate,
 )
-from sim.cluster.faults import FaultSchedule
-from sim.common.errors import AgentsimError, ConfigError, InputError
+from sim.common.errors import ConfigError, InputError
 from sim.common.io import atomic_write, atomic_write_json, atomic_write_text, read_toml
 from sim.common.paths import DEFAULT_TRACE
+from sim.experiments.runner import Backend, RunFailure, RunSpec, tidy
 from sim.report.results import SLO, write_results
-from sim.simulation import SimResult, simulate
-from sim.workload.calls import Workload
-from sim.workload.traces import detect_format, load_trace
+from sim.simulation import SimResult
+from sim.workload.traces import detect_format
 
 #: The grid axes with a meaning of their own; every other grid key is a dotted path.
 AXES = ("traces", "clusters", "policies", "load_scales", "seeds")
@@ -247,26 +246,6 @@ class Sweep:
     base_name: str = "base"
 
 
-@dataclass
-class RunSpec:
-    """One fully resolved run of a sweep."""
-
-    run_id: str
-    params: dict[str, Any]
-    cluster: ClusterConfig
-    trace: str
-    trace_format: str
-    seed: int
-    load_scale: float
-    #: shift each session's arrival by a seeded offset (:func:`sim.api.jittered`)
-    jitter: bool = False
-    #: fault schedule TOML injected into the run (``--faults``), or None
-    faults: str | None = None
-    #: objectives of the SLO metrics: applied when the run's summary is written (it
-    #: changes no simulated number, so it is not part of the run id)
-    slo: SLO = field(default_factory=SLO)
-
-
 def _err(where: str, key: str, msg: str) -> ConfigError:
     return ConfigError(f"{where}: {key}: {msg}")
 
@@ -329,13 +308,33 @@ def parse_sweep(
     for key in raw:
         if key not in ("sweep", "base", "grid"):
             raise _err(w, key, "unknown table; expected [sweep], [base] and [grid]")
-    meta = raw.get("sweep", {})
+    name, out, metrics = _parse_meta(raw.get("sweep", {}), w, base_dir)
+    base, labels, settings = _parse_base(raw.get("base", {}), w, base_dir, base_name, overrides)
+    axes, grid = _parse_grid(raw.get("grid", {}), w, base_dir)
+    for bkey, axis in AXIS_OF_BASE.items():
+        if bkey in base and axis in axes:
+            raise _err(
+                w,
+                f"grid.{axis}",
+                f"the grid varies it but {bkey} is also set (in [base] or on the command line); "
+                "set one of them",
+            )
+    if "policies" in axes and "policies.router" in grid:
+        raise _err(w, 'grid."policies.router"', "set either grid.policies or this, not both")
+    for key in settings:
+        if key in grid:
+            raise _err(w, f'grid."{key}"', "also set in [base]; set one of them")
+    return Sweep(w, name, base, labels, settings, axes, grid, tuple(metrics), out, base_name)
+
+
+def _parse_meta(meta: Any, w: str, base_dir: Path) -> tuple[str, str | None, list[str]]:
+    """The ``[sweep]`` table: name, output directory (resolved) and plotted metrics."""
     if not isinstance(meta, dict):
         raise _err(w, "sweep", "expected a table")
     for key in meta:
         if key not in ("name", "out", "metrics"):
             raise _err(w, f"sweep.{key}", "unknown key; expected name, out, metrics")
-    name = meta.get("name", Path(source).stem)
+    name = meta.get("name", Path(w).stem)
     if not isinstance(name, str):
         raise _err(w, "sweep.name", f"expected a string, got {name!r}")
     out = meta.get("out")
@@ -348,11 +347,21 @@ def parse_sweep(
         raise _err(
             w, "sweep.metrics", f"expected a non-empty list of metric names, got {metrics!r}"
         )
+    return name, out, metrics
 
+
+def _parse_base(
+    raw_base: Any,
+    w: str,
+    base_dir: Path,
+    base_name: str,
+    overrides: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """The ``[base]`` table and the command-line ``overrides``: base settings (paths
+    resolved), the paths as written (labels) and the dotted config settings."""
     base: dict[str, Any] = {}
     labels: dict[str, str] = {}
     settings: dict[str, Any] = {}
-    raw_base = raw.get("base", {})
     if not isinstance(raw_base, dict):
         raise _err(w, base_name, "expected a table")
     for key, value in raw_base.items():
@@ -378,8 +387,13 @@ def parse_sweep(
             labels[key] = value
             value = os.path.abspath(Path(value).expanduser())
         base[key] = value
+    return base, labels, settings
 
-    raw_grid = raw.get("grid", {})
+
+def _parse_grid(
+    raw_grid: Any, w: str, base_dir: Path
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """The ``[grid]`` table: its axes (checked) and its dotted config paths."""
     if not isinstance(raw_grid, dict):
         raise _err(w, "grid", "expected a table")
     axes: dict[str, list[Any]] = {}
@@ -400,20 +414,7 @@ def parse_sweep(
             )
         if len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
             raise _err(w, gk, "lists a value twice")
-    for bkey, axis in AXIS_OF_BASE.items():
-        if bkey in base and axis in axes:
-            raise _err(
-                w,
-                f"grid.{axis}",
-                f"the grid varies it but {bkey} is also set (in [base] or on the command line); "
-                "set one of them",
-            )
-    if "policies" in axes and "policies.router" in grid:
-        raise _err(w, 'grid."policies.router"', "set either grid.policies or this, not both")
-    for key in settings:
-        if key in grid:
-            raise _err(w, f'grid."{key}"', "also set in [base]; set one of them")
-    return Sweep(w, name, base, labels, settings, axes, grid, tuple(metrics), out, base_name)
+    return axes, grid
 
 
 @functools.cache
@@ -581,48 +582,21 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     specs: list[RunSpec] = []
     seen: dict[str, RunSpec] = {}
     for trace, cref, router, combo in itertools.product(traces, clusters, routers, combos):
-        pol = {k: b[k] for k in POLICY_KINDS if k in b}
-        if router is not None:
-            pol["router"] = router
-        cfg = apply_overrides(
-            base_cfgs[cref],
-            gpu=b.get("gpu"),
-            nodes=b.get("nodes"),
-            policies=pol,
-            costmodel=b.get("costmodel"),
-            fast_forward=b.get("fast_forward"),
-            **{k: b.get(k) for k in QUICK_KEYS},
-        )
-        for key, value in sweep.settings.items():
-            cfg = set_path(cfg, key, value, f'{w}: {sweep.base_name}."{key}"')
-        for key, value in zip(keys, combo, strict=True):
-            cfg = set_path(cfg, key, value, f'{w}: grid."{key}"')
-        if sweep.settings or keys:
-            sets = ", ".join(
-                f"{k}={json.dumps(v)}"
-                for k, v in [*sweep.settings.items(), *zip(keys, combo, strict=True)]
-            )
-            cfg = validate(dataclasses.replace(cfg, source=f"{w} (with {sets})"))
-        check_serves(cfg)
+        cfg = _point_config(sweep, base_cfgs[cref], router, dict(zip(keys, combo, strict=True)))
         fmt = formats[(trace.path, trace.format or b.get("trace_format"))]
         for scale, seed in itertools.product(scales, seeds):
             rid = run_id(cfg, trace.path, fmt, seed, scale, jitter, faults)
-            pol_cfg = cfg.policies
             params: dict[str, Any] = {
                 "run_id": rid,
                 "trace": trace.label,
                 "trace_format": fmt,
                 "cluster": cref.label if cref is not None else "<default>",
-                "policy": pol_cfg.router,
-                "batching": pol_cfg.batching,
-                "retention": pol_cfg.retention,
-                "placement": pol_cfg.placement,
-                "autoscaler": pol_cfg.autoscaler,
+                **_policy_columns(cfg),
                 "load_scale": float(scale),
                 "seed": int(seed),
             }
-            if pol_cfg.persistence != "none":
-                params["persistence"] = pol_cfg.persistence
+            if cfg.policies.persistence != "none":
+                params["persistence"] = cfg.policies.persistence
             if jitter:
                 params["jitter"] = True
             if faults is not None:
@@ -642,6 +616,49 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     return specs
 
 
+def _point_config(
+    sweep: Sweep, base_cfg: ClusterConfig, router: str | None, point: dict[str, Any]
+) -> ClusterConfig:
+    """The validated cluster config of one grid point: ``base_cfg`` with the base
+    settings and policies, ``router`` (None: the base's), the base's dotted settings and
+    the point's dotted paths applied."""
+    w, b = sweep.source, sweep.base
+    pol = {k: b[k] for k in POLICY_KINDS if k in b}
+    if router is not None:
+        pol["router"] = router
+    cfg = apply_overrides(
+        base_cfg,
+        gpu=b.get("gpu"),
+        nodes=b.get("nodes"),
+        policies=pol,
+        costmodel=b.get("costmodel"),
+        fast_forward=b.get("fast_forward"),
+        **{k: b.get(k) for k in QUICK_KEYS},
+    )
+    for key, value in sweep.settings.items():
+        cfg = set_path(cfg, key, value, f'{w}: {sweep.base_name}."{key}"')
+    for key, value in point.items():
+        cfg = set_path(cfg, key, value, f'{w}: grid."{key}"')
+    if sweep.settings or point:
+        sets = ", ".join(
+            f"{k}={json.dumps(v)}" for k, v in [*sweep.settings.items(), *point.items()]
+        )
+        cfg = validate(dataclasses.replace(cfg, source=f"{w} (with {sets})"))
+    return check_serves(cfg)
+
+
+def _policy_columns(cfg: ClusterConfig) -> dict[str, Any]:
+    """A run's policy columns in the sweep table (``policy`` is the router)."""
+    p = cfg.policies
+    return {
+        "policy": p.router,
+        "batching": p.batching,
+        "retention": p.retention,
+        "placement": p.placement,
+        "autoscaler": p.autoscaler,
+    }
+
+
 def _slo_of(where: str, base: dict[str, Any]) -> SLO:
     """The SLO of ``[base]`` ``slo_ttft`` / ``slo_tpot`` (or the flags), default SLO()."""
     d = SLO()
@@ -655,185 +672,6 @@ def _slo_of(where: str, base: dict[str, Any]) -> SLO:
 
 def _describe(spec: RunSpec) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.params.items() if k != "run_id")
-
-
-# ---- executing runs -------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_trace(path: str, fmt: str) -> Workload:
-    return load_trace(path, fmt)
-
-
-def execute(
-    spec: RunSpec, workload: Workload | None = None, faults: FaultSchedule | None = None
-) -> SimResult:
-    """Simulate one run (loading its trace unless ``workload`` is given, and its fault
-    schedule ``spec.faults`` unless ``faults`` is given), its arrivals jittered by its
-    seed when ``spec.jitter`` (a trace whose sessions all start at one instant is not
-    changed)."""
-    wl = workload if workload is not None else _cached_trace(spec.trace, spec.trace_format)
-    if spec.jitter:
-        from sim.api import jittered
-
-        wl = jittered(wl, spec.seed)
-    if faults is None and spec.faults is not None:
-        from sim.cluster.faults import load_faults
-
-        faults = load_faults(spec.faults)
-    return simulate(wl, spec.cluster, seed=spec.seed, load_scale=spec.load_scale, faults=faults)
-
-
-@dataclass(frozen=True)
-class RunFailure:
-    """Why a run failed, as text: exceptions do not all survive pickling between processes."""
-
-    error: str
-
-    @classmethod
-    def of(cls, e: Exception) -> RunFailure:
-        return cls(str(e) if isinstance(e, AgentsimError) else f"{type(e).__name__}: {e}")
-
-
-Runner = Callable[[RunSpec], SimResult]
-Outcome = tuple[RunSpec, SimResult | RunFailure]
-
-
-def guarded(runner: Runner, spec: RunSpec) -> SimResult | RunFailure:
-    """``runner(spec)``, or the :class:`RunFailure` of the exception it raised."""
-    try:
-        return runner(spec)
-    except Exception as e:
-        return RunFailure.of(e)
-
-
-class Backend(Protocol):
-    """Runs specs and yields each with its result (or why it failed)."""
-
-    name: str
-
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[Outcome]: ...
-
-
-@dataclass
-class SerialBackend:
-    """Runs every spec in this process, in order (``--workers 1``)."""
-
-    runner: Runner = execute
-    name: str = "serial"
-
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[Outcome]:
-        for spec in specs:
-            yield spec, guarded(self.runner, spec)
-
-
-@dataclass
-class ProcessBackend:
-    """A local pool of ``workers`` processes (spawned, so nothing leaks between runs)."""
-
-    workers: int
-    runner: Runner = execute
-    name: str = "local"
-
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[Outcome]:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = multiprocessing.get_context("spawn")
-        n = max(1, min(self.workers, len(specs)))
-        pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
-        try:
-            futures = {pool.submit(guarded, self.runner, s): s for s in specs}
-            for fut in as_completed(futures):
-                exc = fut.exception()  # the pool itself failed (a worker died)
-                yield (
-                    futures[fut],
-                    (RunFailure.of(exc) if isinstance(exc, Exception) else fut.result()),
-                )
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _ray_execute(
-    spec: RunSpec, workload: Workload, faults: FaultSchedule | None = None
-) -> SimResult | RunFailure:
-    try:
-        return execute(spec, workload, faults)
-    except Exception as e:
-        return RunFailure.of(e)
-
-
-@dataclass
-class RayBackend:
-    """Ray tasks, one per run.  Connects to ``address`` or starts a local Ray.
-
-    Each distinct trace (and fault schedule) is loaded once here and shared through the
-    object store, so workers on other machines need agentsim installed but not the
-    trace or fault files.  If
-    Ray is already initialised (``ray.init`` called by the user), that session is used.
-    """
-
-    address: str | None = None
-    name: str = "ray"
-    _ray: Any = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise ConfigError(
-                "--backend ray needs Ray, which is not installed: pip install 'agentsim[ray]'"
-            ) from None
-        self._ray = ray
-
-    def run(self, specs: Sequence[RunSpec]) -> Iterator[Outcome]:
-        ray = self._ray
-        started = False
-        if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False)
-            else:
-                ray.init(include_dashboard=False, log_to_driver=False)
-            started = True
-        try:
-            task = ray.remote(_ray_execute)
-            refs: dict[tuple[str, str], Any] = {}
-            fault_refs: dict[str | None, Any] = {None: None}
-            pending: dict[Any, RunSpec] = {}
-            for s in specs:
-                key = (s.trace, s.trace_format)
-                if key not in refs:
-                    refs[key] = ray.put(load_trace(s.trace, s.trace_format))
-                if s.faults is not None and s.faults not in fault_refs:
-                    from sim.cluster.faults import load_faults
-
-                    fault_refs[s.faults] = ray.put(load_faults(s.faults))
-                pending[task.remote(s, refs[key], fault_refs[s.faults])] = s
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                spec = pending.pop(ready[0])
-                try:
-                    result: SimResult | RunFailure = ray.get(ready[0])
-                except Exception as e:  # the task did not run to the end (worker died)
-                    result = RunFailure.of(e)
-                yield spec, result
-        finally:
-            if started:
-                ray.shutdown()
-
-
-def make_backend(name: str, workers: int | None = None, address: str | None = None) -> Backend:
-    """The backend called ``name`` (``local`` or ``ray``)."""
-    if name == "ray":
-        return RayBackend(address)
-    if name != "local":
-        raise ConfigError(f"--backend: unknown backend {name!r}; expected local or ray")
-    if address:
-        raise ConfigError("--address is for --backend ray")
-    n = workers if workers is not None else (os.cpu_count() or 1)
-    if n < 1:
-        raise ConfigError(f"--workers must be >= 1, got {n}")
-    return SerialBackend() if n == 1 else ProcessBackend(n)
 
 
 # ---- the output directory --------------------------------------------------------------
@@ -974,17 +812,6 @@ def run_sweep(
     )
 
 
-def flatten(summary: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested summary dicts as dotted columns (``ttft_s`` -> ``ttft_s.p50``...)."""
-    out: dict[str, Any] = {}
-    for k, v in summary.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 @dataclass
 class Collected:
     """The sweep table (config columns first), its perf table and config columns."""
@@ -996,28 +823,22 @@ class Collected:
 
 def collect(out: str | Path) -> Collected:
     """The results and perf tables from every complete run directory under ``out``."""
-    rows: list[dict[str, Any]] = []
+    records: list[tuple[dict[str, Any], dict[str, Any]]] = []
     perf: list[dict[str, Any]] = []
-    config_cols: dict[str, None] = {}
-    metric_cols: dict[str, None] = {}
     runs = Path(out) / "runs"
     for d in sorted(runs.iterdir()) if runs.is_dir() else []:
         if d.name.startswith(".") or not (d / "summary.json").is_file():
             continue
         params = json.loads((d / "params.json").read_text(encoding="utf-8"))
         summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
-        metrics = {k: v for k, v in flatten(summary).items() if k not in _SUMMARY_AS_CONFIG}
-        config_cols.update(dict.fromkeys(params))
-        metric_cols.update(dict.fromkeys(metrics))
-        rows.append({**params, **metrics})
+        records.append((params, summary))
         p = json.loads((d / "perf.json").read_text(encoding="utf-8"))
         perf.append({"run_id": params["run_id"], **{k: p.get(k) for k in PERF_COLUMNS}})
-    table = pd.DataFrame(rows, columns=[*config_cols, *metric_cols])
+    table = tidy(records, _SUMMARY_AS_CONFIG)
     if not table.empty:
         table = table.sort_values("run_id", kind="stable").reset_index(drop=True)
-    return Collected(
-        table, pd.DataFrame(perf, columns=["run_id", *PERF_COLUMNS]), list(config_cols)
-    )
+    config_cols = list(dict.fromkeys(k for params, _ in records for k in params))
+    return Collected(table, pd.DataFrame(perf, columns=["run_id", *PERF_COLUMNS]), config_cols)
 
 
 def write_table(out: str | Path) -> Collected:
