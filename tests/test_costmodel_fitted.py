@@ -18,8 +18,6 @@ from sim.costmodel.base import (
     BatchShape,
     ReplicaHardware,
     RooflineCostModel,
-    kv_transfer_time,
-    load_time,
 )
 from sim.costmodel.fitted import (
     Curve,
@@ -256,16 +254,6 @@ def test_committed_model_prices_kernels_by_shape() -> None:
     small = predict_op(p, cfg, "mlp_up_proj", 8, one)
     assert 0 < small <= predict_op(p, _cfg("llama-2-7b"), "mlp_up_proj", 8, one)
     assert predict_op(p, cfg, "mlp_up_proj", 8, big) >= small
-
-
-def test_transfer_times_use_achieved_rates() -> None:
-    raw = kv_transfer_time(1e9, 32e9, 1e-5)
-    assert raw == pytest.approx(1e-5 + 1e9 / 32e9)
-    assert kv_transfer_time(1e9, 32e9, 1e-5, link="pcie") == pytest.approx(
-        1e-5 + 1e9 / (0.78 * 32e9)
-    )
-    assert kv_transfer_time(0, 32e9, 1e-5, link="nvlink") == 0.0
-    assert load_time(1e10, 6.8e9, 20.0, link="nvme") == pytest.approx(1e10 / 6.8e9 + 20.0)
 
 
 def test_cli_costmodel_predict(tmp_path: Path) -> None:

@@ -197,7 +197,8 @@ def report_metrics(
     - ``kv_evictions``: prefix-cache blocks evicted; ``kv_occupancy_mean``: mean over
       replicas of time-weighted used blocks / capacity; ``kv_occupancy_peak``: largest.
     - ``bytes_moved``: bytes per link type (``nvlink``, ``pcie``, ``network``,
-      ``host``) by weight loads; the engine does not move KV between devices.
+      ``host``, and ``nvme`` when weights were read from a node's NVMe drive) by cold-start
+      weight loads, counted on each load path's bottleneck link.
     - ``overloaded``, ``offered_load_rps``, ``served_load_rps``, ``mean_queue_s``,
       ``mean_service_s``: whether arrivals outpaced service (:func:`sim.metrics.recorder.overload`
       gives the criterion).

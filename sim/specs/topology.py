@@ -182,7 +182,7 @@ def add_dgx_a100(g: nx.Graph, node: int, first_gpu: int, nvlink_bw: float = NVLI
         g.add_node(p + f"cpu{s}", kind="cpu", node=node)
     _edge(g, p + "cpu0", p + "cpu1", DRAM_BW, 1e-6, "host")
     g.add_node(p + "nvme", kind="nvme", node=node)
-    _edge(g, p + "nvme", p + "cpu0", NVME_BW, 1e-4, "pcie")
+    _edge(g, p + "nvme", p + "cpu0", NVME_BW, 1e-4, "nvme")
     for sw in range(4):
         ps = p + f"pcie{sw}"
         g.add_node(ps, kind="pcie_switch")
@@ -214,7 +214,7 @@ def add_pcie_server(
         _edge(g, nic, "net/leaf", ETH100_BW, NET_LAT, "network")
     _edge(g, p + "cpu0", p + "cpu1", 40 * GB, 1e-6, "host")  # socket interconnect (UPI)
     g.add_node(p + "nvme", kind="nvme", node=node)
-    _edge(g, p + "nvme", p + "cpu0", NVME_BW, 1e-4, "pcie")
+    _edge(g, p + "nvme", p + "cpu0", NVME_BW, 1e-4, "nvme")
     for sw in range((gpus + 1) // 2):
         ps = p + f"pcie{sw}"
         g.add_node(ps, kind="pcie_switch")
