@@ -61,6 +61,7 @@ from sim.cluster.config import (
     check_serves,
     default_cluster_config,
     load_cluster_config,
+    parse_plugins,
     validate,
 )
 from sim.cluster.faults import FaultSchedule
@@ -110,6 +111,7 @@ BASE_KEYS: dict[str, type | tuple[type, ...]] = {
     "kv_cache_dtype": str,
     "max_model_len": int,
     "too_long": str,
+    "plugins": list,
 }
 #: ``[base]`` keys holding paths (resolved against the sweep file's directory).
 PATH_KEYS = ("trace", "cluster", "costmodel", "faults")
@@ -369,11 +371,15 @@ def parse_sweep(
                 f"unknown key{hint}; dotted config paths need quotes and a dot",
             )
         value = _check_base_value(w, f"{base_name}.{key}", key, value)
+        if key == "plugins":
+            value = list(parse_plugins(value, w, None, f"{base_name}.plugins", base_dir))
         if key in PATH_KEYS:
             labels[key] = value
             value = _resolve(base_dir, value)
         base[key] = value
     for key, value in (overrides or {}).items():
+        if key == "plugins":  # --plugin adds to the file's plugins
+            value = [*base.get("plugins", []), *value]
         if key in PATH_KEYS:
             labels[key] = value
             value = os.path.abspath(Path(value).expanduser())
@@ -591,6 +597,7 @@ def expand(sweep: Sweep) -> list[RunSpec]:
             policies=pol,
             costmodel=b.get("costmodel"),
             fast_forward=b.get("fast_forward"),
+            plugins=b.get("plugins", ()),
             **{k: b.get(k) for k in QUICK_KEYS},
         )
         for key, value in sweep.settings.items():
