@@ -206,7 +206,8 @@ def small_cluster(kind: str, name: str) -> ClusterConfig:
         ),
         source="<conformance>",
     )
-    return validate(replace(cfg, policies=replace(PolicyConfig(), **{FIELD[kind]: name})))
+    fields: dict[str, Any] = {FIELD[kind]: name}
+    return validate(replace(cfg, policies=replace(PolicyConfig(), **fields)))
 
 
 def _simulate_checks(kind: str, name: str, seed: int) -> list[str]:

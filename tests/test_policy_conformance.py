@@ -3,6 +3,7 @@ conformance checks (``sim.conformance.check_policy``), and the checks can fail."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from sim.conformance import ConformanceError, check_policy
 
 PLUGIN = Path(__file__).resolve().parent / "plugins" / "fewest_tokens.py"
 load_plugin(str(PLUGIN))  # an out-of-tree router, checked like the built-ins
+# yours too: AGENTSIM_PLUGINS=my_router.py:other.py pytest tests/test_policy_conformance.py
+for _ref in filter(None, os.environ.get("AGENTSIM_PLUGINS", "").split(os.pathsep)):
+    load_plugin(_ref)
 
 ALL = [(p.kind, p.name) for p in registry.list_policies()]
 
