@@ -9,7 +9,7 @@ It re-exports the policy interfaces and decisions, the read-only views policies
 receive (:mod:`policies.base`, :mod:`policies.persistence.base`), the registry
 functions (:mod:`policies.registry`) and the :class:`~sim.workload.calls.Call` type
 that routers and batching policies read.  Conformance checks for any registered policy
-live one layer up, in :func:`sim.conformance.check_policy`.
+live one layer up, in :func:`sim.experiments.conformance.check_policy`.
 """
 
 from policies.base import (

@@ -1,5 +1,5 @@
 """Every registered policy (built-in, and a plugin loaded here) passes the same
-conformance checks (``sim.conformance.check_policy``), and the checks can fail."""
+conformance checks (``sim.experiments.conformance.check_policy``), and the checks can fail."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policies import BatchPolicy, Router, load_plugin, registry
-from sim.conformance import ConformanceError, check_policy
+from sim.experiments.conformance import ConformanceError, check_policy
 
 PLUGIN = Path(__file__).resolve().parent / "plugins" / "fewest_tokens.py"
 load_plugin(str(PLUGIN))  # an out-of-tree router, checked like the built-ins

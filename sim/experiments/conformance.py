@@ -5,7 +5,7 @@ listing every failed check; ``tests/test_policy_conformance.py`` runs it on ever
 registered policy, and a plugin author runs it on theirs (``docs/policies.md``)::
 
     from policies import load_plugin
-    from sim.conformance import check_policy
+    from sim.experiments.conformance import check_policy
 
     (info,) = load_plugin("my_router.py")
     check_policy(info.kind, info.name)
