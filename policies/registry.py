@@ -180,6 +180,8 @@ def _exec_file(path: Path) -> ModuleType:
     digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
     stem = re.sub(r"\W", "_", path.stem)
     modname = f"agentsim_plugin_{stem}_{digest}"
+    if modname in sys.modules:  # loaded before (as PATH.py, now as PATH.py:Class)
+        return sys.modules[modname]
     spec = importlib.util.spec_from_file_location(modname, path)
     if spec is None or spec.loader is None:
         raise PolicyError(f"{path}: not a Python file that can be imported")
