@@ -155,6 +155,14 @@ class BatchPolicy:
     def order(self, waiting: list[SeqView], now: float) -> list[SeqView]:
         return waiting
 
+    def token_budget(self, max_num_batched_tokens: int, now: float) -> int:
+        """Tokens (decodes + prefill chunks) the next step may schedule.  Default: the
+        engine's ``max_num_batched_tokens`` (so results are unchanged).  The engine
+        keeps the answer within ``[max_num_seqs, max_num_batched_tokens]`` so every
+        running sequence can still decode (Sarathi-Serve-style budgets shape prefill
+        chunks, never starve decodes)."""
+        return max_num_batched_tokens
+
     def preempt_victim(self, running: Sequence[SeqView], now: float) -> int:
         """Index into ``running`` of the sequence to preempt (default: latest admitted)."""
         return len(running) - 1

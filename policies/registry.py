@@ -3,53 +3,37 @@
 A policy spec is ``name`` or ``name:key=value,key=value`` (e.g.
 ``prefix_affinity:cache_threshold=0.5``).  Parameters are passed to the policy's
 constructor as keyword arguments, converted to the type of the constructor default.
-Other packages add policies through the Python entry-point group ``agentsim.policies``:
-each entry point names a module that registers its policies on import.
+
+Where policies come from, in load order:
+
+* every module of ``policies/<kind>/`` (found with :mod:`pkgutil`; names starting with
+  ``_`` are helpers and skipped), so a new policy file registers with no other edit;
+* installed packages, through the entry-point group ``agentsim.policies`` (each entry
+  point names a module that registers its policies on import);
+* plugins named at run time (:func:`load_plugin`: ``--plugin``, a cluster TOML's
+  ``plugins``): a ``.py`` file, or ``module:Class``.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
+import importlib.util
 import inspect
-from collections.abc import Callable
+import pkgutil
+import re
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from sim.common.errors import PolicyError
 
 KINDS = ("routing", "batching", "retention", "placement", "autoscaling", "persistence")
-
-# Modules of the built-in policies, imported on first use of the registry.
-BUILTIN_MODULES = (
-    "policies.routing.round_robin",
-    "policies.routing.least_loaded",
-    "policies.routing.session_affinity",
-    "policies.routing.power_of_two",
-    "policies.routing.prefix_affinity",
-    "policies.routing.kv_aware",
-    "policies.routing.llmd_scorer",
-    "policies.routing.k8s_service",
-    "policies.batching.fcfs",
-    "policies.batching.plas",
-    "policies.batching.atlas",
-    "policies.batching.vtc",
-    "policies.retention.lru",
-    "policies.retention.ttl_pin",
-    "policies.retention.infercept",
-    "policies.placement.first_fit",
-    "policies.placement.topology_aware",
-    "policies.placement.k8s_default",
-    "policies.autoscaling.static",
-    "policies.autoscaling.queue_depth",
-    "policies.autoscaling.keep_warm",
-    "policies.autoscaling.hpa",
-    "policies.persistence.none",
-    "policies.persistence.host_offload",
-    "policies.persistence.remote_store",
-    "policies.persistence.migrate",
-)
 
 T = TypeVar("T")
 
@@ -96,6 +80,13 @@ class PolicyInfo:
             out.append(Param(p.name, p.default, str(ann)))
         return out
 
+    def describe(self) -> str:
+        """One line: ``kind name: description [params: a=1, b (required)]``."""
+        params = ", ".join(p.describe() for p in self.parameters())
+        return f"{self.kind} {self.name}: {self.description}" + (
+            f" [params: {params}]" if params else ""
+        )
+
 
 _REGISTRY: dict[str, dict[str, PolicyInfo]] = {k: {} for k in KINDS}
 _loaded = False
@@ -119,18 +110,205 @@ def register(kind: str, name: str) -> Callable[[type[T]], type[T]]:
     return deco
 
 
+def _import_builtin(name: str) -> None:
+    """Import one built-in policy module; a broken file is a one-line error naming it."""
+    try:
+        importlib.import_module(name)
+    except SyntaxError as e:
+        raise PolicyError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:
+        spec = importlib.util.find_spec(name)
+        where = spec.origin if spec is not None and spec.origin else name
+        raise PolicyError(
+            f"{where}: policy module failed to import: {type(e).__name__}: {e}"
+        ) from None
+
+
+def builtin_modules() -> list[str]:
+    """Every policy module under ``policies/<kind>/`` (helpers named ``_*`` and each
+    kind's ``base`` module excepted), found on disk: a new file needs no other edit."""
+    out = []
+    for kind in KINDS:
+        pkg = importlib.import_module(f"policies.{kind}")
+        for m in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+            if not m.name.startswith("_") and m.name != "base":
+                out.append(f"policies.{kind}.{m.name}")
+    return out
+
+
 def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(mod)
+    for mod in builtin_modules():
+        _import_builtin(mod)
     for ep in entry_points(group="agentsim.policies"):
         try:
             ep.load()
         except Exception as e:  # a broken plug-in must not break the built-ins
             raise PolicyError(f"policy plug-in {ep.name!r} ({ep.value}) failed to load: {e}") from e
+    _loaded = True
+
+
+#: Plugins loaded so far: the reference as resolved (absolute path, or ``module:Class``)
+#: -> the policies it registered.  Loading the same plugin again is a no-op.
+_PLUGINS: dict[str, tuple[PolicyInfo, ...]] = {}
+
+
+def _policy_bases() -> dict[type, str]:
+    """The policy interfaces, each with the kind of the policies that subclass it."""
+    from policies.base import Autoscaler, BatchPolicy, PlacementPolicy, RetentionPolicy, Router
+    from policies.persistence.base import PersistencePolicy
+
+    return {
+        Router: "routing",
+        BatchPolicy: "batching",
+        RetentionPolicy: "retention",
+        PlacementPolicy: "placement",
+        Autoscaler: "autoscaling",
+        PersistencePolicy: "persistence",
+    }
+
+
+def _snapshot() -> set[tuple[str, str, type]]:
+    return {(k, n, info.cls) for k, table in _REGISTRY.items() for n, info in table.items()}
+
+
+def _exec_file(path: Path) -> ModuleType:
+    """Import the plugin file ``path`` as a module of its own (its name derived from
+    the path, so two plugin files with one file name do not collide)."""
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", path.stem)
+    modname = f"agentsim_plugin_{stem}_{digest}"
+    if modname in sys.modules:  # loaded before (as PATH.py, now as PATH.py:Class)
+        return sys.modules[modname]
+    spec = importlib.util.spec_from_file_location(modname, path)
+    if spec is None or spec.loader is None:
+        raise PolicyError(f"{path}: not a Python file that can be imported")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except SyntaxError as e:
+        del sys.modules[modname]
+        raise PolicyError(f"{e.filename or path}:{e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:
+        del sys.modules[modname]
+        raise PolicyError(f"{path}: plugin failed to import: {type(e).__name__}: {e}") from None
+    return mod
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _register_class(ref: str, where: str, cls: Any) -> PolicyInfo:
+    """Register the class a ``module:Class`` plugin names (unless its module's
+    ``@register`` did): under its own ``policy_name`` if it sets one, else its class
+    name in snake_case (``MyRouter`` -> ``my_router``)."""
+    bases = _policy_bases()
+    kind = next(
+        (k for base, k in bases.items() if isinstance(cls, type) and issubclass(cls, base)), None
+    )
+    if kind is None:
+        names = ", ".join(b.__name__ for b in bases)
+        raise PolicyError(
+            f"{where}: {ref}: {getattr(cls, '__name__', type(cls).__name__)!r} is not a "
+            f"policy class (subclass one of {names})"
+        )
+    for info in _REGISTRY[kind].values():
+        if info.cls is cls:
+            return info
+    name = cls.__dict__.get("policy_name") or _snake(cls.__name__)
+    register(kind, name)(cls)
+    return _REGISTRY[kind][name]
+
+
+def load_plugin(
+    ref: str, base_dir: str | Path | None = None, where: str = "--plugin"
+) -> tuple[PolicyInfo, ...]:
+    """Load one out-of-tree policy plugin and return the policies it registered.
+
+    ``ref`` is a Python file (``path/to/my_router.py``: every ``@register`` in it
+    counts; relative to ``base_dir`` when given, else to the working directory), or
+    ``module:Class`` / ``path/to/file.py:Class`` (the class is registered if its module
+    did not register it: see :func:`_register_class`).  ``where`` names the origin in
+    errors (``--plugin``, or ``cluster.toml:3: plugins[0]``).  Every problem (missing
+    file, syntax error, import error, missing class, a class that is not a policy, a
+    file that registers nothing) is one :class:`PolicyError` line naming the file.
+    """
+    _load()
+    try:
+        return _load_plugin(ref, base_dir)
+    except PolicyError as e:
+        raise PolicyError(f"{where}: {e}") from None
+
+
+def _split_ref(ref: str, base_dir: str | Path | None) -> tuple[Path | None, str, str]:
+    """``(file path or None, module or file text, class name or "")`` of a plugin
+    reference; a relative path is taken from ``base_dir`` (default: the working
+    directory) and made absolute."""
+    src, _, clsname = ref.strip().rpartition(":") if ":" in ref else ("", "", ref.strip())
+    if not src:
+        src, clsname = clsname, ""
+    if not (src.endswith(".py") or "/" in src):
+        return None, src, clsname
+    path = Path(src).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path.resolve(), src, clsname
+
+
+def resolve_plugin_ref(ref: str, base_dir: str | Path | None = None) -> str:
+    """``ref`` with a relative file path made absolute (``module:Class`` unchanged): the
+    form configs carry, so that another process (a sweep worker) loads the same file."""
+    path, src, clsname = _split_ref(ref, base_dir)
+    head = str(path) if path is not None else src
+    return f"{head}:{clsname}" if clsname else head
+
+
+def _load_plugin(ref: str, base_dir: str | Path | None) -> tuple[PolicyInfo, ...]:
+    path, src, clsname = _split_ref(ref, base_dir)
+    key = resolve_plugin_ref(ref, base_dir)
+    if key in _PLUGINS:
+        return _PLUGINS[key]
+    before = _snapshot()
+    if path is not None:
+        if not path.is_file():
+            raise PolicyError(f"{src}: plugin file not found ({path})")
+        mod = _exec_file(path)
+        origin = str(path)
+    else:
+        try:
+            mod = importlib.import_module(src)
+        except ModuleNotFoundError as e:
+            raise PolicyError(f"{ref}: no module named {e.name!r}") from None
+        except SyntaxError as e:
+            raise PolicyError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
+        except Exception as e:
+            raise PolicyError(f"{ref}: plugin failed to import: {type(e).__name__}: {e}") from None
+        origin = getattr(mod, "__file__", None) or src
+    if clsname:
+        if not hasattr(mod, clsname):
+            raise PolicyError(f"{origin}: defines no {clsname!r} (plugin {ref})")
+        infos: tuple[PolicyInfo, ...] = (_register_class(ref, origin, getattr(mod, clsname)),)
+    else:
+        after = _snapshot() - before
+        infos = tuple(_REGISTRY[k][n] for k, n, _ in sorted(after, key=lambda t: (t[0], t[1])))
+        if not infos:
+            raise PolicyError(
+                f"{origin}: registers no policy (decorate a class with "
+                "@register(kind, name), or name one: module:Class)"
+            )
+    _PLUGINS[key] = infos
+    return infos
+
+
+def load_plugins(
+    refs: Sequence[str], base_dir: str | Path | None = None, where: str = "--plugin"
+) -> list[PolicyInfo]:
+    """:func:`load_plugin` for each of ``refs`` in order; the policies they registered."""
+    return [info for ref in refs for info in load_plugin(ref, base_dir, where)]
 
 
 def list_policies(kind: str | None = None) -> list[PolicyInfo]:
@@ -185,7 +363,8 @@ def get_info(kind: str, name: str) -> PolicyInfo:
         close = difflib.get_close_matches(name, list(table), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise PolicyError(
-            f"unknown {kind} policy {name!r}{hint}; known: {', '.join(sorted(table))}"
+            f"unknown {kind} policy {name!r}{hint}; known: {', '.join(sorted(table))} "
+            "(a plugin's policies need --plugin FILE or the cluster config's plugins)"
         )
     return table[name]
 

@@ -321,6 +321,7 @@ def build_simulation(
     recorder = Recorder()
     driver = Driver(env, workload, load_scale, recorder)
     cm = cost_model or resolve_cost_model(cfg.costmodel, gpu=cfg.gpu)
+    registry.load_plugins(cfg.plugins)  # a no-op where loaded (not in a sweep worker)
     pol = cfg.policies
     cluster = Cluster(
         env,

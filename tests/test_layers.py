@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from sim.common.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "check_layers.py"
@@ -19,21 +17,6 @@ assert _spec is not None and _spec.loader is not None
 check_layers = importlib.util.module_from_spec(_spec)
 sys.modules["check_layers"] = check_layers
 _spec.loader.exec_module(check_layers)
-
-# Findings other helpers of issue 16 are removing now (an upward import, a cycle and
-# long functions in their files); the real tree may show only these: (file, text).
-KNOWN = (
-    ("sim/experiments/sweep.py", "experiments imports sim.api (api)"),
-    ("sim/cluster/cluster.py", "sim.cluster.cluster -> sim.cluster.faults -> sim.cluster.cluster"),
-    ("sim/api.py", " compare is "),
-    ("sim/cli/common.py", " add_run_arguments is "),
-    ("sim/cluster/config.py", " validate is "),
-    ("sim/cluster/faults.py", " fault is "),
-    ("sim/engine/replica.py", " _build_batch is "),
-    ("sim/experiments/sweep.py", " parse_sweep is "),
-    ("sim/experiments/sweep.py", " expand is "),
-    ("sim/simulation.py", " simulate is "),
-)
 
 
 def test_layer_order_is_the_documented_one() -> None:
@@ -45,11 +28,7 @@ def test_layer_order_is_the_documented_one() -> None:
 
 
 def test_real_tree_passes() -> None:
-    found = check_layers.check(REPO_ROOT)
-    unexpected = [f for f in found if not any(f.startswith(p + ":") and t in f for p, t in KNOWN)]
-    assert unexpected == []
-    if found:
-        pytest.xfail("being fixed by other helpers: " + "; ".join(found))
+    assert check_layers.check(REPO_ROOT) == []
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:

@@ -104,3 +104,27 @@ def test_vtc_lifts_a_returning_clients_counter() -> None:
     c = llm("c", "C", 100, 1)
     vtc.on_arrival(_Seq(c, 2.0), [], 2.0)  # empty queue: lifted to the last served (A)
     assert vtc.counter["C"] == 1010
+
+
+def test_sarathi_budget_splits_a_long_prefill_lowering_tpot_and_raising_ttft() -> None:
+    """A (100-token prompt, 20 tokens out) decodes when B (16,000-token prompt) arrives.
+    fcfs with a 16,384-token budget prefills B in one step that A's next token waits
+    for, so A finishes only after B's first token; sarathi's 512-token budget splits
+    B into ~32 chunks and A's remaining decodes each share a step with one chunk, so A
+    finishes before B's first token (lower TPOT), and B pays more, smaller steps (each
+    also carrying A's decode and its own weight read): a higher TTFT."""
+    w = workload([llm("A", "A", 100, 20, t=0.0), llm("B", "B", 16000, 5, t=0.1)])
+    base = cluster(max_num_batched_tokens=16384)
+    runs = {}
+    for spec in ("fcfs", "sarathi:chunk_size=512"):
+        cfg = replace(base, policies=replace(base.policies, batching=spec))
+        runs[spec] = simulate(w, cfg, cost_model=ROOFLINE).calls.set_index("call_id")
+    f, s = runs["fcfs"], runs["sarathi:chunk_size=512"]
+    assert float(f.loc["A", "finish_s"]) > float(f.loc["B", "first_token_s"])
+    assert float(s.loc["A", "finish_s"]) < float(s.loc["B", "first_token_s"])
+    assert float(s.loc["A", "tpot_s"]) < float(f.loc["A", "tpot_s"]) / 2
+    assert float(s.loc["B", "ttft_s"]) > float(f.loc["B", "ttft_s"])
+    # without a budget below the engine's, sarathi is fcfs exactly
+    wide = replace(base, policies=replace(base.policies, batching="sarathi:chunk_size=20000"))
+    same = simulate(w, wide, cost_model=ROOFLINE).calls.set_index("call_id")
+    assert same.sort_index().equals(f.sort_index())

@@ -41,49 +41,34 @@ def add_trace_arguments(p: argparse.ArgumentParser, required: bool = False) -> N
     )
 
 
-def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> None:
-    """Every flag of ``agentsim run`` except ``--out``."""
-    add_trace_arguments(p)
+def add_policy_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> None:
+    """``--plugin`` and (with ``policy_flags``) the policy spec flags."""
     p.add_argument(
-        "--cluster", help="cluster config TOML (default: 2 DGX A100 nodes, Llama-3.1-70B TP=4 x4)"
+        "--plugin",
+        action="append",
+        metavar="PATH.py|module:Class",
+        help="load a policy plugin before policies are resolved (repeatable): a Python file "
+        "whose @register classes become policies, or module:Class; see docs/policies.md",
     )
-    if policy_flags:
-        p.add_argument(
-            "--policy",
-            help="routing policy (alias of --router), e.g. prefix_affinity:cache_threshold=0.5",
-        )
-        p.add_argument("--router", help="routing policy spec")
-        p.add_argument("--batching", help="batching policy spec (e.g. fcfs)")
-        p.add_argument("--retention", help="KV retention policy spec (e.g. lru)")
-        p.add_argument("--placement", help="placement policy spec (e.g. first_fit)")
-        p.add_argument("--autoscaler", help="autoscaling policy spec (e.g. static)")
-        p.add_argument(
-            "--persistence",
-            help="session-state persistence under faults: none, host_offload, remote_store, migrate",
-        )
+    if not policy_flags:
+        return
     p.add_argument(
-        "--faults",
-        help="fault schedule TOML (GPU/node failures, pod restarts, link cuts, spot preemption); "
-        "see examples/faults/",
+        "--policy",
+        help="routing policy (alias of --router), e.g. prefix_affinity:cache_threshold=0.5",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed of every policy (default 0)")
+    p.add_argument("--router", help="routing policy spec")
+    p.add_argument("--batching", help="batching policy spec (e.g. fcfs, sarathi:chunk_size=512)")
+    p.add_argument("--retention", help="KV retention policy spec (e.g. lru)")
+    p.add_argument("--placement", help="placement policy spec (e.g. first_fit)")
+    p.add_argument("--autoscaler", help="autoscaling policy spec (e.g. static)")
     p.add_argument(
-        "--load-scale",
-        type=float,
-        default=1.0,
-        help="multiply the trace's arrival rate (0.5 halves it)",
+        "--persistence",
+        help="session-state persistence under faults: none, host_offload, remote_store, migrate",
     )
-    p.add_argument(
-        "--costmodel",
-        help="cost model TOML of any kind (default: the GPU's serving-calibrated model, vllm-serving)",
-    )
-    g = p.add_argument_group("quick cluster flags (override the cluster config)")
-    g.add_argument("--gpu", help=f"GPU type: {gpu_help()}")
-    g.add_argument("--nodes", type=int, help="number of nodes")
-    g.add_argument("--model", help="model of the first deployment (preset or HF name)")
-    g.add_argument("--tp", type=int, help="tensor-parallel degree")
-    g.add_argument("--pp", type=int, help="pipeline-parallel degree")
-    g.add_argument("--replicas", type=int, help="replicas of the first deployment")
+
+
+def add_engine_arguments(g: argparse._ArgumentGroup) -> None:
+    """The quick flags that set the first deployment's engine (vLLM's flags)."""
     g.add_argument("--max-num-seqs", type=int, help="max running sequences per replica")
     g.add_argument("--max-num-batched-tokens", type=int, help="token budget per iteration")
     g.add_argument("--block-size", type=int, help="KV block size in tokens")
@@ -133,6 +118,39 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
         "fails at arrival, reason exceeds_max_model_len) or truncate (keep the prompt's "
         "last max_model_len - output tokens)",
     )
+
+
+def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> None:
+    """Every flag of ``agentsim run`` except ``--out``."""
+    add_trace_arguments(p)
+    p.add_argument(
+        "--cluster", help="cluster config TOML (default: 2 DGX A100 nodes, Llama-3.1-70B TP=4 x4)"
+    )
+    add_policy_arguments(p, policy_flags)
+    p.add_argument(
+        "--faults",
+        help="fault schedule TOML (GPU/node failures, pod restarts, link cuts, spot preemption); "
+        "see examples/faults/",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of every policy (default 0)")
+    p.add_argument(
+        "--load-scale",
+        type=float,
+        default=1.0,
+        help="multiply the trace's arrival rate (0.5 halves it)",
+    )
+    p.add_argument(
+        "--costmodel",
+        help="cost model TOML of any kind (default: the GPU's serving-calibrated model, vllm-serving)",
+    )
+    g = p.add_argument_group("quick cluster flags (override the cluster config)")
+    g.add_argument("--gpu", help=f"GPU type: {gpu_help()}")
+    g.add_argument("--nodes", type=int, help="number of nodes")
+    g.add_argument("--model", help="model of the first deployment (preset or HF name)")
+    g.add_argument("--tp", type=int, help="tensor-parallel degree")
+    g.add_argument("--pp", type=int, help="pipeline-parallel degree")
+    g.add_argument("--replicas", type=int, help="replicas of the first deployment")
+    add_engine_arguments(g)
     g.add_argument(
         "--no-fast-forward",
         action="store_true",
@@ -175,7 +193,9 @@ def policy_overrides(args: argparse.Namespace) -> dict[str, str]:
 def cluster_from_args(
     args: argparse.Namespace, policies: dict[str, str] | None = None
 ) -> ClusterConfig:
-    """The cluster config named by ``--cluster`` (or the default) with quick flags applied."""
+    """The cluster config named by ``--cluster`` (or the default) with quick flags applied
+    and the ``--plugin`` plugins loaded (so their policies can be named)."""
+    plugins = plugins_from_args(args)
     cfg = load_cluster_config(args.cluster) if args.cluster else default_cluster_config()
     pol = policy_overrides(args)
     if policies:
@@ -203,11 +223,22 @@ def cluster_from_args(
         policies=pol,
         costmodel=args.costmodel,
         fast_forward=False if args.no_fast_forward else None,
+        plugins=plugins,
         **overrides,
     )
     # compare's --policies entries may change the autoscaler: sim.api.compare checks
     # each entry's final config instead.
     return cfg if getattr(args, "policies", None) is not None else check_serves(cfg)
+
+
+def plugins_from_args(args: argparse.Namespace) -> list[str]:
+    """Load the ``--plugin`` plugins; returns them resolved (absolute file paths)."""
+    from policies.registry import load_plugin, resolve_plugin_ref
+
+    refs = getattr(args, "plugin", None) or []
+    for ref in refs:
+        load_plugin(ref, where="--plugin")
+    return [resolve_plugin_ref(r) for r in refs]
 
 
 def trace_path(args: argparse.Namespace) -> str:
@@ -232,13 +263,14 @@ def workload_from_args(args: argparse.Namespace) -> Workload:
 
 #: Arguments that change only what is printed or which files are drawn, never the
 #: results: left out of :func:`run_config_key`.  The quick cluster and policy flags are
-#: left out too (the resolved cluster config holds them), and file arguments count by
+#: left out too (the resolved cluster config holds them, ``--plugin`` too), and file arguments count by
 #: content (a digest), not by name.
 NOT_CONFIG = frozenset(
     {"func", "command", "out", "force", "quiet", "no_html", "run_reports", "html", "dry_run"}
     | {"backend", "workers", "address", "trace", "cluster", "faults", "costmodel"}
     | {"gpu", "nodes", "model", "tp", "pp", "replicas", "max_num_seqs"}
     | {"max_num_batched_tokens", "block_size", "no_fast_forward", "policy", *POLICY_FLAGS}
+    | {"plugin"}
 )
 
 
@@ -256,6 +288,8 @@ def run_config_key(args: argparse.Namespace, cfg: ClusterConfig) -> dict[str, An
     cl = cfg.to_dict()
     cl.pop("source", None)
     cl["costmodel"] = digest(cfg.costmodel)
+    if cfg.plugins:  # plugin files by content, like the other files
+        cl["plugins"] = [digest(p) for p in cfg.plugins]
     rest = {
         k: v
         for k, v in sorted(vars(args).items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from policies.registry import KINDS, list_policies
+from policies.registry import KINDS, list_policies, load_plugin
 
 
 def register(sub: Any) -> None:
@@ -14,10 +14,18 @@ def register(sub: Any) -> None:
         help="list the registered scheduling policies with their parameters and defaults",
     )
     p.add_argument("--kind", choices=KINDS, help="only policies of this kind")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="PATH.py|module:Class",
+        help="also load and list a policy plugin (repeatable; see docs/policies.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    for ref in args.plugin or []:
+        load_plugin(ref)
     current = None
     for info in list_policies(args.kind):
         if info.kind != current:

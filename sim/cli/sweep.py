@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim.cli.common import POLICY_FLAGS, add_run_arguments, policy_overrides
+from sim.cli.common import POLICY_FLAGS, add_run_arguments, plugins_from_args, policy_overrides
 from sim.cli.report import add_slo_arguments
 from sim.cluster.config import QUICK_FIELDS
 from sim.common.io import atomic_dir
@@ -86,6 +86,9 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
             out[key] = float(v)
     pol = policy_overrides(args)
     out.update({k: pol[k] for k in POLICY_FLAGS if k in pol})
+    plugins = plugins_from_args(args)
+    if plugins:
+        out["plugins"] = plugins
     if args.no_fast_forward:
         out["fast_forward"] = False
     if getattr(args, "jitter", "auto") != "auto":

@@ -135,6 +135,9 @@ class ClusterConfig:
     costmodel: str | None = None  # path of a fitted cost model (None: the default)
     fast_forward: bool = True
     source: str = "<default>"
+    #: policy plugins (``policies.registry.load_plugin`` references: absolute ``.py``
+    #: paths or ``module:Class``), loaded before any policy spec is resolved
+    plugins: tuple[str, ...] = ()
 
     @property
     def num_gpus(self) -> int:
@@ -151,6 +154,10 @@ class ClusterConfig:
         d = asdict(self)
         d["nodes"] = [asdict(n) for n in self.nodes]
         d["deployments"] = [asdict(x) for x in self.deployments]
+        if self.plugins:
+            d["plugins"] = list(self.plugins)
+        else:  # configs without plugins keep their earlier form (and run ids)
+            del d["plugins"]
         return d
 
 
@@ -228,8 +235,8 @@ def _build(cls: type, raw: Any, where: str, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def validate(cfg: ClusterConfig) -> ClusterConfig:
-    """Check every field that can be checked without placing replicas."""
+def _validate_nodes(cfg: ClusterConfig) -> None:
+    """Check the GPU type and the node groups."""
     w = cfg.source
     _check(cfg.gpu in GPUS, w, "gpu", f"unknown GPU {cfg.gpu!r}; known: {', '.join(GPUS)}")
     _check(len(cfg.nodes) > 0, w, "nodes", "at least one node group is required")
@@ -251,91 +258,107 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
                 f"GPU {cfg.gpu} has no NVLink, so it cannot sit on an NVSwitch (dgx-a100) node; "
                 'use builder = "pcie-server"',
             )
+
+
+def _validate_engine_limits(w: str, p: str, d: Deployment, max_context: int) -> None:
+    """Check a deployment's engine limits and start-up fields (``p``: its field prefix;
+    ``max_context``: its model's context in tokens)."""
+    _check(d.replicas >= 0, w, f"{p}.replicas", f"must be >= 0, got {d.replicas}")
+    _check(d.max_num_seqs >= 1, w, f"{p}.max_num_seqs", "must be >= 1")
+    _check(
+        d.max_num_batched_tokens >= d.max_num_seqs,
+        w,
+        f"{p}.max_num_batched_tokens",
+        f"must be >= max_num_seqs ({d.max_num_seqs}) so every running sequence can decode",
+    )
+    _check(d.block_size >= 1, w, f"{p}.block_size", "must be >= 1")
+    _check(0 < d.gpu_memory_utilization <= 1, w, f"{p}.gpu_memory_utilization", "must be in (0, 1]")
+    _check(
+        d.weight_source in ("nvme", "host", "remote"),
+        w,
+        f"{p}.weight_source",
+        "expected nvme, host or remote",
+    )
+    _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
+    _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
+    _check(
+        d.max_model_len == 0 or d.max_model_len >= 2,
+        w,
+        f"{p}.max_model_len",
+        f"must be 0 (the model's context, {max_context}) or >= 2 (a prompt token "
+        f"and an output token), got {d.max_model_len}",
+    )
+    _check(
+        d.too_long in TOO_LONG,
+        w,
+        f"{p}.too_long",
+        f"expected one of {', '.join(TOO_LONG)}, got {d.too_long!r}",
+    )
+    _check(d.scheduling_s >= 0, w, f"{p}.scheduling_s", "must be >= 0")
+    _check(d.image_pull_s >= 0, w, f"{p}.image_pull_s", "must be >= 0")
+    _check(d.mesh_hops >= 0, w, f"{p}.mesh_hops", "must be >= 0")
+    _check(
+        0 < d.mesh_hop_p90_s <= d.mesh_hop_p99_s,
+        w,
+        f"{p}.mesh_hop_p90_s",
+        "need 0 < mesh_hop_p90_s <= mesh_hop_p99_s",
+    )
+    _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
+    _check(d.host_kv_gib >= 0, w, f"{p}.host_kv_gib", "must be >= 0")
+    _check(d.cpu_offload_gib >= 0, w, f"{p}.cpu_offload_gib", "must be >= 0 (0: no tier)")
+
+
+def _validate_deployment(cfg: ClusterConfig, i: int, d: Deployment) -> None:
+    """Check deployment ``i``: its model, parallelism, limits and precision."""
+    w = cfg.source
+    p = f"deployments[{i}]"
+    try:
+        spec = get_model(d.model)
+        spec.check_tp(d.tp)
+    except ConfigError as e:
+        raise ConfigError(f"{w}: {p}.model: {e}") from None
+    _check(d.pp >= 1, w, f"{p}.pp", f"must be >= 1, got {d.pp}")
+    _check(
+        spec.num_layers % d.pp == 0,
+        w,
+        f"{p}.pp",
+        f"PP={d.pp} does not divide {spec.num_layers} layers",
+    )
+    _validate_engine_limits(w, p, d, spec.max_context)
+    for f, v in (("dtype", d.dtype), ("kv_cache_dtype", d.kv_cache_dtype)):
+        _check(
+            v in ("", "auto", *DEPLOY_DTYPES),
+            w,
+            f"{p}.{f}",
+            f"{v!r} is not one of {', '.join(DEPLOY_DTYPES)} (or auto: the model's own)",
+        )
+    if d.dtype == "fp8" and cfg.gpu in GPUS:
+        _check(
+            GPUS[cfg.gpu].supports_fp8,
+            w,
+            f"{p}.dtype",
+            f"fp8 needs FP8 tensor cores, which {cfg.gpu} does not have "
+            f"(GPUs with FP8: {', '.join(n for n, g in GPUS.items() if g.supports_fp8)})",
+        )
+    node_gpus = max(n.gpus for n in cfg.nodes)
+    _check(
+        d.tp <= node_gpus or d.allow_cross_node_tp,
+        w,
+        f"{p}.tp",
+        f"TP={d.tp} is larger than a node ({node_gpus} GPUs): its all-reduces would cross "
+        "the network every layer; lower tp, or set allow_cross_node_tp = true",
+    )
+
+
+def validate(cfg: ClusterConfig) -> ClusterConfig:
+    """Check every field that can be checked without placing replicas."""
+    w = cfg.source
+    _validate_nodes(cfg)
     _check(len(cfg.deployments) > 0, w, "deployments", "at least one deployment is required")
     for f in ("router_delay_s", "autoscaler_delay_s"):
         _check(getattr(cfg.policies, f) >= 0, w, f"policies.{f}", "must be >= 0")
     for i, d in enumerate(cfg.deployments):
-        p = f"deployments[{i}]"
-        try:
-            spec = get_model(d.model)
-            spec.check_tp(d.tp)
-        except ConfigError as e:
-            raise ConfigError(f"{w}: {p}.model: {e}") from None
-        _check(d.pp >= 1, w, f"{p}.pp", f"must be >= 1, got {d.pp}")
-        _check(
-            spec.num_layers % d.pp == 0,
-            w,
-            f"{p}.pp",
-            f"PP={d.pp} does not divide {spec.num_layers} layers",
-        )
-        _check(d.replicas >= 0, w, f"{p}.replicas", f"must be >= 0, got {d.replicas}")
-        _check(d.max_num_seqs >= 1, w, f"{p}.max_num_seqs", "must be >= 1")
-        _check(
-            d.max_num_batched_tokens >= d.max_num_seqs,
-            w,
-            f"{p}.max_num_batched_tokens",
-            f"must be >= max_num_seqs ({d.max_num_seqs}) so every running sequence can decode",
-        )
-        _check(d.block_size >= 1, w, f"{p}.block_size", "must be >= 1")
-        _check(
-            0 < d.gpu_memory_utilization <= 1, w, f"{p}.gpu_memory_utilization", "must be in (0, 1]"
-        )
-        _check(
-            d.weight_source in ("nvme", "host", "remote"),
-            w,
-            f"{p}.weight_source",
-            "expected nvme, host or remote",
-        )
-        _check(d.init_s >= 0, w, f"{p}.init_s", "must be >= 0")
-        _check(d.num_gpu_blocks_override >= 0, w, f"{p}.num_gpu_blocks_override", "must be >= 0")
-        _check(
-            d.max_model_len == 0 or d.max_model_len >= 2,
-            w,
-            f"{p}.max_model_len",
-            f"must be 0 (the model's context, {spec.max_context}) or >= 2 (a prompt token "
-            f"and an output token), got {d.max_model_len}",
-        )
-        _check(
-            d.too_long in TOO_LONG,
-            w,
-            f"{p}.too_long",
-            f"expected one of {', '.join(TOO_LONG)}, got {d.too_long!r}",
-        )
-        _check(d.scheduling_s >= 0, w, f"{p}.scheduling_s", "must be >= 0")
-        _check(d.image_pull_s >= 0, w, f"{p}.image_pull_s", "must be >= 0")
-        _check(d.mesh_hops >= 0, w, f"{p}.mesh_hops", "must be >= 0")
-        _check(
-            0 < d.mesh_hop_p90_s <= d.mesh_hop_p99_s,
-            w,
-            f"{p}.mesh_hop_p90_s",
-            "need 0 < mesh_hop_p90_s <= mesh_hop_p99_s",
-        )
-        _check(d.mesh_hop_cpu_s >= 0, w, f"{p}.mesh_hop_cpu_s", "must be >= 0")
-        _check(d.host_kv_gib >= 0, w, f"{p}.host_kv_gib", "must be >= 0")
-        _check(d.cpu_offload_gib >= 0, w, f"{p}.cpu_offload_gib", "must be >= 0 (0: no tier)")
-        for f, v in (("dtype", d.dtype), ("kv_cache_dtype", d.kv_cache_dtype)):
-            _check(
-                v in ("", "auto", *DEPLOY_DTYPES),
-                w,
-                f"{p}.{f}",
-                f"{v!r} is not one of {', '.join(DEPLOY_DTYPES)} (or auto: the model's own)",
-            )
-        if d.dtype == "fp8" and cfg.gpu in GPUS:
-            _check(
-                GPUS[cfg.gpu].supports_fp8,
-                w,
-                f"{p}.dtype",
-                f"fp8 needs FP8 tensor cores, which {cfg.gpu} does not have "
-                f"(GPUs with FP8: {', '.join(n for n, g in GPUS.items() if g.supports_fp8)})",
-            )
-        node_gpus = max(n.gpus for n in cfg.nodes)
-        _check(
-            d.tp <= node_gpus or d.allow_cross_node_tp,
-            w,
-            f"{p}.tp",
-            f"TP={d.tp} is larger than a node ({node_gpus} GPUs): its all-reduces would cross "
-            "the network every layer; lower tp, or set allow_cross_node_tp = true",
-        )
+        _validate_deployment(cfg, i, d)
     need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
     _check(
         need <= cfg.num_gpus,
@@ -346,10 +369,48 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
     return cfg
 
 
-def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
-    """Build and validate a config from a decoded TOML document."""
+def _key_line(text: str, key: str) -> int | None:
+    """The line (1-based) where top-level ``key = ...`` is set in a TOML text, if found."""
+    import re
+
+    m = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", text, re.M)
+    return text.count("\n", 0, m.start()) + 1 if m else None
+
+
+def parse_plugins(
+    value: Any,
+    source: str,
+    line: int | None = None,
+    field_: str = "plugins",
+    base_dir: str | Path | None = None,
+) -> tuple[str, ...]:
+    """Load the policy plugins a config lists (``plugins = ["my_router.py", "pkg.mod:Cls"]``;
+    paths relative to ``base_dir``, default the file's directory) and return them
+    resolved (absolute paths), so that the policies they register can be named in
+    ``[policies]``.  A bad entry is one error naming the file, line and ``plugins[i]``
+    (``field_``: the key as the file names it)."""
+    from policies.registry import load_plugin, resolve_plugin_ref
+
+    where = source if line is None else f"{source}:{line}"
+    _check(
+        isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value),
+        where,
+        field_,
+        f"expected a list of plugin files or module:Class names, got {value!r}",
+    )
+    base = Path(source).parent if base_dir is None else Path(base_dir)
+    out = []
+    for i, ref in enumerate(value):
+        load_plugin(ref, base, where=f"{where}: {field_}[{i}]")
+        out.append(resolve_plugin_ref(ref, base))
+    return tuple(out)
+
+
+def parse_config(raw: dict[str, Any], source: str, text: str = "") -> ClusterConfig:
+    """Build and validate a config from a decoded TOML document (``text``: the file's
+    text, for line numbers)."""
     w = source
-    known = {"name", "gpu", "nodes", "deployments", "policies", "costmodel", "engine"}
+    known = {"name", "gpu", "nodes", "deployments", "policies", "costmodel", "engine", "plugins"}
     for key in raw:
         if key not in known:
             raise ConfigError(
@@ -385,6 +446,8 @@ def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
         kwargs["deployments"] = tuple(
             _build(Deployment, d, w, f"deployments[{i}]") for i, d in enumerate(deps)
         )
+    if "plugins" in raw:
+        kwargs["plugins"] = parse_plugins(raw["plugins"], source, _key_line(text, "plugins"))
     if "policies" in raw:
         kwargs["policies"] = _build(PolicyConfig, raw["policies"], w, "policies")
     if "costmodel" in raw:
@@ -416,10 +479,10 @@ def parse_config(raw: dict[str, Any], source: str) -> ClusterConfig:
 def load_cluster_config(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster TOML file."""
     p = str(path)
-    raw, _ = read_toml(p)
+    raw, text = read_toml(p)
     if not raw:
         raise InputError(p, 1, None, "empty config (see examples/clusters/default.toml)")
-    return parse_config(raw, p)
+    return parse_config(raw, p, text)
 
 
 def default_cluster_config() -> ClusterConfig:
@@ -486,13 +549,15 @@ def apply_overrides(
     policies: dict[str, str] | None = None,
     costmodel: str | None = None,
     fast_forward: bool | None = None,
+    plugins: tuple[str, ...] | list[str] = (),
     **deployment: Any,
 ) -> ClusterConfig:
     """Return ``cfg`` with quick-flag overrides applied (None means keep).
 
     ``deployment`` fields (``model``, ``tp``, ``replicas``, ...) override the first
     deployment (``too_long``: every deployment).  ``nodes`` replaces the node list by that many nodes of the first
-    group's builder (or ``node_builder``).
+    group's builder (or ``node_builder``).  ``plugins`` (resolved references, already
+    loaded) are added after the config's own.
     """
     changes: dict[str, Any] = {}
     if gpu is not None:
@@ -525,6 +590,9 @@ def apply_overrides(
         changes["costmodel"] = costmodel
     if fast_forward is not None:
         changes["fast_forward"] = fast_forward
+    extra = tuple(p for p in dict.fromkeys(plugins) if p not in cfg.plugins)
+    if extra:
+        changes["plugins"] = cfg.plugins + extra
     if not changes:
         return cfg
     return validate(replace(cfg, **changes, source=f"{cfg.source} + command-line overrides"))

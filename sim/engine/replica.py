@@ -490,7 +490,7 @@ class Replica:
     def _build_batch(self, now: float) -> tuple[list[Seq], list[tuple[Seq, int]], bool]:
         """The step's decodes, its prefill chunks ``(seq, tokens)``, and whether building
         it preempted a sequence."""
-        budget = self.cfg.max_num_batched_tokens
+        budget = self._token_budget(now)
         decodes: list[Seq] = []
         prefills: list[tuple[Seq, int]] = []
         # 1. running sequences, in admission order; preempt from the back when out of memory
@@ -668,18 +668,26 @@ class Replica:
         self.on_finish(self, seq, now)
 
     # ---- decode spans (exact fast-forward) ---------------------------------------
+    def _token_budget(self, now: float) -> int:
+        """The step's token budget: the batch policy's, within [max_num_seqs,
+        max_num_batched_tokens] (default: max_num_batched_tokens)."""
+        cap = self.cfg.max_num_batched_tokens
+        b = self.policy.token_budget(cap, now)
+        return cap if b >= cap else max(self.cfg.max_num_seqs, b)
+
     def _can_span(self, now: float) -> bool:
         """Pure decode, and no waiting call could join the batch before it changes."""
         if self._n_prefilling:
             return False
         if not self.waiting or len(self.running) >= self.cfg.max_num_seqs:
             return True
-        if self.policy.reorders or self.cfg.max_num_batched_tokens <= len(self.running):
+        step_budget = self._token_budget(now)
+        if self.policy.reorders or step_budget <= len(self.running):
             return False
         # the head of the queue cannot be admitted now, and free memory only shrinks
         # during a span, so it cannot be admitted before the span ends either (the
         # check leaves the LRU order as it was: no attempts are made during a span)
-        budget = self.cfg.max_num_batched_tokens - len(self.running)
+        budget = step_budget - len(self.running)
         head = self.waiting[0]
         kvm = self.kv_cache_manager
         computed = kvm.get_computed_blocks(head)

@@ -61,6 +61,7 @@ from sim.cluster.config import (
     check_serves,
     default_cluster_config,
     load_cluster_config,
+    parse_plugins,
     validate,
 )
 from sim.common.errors import ConfigError, InputError
@@ -109,6 +110,7 @@ BASE_KEYS: dict[str, type | tuple[type, ...]] = {
     "kv_cache_dtype": str,
     "max_model_len": int,
     "too_long": str,
+    "plugins": list,
 }
 #: ``[base]`` keys holding paths (resolved against the sweep file's directory).
 PATH_KEYS = ("trace", "cluster", "costmodel", "faults")
@@ -378,11 +380,15 @@ def _parse_base(
                 f"unknown key{hint}; dotted config paths need quotes and a dot",
             )
         value = _check_base_value(w, f"{base_name}.{key}", key, value)
+        if key == "plugins":
+            value = list(parse_plugins(value, w, None, f"{base_name}.plugins", base_dir))
         if key in PATH_KEYS:
             labels[key] = value
             value = _resolve(base_dir, value)
         base[key] = value
     for key, value in (overrides or {}).items():
+        if key == "plugins":  # --plugin adds to the file's plugins
+            value = [*base.get("plugins", []), *value]
         if key in PATH_KEYS:
             labels[key] = value
             value = os.path.abspath(Path(value).expanduser())
@@ -633,6 +639,7 @@ def _point_config(
         policies=pol,
         costmodel=b.get("costmodel"),
         fast_forward=b.get("fast_forward"),
+        plugins=b.get("plugins", ()),
         **{k: b.get(k) for k in QUICK_KEYS},
     )
     for key, value in sweep.settings.items():
