@@ -12,7 +12,8 @@ Prints, for ``vllm-serving-measurements/runs.csv`` (measured by the BLIS project
 4. the targets: LOMO mean E2E MAPE <= 8 %, TTFT <= 15 %, ITL <= 8 %; no stage the real
    server served (TTFT < 1 s) simulated overloaded; validating all runs < 2 min.
 
-Run: ``.venv/bin/python benchmarks/serving_fidelity.py [--runs RUNS.csv] [--skip-lomo]``
+Run: ``.venv/bin/python benchmarks/serving_fidelity.py [--runs RUNS.csv] [--skip-lomo]
+[--gpu-out]`` (``--gpu-out``: also leave the A100 and the L40S out in turn, ~4 min)
 (on 2 idle cores: validation of both models about 1 min, LOMO about 20 min, 5 with
 ``--lomo-quick``).
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sim.serving.fit import FitOptions, leave_one_model_out, model_key  # noqa: E402
+from sim.serving.fit import FitOptions, fit_serving, leave_one_model_out, model_key  # noqa: E402
 from sim.serving.runs import read_runs  # noqa: E402
 from sim.serving.validate import MAPE_METRICS, Validation, format_table, validate_runs  # noqa: E402
 
@@ -65,6 +66,11 @@ def main() -> int:
     ap.add_argument(
         "--lomo-quick", action="store_true", help="LOMO folds refine only the client path"
     )
+    ap.add_argument(
+        "--gpu-out",
+        action="store_true",
+        help="also leave each non-H100 GPU out (fit on the other GPUs' runs, validate its runs)",
+    )
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     runs = read_runs(args.runs)
@@ -100,6 +106,20 @@ def main() -> int:
             print(
                 f"target LOMO {k} MAPE <= {target:g}%: {mean[k]:.1f}% {'met' if met else 'NOT met'}"
             )
+    if args.gpu_out:
+        print("== leave-one-GPU-out (the committed fit procedure, FitOptions()) ==")
+        for gpu in sorted({r.gpu for r in runs} - {"h100-80gb"}):
+            rep = fit_serving([r for r in runs if r.gpu != gpu], FitOptions(workers=args.workers))
+            held = validate_runs(
+                [r for r in runs if r.gpu == gpu], cost_model=rep.model, workers=args.workers
+            )
+            m = held.mape()
+            print(
+                f"held out {gpu}: "
+                + ", ".join(f"{k} {m[k]:.1f}%" for k in MAPE_METRICS)
+                + f"; served stages simulated overloaded: {len(held.served_but_overloaded())}"
+            )
+        print()
     bad = after.served_but_overloaded()
     print(
         f"target no served stage simulated overloaded: {len(bad)} {'met' if not bad else 'NOT met'}"

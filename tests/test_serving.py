@@ -313,3 +313,24 @@ def test_every_gpu_defaults_to_the_serving_calibrated_model() -> None:
     assert (
         pkg.read_bytes() == (root / "calibration" / "costmodels" / "vllm-serving.toml").read_bytes()
     )
+
+
+def test_fit_prior_residual_is_a_log_gaussian_in_sigmas() -> None:
+    """A coefficient at its prior adds a zero residual; one sigma away (log space) adds
+    one data residual's scale (F_SCALE); coefficients without a prior add none."""
+    from sim.serving.fit import F_SCALE, PRIORS, _prior_residuals
+
+    prior, sigma = PRIORS["per_seq_s"]
+    at = StepParams(per_seq_s=prior)
+    assert _prior_residuals(at, ["per_seq_s", "bw_eff"]).tolist() == [0.0]
+    off = StepParams(per_seq_s=prior * math.exp(-sigma))
+    assert _prior_residuals(off, ["per_seq_s"])[0] == pytest.approx(-F_SCALE)
+    assert _prior_residuals(off, ["bw_eff"]).size == 0
+
+
+def test_kv_read_efficiency_is_a_prior_not_fitted() -> None:
+    """kv_eff is priced from the datasheet (the runs cannot tell it from per_seq_s)."""
+    from sim.serving.fit import FITTED, SIM_DYNAMIC
+
+    assert "kv_eff" not in FITTED and "kv_eff" not in SIM_DYNAMIC
+    assert 0.8 <= StepParams().kv_eff <= 0.9

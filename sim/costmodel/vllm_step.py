@@ -73,8 +73,11 @@ class StepParams:
         bw_eff: achieved fraction of datasheet HBM bandwidth (weights and KV reads).
         gemm_eff: achieved fraction of the dense tensor peak in GEMMs.
         attn_eff: achieved fraction of the 16-bit tensor peak in prefill attention.
-        kv_eff: achieved fraction of HBM bandwidth reading KV in decode attention
-            (paged attention over short contexts streams less efficiently than GEMMs).
+        kv_eff: achieved fraction of HBM bandwidth reading KV in decode attention: a
+            datasheet prior, not fitted (split-KV FlashAttention decode over 16-token
+            paged blocks streams the cache at 80-90% of the datasheet bandwidth, about
+            what a streaming copy reaches; the serving runs cannot separate it from
+            ``per_seq_s``).
         roofline_p: exponent of the smooth max of weight-read and compute time.
         ar_latency_s: fixed time of one TP all-reduce call (s).
         ar_eff: achieved fraction of the interconnect bandwidth in all-reduces.
@@ -93,7 +96,7 @@ class StepParams:
     bw_eff: float = 0.8
     gemm_eff: float = 0.7
     attn_eff: float = 0.5
-    kv_eff: float = 0.5
+    kv_eff: float = 0.85
     roofline_p: float = 3.0
     ar_latency_s: float = 8e-6
     ar_eff: float = 0.6
