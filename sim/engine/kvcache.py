@@ -705,13 +705,12 @@ class KVCacheManager:
     @property
     def used(self) -> int:
         """Blocks held by sequences or holding cached prefixes."""
-        return self.pool.capacity - self.pool.free
+        return self.pool.used
 
     @property
     def active_blocks(self) -> int:
         """Blocks referenced by sequences."""
-        p = self.pool
-        return p.capacity - p.free - p.evictable_blocks - p.pinned_blocks
+        return self.pool.active_blocks
 
     @property
     def pinned_blocks(self) -> int:
@@ -736,7 +735,7 @@ class KVCacheManager:
 
     def fits(self, num_tokens: int) -> bool:
         """Whether a sequence of ``num_tokens`` tokens can ever fit in the pool."""
-        return -(-num_tokens // self.block_size) <= self.pool.capacity
+        return self.num_blocks(num_tokens) <= self.pool.capacity
 
     def cached_prefix_tokens(self, call: Call) -> int:
         """Tokens of ``call``'s prompt cached in HBM (a prefix match; routers ask)."""

@@ -136,6 +136,13 @@ class Seq:
         self.replica_id = -1
         self.failovers = 0  # times the call moved off a failed replica
 
+    def reset_for_recompute(self) -> None:
+        """Lost its KV (preempted or its replica failed): prefill the prompt and the
+        output tokens generated so far again, from scratch."""
+        self.num_computed_tokens = 0
+        self.num_external_computed_tokens = 0
+        self.num_prefill_tokens = self.num_prompt_tokens + self.num_output_tokens
+
     # SeqView protocol (read by batch policies)
     @property
     def computed_tokens(self) -> int:
@@ -347,9 +354,7 @@ class Replica:
         kvm = self.kv_cache_manager
         for seq, _ in lost:
             kvm.free(seq, now)  # the cache is reset below; this resets seq.kv_blocks
-            seq.num_computed_tokens = 0
-            seq.num_external_computed_tokens = 0
-            seq.num_prefill_tokens = seq.num_prompt_tokens + seq.num_output_tokens
+            seq.reset_for_recompute()
         self.running = []
         self.waiting = deque()
         self._outstanding_tokens = 0
@@ -466,9 +471,7 @@ class Replica:
         self._outstanding_tokens -= victim.remaining_tokens
         self._prefill_left -= max(0, victim.num_prefill_tokens - victim.num_computed_tokens)
         self.kv_cache_manager.free(victim, now)
-        victim.num_computed_tokens = 0
-        victim.num_prefill_tokens = victim.num_prompt_tokens + victim.num_output_tokens
-        victim.num_external_computed_tokens = 0
+        victim.reset_for_recompute()
         victim.preemptions += 1
         self.preemptions += 1
         self._outstanding_tokens += victim.remaining_tokens
