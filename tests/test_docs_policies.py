@@ -36,8 +36,8 @@ def test_every_code_block_runs_and_its_policies_conform() -> None:
 def test_the_router_example_prefers_the_cache_then_the_load() -> None:
     ns: dict[str, object] = {}
     exec(compile(blocks()[0], str(DOC), "exec"), ns)
+    from sim.experiments.conformance import FakeCluster, FakeReplica
     from tests.helpers import llm
-    from tests.policy_fakes import FakeCluster, FakeReplica
 
     call = llm("c", "s", 1000, 10)
     reps = [

@@ -16,7 +16,7 @@ import policies.routing
 from policies import registry
 from sim.cli.main import main
 from sim.cluster.config import load_cluster_config
-from tests.policy_fakes import FakeCluster, FakeReplica
+from sim.experiments.conformance import FakeCluster, FakeReplica
 
 PLUGIN = Path(__file__).resolve().parent / "plugins" / "fewest_tokens.py"
 FAST = ["--quiet", "--no-html", "--model", "llama-3.1-8b", "--tp", "1", "--replicas", "2"]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from policies import registry
 from sim.cluster.config import ClusterConfig
+from sim.experiments.conformance import FakeSeq
 from sim.simulation import simulate
-from sim.workload.calls import Call
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
 
@@ -51,14 +51,6 @@ def test_plas_anti_starvation_promotes_a_call_that_waited_too_long() -> None:
     assert float(r.loc["L1", "admit_s"]) < float(r.loc["S0", "admit_s"])
 
 
-@dataclass
-class _Seq:
-    call: Call
-    arrival_s: float
-    computed_tokens: int = 0
-    generated_tokens: int = 0
-
-
 def test_atlas_ranks_a_call_by_its_critical_path_not_the_whole_program() -> None:
     # program P: root p0, a heavy branch pa and a light branch pb; pb2 follows pb.
     # program Q: one earlier call of moderate size.
@@ -72,7 +64,7 @@ def test_atlas_ranks_a_call_by_its_critical_path_not_the_whole_program() -> None
     for pol in (plas, atlas):
         for c, tokens in ((p0, 100), (pa, 9000), (pb, 100), (q0, 3000)):
             pol.on_tokens(c, tokens, 0.0)
-    waiting = [_Seq(q1, 1.0), _Seq(pb2, 2.0)]
+    waiting = [FakeSeq(q1, 1.0), FakeSeq(pb2, 2.0)]
     # PLAS: P attained 9200 (queue 3), Q 3000 (queue 1): q1 first
     assert [s.call.call_id for s in plas.order(waiting, 3.0)] == ["q1", "pb2"]
     # ATLAS: pb2's critical path p0 -> pb attained 200 (queue 0): pb2 first
@@ -99,10 +91,10 @@ def test_vtc_lifts_a_returning_clients_counter() -> None:
     a, a2, b = llm("a", "A", 100, 1), llm("a2", "A", 100, 1), llm("b", "B", 100, 1)
     vtc.on_tokens(a, 1000, 0.0)  # A was served 1000 prompt tokens while B was idle
     vtc.on_tokens(a, 5, 0.0)  # and 5 output tokens (weight 2)
-    vtc.on_arrival(_Seq(b, 1.0), [_Seq(a2, 0.5)], 1.0)  # B arrives behind A's queued call
+    vtc.on_arrival(FakeSeq(b, 1.0), [FakeSeq(a2, 0.5)], 1.0)  # B arrives behind A's queued call
     assert vtc.counter["B"] == vtc.counter["A"] == 1000 + 2 * 5
     c = llm("c", "C", 100, 1)
-    vtc.on_arrival(_Seq(c, 2.0), [], 2.0)  # empty queue: lifted to the last served (A)
+    vtc.on_arrival(FakeSeq(c, 2.0), [], 2.0)  # empty queue: lifted to the last served (A)
     assert vtc.counter["C"] == 1010
 
 

@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 
 from policies import registry
 from sim.cluster.config import load_cluster_config
+from sim.experiments.conformance import FakeCluster, FakeReplica
 from sim.simulation import simulate
 from sim.workload.calls import Call
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, tool, workload
-from tests.policy_fakes import FakeCluster, FakeReplica
 
 CLUSTERS = Path(__file__).resolve().parent.parent / "examples" / "clusters"
 FIELD = {"routing": "router", "batching": "batching", "retention": "retention",

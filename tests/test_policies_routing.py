@@ -11,12 +11,12 @@ from policies import registry
 from policies.base import Router
 from sim.cluster.config import PolicyConfig
 from sim.costmodel.base import BatchShape, ReplicaHardware, kv_transfer_time
+from sim.experiments.conformance import FakeCluster, FakeReplica
 from sim.simulation import simulate
 from sim.specs.hardware import get_gpu
 from sim.specs.models import get_model
 from sim.specs.topology import build_topology
 from tests.helpers import ROOFLINE, chain_hashes, cluster, llm, workload
-from tests.policy_fakes import FakeCluster, FakeReplica
 
 
 def router(spec: str) -> Router:

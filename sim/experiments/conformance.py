@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policies import registry
@@ -48,58 +48,60 @@ class ConformanceError(AssertionError):
 
 
 @dataclass
-class _Replica:
-    """A hand-set :class:`~policies.base.ReplicaView`."""
+class FakeReplica:
+    """A hand-set :class:`~policies.base.ReplicaView` whose every number the caller sets
+    (conformance checks and policy unit tests; no engine behind it)."""
 
     replica_id: int
-    num_running: int = 0
-    num_waiting: int = 0
-    outstanding_tokens: int = 0
-    kv_used_blocks: int = 0
-    cached: int = 0
     model: str = "m"
     node: int = 0
     gpus: tuple[int, ...] = (0,)
     ready: bool = True
+    num_running: int = 0
+    num_waiting: int = 0
+    outstanding_tokens: int = 0
     kv_capacity_blocks: int = 1000
+    kv_used_blocks: int = 0
     active_blocks: int = 0
     block_size: int = 16
-    busy_s: float = 0.0
     pending_prefill_tokens: int = 0
+    busy_s: float = 0.0
+    cached: dict[str, int] = field(default_factory=dict)  # call_id -> cached tokens
 
     @property
     def outstanding_requests(self) -> int:
         return self.num_running + self.num_waiting
 
     def cached_prefix_tokens(self, call: Call) -> int:
-        return self.cached
+        return self.cached.get(call.call_id, 0)
 
 
 @dataclass
-class _Cluster:
-    """A hand-set :class:`~policies.base.ClusterView` over ``reps``."""
+class FakeCluster:
+    """A hand-set :class:`~policies.base.ClusterView` over :class:`FakeReplica` s."""
 
-    reps: list[_Replica]
+    reps: list[FakeReplica]
     now: float = 0.0
+    pending: dict[str, int] = field(default_factory=dict)  # model -> queued calls
 
-    def replicas(self, model: str | None = None) -> Sequence[_Replica]:
-        return self.reps
+    def replicas(self, model: str | None = None) -> Sequence[FakeReplica]:
+        return [r for r in self.reps if model is None or r.model == model]
 
-    def ready_replicas(self, model: str | None = None) -> Sequence[_Replica]:
-        return self.reps
+    def ready_replicas(self, model: str | None = None) -> Sequence[FakeReplica]:
+        return [r for r in self.replicas(model) if r.ready]
 
     def models(self) -> Sequence[str]:
-        return ["m"]
+        return sorted({r.model for r in self.reps})
 
-    def live_replicas(self, model: str) -> Sequence[_Replica]:
-        return self.reps
+    def live_replicas(self, model: str) -> Sequence[FakeReplica]:
+        return self.replicas(model)
 
     def pending_calls(self, model: str) -> int:
-        return 0
+        return self.pending.get(model, 0)
 
 
 @dataclass
-class _Seq:
+class FakeSeq:
     """A hand-set :class:`~policies.base.SeqView`."""
 
     call: Call
@@ -134,14 +136,15 @@ def _calls(n: int = 6) -> list[Call]:
 def _check_router(make: Callable[[], Any]) -> list[str]:
     def decisions() -> list[int]:
         router = make()
+        calls = _calls(12)
         reps = [
-            _Replica(0, 2, 1, 900, 40, 0),
-            _Replica(1, 0, 0, 0, 0, 160),
-            _Replica(2, 1, 3, 4000),
+            FakeReplica(0, num_running=2, num_waiting=1, outstanding_tokens=900, kv_used_blocks=40),
+            FakeReplica(1, cached={c.call_id: 160 for c in calls}),
+            FakeReplica(2, num_running=1, num_waiting=3, outstanding_tokens=4000),
         ]
-        view = _Cluster(reps)
+        view = FakeCluster(reps)
         out = []
-        for k, call in enumerate(_calls(12)):
+        for k, call in enumerate(calls):
             offered = reps if k % 3 else reps[1:]
             out.append(router.route(call, offered, view))
             ids = {r.replica_id for r in offered}
@@ -161,7 +164,7 @@ def _check_router(make: Callable[[], Any]) -> list[str]:
 def _check_batching(make: Callable[[], Any]) -> list[str]:
     pol = make()
     problems = []
-    seqs = [_Seq(c, c.issue_time_s, 16 * i, i) for i, c in enumerate(_calls())]
+    seqs = [FakeSeq(c, c.issue_time_s, 16 * i, i) for i, c in enumerate(_calls())]
     for s in seqs[:3]:
         pol.on_arrival(s, seqs[: seqs.index(s)], s.arrival_s)
     got = list(pol.order(list(seqs), 1.0))

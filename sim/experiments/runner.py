@@ -215,10 +215,8 @@ class ProcessBackend:
 def _ray_execute(
     spec: RunSpec, workload: Workload | None, faults: FaultSchedule | None = None
 ) -> SimResult | RunFailure:
-    try:
-        return execute(spec, workload, faults)
-    except Exception as e:
-        return RunFailure.of(e)
+    """A Ray task: :func:`execute` on the workload and faults from the object store."""
+    return guarded(functools.partial(execute, workload=workload, faults=faults), spec)
 
 
 @dataclass
