@@ -110,18 +110,22 @@ def register(kind: str, name: str) -> Callable[[type[T]], type[T]]:
     return deco
 
 
+def _import_failure(e: Exception, where: str, what: str) -> PolicyError:
+    """The one-line error of a policy module or plugin that failed to import: the file
+    and line of a syntax error, else ``where`` and the exception."""
+    if isinstance(e, SyntaxError):
+        return PolicyError(f"{e.filename or where}:{e.lineno}: syntax error: {e.msg}")
+    return PolicyError(f"{where}: {what} failed to import: {type(e).__name__}: {e}")
+
+
 def _import_builtin(name: str) -> None:
     """Import one built-in policy module; a broken file is a one-line error naming it."""
     try:
         importlib.import_module(name)
-    except SyntaxError as e:
-        raise PolicyError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
     except Exception as e:
-        spec = importlib.util.find_spec(name)
+        spec = None if isinstance(e, SyntaxError) else importlib.util.find_spec(name)
         where = spec.origin if spec is not None and spec.origin else name
-        raise PolicyError(
-            f"{where}: policy module failed to import: {type(e).__name__}: {e}"
-        ) from None
+        raise _import_failure(e, where, "policy module") from None
 
 
 def builtin_modules() -> list[str]:
@@ -189,12 +193,9 @@ def _exec_file(path: Path) -> ModuleType:
     sys.modules[modname] = mod
     try:
         spec.loader.exec_module(mod)
-    except SyntaxError as e:
-        del sys.modules[modname]
-        raise PolicyError(f"{e.filename or path}:{e.lineno}: syntax error: {e.msg}") from None
     except Exception as e:
         del sys.modules[modname]
-        raise PolicyError(f"{path}: plugin failed to import: {type(e).__name__}: {e}") from None
+        raise _import_failure(e, str(path), "plugin") from None
     return mod
 
 
@@ -283,10 +284,8 @@ def _load_plugin(ref: str, base_dir: str | Path | None) -> tuple[PolicyInfo, ...
             mod = importlib.import_module(src)
         except ModuleNotFoundError as e:
             raise PolicyError(f"{ref}: no module named {e.name!r}") from None
-        except SyntaxError as e:
-            raise PolicyError(f"{e.filename}:{e.lineno}: syntax error: {e.msg}") from None
         except Exception as e:
-            raise PolicyError(f"{ref}: plugin failed to import: {type(e).__name__}: {e}") from None
+            raise _import_failure(e, ref, "plugin") from None
         origin = getattr(mod, "__file__", None) or src
     if clsname:
         if not hasattr(mod, clsname):
