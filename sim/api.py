@@ -171,10 +171,12 @@ class Result:
 
     raw: SimResult
     slo: SLO = field(default_factory=SLO)
-    summary: dict[str, Any] = field(init=False)
+    #: ``enrich_summary(raw, slo)``, computed here unless the caller has it already
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.summary = enrich_summary(self.raw, self.slo)
+        if not self.summary:
+            self.summary = enrich_summary(self.raw, self.slo)
 
     @property
     def calls(self) -> pd.DataFrame:
@@ -560,7 +562,7 @@ def compare(
     results: dict[str, list[Result]] = {n: [] for n in names}
 
     def keep(spec: RunSpec, raw: SimResult, summary: dict[str, Any]) -> None:
-        res = Result(raw, slo)
+        res = Result(raw, slo, dict(summary))  # the runner computed it already
         results[spec.params["policy"]].append(res)
         if on_run is not None:
             on_run(spec.params["policy"], spec.seed, res)
