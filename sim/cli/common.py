@@ -233,11 +233,10 @@ def cluster_from_args(
 
 def plugins_from_args(args: argparse.Namespace) -> list[str]:
     """Load the ``--plugin`` plugins; returns them resolved (absolute file paths)."""
-    from policies.registry import load_plugin, resolve_plugin_ref
+    from policies.registry import load_plugins, resolve_plugin_ref
 
     refs = getattr(args, "plugin", None) or []
-    for ref in refs:
-        load_plugin(ref, where="--plugin")
+    load_plugins(refs, where="--plugin")
     return [resolve_plugin_ref(r) for r in refs]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from policies.registry import KINDS, list_policies, load_plugin
+from policies.registry import KINDS, list_policies, load_plugins
 
 
 def register(sub: Any) -> None:
@@ -24,8 +24,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for ref in args.plugin or []:
-        load_plugin(ref)
+    load_plugins(args.plugin or [])
     current = None
     for info in list_policies(args.kind):
         if info.kind != current:
