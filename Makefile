@@ -7,7 +7,7 @@ EXTRAS ?= dev
 # one stamp per set of extras, so `make test EXTRAS=dev,calibrate` installs what it needs
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: run test lint format bench keynote regress install clean
+.PHONY: run test lint format bench papers keynote regress install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ regress: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# Reproductions of the agent-serving papers: results/papers/NAME.md (docs/papers.md)
+papers: $(STAMP)
+	$(PY) benchmarks/papers/run_all.py $(ARGS)
 
 keynote: $(STAMP)
 	$(PY) notebooks/keynote.py --out results/keynote

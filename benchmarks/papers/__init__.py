@@ -1,0 +1,1 @@
+"""Reproductions of the agent-serving papers (``make papers``); see docs/papers.md."""
