@@ -193,6 +193,21 @@ class KVCostView(Protocol):
         """Blocks of the replica's host-DRAM KV tier (0 when it has none; LRU when full)."""
         ...
 
+    @property
+    def num_waiting(self) -> int:
+        """Calls queued on the replica, not admitted yet."""
+        ...
+
+    @property
+    def outstanding_requests(self) -> int:
+        """Running plus waiting calls on the replica."""
+        ...
+
+    @property
+    def pending_prefill_tokens(self) -> int:
+        """Prompt tokens of queued and running calls whose KV is not computed yet."""
+        ...
+
     def recompute_time(self, tokens: int) -> float:
         """Seconds to prefill ``tokens`` tokens from scratch on this replica (alone)."""
         ...

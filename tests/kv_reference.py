@@ -123,13 +123,23 @@ class BlockPool:
             self._lru_len += 1
             self.evictable_blocks += e[BLOCKS]
 
-    def allocate(self, blocks: int, now: float) -> bool:
-        """Take ``blocks`` blocks, evicting LRU entries if needed; False if impossible."""
+    def allocate(self, blocks: int, now: float, unpin: bool = False) -> bool:
+        """Take ``blocks`` blocks, evicting LRU entries if needed; False if impossible.
+
+        ``unpin``: when free and evictable blocks fall short, pins are released early,
+        earliest expiry first (as if their time had come), until they do or none is
+        left (Continuum unpins under memory pressure rather than stall a running call).
+        """
         if blocks <= self.free:
             self.free -= blocks
             return True
         # expired pins become the oldest LRU entries, so they are evicted first
         self._release_expired(now)
+        while unpin and blocks > self.free + self.evictable_blocks:
+            until = self.next_pin_expiry()
+            if until is None:
+                break
+            self._release_expired(until)
         if blocks > self.free + self.evictable_blocks:
             return False
         lru = self._lru

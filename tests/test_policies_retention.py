@@ -57,14 +57,15 @@ def test_ttl_pin_drops_blocks_after_the_ttl() -> None:
     assert cached("ttl_pin:ttl_s=5", 10.0) < 800
 
 
-def test_ttl_pin_derives_its_ttl_from_observed_tool_waits() -> None:
-    pol = registry.create("retention", "ttl_pin:quantile=0.5,min_samples=3")
-    assert pol.ttl() == 10.0  # the default before enough waits are seen
+def test_ttl_pin_learns_its_wait_distribution_from_observed_tool_waits() -> None:
+    pol = registry.create("retention", "ttl_pin:min_samples=3")
+    cold = pol.distribution()
     for i, wait in enumerate((1.0, 2.0, 3.0, 40.0)):
         c = llm(f"c{i}", f"s{i}", 10, 1)
-        pol.on_call_finished(c, True, 0.0, None)
+        pol.on_call_finished(c, False, 0.0, None)
         pol.on_call_arrived(llm(f"d{i}", f"s{i}", 10, 1), wait)
-    assert pol.ttl() == 3.0  # median (nearest rank) of 1, 2, 3, 40
+    assert len(cold.tau) == 64  # the exponential's grid before enough waits are seen
+    assert list(pol.distribution().tau) == [1.0, 2.0, 3.0, 40.0]
 
 
 def test_infercept_swaps_to_host_and_swaps_back_priced_over_pcie() -> None:

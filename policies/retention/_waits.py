@@ -39,6 +39,12 @@ class WaitStats:
             self._sorted = sorted(self._waits)
             self._new = 0
 
+    def sorted_waits(self) -> list[float]:
+        """The observed waits in the window, ascending (a list the caller must not change;
+        a new list whenever the statistics are refreshed)."""
+        self._sync()
+        return self._sorted
+
     def quantile(self, q: float) -> float:
         """The ``q`` quantile (nearest rank) of the observed waits; 0 if none."""
         self._sync()

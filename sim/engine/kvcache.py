@@ -257,13 +257,23 @@ class BlockPool:
             self._lru_len += 1
             self.evictable_blocks += b
 
-    def allocate(self, blocks: int, now: float) -> bool:
-        """Take ``blocks`` blocks, evicting LRU entries if needed; False if impossible."""
+    def allocate(self, blocks: int, now: float, unpin: bool = False) -> bool:
+        """Take ``blocks`` blocks, evicting LRU entries if needed; False if impossible.
+
+        ``unpin``: when free and evictable blocks fall short, pins are released early,
+        earliest expiry first (as if their time had come), until they do or none is
+        left (Continuum unpins under memory pressure rather than stall a running call).
+        """
         if blocks <= self.free:
             self.free -= blocks
             return True
         # expired pins become the oldest LRU entries, so they are evicted first
         self._release_expired(now)
+        while unpin and blocks > self.free + self.evictable_blocks:
+            until = self.next_pin_expiry()
+            if until is None:
+                break
+            self._release_expired(until)
         if blocks > self.free + self.evictable_blocks:
             return False
         lru = self._lru
@@ -808,7 +818,9 @@ class KVCacheManager:
         Otherwise a waiting one being admitted from ``computed`` (its lookup): the hits
         are referenced, the host-tier hits loaded into new blocks, and private blocks
         taken for the tokens from ``computed.num_computed_tokens`` on.  Unreferenced
-        cached blocks are evicted (LRU) as needed.
+        cached blocks are evicted (LRU) as needed.  A running sequence may also release
+        pins early (earliest expiry first) rather than fail: pinned blocks never
+        preempt a running call; an admission waits for pins to expire instead.
         """
         b = seq.kv_blocks
         if computed is None:
@@ -817,7 +829,7 @@ class KVCacheManager:
                 return True
             bs = self.block_size
             need = -(-end // bs) - b.num_slots // bs
-            if not self.pool.allocate(need, now):
+            if not self.pool.allocate(need, now, unpin=True):
                 return False
             b.num_private += need
             b.num_slots += need * bs
@@ -931,7 +943,7 @@ class KVCacheManager:
                 b.num_private += add
                 b.num_slots += add * bs
                 taken += add
-        return not taken or self.pool.allocate(taken, now)
+        return not taken or self.pool.allocate(taken, now, unpin=True)
 
     # ---- release ------------------------------------------------------------------------
     def free(

@@ -40,7 +40,9 @@ registered prompt block is also stored there, on the copy engine) and loads copy
 Pins (TTL retention): a call that cannot be admitted because pinned blocks hold the
 memory waits for the earliest pin to expire (or for the next arrival); a decode
 span ends at the first iteration boundary after that expiry, so fast-forward stays
-exact.
+exact.  A running call that needs a block is never preempted for a pin: pins are
+released early, earliest expiry first, to give it the block (Continuum's unpinning
+under memory pressure).
 
 Units: seconds, tokens, KV blocks.
 """

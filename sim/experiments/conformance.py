@@ -118,6 +118,9 @@ class _Cost:
     active_blocks: int = 100
     kv_capacity_blocks: int = 1000
     host_capacity_blocks: int = 1000
+    num_waiting: int = 2
+    outstanding_requests: int = 6
+    pending_prefill_tokens: int = 3000
 
     def recompute_time(self, tokens: int) -> float:
         return 1e-4 * tokens
