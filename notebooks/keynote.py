@@ -466,6 +466,9 @@ def q2_eviction_cost(scale: Scale) -> Answer:
             "minus the tokens the engine found cached",
             "$": "recomputed tokens x prefill GPU-seconds per token (cost model, chunk at half the "
             "mean prompt as context) x GPU price",
+            "ttl_pin": "Continuum's cost-benefit TTL, here under plain FCFS; Continuum pairs it "
+            "with --batching program_fcfs, without which a pinned session's next call can queue "
+            "behind a call waiting for that pin (docs/papers.md, Continuum)",
         },
         seeds,
         plot,
