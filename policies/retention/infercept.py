@@ -31,7 +31,11 @@ class InferCept(RetentionPolicy):
     The smallest wins.  Preserve pins the blocks for the ``pin_quantile`` of the
     observed waits; discard frees them now; swap moves them to host DRAM.  A
     session's last call is cached as plain LRU.  ``t_recompute`` and ``t_swap``
-    come from the replica's cost model and topology (``KVCostView``).
+    come from the replica's cost model and topology (``KVCostView``).  InferCept
+    schedules a resumed request by its original arrival: pair with
+    ``--batching program_fcfs``.  Recomputation of a discarded context is chunked by
+    the engine's token budget (chunked prefill); swap-outs overlap compute on the copy
+    engine, swap-ins are priced whole before the admitting step (not layer-pipelined).
     Parameters: ``default_wait_s`` (float, 5 s), ``min_samples`` (int, 16),
     ``pin_quantile`` (float, 0.9).
     Reference: Abhyankar et al., "InferCept: Efficient Intercept Support for
