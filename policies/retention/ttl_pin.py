@@ -45,13 +45,15 @@ class TTLPin(RetentionPolicy):
     call of a session is cached as plain LRU.  Pair with ``--batching program_fcfs``
     (Continuum's program-level FCFS).
     Parameters: ``ttl_s`` (float, 0 = Continuum's TTL; > 0 pins every paused session
-    for this fixed TTL, the paper's static-TTL ablation), ``default_wait_s`` (float,
-    2 s: mean of the cold-start exponential), ``min_samples`` (int, 16 waits),
-    ``max_ttl_s`` (float, 300 s).
+    for this fixed TTL, a static-TTL variant), ``default_wait_s`` (float, 2 s: mean of
+    the cold-start exponential; 2 s is the pin threshold of the authors' preview code),
+    ``min_samples`` (int, 16 waits), ``max_ttl_s`` (float, 300 s, a safety cap).
     Reference: Li et al., "Continuum: Efficient and Robust Multi-Turn LLM Agent
-    Scheduling with KV Cache Time-to-Live", arXiv 2511.02230 (v2, Section 4: TTL from
-    the tool-call CDF weighing reload and queueing benefit against memory cost,
-    exponential cold start, unpinning under memory pressure).
+    Scheduling with KV Cache Time-to-Live", arXiv 2511.02230 (v2: the TTL maximizes
+    P(tool done within TTL) x benefit(reload + queueing) - cost(TTL) over the empirical
+    tool-call CDF, exponential cold start, unpinning under memory pressure).  The
+    cost's form (memory-time in seconds of other calls' progress) is this
+    implementation's reading of it.
     """
 
     def __init__(
