@@ -30,7 +30,7 @@ from sim.common.errors import ConfigError
 from sim.costmodel.base import CostModel
 from sim.costmodel.loader import resolve_cost_model
 from sim.engine.replica import Replica, Seq
-from sim.metrics.recorder import CallRecord, Recorder, session_frame, summarize
+from sim.metrics.recorder import CallRecord, Recorder, percentiles, session_frame, summarize
 from sim.workload.calls import Call, Workload
 
 TIMELINE_COLUMNS = ["time_s", "replica", "running", "waiting", "kv_used_blocks", "kv_active_blocks"]
@@ -323,6 +323,10 @@ def build_simulation(
     cm = cost_model or resolve_cost_model(cfg.costmodel, gpu=cfg.gpu)
     registry.load_plugins(cfg.plugins)  # a no-op where loaded (not in a sweep worker)
     pol = cfg.policies
+    prefill_router = None
+    if cfg.pools:
+        _check_pools_supported(cfg, faults)
+        prefill_router = registry.create("routing", pol.router, seed=seed)
     cluster = Cluster(
         env,
         cfg,
@@ -335,6 +339,7 @@ def build_simulation(
         driver.on_call_done,
         check_invariants=check_invariants,
         seed=seed,
+        prefill_router=prefill_router,
     )
     for m in workload.models():
         cluster.resolve_model(m)  # fail before simulating when a model is not deployed
@@ -348,6 +353,43 @@ def build_simulation(
     return Simulation(
         env, workload, cfg, seed, load_scale, cm, recorder, driver, cluster, injector, t0
     )
+
+
+def _check_pools_supported(cfg: ClusterConfig, faults: FaultSchedule | None) -> None:
+    """Disaggregated pools run with the static autoscaler and without faults (neither
+    moves a call between its prefill and decode legs yet)."""
+    if faults is not None:
+        raise ConfigError(f"{cfg.source}: pools: fault injection is not supported with [[pools]]")
+    if registry.parse_spec(cfg.policies.autoscaler)[0] != "static":
+        raise ConfigError(
+            f"{cfg.source}: pools: autoscaler {cfg.policies.autoscaler!r} does not move "
+            "instances between pools; use the static autoscaler with [[pools]]"
+        )
+
+
+def _pool_summary(cluster: Cluster, makespan: float) -> dict[str, Any]:
+    """Summary fields of a disaggregated run: the KV transfers, and each role's
+    ``pool_utilization`` (busy GPU time / held GPU time of its instances)."""
+    d = cluster.disagg
+    if d is None:
+        return {}
+    busy: dict[str, float] = {}
+    held: dict[str, float] = {}
+    for life in cluster.lives:
+        role = d.roles.get(life.replica_id, "mixed")
+        stop = life.stop_s if life.stop_s is not None else makespan
+        rep = cluster.all_replicas[life.replica_id]
+        busy[role] = busy.get(role, 0.0) + rep.busy_s
+        held[role] = held.get(role, 0.0) + max(0.0, stop - life.ready_s)
+    util = {r: round(busy[r] / held[r], 12) if held[r] > 0 else 0.0 for r in sorted(held)}
+    counts, dur, wait = d.summary()
+    return {
+        "kv_transfer_bytes": counts["kv_transfer_bytes"],
+        "kv_transfer_s": percentiles(dur),
+        "kv_transfer_wait_s": percentiles(wait),
+        **{k: v for k, v in counts.items() if k != "kv_transfer_bytes"},
+        "pool_utilization": util,
+    }
 
 
 def collect(sim: Simulation) -> SimResult:
@@ -381,6 +423,7 @@ def collect(sim: Simulation) -> SimResult:
     )
     if cluster.mesh is not None:
         summary.update(cluster.mesh.summary())
+    summary.update(_pool_summary(cluster, makespan))
     timeline = timeline_frame(cluster.all_replicas)
     total_wall = time.perf_counter() - sim.t0
     sim_wall = sim.sim_wall_s

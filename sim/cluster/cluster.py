@@ -41,6 +41,7 @@ from policies.base import (
     Router,
 )
 from sim.cluster.config import ClusterConfig, Deployment, max_model_len
+from sim.cluster.disagg import Disaggregation
 from sim.cluster.mesh import HopModel, MeshOverhead
 from sim.common.errors import ConfigError, PolicyError
 from sim.costmodel.base import CostModel, ReplicaHardware, kv_transfer_time, load_time
@@ -240,8 +241,9 @@ class Cluster:
         on_call_done: CallDone,
         check_invariants: bool = False,
         seed: int = 0,
+        prefill_router: Router | None = None,
     ) -> None:
-        """``seed`` seeds the mesh-overhead samples (``sim/cluster/mesh.py``)."""
+        """``seed``: mesh samples; ``prefill_router``: the pools' prefill-side router."""
         self.env = env
         self.cfg = cfg
         self.gpu = get_gpu(cfg.gpu)
@@ -303,9 +305,42 @@ class Cluster:
         self.mesh: MeshOverhead | None = MeshOverhead(hops, seed) if hops else None
         self._mesh_return: dict[str, float] = {}
         self._image_ready: dict[int, float] = {}  # node -> time its image pull ends
-        for dep in cfg.deployments:
+        self._rep_dep: dict[int, Deployment] = {}  # pool replica -> its deployment
+        self.disagg = self._disaggregation(prefill_router) if cfg.pools else None
+        self._start_replicas()
+
+    def _disaggregation(self, prefill_router: Router | None) -> Disaggregation:
+        """The calls of the models served by pools (``sim/cluster/disagg.py``)."""
+        cfg, env = self.cfg, self.env
+        d = Disaggregation(
+            env,
+            self.topology,
+            self,
+            self.router,
+            prefill_router or self.router,
+            self.specs,
+            self._deliver,
+            lambda call, reason, seq: self.on_call_done(call, env.now, "failed", reason, seq),
+            layerwise=cfg.kv_transfer.layerwise,
+        )
+        d.models = {get_model(p.model or cfg.default_model).name for p in cfg.pools}
+        return d
+
+    def _start_replicas(self) -> None:
+        """Start the deployments' replicas, then every ``[[pools]]`` instance (at its
+        pool's TP, its role recorded); a model with pools is served by them only."""
+        for dep in self.cfg.deployments:
+            if self.disagg is not None and get_model(dep.model).name in self.disagg.models:
+                continue
             for _ in range(dep.replicas):
                 self.start_replica(get_model(dep.model).name, cold=dep.cold_start, at_start=True)
+        for pool in self.cfg.pools:
+            pdep = self.cfg.pool_deployment(pool)
+            for _ in range(pool.count):
+                name = get_model(pdep.model).name
+                rep = self.start_replica(name, cold=pdep.cold_start, at_start=True, dep=pdep)
+                assert rep is not None and self.disagg is not None
+                self.disagg.roles[rep.replica_id] = pool.role
 
     # ---- ClusterView ---------------------------------------------------------------
     @property
@@ -350,9 +385,13 @@ class Cluster:
             )
         return canon
 
-    def start_replica(self, model: str, cold: bool, at_start: bool = False) -> Replica | None:
-        """Place and start a replica of ``model``; None when no GPUs fit it."""
-        dep = self.deployments[model]
+    def start_replica(  # long: placement, memory plan and engine wiring of one replica
+        self, model: str, cold: bool, at_start: bool = False, dep: Deployment | None = None
+    ) -> Replica | None:
+        """Place and start a replica of ``model``; None when no GPUs fit it.  ``dep``:
+        a pool's deployment (its TP) instead of the model's."""
+        pooled = dep is not None
+        dep = dep or self.deployments[model]
         spec = self.specs[model]
         req = PlacementRequest(spec.name, dep.tp, dep.pp, len(self._by_model[model]))
         free = sorted(self.free_gpus)
@@ -389,6 +428,10 @@ class Cluster:
             host_blocks = int(dep.host_kv_gib * GiB) // (block_bytes * dep.gpus_per_replica)
         rid = len(self.all_replicas)
         self._hw[rid] = hw
+        plan = self.memory[model]
+        if pooled:
+            self._rep_dep[rid] = dep
+            plan = plan_memory(spec, driver_total_bytes(self.gpu), dep)
         rep = Replica(
             self.env,
             rid,
@@ -396,7 +439,7 @@ class Cluster:
             tuple(gpus),
             self.topology.gpu_node[gpus[0]],
             self.cost_model.for_replica(hw),
-            self.memory[model].kv_blocks,
+            plan.kv_blocks,
             EngineConfig(
                 dep.max_num_seqs,
                 dep.max_num_batched_tokens,
@@ -530,6 +573,9 @@ class Cluster:
                 self.on_call_done(call, self.env.now, "failed", "exceeds_max_model_len", None)
                 return
             call = fitted
+        if self.disagg is not None and model in self.disagg.models:
+            self.disagg.dispatch(call, issued_s, has_successor, self._ready.get(model, []))
+            return
         candidates = self._ready.get(model)
         if not candidates:
             if not self._can_serve(model):
@@ -627,6 +673,16 @@ class Cluster:
             self.dispatch(call, issued_s, has_successor)
 
     def _on_seq_finished(self, rep: Replica, seq: Seq, now: float) -> None:
+        if self.disagg is not None:
+            if self.disagg.on_finished(rep, seq, now):
+                return  # a prefill leg: its KV goes to the decode instance
+            self._finished(rep, seq, now)
+            self.disagg.try_transfers(rep)  # the call's blocks are free on rep now
+            return
+        self._finished(rep, seq, now)
+
+    def _finished(self, rep: Replica, seq: Seq, now: float) -> None:
+        """A call completed on ``rep``: report it (after the mesh's return half)."""
         if self.faults is not None:
             self.faults.on_completed(rep, seq, now)
         back = self._mesh_return.pop(seq.call.call_id, 0.0) if self._mesh_return else 0.0
@@ -721,7 +777,7 @@ class Cluster:
         for rep in self.all_replicas:
             if rep.replica_id in self._dead:
                 continue
-            dep = self.deployments[rep.model]
+            dep = self._rep_dep.get(rep.replica_id) or self.deployments[rep.model]
             hw = self.replica_hardware(self.specs[rep.model], dep, rep.gpus)
             if hw != self._hw.get(rep.replica_id):
                 self._hw[rep.replica_id] = hw
