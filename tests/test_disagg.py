@@ -128,8 +128,8 @@ def test_h100_nics_are_400_gbps_and_a_spine_joins_leaves() -> None:
 # ---- whole runs ------------------------------------------------------------------------------
 
 
-def _pd_cluster(prefill: int = 1, decode: int = 1, **dep: object) -> ClusterConfig:
-    base = cluster(model="llama-3.1-8b", replicas=1, nodes=2, **dep)
+def _pd_cluster(prefill: int = 1, decode: int = 1, blocks: int = 0) -> ClusterConfig:
+    base = cluster(model="llama-3.1-8b", replicas=1, nodes=2, num_gpu_blocks_override=blocks)
     return apply_overrides(base, prefill_replicas=prefill, decode_replicas=decode)
 
 
@@ -169,7 +169,7 @@ def test_every_call_ends_once_and_transferred_bytes_equal_remote_prefill_bytes()
 
 
 def test_decode_instance_never_overfills_and_transfers_wait_for_room() -> None:
-    cfg = _pd_cluster(2, 1, num_gpu_blocks_override=600)  # ~2 calls of 3,000 tokens
+    cfg = _pd_cluster(2, 1, blocks=600)  # ~2 calls of 3,000 tokens
     sim, res = _run(cfg, _calls(12, out=200))
     d = sim.cluster.disagg
     assert d is not None and set(res.calls["status"]) == {"completed"}

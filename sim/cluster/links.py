@@ -41,7 +41,7 @@ class Flow:
     links: tuple[Link, ...]
     nbytes: float
     latency: float
-    on_done: Callable[[float], None]
+    on_done: Callable[[float], object]
     cap: float = math.inf  # the flow's own rate limit (bytes/s)
     remaining: float = 0.0
     rate: float = 0.0
@@ -85,7 +85,7 @@ class LinkNetwork:
         self,
         links: tuple[Link, ...],
         nbytes: float,
-        on_done: Callable[[float], None],
+        on_done: Callable[[float], object],
         cap: float = math.inf,
         sent: float = 0.0,
     ) -> Flow:
