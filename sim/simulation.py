@@ -25,6 +25,7 @@ from policies import registry
 from policies.base import Router
 from sim.cluster.cluster import Cluster
 from sim.cluster.config import ClusterConfig
+from sim.cluster.disagg import Disaggregation
 from sim.cluster.faults import FaultInjector, FaultSchedule
 from sim.common.errors import ConfigError
 from sim.costmodel.base import CostModel
@@ -389,7 +390,19 @@ def _pool_summary(cluster: Cluster, makespan: float) -> dict[str, Any]:
         "kv_transfer_wait_s": percentiles(wait),
         **{k: v for k, v in counts.items() if k != "kv_transfer_bytes"},
         "pool_utilization": util,
+        "kv_transfer_links": _busiest_links(d),
     }
+
+
+#: How many of the most loaded links ``kv_transfer_links`` lists.
+BUSIEST_LINKS = 8
+
+
+def _busiest_links(d: Disaggregation) -> dict[str, int]:
+    """Bytes of KV that crossed each of the :data:`BUSIEST_LINKS` most loaded directed
+    links (``"from->to"``), most first (ties: by name)."""
+    rows = sorted(d.links.stats.items(), key=lambda kv: (-kv[1].nbytes, kv[0]))
+    return {f"{u}->{v}": int(st.nbytes) for (u, v), st in rows[:BUSIEST_LINKS]}
 
 
 def collect(sim: Simulation) -> SimResult:
