@@ -185,8 +185,13 @@ class LinkNetwork:
             self._deliver(f)
 
     def _deliver(self, flow: Flow) -> None:
+        """Call the flow's ``on_done`` once its data has crossed the route's latency."""
         if flow.latency > 0:
             ev = self.env.timeout(flow.latency)
-            ev.callbacks.append(lambda _e: flow.on_done(self.env.now))
+            ev.callbacks.append(lambda _e: _call(flow.on_done, self.env.now))
         else:
             flow.on_done(self.env.now)
+
+
+def _call(fn: Callable[[float], object], now: float) -> None:
+    fn(now)
