@@ -394,6 +394,22 @@ def _pool_summary(cluster: Cluster, makespan: float) -> dict[str, Any]:
     }
 
 
+def _store_summary(cluster: Cluster) -> dict[str, Any]:
+    """Summary fields of a run with a shared KV store: ``kv_store_hit_rate`` by tier
+    (fraction of delivered prompt tokens from the serving instance's HBM cache and
+    loaded from each store tier), loads and their total time, peak bytes per tier."""
+    store = cluster.kv_store
+    if store is None:
+        return {}
+    hbm = sum(r.hit_tokens for r in cluster.all_replicas)
+    return {
+        "kv_store_hit_rate": store.hit_rates(hbm),
+        "kv_store_loads": store.loads,
+        "kv_store_load_s": round(store.load_s, 12),
+        "kv_store_peak_bytes": {k: int(v) for k, v in store.occupancy().items()},
+    }
+
+
 #: How many of the most loaded links ``kv_transfer_links`` lists.
 BUSIEST_LINKS = 8
 
@@ -437,6 +453,7 @@ def collect(sim: Simulation) -> SimResult:
     if cluster.mesh is not None:
         summary.update(cluster.mesh.summary())
     summary.update(_pool_summary(cluster, makespan))
+    summary.update(_store_summary(cluster))
     timeline = timeline_frame(cluster.all_replicas)
     total_wall = time.perf_counter() - sim.t0
     sim_wall = sim.sim_wall_s

@@ -276,3 +276,61 @@ def test_mooncake_rejection_fails_calls_with_a_reason_and_ends_each_once() -> No
 def test_colocated_config_validates_without_pools() -> None:
     cfg = validate(cluster(model="llama-3.1-8b"))
     assert cfg.pools == ()
+
+
+# ---- the shared KV store -----------------------------------------------------------------
+
+
+def _store_cluster(bandwidth_gbs: float = 0.0, capacity_gib: float = 0.0) -> ClusterConfig:
+    from sim.cluster.config import KVStoreTier
+
+    base = cluster(model="llama-3.1-8b", replicas=2)
+    tier = KVStoreTier("host", capacity_gib=capacity_gib, bandwidth_gbs=bandwidth_gbs)
+    return validate(replace(base, kv_store=(tier,)))
+
+
+def _two_turns() -> list:  # type: ignore[type-arg]
+    # turn 2 extends turn 1's 6,000-token prompt; round robin sends it to the other replica
+    h = chain_hashes(7, 6400)
+    return [
+        llm("t1", "s", 6000, 20, hashes=h[:375]),
+        llm("t2", "s", 6400, 20, parents=("t1",), gap=0.5, hashes=h),
+    ]
+
+
+def test_a_prefix_in_the_host_tier_is_loaded_when_cheaper_than_recomputing() -> None:
+    _, none = _run(cluster(model="llama-3.1-8b", replicas=2), _two_turns())
+    sim, res = _run(_store_cluster(), _two_turns())
+    store = sim.cluster.kv_store
+    assert store is not None and store.loads == 1
+    t2 = res.calls.set_index("call_id").loc["t2"]
+    base = none.calls.set_index("call_id").loc["t2"]
+    assert int(t2["replica"]) != int(res.calls.set_index("call_id").loc["t1", "replica"])
+    assert res.summary["kv_store_hit_rate"]["host"] == pytest.approx(6000 / 12400)
+    assert t2["ttft_s"] < base["ttft_s"]
+    # a tier too slow to beat recomputing is not used
+    sim, slow = _run(_store_cluster(bandwidth_gbs=1e-4), _two_turns())
+    assert sim.cluster.kv_store is not None and sim.cluster.kv_store.loads == 0
+    assert slow.calls.set_index("call_id").loc["t2", "ttft_s"] == pytest.approx(base["ttft_s"])
+
+
+def test_store_evicts_in_order_and_keeps_the_prefix_index_consistent() -> None:
+    cfg = _store_cluster(capacity_gib=0.5)  # 4,096 tokens of Llama-3.1-8B KV (128 KiB each)
+    sim, _ = _run(cfg, _two_turns())
+    store = sim.cluster.kv_store
+    assert store is not None
+    (loc,) = store.locations.values()
+    assert loc.used <= loc.tier.capacity and len(loc.entries) == 256
+    held = {h for h, keys in store.index.items() if loc.key in keys}
+    assert held == set(loc.entries)
+    # the newest blocks stayed: turn 2's last 256 blocks of 16 tokens... its prompt's tail
+    assert list(loc.entries)[-1] == chain_hashes(7, 6400)[-1]
+
+
+def test_store_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    bad = _toml(tmp_path, '[[kv_store]]\ntier = "host"\n[[kv_store]]\ntier = "ssd"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml:9: kv_store\[1\]\.tier: expected one of"):
+        load_cluster_config(bad)
+    bad = _toml(tmp_path, '[[kv_store]]\ntier = "nvme"\neviction = "random"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml:8: kv_store\[0\]\.eviction"):
+        load_cluster_config(bad)

@@ -42,6 +42,7 @@ from policies.base import (
 )
 from sim.cluster.config import ClusterConfig, Deployment, max_model_len
 from sim.cluster.disagg import Disaggregation
+from sim.cluster.kvstore import KVStore, store_tiers
 from sim.cluster.mesh import HopModel, MeshOverhead
 from sim.common.errors import ConfigError, PolicyError
 from sim.costmodel.base import CostModel, ReplicaHardware, kv_transfer_time, load_time
@@ -327,8 +328,10 @@ class Cluster:
         return d
 
     def _start_replicas(self) -> None:
-        """Start the deployments' replicas, then every ``[[pools]]`` instance (at its
-        pool's TP, its role recorded); a model with pools is served by them only."""
+        """Create the shared KV store (``[[kv_store]]``); start the deployments'
+        replicas, then every ``[[pools]]`` instance (at its pool's TP, its role
+        recorded); a model with pools is served by them only."""
+        self.kv_store = KVStore(store_tiers(self.cfg)) if self.cfg.kv_store else None
         for dep in self.cfg.deployments:
             if self.disagg is not None and get_model(dep.model).name in self.disagg.models:
                 continue
@@ -639,8 +642,16 @@ class Cluster:
         self.migration_s += t_move
         return t_move
 
-    def _deliver(self, rep: Replica, seq: Seq) -> None:
-        """Hand ``seq`` to ``rep`` (re-dispatch if ``rep`` stopped serving meanwhile)."""
+    def _deliver(self, rep: Replica, seq: Seq, loaded: bool = False) -> None:
+        """Hand ``seq`` to ``rep`` (re-dispatch if ``rep`` stopped serving meanwhile),
+        after loading its prefix from the shared KV store when that is cheaper than
+        recomputing it (``loaded``: done already)."""
+        if self.kv_store is not None and not loaded and rep.ready:
+            delay = self.kv_store.plan_load(rep, seq)
+            if delay > 0:
+                ev = self.env.timeout(delay)
+                ev.callbacks.append(lambda _e: self._deliver(rep, seq, True))
+                return
         if not rep.ready:
             self.dispatch(seq.call, seq.arrival_s, seq.has_successor, seq)
             return
@@ -673,6 +684,8 @@ class Cluster:
             self.dispatch(call, issued_s, has_successor)
 
     def _on_seq_finished(self, rep: Replica, seq: Seq, now: float) -> None:
+        if self.kv_store is not None:
+            self.kv_store.save(rep, seq.call)  # written through to the store's tiers
         if self.disagg is not None:
             if self.disagg.on_finished(rep, seq, now):
                 return  # a prefill leg: its KV goes to the decode instance

@@ -138,6 +138,38 @@ class KVTransfer:
     layerwise: bool = False
 
 
+#: Store tiers (``[[kv_store]]``) and their defaults: capacity (GiB per location: a
+#: node's, or the cluster's for ``remote``), bandwidth (GB/s per loading GPU), latency
+#: (s).  host: pinned host-to-GPU copies over PCIe Gen4 reach ~25 GB/s (CUDA
+#: bandwidthTest, sim/costmodel/transfer.py), 1 TiB of a DGX A100's 2 TiB DRAM; nvme: one
+#: Gen4 drive's 6.8 GB/s sequential read shared by a node's 8 GPUs, 15 TB (DGX A100 data
+#: RAID); remote: an RDMA pool (Mooncake Store) read at the HDR NIC's achieved ~23 GB/s
+#: per GPU (perftest ib_write_bw), 50 us, 64 TiB.
+KV_STORE_TIERS: dict[str, tuple[float, float, float]] = {
+    "host": (1024.0, 25.0, 10e-6),
+    "nvme": (15000.0, 0.85, 100e-6),
+    "remote": (65536.0, 23.0, 50e-6),
+}
+KV_STORE_EVICTION = ("lru", "fifo")
+
+
+@dataclass(frozen=True)
+class KVStoreTier:
+    """One tier of the shared KV store (``[[kv_store]]``, ``sim/cluster/kvstore.py``).
+
+    ``tier``: host, nvme or remote; ``capacity_gib`` per location (a node's host DRAM
+    or NVMe, or the one remote pool), ``bandwidth_gbs`` (GB/s per loading GPU),
+    ``latency_s``; 0 means the tier's default (:data:`KV_STORE_TIERS`); ``eviction``:
+    lru or fifo.
+    """
+
+    tier: str = "host"
+    capacity_gib: float = 0.0
+    bandwidth_gbs: float = 0.0
+    latency_s: float = 0.0
+    eviction: str = "lru"
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Policy specs per kind (``name`` or ``name:key=value,...``)."""
@@ -172,6 +204,8 @@ class ClusterConfig:
     #: prefill / decode / mixed instance pools (empty: every replica does both)
     pools: tuple[Pool, ...] = ()
     kv_transfer: KVTransfer = field(default_factory=KVTransfer)
+    #: tiers of the shared KV store (empty: none)
+    kv_store: tuple[KVStoreTier, ...] = ()
 
     @property
     def num_gpus(self) -> int:
@@ -192,6 +226,10 @@ class ClusterConfig:
             d["plugins"] = list(self.plugins)
         else:  # configs without plugins keep their earlier form (and run ids)
             del d["plugins"]
+        if self.kv_store:
+            d["kv_store"] = [asdict(t) for t in self.kv_store]
+        else:
+            del d["kv_store"]
         if self.pools:
             d["pools"] = [asdict(p) for p in self.pools]
         else:  # colocated configs keep their earlier form (and run ids)
@@ -496,6 +534,11 @@ def validate(
         _validate_deployment(cfg, i, d)
     if cfg.pools:
         _validate_pools(cfg, pool_lines)
+    for i, t in enumerate(cfg.kv_store):
+        for key in ("tier", "eviction"):
+            _check_tier(t, key, w, i)
+        for key in ("capacity_gib", "bandwidth_gbs", "latency_s"):
+            _check(getattr(t, key) >= 0, w, f"kv_store[{i}].{key}", "must be >= 0 (0: the default)")
     need = _gpus_needed(cfg)
     _check(
         need <= cfg.num_gpus,
@@ -589,12 +632,64 @@ def _parse_pools(
     return tuple(pools), lines
 
 
+def _parse_store(raw: Any, w: str, text: str) -> tuple[KVStoreTier, ...]:
+    """The ``[[kv_store]]`` tiers, each field checked with its line."""
+    lines = _array_table_lines(text, "kv_store")
+    _check(isinstance(raw, list), w, "kv_store", "expected an array of tables ([[kv_store]])")
+    tiers: list[KVStoreTier] = []
+    for i, t in enumerate(raw):
+        head = lines.get((i, ""))
+        _check(
+            isinstance(t, dict),
+            w if head is None else f"{w}:{head}",
+            f"kv_store[{i}]",
+            "expected a table",
+        )
+        for key, value in t.items():
+            line = lines.get((i, key), head)
+            at = w if line is None else f"{w}:{line}"
+            one = _build(KVStoreTier, {key: value}, at, f"kv_store[{i}]")
+            _check_tier(one, key, at, i)
+        tier = _build(KVStoreTier, t, w, f"kv_store[{i}]")
+        _check(
+            tier.tier not in [x.tier for x in tiers],
+            w if head is None else f"{w}:{head}",
+            f"kv_store[{i}].tier",
+            f"tier {tier.tier!r} is listed twice",
+        )
+        tiers.append(tier)
+    return tuple(tiers)
+
+
+def _check_tier(t: KVStoreTier, key: str, at: str, i: int) -> None:
+    """Check the field ``key`` of store tier ``i`` (``at``: file:line)."""
+    f = f"kv_store[{i}].{key}"
+    if key == "tier":
+        _check(
+            t.tier in KV_STORE_TIERS,
+            at,
+            f,
+            f"expected one of {', '.join(KV_STORE_TIERS)}, got {t.tier!r}",
+        )
+    elif key == "eviction":
+        _check(
+            t.eviction in KV_STORE_EVICTION,
+            at,
+            f,
+            f"expected one of {', '.join(KV_STORE_EVICTION)}, got {t.eviction!r}",
+        )
+    elif key in ("capacity_gib", "bandwidth_gbs"):
+        _check(getattr(t, key) > 0, at, f, "must be > 0")
+    elif key == "latency_s":
+        _check(t.latency_s >= 0, at, f, "must be >= 0")
+
+
 def parse_config(raw: dict[str, Any], source: str, text: str = "") -> ClusterConfig:
     """Build and validate a config from a decoded TOML document (``text``: the file's
     text, for line numbers)."""
     w = source
     known = {"name", "gpu", "nodes", "deployments", "policies", "costmodel", "engine", "plugins"}
-    known |= {"pools", "kv_transfer"}
+    known |= {"pools", "kv_transfer", "kv_store"}
     pool_lines: dict[tuple[int, str], int] | None = None
     for key in raw:
         if key not in known:
@@ -635,6 +730,8 @@ def parse_config(raw: dict[str, Any], source: str, text: str = "") -> ClusterCon
         kwargs["plugins"] = parse_plugins(raw["plugins"], source, _key_line(text, "plugins"))
     if "pools" in raw:
         kwargs["pools"], pool_lines = _parse_pools(raw["pools"], w, text)
+    if "kv_store" in raw:
+        kwargs["kv_store"] = _parse_store(raw["kv_store"], w, text)
     if "kv_transfer" in raw:
         kwargs["kv_transfer"] = _build(KVTransfer, raw["kv_transfer"], w, "kv_transfer")
     if "policies" in raw:

@@ -502,6 +502,24 @@ def limits_lines(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def _store_section(summary: dict[str, Any]) -> list[str]:
+    """The shared KV store's section (empty without ``[[kv_store]]``): hit rate and
+    peak occupancy per tier."""
+    hits = summary.get("kv_store_hit_rate")
+    if not hits:
+        return []
+    peak = summary.get("kv_store_peak_bytes", {})
+    lines = ["", "## Shared KV store", "", "| tier | hit rate | peak occupancy |", "|---|---|---|"]
+    for tier, rate in hits.items():
+        occ = _bytes(peak[tier]) if tier in peak else "(instances' own)"
+        lines.append(f"| {tier} | {_pct(rate)} | {occ} |")
+    lines.append(
+        f"\n- Loads: {summary.get('kv_store_loads', 0):,}, "
+        f"{fmt_duration(summary.get('kv_store_load_s', 0.0))} in total"
+    )
+    return lines
+
+
 def _pools_section(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """The disaggregation section of a run with ``[[pools]]`` (empty otherwise): the
     pools, the KV transfers and the links they loaded most."""
@@ -641,6 +659,7 @@ def render_markdown(
         lines.append(f"- Prefix-cache hit rate: {summary['prefix_hit_rate']:.1%}")
     lines += render_faults_section(summary)  # sim/cluster/faults.py; empty without faults
     lines += _pools_section(summary, config)
+    lines += _store_section(summary)
     rt = replica_table(replicas, timeline, float(summary["makespan_s"]))
     lines += [
         "",
