@@ -344,3 +344,27 @@ class Autoscaler:
 
     def decide(self, view: ClusterView, now: float) -> dict[str, int]:
         return {}
+
+
+class PoolView(ClusterView, Protocol):
+    """What a prefill/decode planner reads besides the cluster view."""
+
+    def roles(self) -> dict[int, str]:
+        """Pool role of every ready instance (replica id -> prefill / decode / mixed)."""
+        ...
+
+    def recent_latency(self, since_s: float) -> tuple[list[float], list[float]]:
+        """TTFT and TPOT (s) of the pooled calls that completed since ``since_s``."""
+        ...
+
+
+class PoolPlanner(Autoscaler):
+    """Moves instances between the prefill and decode pools (``[[pools]]``).
+
+    Every ``interval_s`` the cluster calls ``plan`` with a :class:`PoolView`; it returns
+    the role each moved instance takes (replica id -> role).  A moved instance stops
+    taking calls, drains, and restarts in its new role, paying a cold start.
+    """
+
+    def plan(self, view: PoolView, now: float) -> dict[int, str]:
+        raise NotImplementedError

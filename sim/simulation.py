@@ -22,7 +22,7 @@ import pandas as pd
 import simpy
 
 from policies import registry
-from policies.base import Router
+from policies.base import PoolPlanner, Router
 from sim.cluster.cluster import Cluster
 from sim.cluster.config import ClusterConfig
 from sim.cluster.disagg import Disaggregation
@@ -361,10 +361,14 @@ def _check_pools_supported(cfg: ClusterConfig, faults: FaultSchedule | None) -> 
     moves a call between its prefill and decode legs yet)."""
     if faults is not None:
         raise ConfigError(f"{cfg.source}: pools: fault injection is not supported with [[pools]]")
-    if registry.parse_spec(cfg.policies.autoscaler)[0] != "static":
+    scaler = registry.create("autoscaling", cfg.policies.autoscaler)
+    if (
+        not isinstance(scaler, PoolPlanner)
+        and registry.parse_spec(cfg.policies.autoscaler)[0] != "static"
+    ):
         raise ConfigError(
             f"{cfg.source}: pools: autoscaler {cfg.policies.autoscaler!r} does not move "
-            "instances between pools; use the static autoscaler with [[pools]]"
+            "instances between pools; use static or a pool planner (pd_planner) with [[pools]]"
         )
 
 
@@ -389,6 +393,7 @@ def _pool_summary(cluster: Cluster, makespan: float) -> dict[str, Any]:
         "kv_transfer_s": percentiles(dur),
         "kv_transfer_wait_s": percentiles(wait),
         **{k: v for k, v in counts.items() if k != "kv_transfer_bytes"},
+        "role_moves": d.role_moves,
         "pool_utilization": util,
         "kv_transfer_links": _busiest_links(d),
     }

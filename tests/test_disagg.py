@@ -334,3 +334,33 @@ def test_store_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
     bad = _toml(tmp_path, '[[kv_store]]\ntier = "nvme"\neviction = "random"\n')
     with pytest.raises(ConfigError, match=r"c\.toml:8: kv_store\[0\]\.eviction"):
         load_cluster_config(bad)
+
+
+# ---- the P:D planner -----------------------------------------------------------------------
+
+
+def test_pd_planner_moves_decode_instances_to_a_starved_prefill_pool_paying_cold_starts() -> None:
+    calls = [
+        llm(f"c{i}", f"s{i}", 7000, 8, t=0.4 * i, hashes=chain_hashes(100 + i, 7000))
+        for i in range(150)
+    ]
+    base = cluster(model="llama-3.1-8b", nodes=2, init_s=1.0, scheduling_s=0.5)
+    cfg = apply_overrides(base, prefill_replicas=1, decode_replicas=3)
+    planner = "pd_planner:interval_s=5,ttft_slo=0.5,tpot_slo=0.5,min_calls=3"
+    wl = workload(calls)
+    static = collect(_built(cfg, wl))
+    sim = _built(replace(cfg, policies=replace(cfg.policies, autoscaler=planner)), wl)
+    planned = collect(sim)
+    d = sim.cluster.disagg
+    assert d is not None and planned.summary["role_moves"] >= 1
+    assert planned.summary["cold_starts"] == planned.summary["role_moves"]  # every move restarts
+    assert min(life.cold_start_s for life in sim.cluster.lives if life.cold_start_s) > 1.5
+    assert list(d.roles.values()).count("prefill") == 1 + planned.summary["role_moves"]
+    assert len(planned.calls) == 150 and set(planned.calls["status"]) == {"completed"}
+    assert planned.summary["ttft_s"]["p90"] < 0.5 * static.summary["ttft_s"]["p90"]
+
+
+def _built(cfg: ClusterConfig, wl):  # type: ignore[no-untyped-def]
+    sim = build_simulation(wl, cfg, cost_model=ROOFLINE)
+    sim.run()
+    return sim

@@ -37,6 +37,7 @@ from policies.base import (
     BatchPolicy,
     PlacementPolicy,
     PlacementRequest,
+    PoolPlanner,
     RetentionPolicy,
     Router,
 )
@@ -332,6 +333,7 @@ class Cluster:
         replicas, then every ``[[pools]]`` instance (at its pool's TP, its role
         recorded); a model with pools is served by them only."""
         self.kv_store = KVStore(store_tiers(self.cfg)) if self.cfg.kv_store else None
+        self._moving: set[int] = set()  # pool instances draining to change role
         for dep in self.cfg.deployments:
             if self.disagg is not None and get_model(dep.model).name in self.disagg.models:
                 continue
@@ -474,7 +476,9 @@ class Cluster:
             self._make_ready(rep)
         return rep
 
-    def _cold_start_time(self, model: str, gpus: tuple[int, ...]) -> float:
+    def _cold_start_time(
+        self, model: str, gpus: tuple[int, ...], dep: Deployment | None = None
+    ) -> float:
         """Seconds from now until a new pod of ``model`` on ``gpus`` is ready.
 
         The pod start-up phases of the deployment, in order: scheduling
@@ -483,7 +487,10 @@ class Cluster:
         pull is under way waits for that pull to end), the weight load over the slowest
         load path, and engine warm-up (``init_s``).
         """
-        dep = self.deployments[model]
+        weights = self.memory[model].weights
+        if dep is not None:  # a pool instance: its own weight shard
+            weights = -(-self.specs[model].weight_bytes // dep.gpus_per_replica)
+        dep = dep or self.deployments[model]
         path = min(
             (self.topology.load_path(g, dep.weight_source) for g in gpus),
             key=lambda p: p.bandwidth,
@@ -493,7 +500,7 @@ class Cluster:
         for node in sorted({self.topology.gpu_node[g] for g in gpus}):
             done = self._image_ready.setdefault(node, now + dep.scheduling_s + dep.image_pull_s)
             pulled = max(pulled, done)
-        return pulled - now + load_time(self.memory[model].weights, path, dep.init_s)
+        return pulled - now + load_time(weights, path, dep.init_s)
 
     def _ready_after(self, rep: Replica, delay_s: float) -> None:
         """Make ``rep`` ready in ``delay_s`` unless it fails (or fails again) meanwhile."""
@@ -687,10 +694,15 @@ class Cluster:
         if self.kv_store is not None:
             self.kv_store.save(rep, seq.call)  # written through to the store's tiers
         if self.disagg is not None:
-            if self.disagg.on_finished(rep, seq, now):
-                return  # a prefill leg: its KV goes to the decode instance
+            if self.disagg.on_finished(rep, seq, now):  # a prefill leg: its KV goes to D
+                if self._moving:
+                    self._restart_moved(rep)
+                return
             self._finished(rep, seq, now)
+            self.disagg.on_completed(seq, now)
             self.disagg.try_transfers(rep)  # the call's blocks are free on rep now
+            if self._moving:
+                self._restart_moved(rep)
             return
         self._finished(rep, seq, now)
 
@@ -796,6 +808,38 @@ class Cluster:
                 self._hw[rep.replica_id] = hw
                 rep.set_cost(self.cost_model.for_replica(hw))
 
+    # ---- pool planners (PoolPlanner) ------------------------------------------------
+    def move_role(self, rep: Replica, role: str) -> None:
+        """Move a ready pool instance to ``role``: it stops taking calls, drains (its
+        calls and the KV transfers coming to it), then restarts in the new role after
+        a cold start (scheduling, weight load, engine warm-up)."""
+        d = self.disagg
+        if d is None or role not in ("prefill", "decode", "mixed"):
+            raise PolicyError(f"planner moved replica {rep.replica_id} to role {role!r}")
+        if not rep.ready or d.roles.get(rep.replica_id) in (None, role):
+            return
+        rep.ready = False
+        self._ready[rep.model].remove(rep)
+        d.roles[rep.replica_id] = role
+        d.role_moves += 1
+        self._moving.add(rep.replica_id)
+        self._restart_moved(rep)
+
+    def _restart_moved(self, rep: Replica) -> None:
+        """Restart a moved instance once drained (its KV cache is dropped)."""
+        if rep.replica_id not in self._moving or self.disagg is None:
+            return
+        if not self.disagg.drained(rep):
+            return
+        self._moving.discard(rep.replica_id)
+        rep.fail(self.env.now)  # nothing left to lose: resets the engine and its KV
+        dep = self._rep_dep.get(rep.replica_id)
+        t = self._cold_start_time(rep.model, rep.gpus, dep)
+        self.cold_starts += 1
+        self.cold_start_s += t
+        self.lives[rep.replica_id].cold_start_s += t
+        self._ready_after(rep, t)
+
     # ---- autoscaling ---------------------------------------------------------------
     def start_autoscaler(self, until: Callable[[], bool]) -> None:
         """Call the autoscaler every ``interval_s`` until ``until()`` is true.
@@ -817,6 +861,9 @@ class Cluster:
         def tick(_: simpy.Event) -> None:
             if until():
                 return
+            if isinstance(self.autoscaler, PoolPlanner) and self.disagg is not None:
+                for rid, role in self.autoscaler.plan(self.disagg.pool_view, self.env.now).items():
+                    self.move_role(self.all_replicas[rid], role)
             desired = self.autoscaler.decide(self, self.env.now)
             if delay > 0 and desired:
                 later = self.env.timeout(delay)

@@ -123,10 +123,14 @@ class Disaggregation:
     _promised: dict[int, int] = field(default_factory=dict)  # decode id -> blocks in flight
     _delivered: dict[int, list[tuple[Seq, int]]] = field(default_factory=dict)
     _routes: dict[tuple[int, int], list[_Route]] = field(default_factory=dict)
+    #: (finish time, TTFT, TPOT or NaN) of completed pooled calls, for planners
+    latency: deque[tuple[float, float, float]] = field(default_factory=deque)
+    role_moves: int = 0
 
     def __post_init__(self) -> None:
         self.links = LinkNetwork(self.env, self.topology)
         self._view = _PairView(self)
+        self.pool_view = self._view
 
     # ---- routing -------------------------------------------------------------------
     def dispatch(
@@ -259,7 +263,24 @@ class Disaggregation:
         seq.num_cached_tokens = p.num_cached_tokens
         seq.preemptions = p.preemptions
         self._delivered.setdefault(rid, []).append((seq, rec.blocks))
-        self.deliver(d, seq)
+        d.submit(seq)  # D took the KV: it serves the call even while draining for a move
+
+    def on_completed(self, seq: Seq, now: float) -> None:
+        """A pooled call completed: keep its TTFT and TPOT for planners (an hour's worth)."""
+        out = seq.max_tokens
+        tpot = (now - seq.first_token_s) / (out - 1) if out > 1 else math.nan
+        lat = self.latency
+        lat.append((now, seq.first_token_s - seq.arrival_s, tpot))
+        while lat and lat[0][0] < now - 3600.0:
+            lat.popleft()
+
+    def drained(self, rep: Replica) -> bool:
+        """Whether ``rep`` has no call and no KV transfer coming to it."""
+        rid = rep.replica_id
+        if rep.running or rep.waiting or self._queue.get(rid) or self._promised.get(rid, 0):
+            return False
+        self.free_blocks(rep)  # prunes the delivered calls since admitted
+        return not self._delivered.get(rid)
 
     # ---- KV geometry ---------------------------------------------------------------
     def kv_bytes_per_token(self, rep: Replica) -> int:
@@ -372,6 +393,14 @@ class _PairView:
 
     def decode_time_s(self, replica: ReplicaView, batch: int, context_tokens: int) -> float:
         return self._rep(replica).cost.decode_time(max(1, batch), context_tokens)
+
+    # PoolView (planners)
+    def roles(self) -> dict[int, str]:
+        return dict(self._d.roles)
+
+    def recent_latency(self, since_s: float) -> tuple[list[float], list[float]]:
+        recent = [x for x in self._d.latency if x[0] >= since_s]
+        return [x[1] for x in recent], [x[2] for x in recent if not math.isnan(x[2])]
 
 
 __all__ = ["REJECTED", "Disaggregation", "Flow", "TransferRecord"]
