@@ -364,3 +364,35 @@ def _built(cfg: ClusterConfig, wl):  # type: ignore[no-untyped-def]
     sim = build_simulation(wl, cfg, cost_model=ROOFLINE)
     sim.run()
     return sim
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def test_run_and_sweep_honour_the_pool_flags(tmp_path: Path) -> None:
+    import json
+
+    from sim.cli.main import main
+    from sim.common.paths import DEFAULT_TRACE
+
+    flags = ["--model", "llama-3.1-8b", "--tp", "1", "--nodes", "1", "--quiet", "--no-html"]
+    pools = ["--prefill-replicas", "1", "--decode-replicas", "2", "--decode-tp", "2"]
+    assert main(["run", *flags, *pools, "--out", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert summary["remote_prefills"] == summary["requests"] > 0
+    assert [(p["role"], p["count"], p["tp"]) for p in config["cluster"]["pools"]] == [
+        ("prefill", 1, 0),
+        ("decode", 2, 2),
+    ]
+    s = tmp_path / "s.toml"
+    s.write_text(
+        f'[base]\ntrace = "{DEFAULT_TRACE}"\n[grid]\npolicies = ["round_robin", "dynamo_disagg"]\n'
+    )
+    out = tmp_path / "sw"
+    assert main(["sweep", str(s), *flags, *pools, "--workers", "1", "--out", str(out)]) == 0
+    import pandas as pd
+
+    table = pd.read_parquet(out / "sweep.parquet").set_index("policy")
+    assert table.loc["round_robin", "remote_prefills"] == summary["remote_prefills"]
+    assert table.loc["dynamo_disagg", "local_prefills"] > 0
