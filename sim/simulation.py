@@ -395,7 +395,7 @@ def _pool_summary(cluster: Cluster, makespan: float) -> dict[str, Any]:
         **{k: v for k, v in counts.items() if k != "kv_transfer_bytes"},
         "role_moves": d.role_moves,
         "pool_utilization": util,
-        "kv_transfer_links": _busiest_links(d),
+        "kv_transfer_busiest_links": _busiest_links(d),
     }
 
 
@@ -415,15 +415,20 @@ def _store_summary(cluster: Cluster) -> dict[str, Any]:
     }
 
 
-#: How many of the most loaded links ``kv_transfer_links`` lists.
-BUSIEST_LINKS = 8
-
-
-def _busiest_links(d: Disaggregation) -> dict[str, int]:
-    """Bytes of KV that crossed each of the :data:`BUSIEST_LINKS` most loaded directed
-    links (``"from->to"``), most first (ties: by name)."""
-    rows = sorted(d.links.stats.items(), key=lambda kv: (-kv[1].nbytes, kv[0]))
-    return {f"{u}->{v}": int(st.nbytes) for (u, v), st in rows[:BUSIEST_LINKS]}
+def _busiest_links(d: Disaggregation) -> dict[str, dict[str, Any]]:
+    """Per link type (nvlink, pcie, network): the directed link that carried the most
+    KV (``"from->to"``, ties by name), its bytes, and how many links of the type
+    carried any."""
+    out: dict[str, dict[str, Any]] = {}
+    for (u, v), st in sorted(d.links.stats.items()):
+        cur = out.get(st.link_type)
+        if cur is None:
+            out[st.link_type] = {"link": f"{u}->{v}", "bytes": int(st.nbytes), "links": 1}
+            continue
+        cur["links"] += 1
+        if st.nbytes > cur["bytes"]:
+            cur["link"], cur["bytes"] = f"{u}->{v}", int(st.nbytes)
+    return dict(sorted(out.items()))
 
 
 def collect(sim: Simulation) -> SimResult:

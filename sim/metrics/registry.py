@@ -117,7 +117,7 @@ METRICS: dict[str, Metric] = {
         _m("remote_prefills", "calls", "none", 0.01, 0.0),
         _m("rejected_overload", "calls", "lower", 0.0, 0.0),
         _m("pool_utilization", "fraction", "none", 0.02, 0.005),
-        _m("kv_transfer_links", "bytes", "none", 0.01, 0.0),
+        _m("kv_transfer_busiest_links", "bytes / links", "none", 0.01, 0.0),
         _m("role_moves", "instances", "none", 0.0, 0.0),
         # the shared KV store (sim/cluster/kvstore.py; runs with [[kv_store]] only)
         _m("kv_store_hit_rate", "fraction", "higher", 0.0, 0.005),

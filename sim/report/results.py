@@ -545,10 +545,11 @@ def _pools_section(summary: dict[str, Any], config: dict[str, Any]) -> list[str]
         f"time p50 {fmt_duration(t['p50'])}, p99 {fmt_duration(t['p99'])}; "
         f"wait for decode room p99 {fmt_duration(w['p99'])}",
         "",
-        "| link (most KV bytes) | bytes |",
-        "|---|---|",
+        "| link type | links used | busiest link | its bytes |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {k} | {_bytes(v)} |" for k, v in summary.get("kv_transfer_links", {}).items()]
+    for kind, b in summary.get("kv_transfer_busiest_links", {}).items():
+        lines.append(f"| {kind} | {b['links']} | {b['link']} | {_bytes(b['bytes'])} |")
     return lines
 
 
