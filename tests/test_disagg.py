@@ -396,3 +396,27 @@ def test_run_and_sweep_honour_the_pool_flags(tmp_path: Path) -> None:
     table = pd.read_parquet(out / "sweep.parquet").set_index("policy")
     assert table.loc["round_robin", "remote_prefills"] == summary["remote_prefills"]
     assert table.loc["dynamo_disagg", "local_prefills"] > 0
+
+
+def test_session_kv_in_the_store_survives_a_pod_restart() -> None:
+    from sim.cluster.faults import Fault, FaultSchedule
+
+    h = chain_hashes(9, 6400)
+    calls = [
+        llm("t1", "s", 6000, 20, hashes=h[:375]),
+        llm("t2", "s", 6400, 20, parents=("t1",), gap=60.0, hashes=h),
+    ]
+    restart = FaultSchedule((Fault(5.0, "replica_restart", replica=0, repair_s=0.0),), None, "<t>")
+    base = cluster(model="llama-3.1-8b", replicas=1)
+    runs = {}
+    for name, cfg in (("none", base), ("store", _store_cluster())):
+        cfg = replace(cfg, deployments=(replace(cfg.deployments[0], replicas=1),))
+        sim = build_simulation(workload(calls), cfg, cost_model=ROOFLINE, faults=restart)
+        sim.run()
+        runs[name] = (sim, collect(sim))
+    sim, res = runs["store"]
+    assert sim.cluster.cold_starts == 1 and sim.cluster.kv_store is not None
+    assert sim.cluster.kv_store.loads == 1  # turn 2 loads the prefix the restart wiped from HBM
+    t2 = res.calls.set_index("call_id").loc["t2"]
+    t2_none = runs["none"][1].calls.set_index("call_id").loc["t2"]
+    assert t2["ttft_s"] < t2_none["ttft_s"]
