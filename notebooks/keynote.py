@@ -1,4 +1,4 @@
-"""The keynote's six questions, answered by simulation (``make keynote``, ``notebooks/keynote.ipynb``).
+"""The keynote's seven questions, answered by simulation (``make keynote``, ``notebooks/keynote.ipynb``).
 
 Each ``q*`` function runs its experiment over several seeds and returns an
 :class:`Answer`: a table (one row per configuration, means with 95 % t-intervals
@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
+from sim.cluster.config import (
+    ClusterConfig,
+    Deployment,
+    NodeGroup,
+    PolicyConfig,
+    apply_overrides,
+    validate,
+)
 from sim.cluster.faults import Fault, FaultSchedule
 from sim.costmodel.base import BatchShape, ReplicaHardware
 from sim.costmodel.loader import resolve_cost_model
@@ -755,6 +762,89 @@ def q6_restarts(scale: Scale) -> Answer:
     )
 
 
+# ---- 7. disaggregation ------------------------------------------------------------------
+
+#: The P:D splits of question 7 at 16 GPUs (4 instances of TP=4): name -> (prefill, decode).
+PD_SPLITS = {"colocated": (0, 0), "1:3": (1, 3), "1:1": (2, 2), "3:1": (3, 1)}
+
+
+def q7_disaggregation(scale: Scale) -> Answer:
+    """Colocated vs prefill:decode splits at equal GPUs, on real and 50k-token agents."""
+    base = cluster("llama-3.1-70b", 4, 4, nodes=2, router="dynamo_disagg")
+    slo = SLO(ttft_s=5.0, tpot_s=0.05)
+    seeds = list(range(scale.seeds))
+    loads = {
+        "agents": lambda s: real_workload(scale, s, 1.0, "llama-3.1-70b"),
+        "50k agents": lambda s: synth_workload(scale, s, rate_per_s=0.1),
+    }
+    specs = []
+    for wname, make in loads.items():
+        for s in seeds:
+            wl = make(s)
+            for split, (p, d) in PD_SPLITS.items():
+                cfg = apply_overrides(base, prefill_replicas=p, decode_replicas=d) if p else base
+                specs.append(
+                    _spec({"workload": wname, "split": split, "seed": s}, cfg, wl, slo=slo)
+                )
+    metrics = ("goodput_calls_per_s", "ttft_s.p90", "tpot_s.p90", "usd_per_m_tokens")
+    table = _ci_table(_runs(specs), ("workload", "split"), metrics)
+    order = {k: i for i, k in enumerate(PD_SPLITS)}
+    table = table.sort_values(
+        ["workload", "split"], key=lambda c: c.map(order).fillna(c)
+    ).reset_index(drop=True)
+    parts = []
+    for wname in loads:
+        t = table[table.workload == wname].set_index("split")
+        best = str(t.drop(index="colocated")["goodput_calls_per_s"].idxmax())
+
+        def say(split: str, t: pd.DataFrame = t) -> str:
+            g, gc = t.loc[split, "goodput_calls_per_s"], t.loc[split, "goodput_calls_per_s_ci"]
+            p, pc = t.loc[split, "tpot_s.p90"], t.loc[split, "tpot_s.p90_ci"]
+            return f"goodput {_fmt(g, gc, '/s')}, TPOT p90 {_fmt(p, pc, ' s')}"
+
+        parts.append(f"{wname}: colocated {say('colocated')}; best split {best}: {say(best)}")
+    headline = "; ".join(parts)
+
+    def plot() -> Figure:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        for k, wname in enumerate(loads):
+            t = table[table.workload == wname]
+            x = np.arange(len(t)) + 0.4 * k
+            for ax, col, label in zip(
+                axes,
+                ("goodput_calls_per_s", "ttft_s.p90", "tpot_s.p90"),
+                ("goodput (calls/s)", "TTFT p90 (s)", "TPOT p90 (s)"),
+                strict=True,
+            ):
+                ax.bar(x, t[col], width=0.4, yerr=t[f"{col}_ci"], label=wname)
+                ax.set_xticks(np.arange(len(t)) + 0.2, list(t.split))
+                ax.set(ylabel=label)
+        axes[0].legend()
+        fig.suptitle("Prefill/decode disaggregation at 16 GPUs (dynamo_disagg router)")
+        fig.tight_layout()
+        return fig
+
+    return Answer(
+        "q7_disaggregation",
+        "7. Disaggregation: when does splitting prefill and decode pay for agents?",
+        headline,
+        table,
+        {
+            "cluster": "2 DGX A100 80GB, Llama-3.1-70B TP=4 x4: colocated, or 1:3, 1:1, 3:1 "
+            "prefill:decode instances; dynamo_disagg router (conditional disaggregation; "
+            "KV-aware on the colocated cluster)",
+            "objectives": "TTFT <= 5 s, TPOT <= 50 ms (goodput: calls meeting both)",
+            "workload": "LMCache agent sessions at 1 session/s; synthetic ReAct sessions with "
+            "~50k-token prompts at 0.1 sessions/s",
+            "sweep": "examples/sweeps/pd_ratio.toml and docs/pd_ratio.md (Mooncake trace too)",
+        },
+        seeds,
+        plot,
+    )
+
+
 QUESTIONS = (
     q1_kv_affinity,
     q2_eviction_cost,
@@ -762,11 +852,12 @@ QUESTIONS = (
     q4_cold_starts,
     q5_mesh_tax,
     q6_restarts,
+    q7_disaggregation,
 )
 
 
 def answer_all(scale: Scale) -> list[Answer]:
-    """Run the six experiments at ``scale``."""
+    """Run the seven experiments at ``scale``."""
     return [q(scale) for q in QUESTIONS]
 
 
@@ -804,7 +895,7 @@ def write_answers(answers: Sequence[Answer], out: str | Path, scale: Scale) -> P
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Answer the keynote's six questions by simulation.")
+    p = argparse.ArgumentParser(description="Answer the keynote's seven questions by simulation.")
     p.add_argument("--out", default="results/keynote", help="output directory")
     p.add_argument("--scale", choices=("full", "ci"), default="full")
     args = p.parse_args(argv)

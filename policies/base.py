@@ -124,6 +124,60 @@ class Router:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class PairDecision:
+    """A disaggregated router's answer for one call (replica ids).
+
+    ``prefill == decode``: the decode instance prefills the call itself (local prefill,
+    no KV transfer).  ``reject``: early rejection; the call fails at once with reason
+    ``rejected_overload`` and uses no GPU time (``prefill``/``decode`` are ignored).
+    """
+
+    prefill: int
+    decode: int
+    reject: bool = False
+
+
+class DisaggView(ClusterView, Protocol):
+    """What a disaggregated router reads besides the cluster view (seconds, blocks)."""
+
+    def prefill_time_s(self, replica: ReplicaView, tokens: int) -> float:
+        """Seconds ``replica`` takes to prefill ``tokens`` tokens alone."""
+        ...
+
+    def transfer_time_s(self, call: Call, prefill: ReplicaView, decode: ReplicaView) -> float:
+        """Seconds to send ``call``'s prompt KV from ``prefill`` to ``decode`` on idle links."""
+        ...
+
+    def decode_free_blocks(self, replica: ReplicaView) -> int:
+        """KV blocks of ``replica`` neither held by running calls nor promised to
+        transfers under way (what a new transfer could take)."""
+        ...
+
+    def decode_time_s(self, replica: ReplicaView, batch: int, context_tokens: int) -> float:
+        """Seconds of one decode step of ``batch`` sequences holding ``context_tokens``."""
+        ...
+
+
+class PairRouter(Router):
+    """Chooses the (prefill, decode) pair of a call on a disaggregated cluster.
+
+    ``route_pair`` receives the call, the ready instances that may prefill it (prefill
+    and mixed pools) and those that may decode it (decode and mixed pools; never empty),
+    and returns a :class:`PairDecision`.  On a colocated cluster (no pools), ``route``
+    is used as for any router: by default it picks the decode side alone.
+    """
+
+    def route_pair(
+        self,
+        call: Call,
+        prefill: Sequence[ReplicaView],
+        decode: Sequence[ReplicaView],
+        view: DisaggView,
+    ) -> PairDecision:
+        raise NotImplementedError
+
+
 class SeqView(Protocol):
     """What a batching policy may read about a queued or running call."""
 
@@ -305,3 +359,27 @@ class Autoscaler:
 
     def decide(self, view: ClusterView, now: float) -> dict[str, int]:
         return {}
+
+
+class PoolView(ClusterView, Protocol):
+    """What a prefill/decode planner reads besides the cluster view."""
+
+    def roles(self) -> dict[int, str]:
+        """Pool role of every ready instance (replica id -> prefill / decode / mixed)."""
+        ...
+
+    def recent_latency(self, since_s: float) -> tuple[list[float], list[float]]:
+        """TTFT and TPOT (s) of the pooled calls that completed since ``since_s``."""
+        ...
+
+
+class PoolPlanner(Autoscaler):
+    """Moves instances between the prefill and decode pools (``[[pools]]``).
+
+    Every ``interval_s`` the cluster calls ``plan`` with a :class:`PoolView`; it returns
+    the role each moved instance takes (replica id -> role).  A moved instance stops
+    taking calls, drains, and restarts in its new role, paying a cold start.
+    """
+
+    def plan(self, view: PoolView, now: float) -> dict[int, str]:
+        raise NotImplementedError

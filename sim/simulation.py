@@ -22,15 +22,16 @@ import pandas as pd
 import simpy
 
 from policies import registry
-from policies.base import Router
+from policies.base import PoolPlanner, Router
 from sim.cluster.cluster import Cluster
 from sim.cluster.config import ClusterConfig
+from sim.cluster.disagg import Disaggregation
 from sim.cluster.faults import FaultInjector, FaultSchedule
 from sim.common.errors import ConfigError
 from sim.costmodel.base import CostModel
 from sim.costmodel.loader import resolve_cost_model
 from sim.engine.replica import Replica, Seq
-from sim.metrics.recorder import CallRecord, Recorder, session_frame, summarize
+from sim.metrics.recorder import CallRecord, Recorder, percentiles, session_frame, summarize
 from sim.workload.calls import Call, Workload
 
 TIMELINE_COLUMNS = ["time_s", "replica", "running", "waiting", "kv_used_blocks", "kv_active_blocks"]
@@ -323,6 +324,10 @@ def build_simulation(
     cm = cost_model or resolve_cost_model(cfg.costmodel, gpu=cfg.gpu)
     registry.load_plugins(cfg.plugins)  # a no-op where loaded (not in a sweep worker)
     pol = cfg.policies
+    prefill_router = None
+    if cfg.pools:
+        _check_pools_supported(cfg, faults)
+        prefill_router = registry.create("routing", pol.router, seed=seed)
     cluster = Cluster(
         env,
         cfg,
@@ -335,6 +340,7 @@ def build_simulation(
         driver.on_call_done,
         check_invariants=check_invariants,
         seed=seed,
+        prefill_router=prefill_router,
     )
     for m in workload.models():
         cluster.resolve_model(m)  # fail before simulating when a model is not deployed
@@ -348,6 +354,81 @@ def build_simulation(
     return Simulation(
         env, workload, cfg, seed, load_scale, cm, recorder, driver, cluster, injector, t0
     )
+
+
+def _check_pools_supported(cfg: ClusterConfig, faults: FaultSchedule | None) -> None:
+    """Disaggregated pools run with the static autoscaler and without faults (neither
+    moves a call between its prefill and decode legs yet)."""
+    if faults is not None:
+        raise ConfigError(f"{cfg.source}: pools: fault injection is not supported with [[pools]]")
+    scaler = registry.create("autoscaling", cfg.policies.autoscaler)
+    if (
+        not isinstance(scaler, PoolPlanner)
+        and registry.parse_spec(cfg.policies.autoscaler)[0] != "static"
+    ):
+        raise ConfigError(
+            f"{cfg.source}: pools: autoscaler {cfg.policies.autoscaler!r} does not move "
+            "instances between pools; use static or a pool planner (pd_planner) with [[pools]]"
+        )
+
+
+def _pool_summary(cluster: Cluster, makespan: float) -> dict[str, Any]:
+    """Summary fields of a disaggregated run: the KV transfers, and each role's
+    ``pool_utilization`` (busy GPU time / held GPU time of its instances)."""
+    d = cluster.disagg
+    if d is None:
+        return {}
+    busy: dict[str, float] = {}
+    held: dict[str, float] = {}
+    for life in cluster.lives:
+        role = d.roles.get(life.replica_id, "mixed")
+        stop = life.stop_s if life.stop_s is not None else makespan
+        rep = cluster.all_replicas[life.replica_id]
+        busy[role] = busy.get(role, 0.0) + rep.busy_s
+        held[role] = held.get(role, 0.0) + max(0.0, stop - life.ready_s)
+    util = {r: round(busy[r] / held[r], 12) if held[r] > 0 else 0.0 for r in sorted(held)}
+    counts, dur, wait = d.summary()
+    return {
+        "kv_transfer_bytes": counts["kv_transfer_bytes"],
+        "kv_transfer_s": percentiles(dur),
+        "kv_transfer_wait_s": percentiles(wait),
+        **{k: v for k, v in counts.items() if k != "kv_transfer_bytes"},
+        "role_moves": d.role_moves,
+        "pool_utilization": util,
+        "kv_transfer_busiest_links": _busiest_links(d),
+    }
+
+
+def _store_summary(cluster: Cluster) -> dict[str, Any]:
+    """Summary fields of a run with a shared KV store: ``kv_store_hit_rate`` by tier
+    (fraction of delivered prompt tokens from the serving instance's HBM cache and
+    loaded from each store tier), loads and their total time, peak bytes per tier."""
+    store = cluster.kv_store
+    if store is None:
+        return {}
+    hbm = sum(r.hit_tokens for r in cluster.all_replicas)
+    return {
+        "kv_store_hit_rate": store.hit_rates(hbm),
+        "kv_store_loads": store.loads,
+        "kv_store_load_s": round(store.load_s, 12),
+        "kv_store_peak_bytes": {k: int(v) for k, v in store.occupancy().items()},
+    }
+
+
+def _busiest_links(d: Disaggregation) -> dict[str, dict[str, Any]]:
+    """Per link type (nvlink, pcie, network): the directed link that carried the most
+    KV (``"from->to"``, ties by name), its bytes, and how many links of the type
+    carried any."""
+    out: dict[str, dict[str, Any]] = {}
+    for (u, v), st in sorted(d.links.stats.items()):
+        cur = out.get(st.link_type)
+        if cur is None:
+            out[st.link_type] = {"link": f"{u}->{v}", "bytes": int(st.nbytes), "links": 1}
+            continue
+        cur["links"] += 1
+        if st.nbytes > cur["bytes"]:
+            cur["link"], cur["bytes"] = f"{u}->{v}", int(st.nbytes)
+    return dict(sorted(out.items()))
 
 
 def collect(sim: Simulation) -> SimResult:
@@ -381,6 +462,8 @@ def collect(sim: Simulation) -> SimResult:
     )
     if cluster.mesh is not None:
         summary.update(cluster.mesh.summary())
+    summary.update(_pool_summary(cluster, makespan))
+    summary.update(_store_summary(cluster))
     timeline = timeline_frame(cluster.all_replicas)
     total_wall = time.perf_counter() - sim.t0
     sim_wall = sim.sim_wall_s

@@ -62,7 +62,7 @@ def test_write_answers_writes_tables_figures_and_headlines(tmp_path: Path) -> No
     assert "seeds: 0, 1" in md and "1. x saves 3 ± 1" in md
 
 
-def test_keynote_notebook_answers_the_six_questions() -> None:
+def test_keynote_notebook_answers_the_seven_questions() -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
@@ -84,9 +84,17 @@ def test_keynote_notebook_answers_the_six_questions() -> None:
     text = "\n".join(texts)
     assert "scale: ci" in text
     for q in ("1. KV-cache affinity", "2. Eviction cost", "3. Topology", "4. Cold starts",
-              "5. Mesh tax", "6. Restarts"):  # fmt: skip
+              "5. Mesh tax", "6. Restarts", "7. Disaggregation"):  # fmt: skip
         assert q in text
-    assert text.count("seeds: 0, 1 (95 % t-intervals across seeds)") == 6
-    assert images >= 6
+    assert text.count("seeds: 0, 1 (95 % t-intervals across seeds)") == 7
+    assert images >= 7
     closing = nb.cells[-1]["outputs"][0]["data"]["text/markdown"]
-    assert [line.split(".")[0] for line in closing.splitlines()] == ["1", "2", "3", "4", "5", "6"]
+    assert [line.split(".")[0] for line in closing.splitlines()] == [
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+    ]

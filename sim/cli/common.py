@@ -150,6 +150,17 @@ def add_run_arguments(p: argparse.ArgumentParser, policy_flags: bool = True) -> 
     g.add_argument("--tp", type=int, help="tensor-parallel degree")
     g.add_argument("--pp", type=int, help="pipeline-parallel degree")
     g.add_argument("--replicas", type=int, help="replicas of the first deployment")
+    g.add_argument(
+        "--prefill-replicas",
+        type=int,
+        help="prefill instances of the first deployment's model (disaggregated serving; "
+        "with --decode-replicas; 0 removes the pool)",
+    )
+    g.add_argument(
+        "--decode-replicas", type=int, help="decode instances of the first deployment's model"
+    )
+    g.add_argument("--prefill-tp", type=int, help="TP of each prefill instance (default: --tp)")
+    g.add_argument("--decode-tp", type=int, help="TP of each decode instance (default: --tp)")
     add_engine_arguments(g)
     g.add_argument(
         "--no-fast-forward",
@@ -220,6 +231,10 @@ def cluster_from_args(
         cfg,
         gpu=args.gpu,
         nodes=args.nodes,
+        prefill_replicas=getattr(args, "prefill_replicas", None),
+        decode_replicas=getattr(args, "decode_replicas", None),
+        prefill_tp=getattr(args, "prefill_tp", None),
+        decode_tp=getattr(args, "decode_tp", None),
         policies=pol,
         costmodel=args.costmodel,
         fast_forward=False if args.no_fast_forward else None,
@@ -268,6 +283,7 @@ NOT_CONFIG = frozenset(
     {"func", "command", "out", "force", "quiet", "no_html", "run_reports", "html", "dry_run"}
     | {"backend", "workers", "address", "trace", "cluster", "faults", "costmodel"}
     | {"gpu", "nodes", "model", "tp", "pp", "replicas", "max_num_seqs"}
+    | {"prefill_replicas", "decode_replicas", "prefill_tp", "decode_tp"}
     | {"max_num_batched_tokens", "block_size", "no_fast_forward", "policy", *POLICY_FLAGS}
     | {"plugin"}
 )

@@ -76,7 +76,8 @@ def base_overrides(args: argparse.Namespace) -> dict[str, Any]:
         v = getattr(args, key)
         if v is not None:
             out[key] = str(v)
-    for key in ("trace_format", "seed", "load_scale", "gpu", "nodes", *QUICK_FIELDS):
+    pool_flags = ("prefill_replicas", "decode_replicas", "prefill_tp", "decode_tp")
+    for key in ("trace_format", "seed", "load_scale", "gpu", "nodes", *QUICK_FIELDS, *pool_flags):
         v = getattr(args, key)
         if v is not None:
             out[key] = float(v) if key == "load_scale" else v

@@ -37,10 +37,13 @@ from policies.base import (
     BatchPolicy,
     PlacementPolicy,
     PlacementRequest,
+    PoolPlanner,
     RetentionPolicy,
     Router,
 )
 from sim.cluster.config import ClusterConfig, Deployment, max_model_len
+from sim.cluster.disagg import Disaggregation
+from sim.cluster.kvstore import KVStore, store_tiers
 from sim.cluster.mesh import HopModel, MeshOverhead
 from sim.common.errors import ConfigError, PolicyError
 from sim.costmodel.base import CostModel, ReplicaHardware, kv_transfer_time, load_time
@@ -240,8 +243,9 @@ class Cluster:
         on_call_done: CallDone,
         check_invariants: bool = False,
         seed: int = 0,
+        prefill_router: Router | None = None,
     ) -> None:
-        """``seed`` seeds the mesh-overhead samples (``sim/cluster/mesh.py``)."""
+        """``seed``: mesh samples; ``prefill_router``: the pools' prefill-side router."""
         self.env = env
         self.cfg = cfg
         self.gpu = get_gpu(cfg.gpu)
@@ -303,9 +307,45 @@ class Cluster:
         self.mesh: MeshOverhead | None = MeshOverhead(hops, seed) if hops else None
         self._mesh_return: dict[str, float] = {}
         self._image_ready: dict[int, float] = {}  # node -> time its image pull ends
-        for dep in cfg.deployments:
+        self._rep_dep: dict[int, Deployment] = {}  # pool replica -> its deployment
+        self.disagg = self._disaggregation(prefill_router) if cfg.pools else None
+        self._start_replicas()
+
+    def _disaggregation(self, prefill_router: Router | None) -> Disaggregation:
+        """The calls of the models served by pools (``sim/cluster/disagg.py``)."""
+        cfg, env = self.cfg, self.env
+        d = Disaggregation(
+            env,
+            self.topology,
+            self,
+            self.router,
+            prefill_router or self.router,
+            self.specs,
+            self._deliver,
+            lambda call, reason, seq: self.on_call_done(call, env.now, "failed", reason, seq),
+            layerwise=cfg.kv_transfer.layerwise,
+        )
+        d.models = {get_model(p.model or cfg.default_model).name for p in cfg.pools}
+        return d
+
+    def _start_replicas(self) -> None:
+        """Create the shared KV store (``[[kv_store]]``); start the deployments'
+        replicas, then every ``[[pools]]`` instance (at its pool's TP, its role
+        recorded); a model with pools is served by them only."""
+        self.kv_store = KVStore(store_tiers(self.cfg)) if self.cfg.kv_store else None
+        self._moving: set[int] = set()  # pool instances draining to change role
+        for dep in self.cfg.deployments:
+            if self.disagg is not None and get_model(dep.model).name in self.disagg.models:
+                continue
             for _ in range(dep.replicas):
                 self.start_replica(get_model(dep.model).name, cold=dep.cold_start, at_start=True)
+        for pool in self.cfg.pools:
+            pdep = self.cfg.pool_deployment(pool)
+            for _ in range(pool.count):
+                name = get_model(pdep.model).name
+                rep = self.start_replica(name, cold=pdep.cold_start, at_start=True, dep=pdep)
+                assert rep is not None and self.disagg is not None
+                self.disagg.roles[rep.replica_id] = pool.role
 
     # ---- ClusterView ---------------------------------------------------------------
     @property
@@ -350,9 +390,13 @@ class Cluster:
             )
         return canon
 
-    def start_replica(self, model: str, cold: bool, at_start: bool = False) -> Replica | None:
-        """Place and start a replica of ``model``; None when no GPUs fit it."""
-        dep = self.deployments[model]
+    def start_replica(  # long: placement, memory plan and engine wiring of one replica
+        self, model: str, cold: bool, at_start: bool = False, dep: Deployment | None = None
+    ) -> Replica | None:
+        """Place and start a replica of ``model``; None when no GPUs fit it.  ``dep``:
+        a pool's deployment (its TP) instead of the model's."""
+        pooled = dep is not None
+        dep = dep or self.deployments[model]
         spec = self.specs[model]
         req = PlacementRequest(spec.name, dep.tp, dep.pp, len(self._by_model[model]))
         free = sorted(self.free_gpus)
@@ -389,6 +433,10 @@ class Cluster:
             host_blocks = int(dep.host_kv_gib * GiB) // (block_bytes * dep.gpus_per_replica)
         rid = len(self.all_replicas)
         self._hw[rid] = hw
+        plan = self.memory[model]
+        if pooled:
+            self._rep_dep[rid] = dep
+            plan = plan_memory(spec, driver_total_bytes(self.gpu), dep)
         rep = Replica(
             self.env,
             rid,
@@ -396,7 +444,7 @@ class Cluster:
             tuple(gpus),
             self.topology.gpu_node[gpus[0]],
             self.cost_model.for_replica(hw),
-            self.memory[model].kv_blocks,
+            plan.kv_blocks,
             EngineConfig(
                 dep.max_num_seqs,
                 dep.max_num_batched_tokens,
@@ -428,7 +476,9 @@ class Cluster:
             self._make_ready(rep)
         return rep
 
-    def _cold_start_time(self, model: str, gpus: tuple[int, ...]) -> float:
+    def _cold_start_time(
+        self, model: str, gpus: tuple[int, ...], dep: Deployment | None = None
+    ) -> float:
         """Seconds from now until a new pod of ``model`` on ``gpus`` is ready.
 
         The pod start-up phases of the deployment, in order: scheduling
@@ -437,7 +487,10 @@ class Cluster:
         pull is under way waits for that pull to end), the weight load over the slowest
         load path, and engine warm-up (``init_s``).
         """
-        dep = self.deployments[model]
+        weights = self.memory[model].weights
+        if dep is not None:  # a pool instance: its own weight shard
+            weights = -(-self.specs[model].weight_bytes // dep.gpus_per_replica)
+        dep = dep or self.deployments[model]
         path = min(
             (self.topology.load_path(g, dep.weight_source) for g in gpus),
             key=lambda p: p.bandwidth,
@@ -447,7 +500,7 @@ class Cluster:
         for node in sorted({self.topology.gpu_node[g] for g in gpus}):
             done = self._image_ready.setdefault(node, now + dep.scheduling_s + dep.image_pull_s)
             pulled = max(pulled, done)
-        return pulled - now + load_time(self.memory[model].weights, path, dep.init_s)
+        return pulled - now + load_time(weights, path, dep.init_s)
 
     def _ready_after(self, rep: Replica, delay_s: float) -> None:
         """Make ``rep`` ready in ``delay_s`` unless it fails (or fails again) meanwhile."""
@@ -530,6 +583,9 @@ class Cluster:
                 self.on_call_done(call, self.env.now, "failed", "exceeds_max_model_len", None)
                 return
             call = fitted
+        if self.disagg is not None and model in self.disagg.models:
+            self.disagg.dispatch(call, issued_s, has_successor, self._ready.get(model, []))
+            return
         candidates = self._ready.get(model)
         if not candidates:
             if not self._can_serve(model):
@@ -593,8 +649,16 @@ class Cluster:
         self.migration_s += t_move
         return t_move
 
-    def _deliver(self, rep: Replica, seq: Seq) -> None:
-        """Hand ``seq`` to ``rep`` (re-dispatch if ``rep`` stopped serving meanwhile)."""
+    def _deliver(self, rep: Replica, seq: Seq, loaded: bool = False) -> None:
+        """Hand ``seq`` to ``rep`` (re-dispatch if ``rep`` stopped serving meanwhile),
+        after loading its prefix from the shared KV store when that is cheaper than
+        recomputing it (``loaded``: done already)."""
+        if self.kv_store is not None and not loaded and rep.ready:
+            delay = self.kv_store.plan_load(rep, seq)
+            if delay > 0:
+                ev = self.env.timeout(delay)
+                ev.callbacks.append(lambda _e: self._deliver(rep, seq, True))
+                return
         if not rep.ready:
             self.dispatch(seq.call, seq.arrival_s, seq.has_successor, seq)
             return
@@ -627,6 +691,23 @@ class Cluster:
             self.dispatch(call, issued_s, has_successor)
 
     def _on_seq_finished(self, rep: Replica, seq: Seq, now: float) -> None:
+        if self.kv_store is not None:
+            self.kv_store.save(rep, seq.call)  # written through to the store's tiers
+        if self.disagg is not None:
+            if self.disagg.on_finished(rep, seq, now):  # a prefill leg: its KV goes to D
+                if self._moving:
+                    self._restart_moved(rep)
+                return
+            self._finished(rep, seq, now)
+            self.disagg.on_completed(seq, now)
+            self.disagg.try_transfers(rep)  # the call's blocks are free on rep now
+            if self._moving:
+                self._restart_moved(rep)
+            return
+        self._finished(rep, seq, now)
+
+    def _finished(self, rep: Replica, seq: Seq, now: float) -> None:
+        """A call completed on ``rep``: report it (after the mesh's return half)."""
         if self.faults is not None:
             self.faults.on_completed(rep, seq, now)
         back = self._mesh_return.pop(seq.call.call_id, 0.0) if self._mesh_return else 0.0
@@ -721,11 +802,43 @@ class Cluster:
         for rep in self.all_replicas:
             if rep.replica_id in self._dead:
                 continue
-            dep = self.deployments[rep.model]
+            dep = self._rep_dep.get(rep.replica_id) or self.deployments[rep.model]
             hw = self.replica_hardware(self.specs[rep.model], dep, rep.gpus)
             if hw != self._hw.get(rep.replica_id):
                 self._hw[rep.replica_id] = hw
                 rep.set_cost(self.cost_model.for_replica(hw))
+
+    # ---- pool planners (PoolPlanner) ------------------------------------------------
+    def move_role(self, rep: Replica, role: str) -> None:
+        """Move a ready pool instance to ``role``: it stops taking calls, drains (its
+        calls and the KV transfers coming to it), then restarts in the new role after
+        a cold start (scheduling, weight load, engine warm-up)."""
+        d = self.disagg
+        if d is None or role not in ("prefill", "decode", "mixed"):
+            raise PolicyError(f"planner moved replica {rep.replica_id} to role {role!r}")
+        if not rep.ready or d.roles.get(rep.replica_id) in (None, role):
+            return
+        rep.ready = False
+        self._ready[rep.model].remove(rep)
+        d.roles[rep.replica_id] = role
+        d.role_moves += 1
+        self._moving.add(rep.replica_id)
+        self._restart_moved(rep)
+
+    def _restart_moved(self, rep: Replica) -> None:
+        """Restart a moved instance once drained (its KV cache is dropped)."""
+        if rep.replica_id not in self._moving or self.disagg is None:
+            return
+        if not self.disagg.drained(rep):
+            return
+        self._moving.discard(rep.replica_id)
+        rep.fail(self.env.now)  # nothing left to lose: resets the engine and its KV
+        dep = self._rep_dep.get(rep.replica_id)
+        t = self._cold_start_time(rep.model, rep.gpus, dep)
+        self.cold_starts += 1
+        self.cold_start_s += t
+        self.lives[rep.replica_id].cold_start_s += t
+        self._ready_after(rep, t)
 
     # ---- autoscaling ---------------------------------------------------------------
     def start_autoscaler(self, until: Callable[[], bool]) -> None:
@@ -748,6 +861,9 @@ class Cluster:
         def tick(_: simpy.Event) -> None:
             if until():
                 return
+            if isinstance(self.autoscaler, PoolPlanner) and self.disagg is not None:
+                for rid, role in self.autoscaler.plan(self.disagg.pool_view, self.env.now).items():
+                    self.move_role(self.all_replicas[rid], role)
             desired = self.autoscaler.decide(self, self.env.now)
             if delay > 0 and desired:
                 later = self.env.timeout(delay)

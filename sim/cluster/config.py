@@ -107,6 +107,69 @@ class Deployment:
         return self.tp * self.pp
 
 
+#: The roles of an instance pool: ``prefill`` instances prefill calls and send their
+#: KV to a ``decode`` instance; ``mixed`` instances do both (and may take either role).
+POOL_ROLES = ("prefill", "decode", "mixed")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """``count`` instances of ``model`` at TP ``tp`` serving one ``role`` (disaggregated
+    serving, ``[[pools]]`` in a cluster TOML).  ``model`` "" means the first deployment's;
+    ``tp`` 0 means the deployment's.  The model's deployment gives the engine limits;
+    a model with pools is served by its pools (its deployment's ``replicas`` is not used).
+    """
+
+    role: str = "mixed"
+    model: str = ""
+    tp: int = 0
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class KVTransfer:
+    """How prefill instances send KV to decode instances (``[kv_transfer]``).
+
+    ``layerwise``: the KV streams layer by layer while the prefill runs (as Mooncake's
+    and NIXL-based connectors overlap them), at most as fast as the prefill produces it;
+    otherwise the whole KV is sent after the prefill ends.
+    """
+
+    layerwise: bool = False
+
+
+#: Store tiers (``[[kv_store]]``) and their defaults: capacity (GiB per location: a
+#: node's, or the cluster's for ``remote``), bandwidth (GB/s per loading GPU), latency
+#: (s).  host: pinned host-to-GPU copies over PCIe Gen4 reach ~25 GB/s (CUDA
+#: bandwidthTest, sim/costmodel/transfer.py), 1 TiB of a DGX A100's 2 TiB DRAM; nvme: one
+#: Gen4 drive's 6.8 GB/s sequential read shared by a node's 8 GPUs, 15 TB (DGX A100 data
+#: RAID); remote: an RDMA pool (Mooncake Store) read at the HDR NIC's achieved ~23 GB/s
+#: per GPU (perftest ib_write_bw), 50 us, 64 TiB.
+KV_STORE_TIERS: dict[str, tuple[float, float, float]] = {
+    "host": (1024.0, 25.0, 10e-6),
+    "nvme": (15000.0, 0.85, 100e-6),
+    "remote": (65536.0, 23.0, 50e-6),
+}
+KV_STORE_EVICTION = ("lru", "fifo")
+
+
+@dataclass(frozen=True)
+class KVStoreTier:
+    """One tier of the shared KV store (``[[kv_store]]``, ``sim/cluster/kvstore.py``).
+
+    ``tier``: host, nvme or remote; ``capacity_gib`` per location (a node's host DRAM
+    or NVMe, or the one remote pool), ``bandwidth_gbs`` (GB/s per loading GPU),
+    ``latency_s``; 0 means the tier's default (:data:`KV_STORE_TIERS`); ``eviction``:
+    lru or fifo.
+    """
+
+    tier: str = "host"
+    capacity_gib: float = 0.0
+    bandwidth_gbs: float = 0.0
+    latency_s: float = 0.0
+    eviction: str = "lru"
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Policy specs per kind (``name`` or ``name:key=value,...``)."""
@@ -138,6 +201,11 @@ class ClusterConfig:
     #: policy plugins (``policies.registry.load_plugin`` references: absolute ``.py``
     #: paths or ``module:Class``), loaded before any policy spec is resolved
     plugins: tuple[str, ...] = ()
+    #: prefill / decode / mixed instance pools (empty: every replica does both)
+    pools: tuple[Pool, ...] = ()
+    kv_transfer: KVTransfer = field(default_factory=KVTransfer)
+    #: tiers of the shared KV store (empty: none)
+    kv_store: tuple[KVStoreTier, ...] = ()
 
     @property
     def num_gpus(self) -> int:
@@ -158,7 +226,26 @@ class ClusterConfig:
             d["plugins"] = list(self.plugins)
         else:  # configs without plugins keep their earlier form (and run ids)
             del d["plugins"]
+        if self.kv_store:
+            d["kv_store"] = [asdict(t) for t in self.kv_store]
+        else:
+            del d["kv_store"]
+        if self.pools:
+            d["pools"] = [asdict(p) for p in self.pools]
+        else:  # colocated configs keep their earlier form (and run ids)
+            del d["pools"]
+            if self.kv_transfer == KVTransfer():
+                del d["kv_transfer"]
         return d
+
+    def pool_deployment(self, pool: Pool) -> Deployment:
+        """The deployment a pool's instances run: its model's, at the pool's TP."""
+        model = pool.model or self.deployments[0].model
+        dep = next(
+            (d for d in self.deployments if get_model(d.model).name == get_model(model).name),
+            self.deployments[0],
+        )
+        return replace(dep, tp=pool.tp or dep.tp, replicas=pool.count)
 
 
 #: What happens to a call longer than its deployment's ``max_model_len``.
@@ -350,8 +437,94 @@ def _validate_deployment(cfg: ClusterConfig, i: int, d: Deployment) -> None:
     )
 
 
-def validate(cfg: ClusterConfig) -> ClusterConfig:
-    """Check every field that can be checked without placing replicas."""
+def _pool_where(
+    cfg: ClusterConfig, lines: dict[tuple[int, str], int] | None, i: int, f: str
+) -> str:
+    """Where pool ``i``'s field ``f`` is set: ``file:line`` when the line is known."""
+    line = None if lines is None else lines.get((i, f), lines.get((i, ""), None))
+    return cfg.source if line is None else f"{cfg.source}:{line}"
+
+
+def _validate_pools(cfg: ClusterConfig, lines: dict[tuple[int, str], int] | None) -> None:
+    """Check the ``[[pools]]``: role, model (deployed), TP, count, and that every pooled
+    model has an instance that decodes.  ``lines``: (pool, field) -> line in the file."""
+    deployed = {get_model(d.model).name for d in cfg.deployments}
+    decodes: dict[str, bool] = {}
+    for i, pool in enumerate(cfg.pools):
+        p = f"pools[{i}]"
+
+        def where(f: str, i: int = i) -> str:
+            return _pool_where(cfg, lines, i, f)
+
+        _check(
+            pool.role in POOL_ROLES,
+            where("role"),
+            f"{p}.role",
+            f"expected one of {', '.join(POOL_ROLES)}, got {pool.role!r}",
+        )
+        try:
+            name = get_model(pool.model or cfg.deployments[0].model).name
+        except ConfigError as e:
+            raise ConfigError(f"{where('model')}: {p}.model: {e}") from None
+        _check(
+            name in deployed,
+            where("model"),
+            f"{p}.model",
+            f"{name} has no [[deployments]] entry (its engine limits); deployed: "
+            + ", ".join(sorted(deployed)),
+        )
+        _check(pool.count >= 1, where("count"), f"{p}.count", f"must be >= 1, got {pool.count}")
+        _check(
+            pool.tp >= 0,
+            where("tp"),
+            f"{p}.tp",
+            f"must be >= 1 (0: the deployment's), got {pool.tp}",
+        )
+        dep = cfg.pool_deployment(pool)
+        try:
+            get_model(dep.model).check_tp(dep.tp)
+        except ConfigError as e:
+            raise ConfigError(f"{where('tp')}: {p}.tp: {e}") from None
+        _check(
+            dep.pp == 1,
+            where("model"),
+            f"{p}.model",
+            f"the deployment of {name} has pp={dep.pp}; pools serve pp = 1 only",
+        )
+        node_gpus = max(n.gpus for n in cfg.nodes)
+        _check(
+            dep.tp <= node_gpus,
+            where("tp"),
+            f"{p}.tp",
+            f"TP={dep.tp} is larger than a node ({node_gpus} GPUs)",
+        )
+        decodes[name] = decodes.get(name, False) or pool.role != "prefill"
+    for name, ok in decodes.items():
+        _check(
+            ok,
+            cfg.source,
+            "pools",
+            f"{name} has prefill pools but no decode or mixed pool to decode its calls",
+        )
+
+
+def _gpus_needed(cfg: ClusterConfig) -> int:
+    """GPUs the replicas at start need: each pool's count x TP, plus the deployment
+    replicas of models without pools."""
+    pooled = {get_model(p.model or cfg.deployments[0].model).name for p in cfg.pools}
+    need = sum(
+        d.replicas * d.gpus_per_replica
+        for d in cfg.deployments
+        if get_model(d.model).name not in pooled
+    )
+    return need + sum(p.count * cfg.pool_deployment(p).tp for p in cfg.pools)
+
+
+def validate(
+    cfg: ClusterConfig, pool_lines: dict[tuple[int, str], int] | None = None
+) -> ClusterConfig:
+    """Check every field that can be checked without placing replicas (``pool_lines``:
+    where each ``[[pools]]`` field is in the file, for the error messages)."""
     w = cfg.source
     _validate_nodes(cfg)
     _check(len(cfg.deployments) > 0, w, "deployments", "at least one deployment is required")
@@ -359,7 +532,14 @@ def validate(cfg: ClusterConfig) -> ClusterConfig:
         _check(getattr(cfg.policies, f) >= 0, w, f"policies.{f}", "must be >= 0")
     for i, d in enumerate(cfg.deployments):
         _validate_deployment(cfg, i, d)
-    need = sum(d.replicas * d.gpus_per_replica for d in cfg.deployments)
+    if cfg.pools:
+        _validate_pools(cfg, pool_lines)
+    for i, t in enumerate(cfg.kv_store):
+        for key in ("tier", "eviction"):
+            _check_tier(t, key, w, i)
+        for key in ("capacity_gib", "bandwidth_gbs", "latency_s"):
+            _check(getattr(t, key) >= 0, w, f"kv_store[{i}].{key}", "must be >= 0 (0: the default)")
+    need = _gpus_needed(cfg)
     _check(
         need <= cfg.num_gpus,
         w,
@@ -406,11 +586,111 @@ def parse_plugins(
     return tuple(out)
 
 
+def _array_table_lines(text: str, name: str) -> dict[tuple[int, str], int]:
+    """Lines (1-based) of each ``[[name]]`` table of a TOML text: (index, "") -> its
+    header, (index, key) -> the line setting ``key`` inside it."""
+    import re
+
+    out: dict[tuple[int, str], int] = {}
+    count = -1
+    current: int | None = None
+    for n, line in enumerate(text.splitlines(), start=1):
+        head = re.match(r"^\s*\[(\[?)\s*([^\]]+?)\s*\]", line)
+        if head:
+            current = None
+            if head.group(1) and head.group(2) == name:
+                count += 1
+                current = count
+                out[(count, "")] = n
+            continue
+        key = re.match(r"^\s*([A-Za-z0-9_]+)\s*=", line)
+        if current is not None and key:
+            out.setdefault((current, key.group(1)), n)
+    return out
+
+
+def _parse_pools(
+    raw: Any, w: str, text: str
+) -> tuple[tuple[Pool, ...], dict[tuple[int, str], int]]:
+    """The ``[[pools]]`` array and where each of its fields is in the file; a bad field
+    is an error naming ``file:line: pools[i].field``."""
+    lines = _array_table_lines(text, "pools")
+    _check(isinstance(raw, list), w, "pools", "expected an array of tables ([[pools]])")
+    pools = []
+    for i, p in enumerate(raw):
+        head = lines.get((i, ""))
+        _check(
+            isinstance(p, dict),
+            w if head is None else f"{w}:{head}",
+            f"pools[{i}]",
+            "expected a table",
+        )
+        for key, value in p.items():  # each field on its own, for its line
+            line = lines.get((i, key), head)
+            _build(Pool, {key: value}, w if line is None else f"{w}:{line}", f"pools[{i}]")
+        pools.append(_build(Pool, p, w, f"pools[{i}]"))
+    return tuple(pools), lines
+
+
+def _parse_store(raw: Any, w: str, text: str) -> tuple[KVStoreTier, ...]:
+    """The ``[[kv_store]]`` tiers, each field checked with its line."""
+    lines = _array_table_lines(text, "kv_store")
+    _check(isinstance(raw, list), w, "kv_store", "expected an array of tables ([[kv_store]])")
+    tiers: list[KVStoreTier] = []
+    for i, t in enumerate(raw):
+        head = lines.get((i, ""))
+        _check(
+            isinstance(t, dict),
+            w if head is None else f"{w}:{head}",
+            f"kv_store[{i}]",
+            "expected a table",
+        )
+        for key, value in t.items():
+            line = lines.get((i, key), head)
+            at = w if line is None else f"{w}:{line}"
+            one = _build(KVStoreTier, {key: value}, at, f"kv_store[{i}]")
+            _check_tier(one, key, at, i)
+        tier = _build(KVStoreTier, t, w, f"kv_store[{i}]")
+        _check(
+            tier.tier not in [x.tier for x in tiers],
+            w if head is None else f"{w}:{head}",
+            f"kv_store[{i}].tier",
+            f"tier {tier.tier!r} is listed twice",
+        )
+        tiers.append(tier)
+    return tuple(tiers)
+
+
+def _check_tier(t: KVStoreTier, key: str, at: str, i: int) -> None:
+    """Check the field ``key`` of store tier ``i`` (``at``: file:line)."""
+    f = f"kv_store[{i}].{key}"
+    if key == "tier":
+        _check(
+            t.tier in KV_STORE_TIERS,
+            at,
+            f,
+            f"expected one of {', '.join(KV_STORE_TIERS)}, got {t.tier!r}",
+        )
+    elif key == "eviction":
+        _check(
+            t.eviction in KV_STORE_EVICTION,
+            at,
+            f,
+            f"expected one of {', '.join(KV_STORE_EVICTION)}, got {t.eviction!r}",
+        )
+    elif key in ("capacity_gib", "bandwidth_gbs"):
+        _check(getattr(t, key) > 0, at, f, "must be > 0")
+    elif key == "latency_s":
+        _check(t.latency_s >= 0, at, f, "must be >= 0")
+
+
 def parse_config(raw: dict[str, Any], source: str, text: str = "") -> ClusterConfig:
     """Build and validate a config from a decoded TOML document (``text``: the file's
     text, for line numbers)."""
     w = source
     known = {"name", "gpu", "nodes", "deployments", "policies", "costmodel", "engine", "plugins"}
+    known |= {"pools", "kv_transfer", "kv_store"}
+    pool_lines: dict[tuple[int, str], int] | None = None
     for key in raw:
         if key not in known:
             raise ConfigError(
@@ -448,6 +728,12 @@ def parse_config(raw: dict[str, Any], source: str, text: str = "") -> ClusterCon
         )
     if "plugins" in raw:
         kwargs["plugins"] = parse_plugins(raw["plugins"], source, _key_line(text, "plugins"))
+    if "pools" in raw:
+        kwargs["pools"], pool_lines = _parse_pools(raw["pools"], w, text)
+    if "kv_store" in raw:
+        kwargs["kv_store"] = _parse_store(raw["kv_store"], w, text)
+    if "kv_transfer" in raw:
+        kwargs["kv_transfer"] = _build(KVTransfer, raw["kv_transfer"], w, "kv_transfer")
     if "policies" in raw:
         kwargs["policies"] = _build(PolicyConfig, raw["policies"], w, "policies")
     if "costmodel" in raw:
@@ -473,7 +759,7 @@ def parse_config(raw: dict[str, Any], source: str, text: str = "") -> ClusterCon
         kwargs["fast_forward"] = _typed(
             w, "engine.fast_forward", eng.get("fast_forward", True), True
         )
-    return validate(ClusterConfig(**kwargs))
+    return validate(ClusterConfig(**kwargs), pool_lines)
 
 
 def load_cluster_config(path: str | Path) -> ClusterConfig:
@@ -540,9 +826,49 @@ QUICK_FIELDS = (
 )
 
 
+def _pool_overrides(
+    cfg: ClusterConfig,
+    prefill_replicas: int | None,
+    decode_replicas: int | None,
+    prefill_tp: int | None,
+    decode_tp: int | None,
+) -> tuple[Pool, ...]:
+    """The pools after the quick flags: ``--prefill-replicas`` / ``--decode-replicas``
+    set the count of the first deployment's prefill / decode pool (created when
+    missing; 0 removes it), ``--prefill-tp`` / ``--decode-tp`` the TP of that role's
+    pools of that model."""
+    model = get_model(cfg.deployments[0].model).name
+    pools = list(cfg.pools)
+
+    def mine(p: Pool, role: str) -> bool:
+        return p.role == role and get_model(p.model or model).name == model
+
+    for role, count, tp in (
+        ("prefill", prefill_replicas, prefill_tp),
+        ("decode", decode_replicas, decode_tp),
+    ):
+        if count is not None:
+            for name, v in ((f"--{role}-replicas", count), (f"--{role}-tp", tp)):
+                if v is not None and v < 0:
+                    raise ConfigError(f"{name}: must be >= 0, got {v}")
+            old = next((p for p in pools if mine(p, role)), None)
+            pools = [p for p in pools if not mine(p, role)]
+            if count > 0:
+                keep_tp = old.tp if old is not None else 0
+                pools.append(Pool(role, "", tp if tp is not None else keep_tp, count))
+        elif tp is not None:
+            pools = [replace(p, tp=tp) if mine(p, role) else p for p in pools]
+    order = {r: i for i, r in enumerate(POOL_ROLES)}
+    return tuple(sorted(pools, key=lambda p: order.get(p.role, 9)))
+
+
 def apply_overrides(
     cfg: ClusterConfig,
     *,
+    prefill_replicas: int | None = None,
+    decode_replicas: int | None = None,
+    prefill_tp: int | None = None,
+    decode_tp: int | None = None,
     gpu: str | None = None,
     nodes: int | None = None,
     node_builder: str | None = None,
@@ -555,7 +881,9 @@ def apply_overrides(
     """Return ``cfg`` with quick-flag overrides applied (None means keep).
 
     ``deployment`` fields (``model``, ``tp``, ``replicas``, ...) override the first
-    deployment (``too_long``: every deployment).  ``nodes`` replaces the node list by that many nodes of the first
+    deployment (``too_long``: every deployment).  ``prefill_replicas``,
+    ``decode_replicas``, ``prefill_tp``, ``decode_tp``: the first deployment's prefill and
+    decode pools (:func:`_pool_overrides`).  ``nodes`` replaces the node list by that many nodes of the first
     group's builder (or ``node_builder``).  ``plugins`` (resolved references, already
     loaded) are added after the config's own.
     """
@@ -590,6 +918,11 @@ def apply_overrides(
         changes["costmodel"] = costmodel
     if fast_forward is not None:
         changes["fast_forward"] = fast_forward
+    if any(v is not None for v in (prefill_replicas, decode_replicas, prefill_tp, decode_tp)):
+        base = replace(cfg, deployments=changes.get("deployments", cfg.deployments))
+        pools = _pool_overrides(base, prefill_replicas, decode_replicas, prefill_tp, decode_tp)
+        if pools != cfg.pools:
+            changes["pools"] = pools
     extra = tuple(p for p in dict.fromkeys(plugins) if p not in cfg.plugins)
     if extra:
         changes["plugins"] = cfg.plugins + extra

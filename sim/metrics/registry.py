@@ -108,6 +108,22 @@ METRICS: dict[str, Metric] = {
         _m("mesh_overhead_s", "s", "none", 0.02, 0.0),
         _m("mesh_cpu_hours", "vCPU-hours", "none", 0.02, 0.0),
         _m("mesh_cpu_usd", "USD", "none", 0.02, 0.0),
+        # disaggregated serving (sim/cluster/disagg.py; runs with [[pools]] only)
+        _m("kv_transfer_bytes", "bytes", "lower", 0.01, 0.0),
+        _m("kv_transfer_s", "s", "lower", 0.02, 0.0005),
+        _m("kv_transfer_wait_s", "s", "lower", 0.02, 0.001),
+        _m("kv_transfers", "transfers", "none", 0.01, 0.0),
+        _m("local_prefills", "calls", "none", 0.01, 0.0),
+        _m("remote_prefills", "calls", "none", 0.01, 0.0),
+        _m("rejected_overload", "calls", "lower", 0.0, 0.0),
+        _m("pool_utilization", "fraction", "none", 0.02, 0.005),
+        _m("kv_transfer_busiest_links", "bytes / links", "none", 0.01, 0.0),
+        _m("role_moves", "instances", "none", 0.0, 0.0),
+        # the shared KV store (sim/cluster/kvstore.py; runs with [[kv_store]] only)
+        _m("kv_store_hit_rate", "fraction", "higher", 0.0, 0.005),
+        _m("kv_store_loads", "loads", "none", 0.01, 0.0),
+        _m("kv_store_load_s", "s", "none", 0.02, 0.0),
+        _m("kv_store_peak_bytes", "bytes", "none", 0.01, 0.0),
     )
 }
 

@@ -502,6 +502,57 @@ def limits_lines(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def _store_section(summary: dict[str, Any]) -> list[str]:
+    """The shared KV store's section (empty without ``[[kv_store]]``): hit rate and
+    peak occupancy per tier."""
+    hits = summary.get("kv_store_hit_rate")
+    if not hits:
+        return []
+    peak = summary.get("kv_store_peak_bytes", {})
+    lines = ["", "## Shared KV store", "", "| tier | hit rate | peak occupancy |", "|---|---|---|"]
+    for tier, rate in hits.items():
+        occ = _bytes(peak[tier]) if tier in peak else "(instances' own)"
+        lines.append(f"| {tier} | {_pct(rate)} | {occ} |")
+    lines.append(
+        f"\n- Loads: {summary.get('kv_store_loads', 0):,}, "
+        f"{fmt_duration(summary.get('kv_store_load_s', 0.0))} in total"
+    )
+    return lines
+
+
+def _pools_section(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The disaggregation section of a run with ``[[pools]]`` (empty otherwise): the
+    pools, the KV transfers and the links they loaded most."""
+    pools = config.get("cluster", {}).get("pools") or []
+    if not pools or "kv_transfer_s" not in summary:
+        return []
+    util = summary.get("pool_utilization", {})
+    lines = ["", "## Disaggregation (prefill / decode pools)", ""]
+    lines += ["| role | model | TP | instances | utilisation |", "|---|---|---|---|---|"]
+    for p in pools:
+        model = p.get("model") or "(first deployment)"
+        lines.append(
+            f"| {p['role']} | {model} | {p.get('tp') or '(deployment)'} | {p['count']} | "
+            f"{_pct(util.get(p['role']))} |"
+        )
+    t, w = summary["kv_transfer_s"], summary["kv_transfer_wait_s"]
+    lines += [
+        "",
+        f"- Prefills: {summary.get('remote_prefills', 0):,} on a prefill instance, "
+        f"{summary.get('local_prefills', 0):,} local on the decode instance; "
+        f"{summary.get('rejected_overload', 0):,} calls rejected early",
+        f"- KV transfers: {summary.get('kv_transfers', 0):,}, {_bytes(summary['kv_transfer_bytes'])}; "
+        f"time p50 {fmt_duration(t['p50'])}, p99 {fmt_duration(t['p99'])}; "
+        f"wait for decode room p99 {fmt_duration(w['p99'])}",
+        "",
+        "| link type | links used | busiest link | its bytes |",
+        "|---|---|---|---|",
+    ]
+    for kind, b in summary.get("kv_transfer_busiest_links", {}).items():
+        lines.append(f"| {kind} | {b['links']} | {b['link']} | {_bytes(b['bytes'])} |")
+    return lines
+
+
 # long: the report's sections in output order; each is a few lines of formatting of the same summary
 def render_markdown(
     summary: dict[str, Any],
@@ -608,6 +659,8 @@ def render_markdown(
     else:
         lines.append(f"- Prefix-cache hit rate: {summary['prefix_hit_rate']:.1%}")
     lines += render_faults_section(summary)  # sim/cluster/faults.py; empty without faults
+    lines += _pools_section(summary, config)
+    lines += _store_section(summary)
     rt = replica_table(replicas, timeline, float(summary["makespan_s"]))
     lines += [
         "",

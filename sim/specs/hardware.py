@@ -61,6 +61,10 @@ class GPUSpec:
     price_per_hour: float
     form_factor: str = "sxm"  # "pcie": a PCIe card (nodes of such GPUs use pcie-server)
     peak_flops_fp8: float = 0.0  # dense FP8 tensor FLOP/s; 0: no FP8 tensor cores
+    #: per-GPU compute NIC, per direction (bytes/s): DGX A100 ships 8 ConnectX-6 HDR
+    #: InfiniBand at 200 Gb/s = 25 GB/s (DGX A100 user guide); DGX H100/H200 and DGX
+    #: B200 ship 8 ConnectX-7 at 400 Gb/s = 50 GB/s (DGX H100 / DGX B200 user guides)
+    nic_bandwidth: float = 25 * GB
 
     @property
     def has_nvlink(self) -> bool:
@@ -79,17 +83,44 @@ GPUS: dict[str, GPUSpec] = {
         "a100-80gb-pcie", 80 * GiB, 1935 * GB, 312e12, 300 * GB, 32 * GB, 3.67, "pcie"
     ),
     "h100-80gb": GPUSpec(
-        "h100-80gb", 80 * GiB, 3350 * GB, 989e12, 450 * GB, 64 * GB, 98.32 / 8, "sxm", 1979e12
+        "h100-80gb",
+        80 * GiB,
+        3350 * GB,
+        989e12,
+        450 * GB,
+        64 * GB,
+        98.32 / 8,
+        "sxm",
+        1979e12,
+        50 * GB,
     ),
     "h200-141gb": GPUSpec(
-        "h200-141gb", 143771 * MiB, 4800 * GB, 989e12, 450 * GB, 64 * GB, 4.54, "sxm", 1979e12
+        "h200-141gb",
+        143771 * MiB,
+        4800 * GB,
+        989e12,
+        450 * GB,
+        64 * GB,
+        4.54,
+        "sxm",
+        1979e12,
+        50 * GB,
     ),
     # PCIe card without NVLink: TP groups talk over PCIe (through the host's switches)
     "l40s-48gb": GPUSpec(
         "l40s-48gb", 46068 * MiB, 864 * GB, 362.05e12, 0.0, 32 * GB, 1.861, "pcie", 733e12
     ),
     "b200-180gb": GPUSpec(
-        "b200-180gb", 183359 * MiB, 8000 * GB, 2250e12, 900 * GB, 64 * GB, 6.03, "sxm", 4500e12
+        "b200-180gb",
+        183359 * MiB,
+        8000 * GB,
+        2250e12,
+        900 * GB,
+        64 * GB,
+        6.03,
+        "sxm",
+        4500e12,
+        50 * GB,
     ),
 }
 
