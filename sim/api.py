@@ -199,6 +199,12 @@ class Result:
         return self.raw.replicas
 
     @property
+    def links(self) -> pd.DataFrame:
+        """KV transfers per directed link of a disaggregated run (``kv_links.csv``):
+        link, type, transfers, bytes; empty for a colocated run."""
+        return self.raw.links
+
+    @property
     def config(self) -> dict[str, Any]:
         return self.raw.config
 
@@ -254,7 +260,7 @@ class Result:
         """The run's ``report.md`` text."""
         from sim.report.results import render_markdown
 
-        return render_markdown(self.summary, self.config, self.replicas, self.timeline)
+        return render_markdown(self.summary, self.config, self.replicas, self.timeline, self.links)
 
     def save(self, out: str | Path, html: bool = True) -> Path:
         """Write the run's output files (and ``report.html`` if ``html``) to ``out``."""

@@ -48,6 +48,9 @@ class SimResult:
     replicas: pd.DataFrame
     config: dict[str, Any]
     perf: dict[str, float] = field(default_factory=dict)
+    #: KV transfers per directed link of a disaggregated run (``kv_links.csv``; empty
+    #: otherwise): ``link`` ("from->to"), ``type``, ``transfers``, ``bytes``.
+    links: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 class Driver:
@@ -431,6 +434,23 @@ def _busiest_links(d: Disaggregation) -> dict[str, dict[str, Any]]:
     return dict(sorted(out.items()))
 
 
+KV_LINK_COLUMNS = ["link", "type", "transfers", "bytes"]
+
+
+def _link_frame(cluster: Cluster) -> pd.DataFrame:
+    """One row per directed link that carried KV in a disaggregated run, most bytes
+    first (ties by name); empty for a colocated run."""
+    d = cluster.disagg
+    if d is None:
+        return pd.DataFrame()
+    rows = [
+        (f"{u}->{v}", st.link_type, st.flows, int(st.nbytes))
+        for (u, v), st in sorted(d.links.stats.items())
+    ]
+    rows.sort(key=lambda r: (-r[3], r[0]))
+    return pd.DataFrame(rows, columns=KV_LINK_COLUMNS)
+
+
 def collect(sim: Simulation) -> SimResult:
     """The results of a simulation that has run: per-call, per-session, per-replica
     frames, the timeline, the summary, the configuration and wall-clock figures."""
@@ -473,6 +493,7 @@ def collect(sim: Simulation) -> SimResult:
         sessions=sessions,
         timeline=timeline,
         replicas=replicas,
+        links=_link_frame(cluster),
         config={
             "cluster": cfg.to_dict(),
             "trace": workload.source or workload.name,

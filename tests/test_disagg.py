@@ -381,6 +381,18 @@ def test_run_and_sweep_honour_the_pool_flags(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert summary["remote_prefills"] == summary["requests"] > 0
+    # transfers per link: kv_links.csv, busiest first; every byte leaves its prefill GPU
+    # over exactly one link out of it, so the rows leaving a GPU add up to the bytes moved
+    import pandas as pd
+
+    links = pd.read_csv(tmp_path / "r" / "kv_links.csv")
+    assert list(links["bytes"]) == sorted(links["bytes"], reverse=True)
+    egress = links[links["link"].str.split("->").str[0].str.contains("gpu")]
+    assert egress["bytes"].sum() == summary["kv_transfer_bytes"]
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert f"| {links['link'][0]} | {links['type'][0]} | {links['transfers'][0]:,} |" in report
+    assert main(["run", *flags, "--out", str(tmp_path / "colocated")]) == 0
+    assert not (tmp_path / "colocated" / "kv_links.csv").exists()
     assert [(p["role"], p["count"], p["tp"]) for p in config["cluster"]["pools"]] == [
         ("prefill", 1, 0),
         ("decode", 2, 2),
@@ -391,7 +403,6 @@ def test_run_and_sweep_honour_the_pool_flags(tmp_path: Path) -> None:
     )
     out = tmp_path / "sw"
     assert main(["sweep", str(s), *flags, *pools, "--workers", "1", "--out", str(out)]) == 0
-    import pandas as pd
 
     table = pd.read_parquet(out / "sweep.parquet").set_index("policy")
     assert table.loc["round_robin", "remote_prefills"] == summary["remote_prefills"]

@@ -3,7 +3,8 @@
 Files: ``summary.json`` (the contract keys of :data:`sim.metrics.recorder.SUMMARY_KEYS`, then
 the report metrics of :func:`report_metrics`), ``calls.parquet`` (one row per call),
 ``sessions.parquet``, ``timeline.parquet`` (per-replica queue and KV samples at
-iteration boundaries), ``replicas.csv``, ``config.json`` (cluster, trace, cost model,
+iteration boundaries), ``replicas.csv``, ``kv_links.csv`` (KV transfers per directed
+link; disaggregated runs only), ``config.json`` (cluster, trace, cost model,
 memory plan), ``perf.json`` (wall-clock numbers), ``report.md`` and ``report.html``
 (the same report, self-contained, with plots embedded as PNG).  All writes are
 atomic.  ``summary.json`` is deterministic for a given seed and SLO; wall-clock
@@ -28,7 +29,7 @@ from sim.common.io import atomic_write, atomic_write_json, atomic_write_text
 from sim.metrics.recorder import SUMMARY_KEYS, overload
 from sim.metrics.stats import step_area
 from sim.report.titles import cluster_title
-from sim.simulation import SimResult
+from sim.simulation import KV_LINK_COLUMNS, SimResult
 from sim.specs.hardware import get_gpu
 
 LINK_TYPES = ("nvlink", "pcie", "network", "host")
@@ -305,6 +306,8 @@ def _write_run_files(result: SimResult, d: Path, slo: SLO | None, html: bool) ->
     _parquet(result.sessions, d / "sessions.parquet")
     _parquet(result.timeline, d / "timeline.parquet")
     atomic_write_text(d / "replicas.csv", result.replicas.to_csv(index=False))
+    if not result.links.empty:
+        atomic_write_text(d / "kv_links.csv", result.links.to_csv(index=False))
     atomic_write_json(d / "config.json", result.config)
     render_s = write_reports(result, d, summary=summary, html=html)
     atomic_write_json(d / "perf.json", {**result.perf, "report_render_s": render_s})
@@ -323,7 +326,7 @@ def write_reports(
     t0 = time.perf_counter()
     d = Path(out)
     s = summary if summary is not None else result.summary
-    md = render_markdown(s, result.config, result.replicas, result.timeline)
+    md = render_markdown(s, result.config, result.replicas, result.timeline, result.links)
     atomic_write_text(d / "report.md", md)
     if html:
         from sim.report.html import render_report_html
@@ -353,6 +356,7 @@ def load_results(path: str | Path) -> SimResult:
     sessions = opt_parquet("sessions.parquet")
     timeline = opt_parquet("timeline.parquet")
     perf_p = d / "perf.json"
+    links_p = d / "kv_links.csv"
     return SimResult(
         summary=json.loads((d / "summary.json").read_text(encoding="utf-8")),
         calls=calls,
@@ -361,6 +365,7 @@ def load_results(path: str | Path) -> SimResult:
         replicas=_read_replicas(d / "replicas.csv"),
         config=json.loads((d / "config.json").read_text(encoding="utf-8")),
         perf=json.loads(perf_p.read_text(encoding="utf-8")) if perf_p.exists() else {},
+        links=pd.read_csv(links_p) if links_p.exists() else pd.DataFrame(),
     )
 
 
@@ -520,9 +525,16 @@ def _store_section(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _pools_section(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
+#: How many links the report lists by name (all of them are in ``kv_links.csv``).
+REPORT_LINKS = 10
+
+
+def _pools_section(
+    summary: dict[str, Any], config: dict[str, Any], links: pd.DataFrame | None = None
+) -> list[str]:
     """The disaggregation section of a run with ``[[pools]]`` (empty otherwise): the
-    pools, the KV transfers and the links they loaded most."""
+    pools, the KV transfers, the links they loaded most per link type and, from
+    ``links`` (``kv_links.csv``), the transfers and bytes of the busiest links."""
     pools = config.get("cluster", {}).get("pools") or []
     if not pools or "kv_transfer_s" not in summary:
         return []
@@ -550,6 +562,17 @@ def _pools_section(summary: dict[str, Any], config: dict[str, Any]) -> list[str]
     ]
     for kind, b in summary.get("kv_transfer_busiest_links", {}).items():
         lines.append(f"| {kind} | {b['links']} | {b['link']} | {_bytes(b['bytes'])} |")
+    if links is not None and not links.empty:
+        shown = links.head(REPORT_LINKS)
+        lines += [
+            "",
+            f"Transfers per link, busiest {len(shown)} of {len(links)} (all in kv_links.csv):",
+            "",
+            "| link | type | transfers | bytes |",
+            "|---|---|---|---|",
+        ]
+        for link, kind, transfers, nbytes in shown[KV_LINK_COLUMNS].itertuples(index=False):
+            lines.append(f"| {link} | {kind} | {int(transfers):,} | {_bytes(float(nbytes))} |")
     return lines
 
 
@@ -559,8 +582,9 @@ def render_markdown(
     config: dict[str, Any],
     replicas: pd.DataFrame,
     timeline: pd.DataFrame | None = None,
+    links: pd.DataFrame | None = None,
 ) -> str:
-    """A human-readable report of one run.
+    """A human-readable report of one run (``links``: ``kv_links.csv``'s rows).
 
     Sections whose numbers come from :func:`report_metrics` (SLO, cost breakdown,
     KV cache) appear when ``summary`` carries them (:func:`enrich_summary`).
@@ -659,7 +683,7 @@ def render_markdown(
     else:
         lines.append(f"- Prefix-cache hit rate: {summary['prefix_hit_rate']:.1%}")
     lines += render_faults_section(summary)  # sim/cluster/faults.py; empty without faults
-    lines += _pools_section(summary, config)
+    lines += _pools_section(summary, config, links)
     lines += _store_section(summary)
     rt = replica_table(replicas, timeline, float(summary["makespan_s"]))
     lines += [
