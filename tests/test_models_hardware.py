@@ -171,6 +171,7 @@ PUBLISHED = {
     "llama-3.1-8b": (8.03, None),
     "llama-3.1-70b": (70.6, None),
     "qwen3-14b": (14.8, None),
+    "qwen3-32b": (32.8, None),
     "qwen2.5-7b": (7.6, None),
     "mistral-nemo-12b": (12.2, None),
     "yi-34b": (34.4, None),

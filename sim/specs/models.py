@@ -362,6 +362,9 @@ PRESETS: dict[str, ModelSpec] = {
     # Qwen/Qwen3-14B config.json (14.8B): head_dim 128 explicit (40 x 128 = 5120 here);
     # q/k RMSNorms (2 x 128 weights per layer) are not counted
     "qwen3-14b": ModelSpec("qwen3-14b", 40, 5120, 40, 8, 128, 17408, 151936, max_context=40960),
+    # Qwen/Qwen3-32B config.json (32.8B): 64 q heads x 128 = 8192 wide over hidden 5120;
+    # q/k RMSNorms not counted
+    "qwen3-32b": ModelSpec("qwen3-32b", 64, 5120, 64, 8, 128, 25600, 151936, max_context=40960),
     # Qwen/Qwen2.5-7B-Instruct config.json (7.6B; QKV biases not counted)
     "qwen2.5-7b": ModelSpec("qwen2.5-7b", 28, 3584, 28, 4, 128, 18944, 152064, max_context=32768),
     # mistralai/Mistral-Nemo-Instruct-2407 config.json (12.2B): head_dim 128 with
@@ -447,6 +450,7 @@ HF_ALIASES = {
     "meta-llama/Meta-Llama-3.1-70B-Instruct": "llama-3.1-70b",
     "Qwen/Qwen3-14B": "qwen3-14b",
     "Qwen/Qwen3-14B-Base": "qwen3-14b",
+    "Qwen/Qwen3-32B": "qwen3-32b",
     "Qwen/Qwen2.5-7B": "qwen2.5-7b",
     "Qwen/Qwen2.5-7B-Instruct": "qwen2.5-7b",
     "mistralai/Mistral-Nemo-Instruct-2407": "mistral-nemo-12b",
