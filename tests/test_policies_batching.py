@@ -46,9 +46,30 @@ def test_plas_anti_starvation_promotes_a_call_that_waited_too_long() -> None:
         llm("S0", "S", 500, 10, t=1.0),
     ]
     w = workload(calls)
-    # L1 waits ~4 s behind X: with starvation_s=1 it is promoted and, being older, first
-    r = simulate(w, one_slot("plas:starvation_s=1"), cost_model=ROOFLINE).calls.set_index("call_id")
+    # L1 waits ~4 s behind X while program L has had well under 1 s of service: with
+    # beta=1 (wait >= 1 x max(service, 1 s)) it is promoted and, being older, goes first
+    r = simulate(w, one_slot("plas:beta=1"), cost_model=ROOFLINE).calls.set_index("call_id")
     assert float(r.loc["L1", "admit_s"]) < float(r.loc["S0", "admit_s"])
+    # with the default beta=8 it is not yet starving, and the new program goes first
+    d = simulate(w, one_slot("plas"), cost_model=ROOFLINE).calls.set_index("call_id")
+    assert float(d.loc["S0", "admit_s"]) < float(d.loc["L1", "admit_s"])
+
+
+def test_plas_starvation_is_relative_to_the_program_service_not_a_fixed_wait() -> None:
+    plas = registry.create("batching", "plas")
+    long_call, short_call = llm("l1", "L", 100, 10), llm("s1", "S", 100, 10)
+    # program L: a call that waited 2 s, then was served for 100 s
+    first = FakeSeq(llm("l0", "L", 100, 10), 0.0)
+    plas.on_arrival(first, [], 0.0)
+    plas.on_tokens(first.call, 100, 2.0)
+    plas.on_tokens(first.call, 9, 102.0)
+    assert (plas.wait_s["L"], plas.service_s["L"]) == (2.0, 100.0)
+    waiting_l, waiting_s = FakeSeq(long_call, 110.0), FakeSeq(short_call, 110.0)
+    # after 300 s of waiting, L (302 s waited / 100 s served < 8) is not starving; a
+    # program with no service is after 8 s
+    assert not plas.starving(waiting_l, 410.0)
+    assert plas.starving(waiting_s, 118.0) and not plas.starving(waiting_s, 117.0)
+    assert plas.starving(waiting_l, 110.0 + 8 * 100.0 - 2.0)
 
 
 def test_atlas_ranks_a_call_by_its_critical_path_not_the_whole_program() -> None:

@@ -16,15 +16,20 @@ class ATLAS(PLAS):
     ``start(c) = max(end(p) for p in parents(c))`` and ``end(c) = start(c) +
     tokens computed by c``.  Parents the batch policy never sees (tool calls) stand
     for the longest path finished so far in the session.  Queues, quanta and
-    anti-starvation are PLAS's.  Parameters: as ``plas`` (``num_queues`` 8,
-    ``base_quantum`` 2048 tokens, ``starvation_s`` 30 s).
+    anti-starvation (program-level wait-to-service ratio) are PLAS's.  Parameters: as
+    ``plas`` (``num_queues`` 8, ``base_quantum`` 2048 tokens, ``beta`` 8,
+    ``min_service_s`` 1 s).
     Reference: Luo et al., "Autellix" (2025), Section 4 (ATLAS for DAG programs).
     """
 
     def __init__(
-        self, num_queues: int = 8, base_quantum: int = 2048, starvation_s: float = 30.0
+        self,
+        num_queues: int = 8,
+        base_quantum: int = 2048,
+        beta: float = 8.0,
+        min_service_s: float = 1.0,
     ) -> None:
-        super().__init__(num_queues, base_quantum, starvation_s)
+        super().__init__(num_queues, base_quantum, beta, min_service_s)
         self._start: dict[str, float] = {}  # call -> critical-path service before it
         self._end: dict[str, float] = {}  # call -> critical-path service after it
         self._session_end: dict[str, float] = {}  # session -> longest finished path
