@@ -77,6 +77,15 @@ class ReplicaView(Protocol):
         ...
 
 
+class ReplicaWatch(Protocol):
+    """Changes a router subscribed to (``ClusterView.watch_replicas``)."""
+
+    def drain(self) -> Sequence[ReplicaView]:
+        """The replicas whose load, queue, KV cache or readiness may have changed since
+        the previous ``drain`` (the first one: every replica); any model, ready or not."""
+        ...
+
+
 class ClusterView(Protocol):
     """A read-only view of the whole cluster at the current simulated time."""
 
@@ -102,12 +111,28 @@ class ClusterView(Protocol):
         """Calls of ``model`` held by the cluster because no replica of it is ready."""
         ...
 
+    def prefix_holders(self, call: Call, model: str) -> Sequence[tuple[ReplicaView, int]]:
+        """Every ready replica of ``model`` that caches part of ``call``'s prompt in HBM,
+        in replica-id order, with its ``cached_prefix_tokens(call)`` (> 0); every other
+        ready replica caches none of it.  The engine answers from an index of which
+        replicas hold which prompt roots, so the cost does not grow with the replica
+        count (the routers' way to ask all replicas at once)."""
+        ...
+
+    def watch_replicas(self) -> ReplicaWatch:
+        """Subscribe to replica changes: a router that keeps its own ordered structure of
+        candidates (a heap of loads) refreshes only the replicas a ``drain`` returns."""
+        ...
+
 
 class Router:
     """Chooses the replica that serves an LLM call.
 
     ``route`` receives the call and the ready replicas of the call's model (never
-    empty) and returns one of their ``replica_id``.  ``seed`` seeds any randomness.
+    empty, in replica-id order) and returns one of their ``replica_id``.  A router
+    whose cost should not grow with the replica count asks the view's indexes instead of
+    every candidate (``ClusterView.prefix_holders``, ``watch_replicas``; the contract is
+    in ``docs/ARCHITECTURE.md``, "Routing at scale").  ``seed`` seeds any randomness.
     ``migrate_kv``: when True, the cluster may move the call's cached prefix from the
     replica holding most of it to the chosen one before the call starts, if the
     transfer over the topology is faster than recomputing it (see
@@ -116,6 +141,10 @@ class Router:
 
     policy_name = "router"
     migrate_kv = False
+    #: True: ignore the view's indexes (``prefix_holders``, ``watch_replicas``) and score
+    #: every candidate, the reference that ``tests/test_routing_index.py`` holds the
+    #: indexed path to (decisions must be identical).
+    full_scan = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

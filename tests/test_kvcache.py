@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.base import RetentionDecision
-from sim.engine.kvcache import BlockPool, KVCacheManager, SeqBlocks
+from sim.engine.kvcache import BlockPool, KVCacheManager, PrefixIndex, SeqBlocks
 from tests.kv_reference import BlockPool as RefPool
 
 BS = 16  # tokens per block
@@ -72,7 +72,8 @@ class Pair:
     """A manager over each pool; the same calls on both, compared after each."""
 
     def __init__(self, capacity: int, host: int, write_through: bool) -> None:
-        self.new = KVCacheManager(BlockPool(capacity, BS, host), write_through)
+        self.index = PrefixIndex()  # the routers' root index, as replica 3 reports to it
+        self.new = KVCacheManager(BlockPool(capacity, BS, host, self.index, 3), write_through)
         self.ref = KVCacheManager(RefPool(capacity, BS, host), write_through)  # type: ignore[arg-type]
         self.now = 0.0
 
@@ -94,6 +95,10 @@ class Pair:
             assert a.match(p) == b.match(p), p
             assert a.host_match(p, a.match(p)) == b.host_match(p, b.match(p)), p
         assert set(a.entries) == set(b.entries)
+        # the root index names exactly the prompts' first hashes resident in HBM
+        held = {r for r, rids in self.index.holders.items() if rids == {3}}
+        assert held == {p[0] for p in prompts if p[0] in a.entries}
+        assert len(held) == len(self.index.holders)
         self.new.check([s.new for s in live])
         self.ref.check([s.ref for s in live])
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from policies.base import ClusterView, ReplicaView, Router
 from policies.registry import register
+from policies.routing._buckets import LoadBuckets
 from sim.common.errors import PolicyError
 from sim.workload.calls import Call
 
@@ -19,6 +20,8 @@ class LeastLoaded(Router):
     output tokens still to generate); ties go to the lowest replica id.
     ``migrate`` (bool, False): move the call's cached prefix to the chosen replica
     when that is cheaper than recomputing it.
+    The replicas are kept in load buckets (``policies/routing/_buckets.py``), so a call
+    costs O(log n) per replica that changed since the previous call, not O(n).
     Reference: least-outstanding-requests load balancing (Envoy ``LEAST_REQUEST``).
     """
 
@@ -30,8 +33,22 @@ class LeastLoaded(Router):
                 f"least_loaded: metric must be 'requests' or 'tokens', got {metric!r}"
             )
         self.metric = metric
+        self._loads: dict[str, LoadBuckets] = {}
+
+    def _load_key(self, r: ReplicaView) -> tuple[float, tuple[int]]:
+        v = r.outstanding_tokens if self.metric == "tokens" else r.outstanding_requests
+        return v, (v,)
 
     def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
+        if not self.full_scan:
+            model = candidates[0].model
+            loads = self._loads.get(model)
+            if loads is None:
+                loads = self._loads[model] = LoadBuckets(model, self._load_key)
+            loads.update(view)
+            top = loads.top()
+            assert top is not None  # candidates is never empty
+            return loads.buckets[top[1]][0]
         if self.metric == "tokens":
             best = min(candidates, key=lambda r: (r.outstanding_tokens, r.replica_id))
         else:

@@ -47,6 +47,7 @@ from sim.cluster.kvstore import KVStore, store_tiers
 from sim.cluster.mesh import HopModel, MeshOverhead
 from sim.common.errors import ConfigError, PolicyError
 from sim.costmodel.base import CostModel, ReplicaHardware, kv_transfer_time, load_time
+from sim.engine.kvcache import PrefixIndex, root_hash
 from sim.engine.replica import EngineConfig, Replica, Seq
 from sim.specs.hardware import GiB, GPUSpec, get_gpu
 from sim.specs.models import ModelSpec, get_model
@@ -227,10 +228,25 @@ class ReplicaLife:
 CallDone = Callable[[Call, float, str, str, Seq | None], None]
 
 
+class ReplicaWatch:
+    """Replica ids a router has not yet seen change (``Cluster.watch_replicas``)."""
+
+    __slots__ = ("changed", "_reps")
+
+    def __init__(self, reps: list[Replica]) -> None:
+        self._reps = reps  # the cluster's replicas, indexed by id
+        self.changed: set[int] = set(range(len(reps)))
+
+    def drain(self) -> list[Replica]:
+        changed, self.changed = self.changed, set()
+        reps = self._reps
+        return [reps[i] for i in changed]
+
+
 class Cluster:
     """Replicas on a topology, with routing, placement and autoscaling policies."""
 
-    def __init__(
+    def __init__(  # long: the cluster's state, one attribute per line
         self,
         env: simpy.Environment,
         cfg: ClusterConfig,
@@ -265,6 +281,11 @@ class Cluster:
         self._ready: dict[str, list[Replica]] = defaultdict(list)
         self._retiring: set[int] = set()
         self._pending: dict[str, deque[tuple[Call, float, bool, Seq | None]]] = defaultdict(deque)
+        # routing indexes (prefix_holders, watch_replicas): the pools keep the root
+        # index; replicas report state changes in _touched, handed to watchers
+        self.prefix_index = PrefixIndex()
+        self._touched: set[int] = set()
+        self._watches: list[ReplicaWatch] = []
         # faults (attach_faults): hooks, replica epochs (a restart or failure bumps the
         # epoch so stale ready-events are ignored), replicas lost for good and why
         self.faults: FaultHooks | None = None
@@ -373,6 +394,39 @@ class Cluster:
     def pending_calls(self, model: str) -> int:
         return len(self._pending.get(model, ()))
 
+    def prefix_holders(self, call: Call, model: str) -> list[tuple[Replica, int]]:
+        """Every ready replica of ``model`` that caches part of ``call``'s prompt in HBM,
+        in replica-id order, with its ``cached_prefix_tokens(call)`` (> 0); every other
+        replica caches none of it.  One root-index lookup (``PrefixIndex``): the cost
+        follows the replicas holding the prompt's first block, not the replica count."""
+        if not call.prefix_hashes or call.input_tokens <= 0:
+            return []
+        ready = self._ready.get(model)
+        if not ready:
+            return []
+        root = root_hash(call.prefix_hashes, call.block_size, ready[0].block_size)
+        holders = self.prefix_index.holders.get(root) if root is not None else None
+        if not holders:
+            return []
+        out = []
+        reps = self.all_replicas
+        for rid in sorted(holders):
+            rep = reps[rid]
+            if rep.ready and rep.model == model:
+                tokens = rep.cached_prefix_tokens(call)
+                if tokens > 0:
+                    out.append((rep, tokens))
+        return out
+
+    def watch_replicas(self) -> ReplicaWatch:
+        """A router's subscription to replica changes: before each routing decision the
+        cluster adds the ids of the replicas whose load, queue, KV cache or readiness
+        may have changed (replicas report themselves when they handle an event);
+        ``drain`` returns them and starts over.  The first drain returns every replica."""
+        w = ReplicaWatch(self.all_replicas)
+        self._watches.append(w)
+        return w
+
     # ---- replicas ------------------------------------------------------------------
     def resolve_model(self, name: str | None) -> str:
         """The deployed model name serving calls that name ``name`` (None: default)."""
@@ -459,6 +513,8 @@ class Cluster:
             host_path=host_path,
             kv_block_bytes=block_bytes,
             cpu_offload=dep.cpu_offload_gib > 0,
+            prefix_index=self.prefix_index,
+            touched=self._touched,
         )
         self.all_replicas.append(rep)
         self._by_model[model].append(rep)
@@ -542,6 +598,7 @@ class Cluster:
 
     def _make_ready(self, rep: Replica) -> None:
         rep.ready = True
+        self._touched.add(rep.replica_id)
         self._ready[rep.model].append(rep)
         self._ready[rep.model].sort(key=lambda r: r.replica_id)
         pending = self._pending.get(rep.model)
@@ -556,6 +613,7 @@ class Cluster:
         self._retiring.add(rep.replica_id)
         if rep.ready:
             rep.ready = False
+            self._touched.add(rep.replica_id)
             self._ready[rep.model].remove(rep)
         self._maybe_release(rep)
 
@@ -597,6 +655,11 @@ class Cluster:
         if not candidates[0].fits(call):
             self.on_call_done(call, self.env.now, "failed", "exceeds_kv_capacity", seq)
             return
+        touched = self._touched
+        if touched:
+            for w in self._watches:
+                w.changed |= touched
+            touched.clear()
         rid = self.router.route(call, candidates, self)
         rep = self.all_replicas[rid] if 0 <= rid < len(self.all_replicas) else None
         if rep is None or not rep.ready or rep.model != model:

@@ -87,6 +87,50 @@ def effective_hashes(
     return hashes[r - 1 :: r], unit, unit // block_size
 
 
+def root_hash(hashes: tuple[int, ...], trace_block: int, block_size: int) -> int | None:
+    """The first of :func:`effective_hashes` (None when there is none), without
+    re-blocking the whole tuple: the key a :class:`PrefixIndex` looks a prompt up by."""
+    if trace_block % block_size == 0:
+        return hashes[0] if hashes else None
+    r = math.lcm(trace_block, block_size) // trace_block
+    return hashes[r - 1] if len(hashes) >= r else None
+
+
+class PrefixIndex:
+    """Which replicas hold which prompt *roots* in HBM, cluster-wide (read by routers
+    through ``ClusterView.prefix_holders``).
+
+    A root is a prompt's first (re-blocked) chain hash.  A replica caches some prefix of
+    a prompt exactly when its pool holds the prompt's root (:meth:`BlockPool.match` is
+    >= 1 iff ``hashes[0]`` is resident), so a router finds every replica that caches
+    part of a prompt with one dict lookup instead of asking every replica.  Since a
+    chain hash names its whole prefix, a root only ever sits at position 0 of the
+    tuples that hold it, so the pools report just those: a segment created at
+    position 0 adds its replica, one that loses position 0 (evicted, discarded,
+    swapped to the host tier, the pool reset) removes it.  Maintained by
+    :class:`BlockPool` alone; routers only read it.
+    """
+
+    __slots__ = ("holders",)
+
+    def __init__(self) -> None:
+        self.holders: dict[int, set[int]] = {}  # root hash -> replica ids holding it
+
+    def add(self, root: int, rid: int) -> None:
+        got = self.holders.get(root)
+        if got is None:
+            self.holders[root] = {rid}
+        else:
+            got.add(rid)
+
+    def discard(self, root: int, rid: int) -> None:
+        got = self.holders.get(root)
+        if got is not None:
+            got.discard(rid)
+            if not got:
+                del self.holders[root]
+
+
 class Seg:
     """A run of prefix entries ``hs[lo:hi]`` that share one state.
 
@@ -144,10 +188,18 @@ class BlockPool:
     """
 
     def __init__(
-        self, capacity_blocks: int, block_size: int, host_capacity_blocks: int = 0
+        self,
+        capacity_blocks: int,
+        block_size: int,
+        host_capacity_blocks: int = 0,
+        index: PrefixIndex | None = None,
+        replica_id: int = -1,
     ) -> None:
         if capacity_blocks < 1:
             raise ValueError("KV capacity must be at least one block")
+        # the cluster's root index this pool reports to, as replica ``replica_id``
+        self.index = index
+        self.replica_id = replica_id
         self.capacity = capacity_blocks
         self.block_size = block_size
         self.free = capacity_blocks
@@ -295,6 +347,8 @@ class BlockPool:
                     s.hi = lo = hi - cnt
                     for h in s.hs[lo:hi]:
                         pop(h, None)
+                    if not lo and self.index is not None:
+                        self.index.discard(s.hs[0], self.replica_id)
                     b = cnt * bph
                     free += b
                     self.evictable_blocks -= b
@@ -384,6 +438,8 @@ class BlockPool:
                 entries.update(zip(run, repeat(prev)))
                 return 0
             entries.update(zip(run, repeat(Seg(hashes, start, end, bph, 1))))
+            if not start and self.index is not None:
+                self.index.add(hashes[0], self.replica_id)
             return 0
         present = 0
         i = start
@@ -398,6 +454,8 @@ class BlockPool:
                 while j < end and hashes[j] not in entries:
                     j += 1
                 entries.update(zip(hashes[i:j], repeat(Seg(hashes, i, j, bph, 1))))
+                if not i and self.index is not None:
+                    self.index.add(hashes[0], self.replica_id)
             i = j
         return present
 
@@ -465,6 +523,12 @@ class BlockPool:
         to_lru = 0
         for seg in reversed(released):
             b = seg.blocks
+            if (
+                not seg.lo
+                and self.index is not None
+                and ((to_host and seg.bph <= self.host_capacity) or discard)
+            ):
+                self.index.discard(seg.hs[0], self.replica_id)
             if to_host and seg.bph <= self.host_capacity:
                 for h in reversed(seg.hs[seg.lo : seg.hi]):
                     del entries[h]
@@ -987,7 +1051,11 @@ class KVCacheManager:
         """Drop every block and cached prefix, in HBM and in the host tier (the GPUs
         were lost); the pool keeps its sizes.  Sequences must have been freed."""
         p = self.pool
-        self.pool = type(p)(p.capacity, p.block_size, p.host_capacity)
+        if p.index is not None:
+            for s in p._segments():
+                if not s.lo:
+                    p.index.discard(s.hs[0], p.replica_id)
+        self.pool = type(p)(p.capacity, p.block_size, p.host_capacity, p.index, p.replica_id)
 
     def check(self, seqs: Iterable[KVSeq]) -> None:
         """Assert the pool's invariants and that ``seqs`` (all the sequences holding

@@ -62,7 +62,7 @@ import numpy as np
 import simpy
 
 from sim.costmodel.base import BatchShape, IterationModel, kv_transfer_time
-from sim.engine.kvcache import BlockPool, KVCacheManager, SeqBlocks
+from sim.engine.kvcache import BlockPool, KVCacheManager, PrefixIndex, SeqBlocks
 from sim.specs.topology import Path
 
 if TYPE_CHECKING:
@@ -185,12 +185,17 @@ class Replica:
         host_path: Path = NO_HOST_PATH,
         kv_block_bytes: int = 0,
         cpu_offload: bool = False,
+        prefix_index: PrefixIndex | None = None,
+        touched: set[int] | None = None,
     ) -> None:
         """``host_kv_blocks``: blocks of the host-DRAM tier; ``host_path``: the GPU-to-CPU
         topology path (bottleneck bandwidth, latency, link type); ``kv_block_bytes``: bytes of one
         KV block on one GPU of the group (what each GPU copies); ``cpu_offload``: the
         host tier is vLLM's CPU KV offload (write-through: every computed prompt block
-        is stored there too, and loads copy)."""
+        is stored there too, and loads copy); ``prefix_index``: the cluster's index of
+        prompt roots the replica's block pool reports to; ``touched``: a set the replica
+        adds its id to whenever its routing-visible state (queue, load, KV) may change
+        (the cluster hands it on to routers, ``ClusterView.watch_replicas``)."""
         self.env = env
         self.replica_id = replica_id
         self.model = model
@@ -200,8 +205,12 @@ class Replica:
         self.cfg = config
         self.block_size = config.block_size
         self.kv_cache_manager = KVCacheManager(
-            BlockPool(kv_capacity_blocks, config.block_size, host_kv_blocks), cpu_offload
+            BlockPool(
+                kv_capacity_blocks, config.block_size, host_kv_blocks, prefix_index, replica_id
+            ),
+            cpu_offload,
         )
+        self.touched = touched
         # ReplicaView.cached_prefix_tokens(call): the cache's own method (routers call it
         # for every candidate replica of every call, so no wrapper in between)
         self.cached_prefix_tokens: Callable[[Call], int] = (
@@ -299,6 +308,8 @@ class Replica:
     def submit(self, seq: Seq) -> None:
         """Queue a call (arriving now)."""
         seq.replica_id = self.replica_id
+        if self.touched is not None:
+            self.touched.add(self.replica_id)
         self.policy.on_arrival(seq, self.waiting, self.env.now)
         self.waiting.append(seq)
         self._outstanding_tokens += seq.remaining_tokens
@@ -351,6 +362,8 @@ class Replica:
             if done:
                 self._span_k = done
                 self._finish_span(now)
+        if self.touched is not None:
+            self.touched.add(self.replica_id)
         lost = [(s, s.num_computed_tokens) for s in self.running]
         lost += [(s, s.num_computed_tokens) for s in self.waiting]
         kvm = self.kv_cache_manager
@@ -387,6 +400,8 @@ class Replica:
     # ---- the iteration loop ------------------------------------------------------------
     def _on_boundary(self) -> None:
         now = self.env.now
+        if self.touched is not None:
+            self.touched.add(self.replica_id)
         if self._pending is not None:
             self._finish_iteration(now)
         elif self._span_k:

@@ -99,6 +99,28 @@ class FakeCluster:
     def pending_calls(self, model: str) -> int:
         return self.pending.get(model, 0)
 
+    def prefix_holders(self, call: Call, model: str) -> list[tuple[FakeReplica, int]]:
+        out = []
+        for r in self.ready_replicas(model):
+            tokens = r.cached_prefix_tokens(call)
+            if tokens > 0:
+                out.append((r, tokens))
+        return out
+
+    def watch_replicas(self) -> _WatchAll:
+        return _WatchAll(self)
+
+
+@dataclass
+class _WatchAll:
+    """A hand-set view's replica watch: every replica may have changed (fakes are set
+    by hand between calls, so none is tracked)."""
+
+    cluster: FakeCluster
+
+    def drain(self) -> list[FakeReplica]:
+        return list(self.cluster.reps)
+
 
 @dataclass
 class FakeSeq:
