@@ -431,3 +431,16 @@ def test_session_kv_in_the_store_survives_a_pod_restart() -> None:
     t2 = res.calls.set_index("call_id").loc["t2"]
     t2_none = runs["none"][1].calls.set_index("call_id").loc["t2"]
     assert t2["ttft_s"] < t2_none["ttft_s"]
+
+
+@pytest.mark.parametrize("router", ["least_loaded", "kv_aware", "round_robin"])
+def test_a_plain_router_on_each_side_keeps_prefills_and_decodes_in_their_pools(
+    router: str,
+) -> None:
+    # the indexed routers (load buckets, prefix index) hold every ready replica of the
+    # model; on a pool they must choose among the pool's candidates only
+    sim, res = _run(_pd_cluster(2, 2), _calls(), router=router)
+    d = sim.cluster.disagg
+    assert d is not None and len(d.records) == 16
+    for rec in d.records:
+        assert (d.roles[rec.prefill], d.roles[rec.decode]) == ("prefill", "decode")

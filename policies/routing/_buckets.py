@@ -25,6 +25,14 @@ from policies.base import ClusterView, ReplicaView, ReplicaWatch
 LoadKey = Callable[[ReplicaView], tuple[float, Hashable]]
 
 
+def covers_ready(candidates: Sequence[ReplicaView], view: ClusterView) -> bool:
+    """Whether ``candidates`` are all the ready replicas of their model (what the
+    buckets and the prefix index hold).  They are a subset of them, so equal counts
+    mean equal sets; when a caller narrows them (a prefill or decode pool of a
+    disaggregated cluster), the router scans them instead."""
+    return len(candidates) == len(view.ready_replicas(candidates[0].model))
+
+
 class LoadBuckets:
     """The ready replicas of ``model`` in buckets of equal load, by increasing rank."""
 

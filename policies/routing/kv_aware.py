@@ -9,7 +9,7 @@ from typing import cast
 
 from policies.base import ClusterView, ReplicaView, Router
 from policies.registry import register
-from policies.routing._buckets import LoadBuckets, kth_merged
+from policies.routing._buckets import LoadBuckets, covers_ready, kth_merged
 from sim.common.errors import PolicyError
 from sim.workload.calls import Call
 
@@ -71,7 +71,7 @@ class KVAware(Router):
         return out
 
     def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
-        if self.temperature <= 0 and not self.full_scan:
+        if self.temperature <= 0 and not self.full_scan and covers_ready(candidates, view):
             return self._route_indexed(call, candidates, view)
         logits = self.logits(call, candidates)
         if self.temperature <= 0:

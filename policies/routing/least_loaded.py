@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from policies.base import ClusterView, ReplicaView, Router
 from policies.registry import register
-from policies.routing._buckets import LoadBuckets
+from policies.routing._buckets import LoadBuckets, covers_ready
 from sim.common.errors import PolicyError
 from sim.workload.calls import Call
 
@@ -40,7 +40,7 @@ class LeastLoaded(Router):
         return v, (v,)
 
     def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
-        if not self.full_scan:
+        if not self.full_scan and covers_ready(candidates, view):
             model = candidates[0].model
             loads = self._loads.get(model)
             if loads is None:

@@ -42,7 +42,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import simpy
 
-from policies.base import ClusterView, PairDecision, PairRouter, ReplicaView, Router
+from policies.base import (
+    ClusterView,
+    PairDecision,
+    PairRouter,
+    ReplicaView,
+    ReplicaWatch,
+    Router,
+)
 from sim.cluster.links import Flow, LinkNetwork
 from sim.common.errors import PolicyError
 from sim.engine.replica import Replica, Seq
@@ -378,6 +385,12 @@ class _PairView:
 
     def pending_calls(self, model: str) -> int:
         return self._v.pending_calls(model)
+
+    def prefix_holders(self, call: Call, model: str) -> Sequence[tuple[ReplicaView, int]]:
+        return self._v.prefix_holders(call, model)
+
+    def watch_replicas(self) -> ReplicaWatch:
+        return self._v.watch_replicas()
 
     def _rep(self, r: ReplicaView) -> Replica:
         return self._v.replicas()[r.replica_id]  # type: ignore[return-value]
