@@ -444,3 +444,42 @@ def test_a_plain_router_on_each_side_keeps_prefills_and_decodes_in_their_pools(
     assert d is not None and len(d.records) == 16
     for rec in d.records:
         assert (d.roles[rec.prefill], d.roles[rec.decode]) == ("prefill", "decode")
+
+
+@pytest.mark.parametrize(
+    ("kind", "tier", "survives"),
+    [
+        ("node", "host", False),  # host DRAM goes with the node (as host_offload)
+        ("node", "remote", True),  # the remote pool survives it (as remote_store)
+        ("node", "nvme", True),  # a crashed node's drive keeps its data
+        ("spot", "nvme", False),  # a reclaimed instance's local drive is gone
+        ("replica_restart", "host", True),  # a pod restart loses only HBM
+    ],
+)
+def test_store_tiers_lose_what_a_fault_takes_and_keep_the_rest(
+    kind: str, tier: str, survives: bool
+) -> None:
+    from sim.cluster.config import KVStoreTier
+    from sim.cluster.faults import Fault, FaultSchedule
+
+    h = chain_hashes(11, 6400)
+    calls = [
+        llm("t1", "s", 6000, 20, hashes=h[:375]),
+        llm("t2", "s", 6400, 20, parents=("t1",), gap=60.0, hashes=h),
+    ]
+    where = {"replica": 0} if kind == "replica_restart" else {"node": 0}
+    fault = Fault(5.0, kind, repair_s=1.0, notice_s=0.5 if kind == "spot" else 0.0, **where)  # type: ignore[arg-type]
+    base = cluster(model="llama-3.1-8b", replicas=1)
+    # fast enough that loading the prefix always beats recomputing it
+    cfg = validate(replace(base, kv_store=(KVStoreTier(tier, bandwidth_gbs=50.0),)))
+    sim = build_simulation(
+        workload(calls), cfg, cost_model=ROOFLINE, faults=FaultSchedule((fault,), None, "<t>")
+    )
+    sim.run()
+    res = collect(sim)
+    store = sim.cluster.kv_store
+    assert store is not None and set(res.calls["status"]) == {"completed"}
+    assert store.loads == (1 if survives else 0)
+    held = sum(len(loc.entries) for loc in store.locations.values())
+    assert held == 400  # turn 2 wrote its prompt's 400 blocks through again
+    assert all(store.index[x] for x in h[:400])  # and the index knows where each is

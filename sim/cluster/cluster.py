@@ -840,6 +840,13 @@ class Cluster:
         """Whether ``rep`` still holds its GPUs (it has not stopped or been lost)."""
         return self.lives[rep.replica_id].stop_s is None
 
+    def lose_node_storage(self, node: int, drive: bool) -> None:
+        """A node failure: the shared KV store loses that node's host DRAM tier, and
+        its local NVMe tier too when ``drive`` (the instance is gone, as on a spot
+        reclaim)."""
+        if self.kv_store is not None:
+            self.kv_store.lose_node(node, ("host", "nvme") if drive else ("host",))
+
     def take_gpus_offline(self, gpus: Iterable[int]) -> None:
         """Remove ``gpus`` from the free pool (placement cannot use them)."""
         for g in gpus:

@@ -645,6 +645,9 @@ class FaultInjector:
             victims = [r for r in c.all_replicas if down & set(r.gpus)]
         victims = [r for r in victims if not c.is_dead(r) and c.is_live(r)]
         self._gpus_offline(gpus, f.repair_s)
+        if f.kind in ("node", "spot"):
+            assert f.node is not None
+            c.lose_node_storage(f.node, drive=f.kind == "spot")
         info = FaultInfo(f.kind, self.env.now, f.notice_s, node_lost=f.kind in ("node", "spot"))
         for rep in victims:
             self._lose(rep, f, info)

@@ -24,10 +24,16 @@ most time, if any saves time at all, and then reaches the instance that much lat
 those tokens already computed (``Seq.num_external_computed_tokens``), as vLLM's KV
 connectors report externally computed tokens.
 
-The fault-time persistence policies ``host_offload`` and ``remote_store``
-(``policies/persistence/``) are the special case of one tier that is written only when
-a replica is lost; they keep their own code path (their results are unchanged), and a
-store can run beside them.  Units: bytes, seconds, tokens.
+Faults: a pod restart or GPU failure loses only HBM, so the store's tiers still serve
+the session afterwards; a node failure empties that node's ``host`` tier, and a spot
+reclaim its ``host`` and ``nvme`` tiers (:meth:`KVStore.lose_node`); the ``remote``
+pool survives every fault.  So a ``host`` tier behaves as the ``host_offload``
+persistence policy does (survives restarts, not the node) and a ``remote`` tier as
+``remote_store`` (survives everything), for every call rather than only at a fault.
+Those two policies (``policies/persistence/``) remain the fault-only form: one
+snapshot per lost piece of KV, priced at the fault over the topology path, with no
+capacity or eviction; they keep their own code path so their results are unchanged,
+and a store can run beside them.  Units: bytes, seconds, tokens.
 """
 
 from __future__ import annotations
@@ -126,6 +132,16 @@ class KVStore:
             holders.discard(loc.key)
             if not holders:
                 del self.index[h]
+
+    def lose_node(self, node: int, tiers: Sequence[str]) -> None:
+        """The node-local ``tiers`` of ``node`` lose what they held (a node failure
+        takes its DRAM; a spot reclaim its local drive too); the index forgets them."""
+        for name in tiers:
+            loc = self.locations.get((name, node))
+            if loc is None:
+                continue
+            while loc.entries:
+                self._evict(loc)
 
     # ---- loads -------------------------------------------------------------------------
     def held_tokens(self, call: Call, key: tuple[str, int]) -> int:
