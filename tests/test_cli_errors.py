@@ -3,6 +3,7 @@ an interrupted run leaves no partial result files."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -123,3 +124,40 @@ def test_sigint_during_run_leaves_no_partial_outputs(tmp_path: Path, delay_s: fl
         json.loads((out / "summary.json").read_text())
     if "calls.parquet" in files:
         pd.read_parquet(out / "calls.parquet")
+
+
+def test_an_interrupt_that_c_code_turns_into_another_error_still_ends_as_interrupted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # matplotlib's renderer, interrupted mid-draw, raises "Invalid bounding box"
+    import sim.cli.main as cli
+
+    def draw(_args: argparse.Namespace) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)  # the handler runs here
+        except KeyboardInterrupt:
+            raise ValueError("Invalid bounding box") from None
+        return 0
+
+    def parser(_cmd: str | None) -> argparse.ArgumentParser:
+        p = argparse.ArgumentParser()
+        p.set_defaults(func=draw)
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    assert cli.main([]) == 130
+    assert capsys.readouterr().err == "agentsim: interrupted\n"
+    # an error with no interrupt behind it is still an error
+    monkeypatch.setattr(cli, "build_parser", lambda _c: _failing_parser())
+    with pytest.raises(ValueError, match="not an interrupt"):
+        cli.main([])
+
+
+def _failing_parser() -> argparse.ArgumentParser:
+    def fail(_args: argparse.Namespace) -> int:
+        raise ValueError("not an interrupt")
+
+    p = argparse.ArgumentParser()
+    p.set_defaults(func=fail)
+    return p

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from policies.base import ClusterView, DisaggView, PairDecision, PairRouter, ReplicaView
 from policies.registry import register
+from policies.routing._pairs import least_prefill_backlog
 from sim.workload.calls import Call
 
 
@@ -43,13 +44,7 @@ class MooncakeConductor(PairRouter):
 
     def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
         # without prefill times in a plain view: least prefill backlog after cache reuse
-        return min(
-            candidates,
-            key=lambda r: (
-                r.pending_prefill_tokens + call.input_tokens - r.cached_prefix_tokens(call),
-                r.replica_id,
-            ),
-        ).replica_id
+        return least_prefill_backlog(call, candidates).replica_id
 
     def route_pair(
         self,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from sim import __version__
@@ -82,10 +84,28 @@ def check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
             check_not_input(out, inputs, flag=flag)
 
 
+class _Interrupts:
+    """Ctrl-C while a command runs: remembered, then raised as KeyboardInterrupt.
+
+    Remembering it matters when the interrupt lands inside C code that turns it into
+    another exception (matplotlib's renderer reports "Invalid bounding box"): the
+    command still ends as interrupted, not with that error's traceback."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.seen = True
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 a check failed, 2 a user
     error printed on one line, 130 interrupted: Ctrl-C at any point after this
     function starts prints one line, never a traceback, and leaves no partial output)."""
+    interrupts = _Interrupts()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupts) if main_thread else None
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
         parser = build_parser(argv[0] if argv else None)
@@ -98,6 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("agentsim: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        if not interrupts.seen:
+            raise
+        print("agentsim: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -101,49 +101,16 @@ class Topology:
     def gpus_of_node(self, node: int) -> list[int]:
         return [i for i, n in enumerate(self.gpu_node) if n == node]
 
-    def _widest_path(self, src: str, dst: str) -> Path:
-        """Maximum-bottleneck path (ties: lowest latency), Dijkstra-style."""
-        if src == dst:
-            return Path(float("inf"), 0.0, "local", 0)
+    def _widest_search(
+        self, src: str, dst: str
+    ) -> tuple[float, float, tuple[str, int], dict[str, str]]:
+        """Maximum-bottleneck path from ``src`` to ``dst`` (ties: lowest latency),
+        Dijkstra-style, never through another GPU (GPUs are endpoints, not switches).
+        Returns its bandwidth, latency, (bottleneck link type, hops) and each vertex's
+        predecessor on it."""
         g = self.graph
         best: dict[str, tuple[float, float]] = {src: (float("inf"), 0.0)}
         meta: dict[str, tuple[str, int]] = {src: ("local", 0)}
-        heap: list[tuple[float, float, str]] = [(-float("inf"), 0.0, src)]
-        done: set[str] = set()
-        while heap:
-            nbw, lat, v = heapq.heappop(heap)
-            if v in done:
-                continue
-            done.add(v)
-            if v == dst:
-                link, hops = meta[v]
-                return Path(-nbw, lat, link, hops)
-            for w, e in g[v].items():
-                if w in done:
-                    continue
-                # Do not route through other GPUs: GPUs are endpoints, not switches.
-                if g.nodes[w].get("kind") == "gpu" and w != dst:
-                    continue
-                bw = min(-nbw, e["bandwidth"])
-                wl = lat + e["latency"]
-                old = best.get(w)
-                if old is None or bw > old[0] or (bw == old[0] and wl < old[1]):
-                    best[w] = (bw, wl)
-                    link = e["link"] if e["bandwidth"] <= -nbw else meta[v][0]
-                    meta[w] = (link, meta[v][1] + 1)
-                    heapq.heappush(heap, (-bw, wl, w))
-        raise ConfigError(f"topology: no path between {src} and {dst}")
-
-    def path(self, src: str, dst: str) -> Path:
-        return self._path(src, dst)  # type: ignore[no-any-return]
-
-    def _widest_route(self, src: str, dst: str) -> tuple[Link, ...]:
-        """The directed links of the widest path from ``src`` to ``dst`` (the path
-        :meth:`path` measures: same search, predecessors kept)."""
-        if src == dst:
-            return ()
-        g = self.graph
-        best: dict[str, tuple[float, float]] = {src: (float("inf"), 0.0)}
         prev: dict[str, str] = {}
         heap: list[tuple[float, float, str]] = [(-float("inf"), 0.0, src)]
         done: set[str] = set()
@@ -153,11 +120,7 @@ class Topology:
                 continue
             done.add(v)
             if v == dst:
-                links: list[Link] = []
-                while v != src:
-                    links.append((prev[v], v))
-                    v = prev[v]
-                return tuple(reversed(links))
+                return -nbw, lat, meta[v], prev
             for w, e in g[v].items():
                 if w in done or (g.nodes[w].get("kind") == "gpu" and w != dst):
                     continue
@@ -166,9 +129,34 @@ class Topology:
                 old = best.get(w)
                 if old is None or bw > old[0] or (bw == old[0] and wl < old[1]):
                     best[w] = (bw, wl)
+                    link = e["link"] if e["bandwidth"] <= -nbw else meta[v][0]
+                    meta[w] = (link, meta[v][1] + 1)
                     prev[w] = v
                     heapq.heappush(heap, (-bw, wl, w))
         raise ConfigError(f"topology: no path between {src} and {dst}")
+
+    def _widest_path(self, src: str, dst: str) -> Path:
+        """The widest path's bandwidth, latency, bottleneck link type and hops."""
+        if src == dst:
+            return Path(float("inf"), 0.0, "local", 0)
+        bw, lat, (link, hops), _ = self._widest_search(src, dst)
+        return Path(bw, lat, link, hops)
+
+    def path(self, src: str, dst: str) -> Path:
+        return self._path(src, dst)  # type: ignore[no-any-return]
+
+    def _widest_route(self, src: str, dst: str) -> tuple[Link, ...]:
+        """The directed links of the widest path from ``src`` to ``dst`` (the path
+        :meth:`path` measures: the same search)."""
+        if src == dst:
+            return ()
+        *_, prev = self._widest_search(src, dst)
+        links: list[Link] = []
+        v = dst
+        while v != src:
+            links.append((prev[v], v))
+            v = prev[v]
+        return tuple(reversed(links))
 
     def own_nic(self, gpu: int) -> str | None:
         """The NIC a GPU sends through to other nodes: the node's ``nic{i}`` of the GPU's
