@@ -25,9 +25,15 @@ those tokens already computed (``Seq.num_external_computed_tokens``), as vLLM's 
 connectors report externally computed tokens.
 
 The fault-time persistence policies ``host_offload`` and ``remote_store``
-(``policies/persistence/``) are the special case of one tier that is written only when
-a replica is lost; they keep their own code path (their results are unchanged), and a
-store can run beside them.  Units: bytes, seconds, tokens.
+(``policies/persistence/``, applied by ``sim/cluster/faults.py``) are not tiers of this
+store and share none of its code; a store can run beside them.  They model a different
+thing: a write-behind snapshot of what a lost replica held, keyed by call or session
+(not by chain hash), counted in tokens (a session's generated tokens included, not only
+full prompt blocks), kept only if its write over the topology path finished before the
+fault, with no capacity or eviction, and always reloaded (no load-vs-recompute choice)
+over the topology path at the model's full KV bytes per token (not a tier's bandwidth
+per GPU).  Expressing them as store tiers would change fault-run results.  Units:
+bytes, seconds, tokens.
 """
 
 from __future__ import annotations
