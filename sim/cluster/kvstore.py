@@ -27,13 +27,20 @@ connectors report externally computed tokens.
 Faults: a pod restart or GPU failure loses only HBM, so the store's tiers still serve
 the session afterwards; a node failure empties that node's ``host`` tier, and a spot
 reclaim its ``host`` and ``nvme`` tiers (:meth:`KVStore.lose_node`); the ``remote``
-pool survives every fault.  So a ``host`` tier behaves as the ``host_offload``
-persistence policy does (survives restarts, not the node) and a ``remote`` tier as
-``remote_store`` (survives everything), for every call rather than only at a fault.
-Those two policies (``policies/persistence/``) remain the fault-only form: one
-snapshot per lost piece of KV, priced at the fault over the topology path, with no
-capacity or eviction; they keep their own code path so their results are unchanged,
-and a store can run beside them.  Units: bytes, seconds, tokens.
+pool survives every fault.  So a ``host`` tier survives what ``host_offload`` survives
+and a ``remote`` tier what ``remote_store`` survives, for every call and every turn
+rather than only at a fault.
+
+The fault-time persistence policies ``host_offload`` and ``remote_store``
+(``policies/persistence/``, applied by ``sim/cluster/faults.py``) are not tiers of this
+store and share none of its code; a store can run beside them.  They model a different
+thing: a write-behind snapshot of what a lost replica held, keyed by call or session
+(not by chain hash), counted in tokens (a session's generated tokens included, not only
+full prompt blocks), kept only if its write over the topology path finished before the
+fault, with no capacity or eviction, and always reloaded (no load-vs-recompute choice)
+over the topology path at the model's full KV bytes per token (not a tier's bandwidth
+per GPU).  Expressing them as store tiers would change fault-run results.  Units:
+bytes, seconds, tokens.
 """
 
 from __future__ import annotations
