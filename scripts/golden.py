@@ -145,6 +145,27 @@ SCENARIOS: dict[str, tuple[list[str], list[Path]]] = {
         ],
         [],
     ),  # fmt: skip
+    # the fault-time persistence policies under faults (miniswe-host has no faults)
+    "faults-remote-store": (
+        [
+            "run",
+            "--faults",
+            str(ROOT / "examples/faults/node_failure.toml"),
+            "--persistence",
+            "remote_store",
+        ],
+        [],
+    ),  # fmt: skip
+    "faults-host-offload": (
+        [
+            "run",
+            "--faults",
+            str(ROOT / "examples/faults/mtbf.toml"),
+            "--persistence",
+            "host_offload",
+        ],
+        [],
+    ),  # fmt: skip
     "faults-link": (["run", "--faults", str(ROOT / "examples/faults/link_degradation.toml")], []),
     "faults-mtbf": (["run", "--faults", str(ROOT / "examples/faults/mtbf.toml")], []),
     "faults-spot": (["run", "--faults", str(ROOT / "examples/faults/spot_preemption.toml")], []),
