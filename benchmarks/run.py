@@ -6,7 +6,16 @@ prints a table of wall time, peak RSS, calls/s, simulated seconds per wall secon
 events/s.  The table is written to ``results/bench/latest.json`` so runs can be
 compared over time.
 
-Usage: python benchmarks/run.py [--only NAME[,NAME...]] [--quick]
+The fleet scenario (issue 19) is 1,000,000 LLM calls (50,000 ReAct sessions x 20
+calls, contexts growing to ~30k tokens, tool gaps) on 1,024 A100s: 128 DGX nodes, 256
+Llama-3.1-70B TP4 replicas (the Llama-3-70B architecture with the context the agents
+need), kv_aware routing.  The replica-scaling series runs the same synthetic agents on
+16, 64 and 256 replicas at the same load per replica (sessions and arrival rate scaled
+with the replicas); its ``loop_us_per_call`` column is the event-loop time per call.
+
+Usage: python benchmarks/run.py [--only NAME[,NAME...]] [--quick] [--checkout DIR]
+[--out FILE]  (``--checkout``: run another checkout's code with its own .venv, for
+before/after tables; its rows go to ``--out``, default results/bench/latest.json)
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ class Scenario:
     target: str = ""
     needs: list[Path] = field(default_factory=list)
     synth_sessions: int = 0  # > 0: run the synthetic workload scaled to this many sessions
+    synth_rate: float = 0.0  # > 0: its session arrival rate (per second)
 
 
 def scenarios(quick: bool) -> list[Scenario]:
@@ -80,10 +90,47 @@ def scenarios(quick: bool) -> list[Scenario]:
                 Scenario(f"synth-{mult}x", synth, "time/call within 1.5x", [SYNTH], 250 * mult)
             )
         out.append(Scenario("synth-100k-calls", synth, "< 60 s, < 2 GiB", [SYNTH], 5000))
+        for reps in SCALING_REPLICAS:
+            out.append(scaling(reps))
+        out.append(
+            Scenario(
+                "fleet-1m-256x70b-kv_aware",
+                fleet(256),
+                "< 300 s, < 4 GiB",
+                [SYNTH],
+                50_000,
+                FLEET_RATE_PER_REPLICA * 256,
+            )
+        )
     return out
 
 
-def run_one(sc: Scenario) -> dict[str, object]:
+#: the replica-scaling series and its load per replica: half the synthetic agents' rate
+#: (1 session/s per 16 replicas, not overloaded) and 500 sessions (10,000 calls) per 16
+SCALING_REPLICAS = (16, 64, 256)
+FLEET_RATE_PER_REPLICA = 1.0 / 16
+SESSIONS_PER_REPLICA = 500 / 16
+
+
+def fleet(replicas: int) -> list[str]:
+    """Llama-3.1-70B TP4 on DGX A100 nodes (two replicas a node), kv_aware routing."""
+    return ["--trace-format", "synth", "--gpu", "a100-80gb", "--nodes", str(replicas // 2),
+            "--model", "llama-3.1-70b", "--tp", "4", "--replicas", str(replicas),
+            "--policy", "kv_aware"]  # fmt: skip
+
+
+def scaling(replicas: int) -> Scenario:
+    return Scenario(
+        f"scale-{replicas}x70b-kv_aware",
+        fleet(replicas),
+        "loop time/call within 1.2x of 16 replicas",
+        [SYNTH],
+        round(SESSIONS_PER_REPLICA * replicas),
+        FLEET_RATE_PER_REPLICA * replicas,
+    )
+
+
+def run_one(sc: Scenario, checkout: Path = ROOT) -> dict[str, object]:
     missing = [str(p) for p in sc.needs if not p.exists()]
     if missing:
         return {"scenario": sc.name, "skipped": f"missing {', '.join(missing)}"}
@@ -95,12 +142,15 @@ def run_one(sc: Scenario) -> dict[str, object]:
             text = re.sub(
                 r"(?m)^sessions = \d+", f"sessions = {sc.synth_sessions}", SYNTH.read_text()
             )
+            if sc.synth_rate:
+                text = re.sub(r"(?m)^rate_per_s = .*$", f"rate_per_s = {sc.synth_rate}", text)
             toml.write_text(text)
             args = ["--trace", str(toml), *args]
-        cmd = [sys.executable, "-m", "sim.cli", "run", "--quiet", "--no-html", "--out", tmp, *args]
+        python = sys.executable if checkout == ROOT else str(checkout / ".venv" / "bin" / "python")
+        cmd = [python, "-m", "sim.cli", "run", "--quiet", "--no-html", "--out", tmp, *args]
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         if proc.returncode:
@@ -118,6 +168,7 @@ def run_one(sc: Scenario) -> dict[str, object]:
         # when it grew, which it does for the larger scenarios run later.
         "peak_rss_mib": round(max(rss_kb, before) / 1024, 1),
         "calls_per_s": round(calls / wall, 1),
+        "loop_us_per_call": round(1e6 * perf["sim_wall_s"] / calls, 1),
         "sim_s_per_wall_s": round(summary["makespan_s"] / wall, 1),
         "events": perf["events"],
         "events_per_s": round(perf["events_per_s"]),
@@ -129,6 +180,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated scenario names")
     ap.add_argument("--quick", action="store_true", help="only the small and target scenarios")
+    ap.add_argument("--checkout", type=Path, default=ROOT, help="run this checkout's code")
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "latest.json")
     args = ap.parse_args()
     chosen = scenarios(args.quick)
     if args.only:
@@ -142,23 +195,24 @@ def main() -> int:
         "sim_loop_s",
         "peak_rss_mib",
         "calls_per_s",
+        "loop_us_per_call",
         "sim_s_per_wall_s",
         "events_per_s",
         "target",
     ]
     print(" | ".join(cols))
     for sc in chosen:
-        row = run_one(sc)
+        row = run_one(sc, args.checkout.resolve())
         rows.append(row)
         if "calls" in row:
             print(" | ".join(str(row.get(c, "")) for c in cols), flush=True)
         else:
             print(f"{sc.name} | {row.get('skipped') or row.get('error')}", flush=True)
-    out = ROOT / "results" / "bench" / "latest.json"
+    out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": sys.version.split()[0],
-                               "rows": rows}, indent=2) + "\n")  # fmt: skip
-    print(f"wrote {out.relative_to(ROOT)}")
+                               "checkout": str(args.checkout), "rows": rows}, indent=2) + "\n")  # fmt: skip
+    print(f"wrote {out}")
     return 0
 
 

@@ -24,7 +24,13 @@ from tests.test_invariants import workloads
 
 ROUTERS = [info.name for info in registry.list_policies("routing")]
 # a router's non-default settings whose indexed path differs (kv_aware ignoring the cache)
-VARIANTS = {"kv_aware": ["kv_aware:overlap_weight=0", "kv_aware:overlap_weight=0.37"]}
+VARIANTS = {
+    "kv_aware": [
+        "kv_aware:overlap_weight=0",
+        "kv_aware:overlap_weight=0.37",
+        "kv_aware:migrate=true",
+    ]
+}
 
 
 def _clusters(router: str) -> st.SearchStrategy:

@@ -32,6 +32,9 @@ class LLMDScorer(Router):
     ``queue_weight`` (float, 2), ``kv_threshold`` (float, 0.95, fraction),
     ``queue_threshold`` (int, 128 requests).  Weights follow llm-d's
     inference-scheduling guide profile (prefix 3, KV utilisation 2, queue 2).
+    The prefix scores come from the view's prefix index (one lookup per call, not one
+    cache lookup per replica); the filters and the queue normalisation still read
+    every candidate's counters (a few integer reads each).
     Reference: llm-d/llm-d-inference-scheduler (``prefix-cache-scorer``,
     ``kv-cache-utilization-scorer``, ``queue-scorer``, ``max-score-picker``).
     """
@@ -59,8 +62,11 @@ class LLMDScorer(Router):
     def _kv_util(r: ReplicaView) -> float:
         return r.active_blocks / r.kv_capacity_blocks if r.kv_capacity_blocks else 1.0
 
-    def scores(self, call: Call, candidates: Sequence[ReplicaView]) -> list[tuple[float, int]]:
-        """(score, replica_id) of the replicas that pass the filters."""
+    def scores(
+        self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView | None = None
+    ) -> list[tuple[float, int]]:
+        """(score, replica_id) of the replicas that pass the filters (``view``: ask its
+        prefix index instead of each replica's cache)."""
         pool = list(candidates)
         kept = [r for r in pool if self._kv_util(r) < self.kv_threshold]
         pool = kept or pool
@@ -69,9 +75,17 @@ class LLMDScorer(Router):
         queues = [r.num_waiting for r in pool]
         qmin, qmax = min(queues), max(queues)
         blocks = len(call.prefix_hashes) * call.block_size
+        cached = (
+            None
+            if self.full_scan or view is None or not blocks
+            else {r.replica_id: t for r, t in view.prefix_holders(call, pool[0].model)}
+        )
         out = []
         for r, q in zip(pool, queues, strict=True):
-            prefix = r.cached_prefix_tokens(call) / blocks if blocks else 0.0
+            if cached is None:
+                prefix = r.cached_prefix_tokens(call) / blocks if blocks else 0.0
+            else:  # the prefix index: replicas it does not name cache none of the prompt
+                prefix = cached.get(r.replica_id, 0) / blocks
             queue = (qmax - q) / (qmax - qmin) if qmax > qmin else 1.0
             kv = 1.0 - self._kv_util(r)
             s = (
@@ -83,7 +97,7 @@ class LLMDScorer(Router):
         return out
 
     def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
-        scored = self.scores(call, candidates)
+        scored = self.scores(call, candidates, view)
         best = max(s for s, _ in scored)
         ties = [rid for s, rid in scored if s == best]
         return ties[0] if len(ties) == 1 else self._rng.choice(ties)

@@ -669,7 +669,7 @@ class Cluster:
         if seq is None:
             seq = Seq(call, issued_s, rep.block_size, has_successor)
         if self.router.migrate_kv and call.prefix_hashes:
-            delay = self._migrate(call, rep, candidates, seq)
+            delay = self._migrate(call, rep, seq)
             if delay > 0:
                 ev = self.env.timeout(delay)
                 ev.callbacks.append(lambda _e: self._deliver(rep, seq))
@@ -693,11 +693,15 @@ class Cluster:
         hashes = call.prefix_hashes if inp == call.input_tokens else ()
         return replace(call, input_tokens=inp, output_tokens=out, prefix_hashes=hashes)
 
-    def _migrate(self, call: Call, rep: Replica, candidates: Sequence[Replica], seq: Seq) -> float:
+    def _migrate(self, call: Call, rep: Replica, seq: Seq) -> float:
         """Move ``call``'s cached prefix to ``rep`` if cheaper than recompute; the delay (s)."""
         mine = max(rep.cached_prefix_tokens(call), seq.num_external_computed_tokens)
-        src = max(candidates, key=lambda r: (r.cached_prefix_tokens(call), -r.replica_id))
-        theirs = src.cached_prefix_tokens(call)
+        # the replica caching most of the prompt (lowest id on ties), from the prefix
+        # index: a replica it does not name caches none, and so cannot be the source
+        holders = self.prefix_holders(call, rep.model)
+        if not holders:
+            return 0.0
+        src, theirs = max(holders, key=lambda h: (h[1], -h[0].replica_id))
         if src is rep or theirs - mine < rep.block_size:
             return 0.0
         moved = theirs - mine
