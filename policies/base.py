@@ -250,6 +250,19 @@ class BatchPolicy:
         """Index into ``running`` of the sequence to preempt (default: latest admitted)."""
         return len(running) - 1
 
+    #: True when ``admission_reserve`` may return more than 0 (the engine asks it then).
+    reserves = False
+
+    def admission_reserve(
+        self, seq: SeqView, running: Sequence[SeqView], capacity_tokens: int, now: float
+    ) -> int:
+        """Tokens of KV memory that must stay available (free or evictable) after
+        admitting ``seq`` while ``running`` run: a partition of the replica's KV
+        capacity (``capacity_tokens``) that ``seq`` may not take (Tokencake's space
+        scheduler reserves memory for critical agents this way).  Asked only when
+        ``reserves``; never applied to an admission into an empty replica.  Default: 0."""
+        return 0
+
     def on_tokens(self, call: Call, tokens: int, now: float) -> None:
         """Called with the tokens a call computed (prefill or decode) when it finishes
         a phase or the call ends.  Default: ignore."""
@@ -309,11 +322,16 @@ class RetentionDecision:
             seconds (0: no pin, blocks are ordinary LRU cache entries).
         discard: drop the blocks now instead of caching them.
         swap_to_host: move the blocks to host DRAM (priced over PCIe) instead of HBM.
+        upload_after_s: with ``swap_to_host``, start copying the blocks back into HBM
+            this many seconds after the call finished (a predictive upload on the copy
+            engine, overlapped with compute, so the session's next call finds them in
+            HBM); None: they stay in host DRAM until a call needs them (loaded then).
     """
 
     pin_s: float = 0.0
     discard: bool = False
     swap_to_host: bool = False
+    upload_after_s: float | None = None
 
 
 class RetentionPolicy:

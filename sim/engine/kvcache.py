@@ -618,6 +618,28 @@ class BlockPool:
         self.swapped_in_blocks += blocks
         return blocks
 
+    def upload(self, hashes: tuple[int, ...], now: float, keep: bool = False) -> int:
+        """Copy the run of ``hashes`` that continues their HBM-resident prefix in the
+        host tier back into HBM as unreferenced (most recently used) entries, evicting
+        LRU entries for room (a predictive upload; ``keep`` as :meth:`swap_in`);
+        nothing when the run is empty or the blocks cannot be had.  Returns the blocks
+        uploaded."""
+        n = self.match(hashes)
+        m = self.host_match(hashes, n)
+        if not m:
+            return 0
+        host = self._host
+        blocks = sum(host[h] for h in hashes[n : n + m])
+        avail = self.available(now) - (self.evictable_among(hashes, n) if n else 0)
+        if blocks > avail:
+            return 0
+        self.ref(hashes, n)  # the resident prefix is not evicted for its own tail
+        ok = self.allocate(blocks, now)
+        assert ok, "upload planned beyond available blocks"
+        self.swap_in(hashes, n, m, keep)
+        self.unref(hashes, n + m, now)
+        return blocks
+
     # ---- maintenance and checks ---------------------------------------------------
     def _segments(self) -> list[Seg]:
         return list({id(s): s for s in self.entries.values()}.values())
@@ -834,9 +856,15 @@ class KVCacheManager:
         return ComputedBlocks(n, m, m * b.hash_blocks, hit_tokens, start)
 
     def _admission_blocks(
-        self, seq: KVSeq, num_new_tokens: int, computed: ComputedBlocks, now: float
+        self,
+        seq: KVSeq,
+        num_new_tokens: int,
+        computed: ComputedBlocks,
+        now: float,
+        reserve: int = 0,
     ) -> int:
-        """New private blocks admitting ``seq`` takes (-1: they cannot be had now).
+        """New private blocks admitting ``seq`` takes (-1: they cannot be had now, or
+        not while leaving ``reserve`` blocks available).
 
         The check comes before any cache reference, so a failed attempt leaves the
         LRU order as it was (vLLM also checks before it allocates).
@@ -846,7 +874,7 @@ class KVCacheManager:
         hit_blocks = (n + computed.num_host_hits) * b.hash_blocks
         end = computed.num_computed_tokens + num_new_tokens
         need = max(0, -(-end // self.block_size) - hit_blocks)
-        total = need + computed.num_host_blocks
+        total = need + computed.num_host_blocks + reserve
         pool = self.pool
         avail = pool.available(now)
         if total > avail:
@@ -862,11 +890,16 @@ class KVCacheManager:
         return need
 
     def can_allocate(
-        self, seq: KVSeq, num_new_tokens: int, computed: ComputedBlocks, now: float
+        self,
+        seq: KVSeq,
+        num_new_tokens: int,
+        computed: ComputedBlocks,
+        now: float,
+        reserve: int = 0,
     ) -> bool:
         """Whether :meth:`allocate_slots` would admit ``seq`` now (pins whose time has
         come are released to the LRU, as time moving on does; nothing else changes)."""
-        return self._admission_blocks(seq, num_new_tokens, computed, now) >= 0
+        return self._admission_blocks(seq, num_new_tokens, computed, now, reserve) >= 0
 
     def allocate_slots(
         self,
@@ -874,9 +907,12 @@ class KVCacheManager:
         num_new_tokens: int,
         now: float,
         computed: ComputedBlocks | None = None,
+        reserve: int = 0,
     ) -> bool:
         """Make room for ``num_new_tokens`` more tokens of ``seq``; False (and nothing
         allocated, referenced or evicted) when the pool cannot give the blocks.
+        ``reserve`` (admissions only): blocks that must stay available afterwards (a
+        batch policy's reserved partition, ``BatchPolicy.admission_reserve``).
 
         ``computed`` None: a running sequence, growing from ``num_computed_tokens``.
         Otherwise a waiting one being admitted from ``computed`` (its lookup): the hits
@@ -898,7 +934,7 @@ class KVCacheManager:
             b.num_private += need
             b.num_slots += need * bs
             return True
-        need = self._admission_blocks(seq, num_new_tokens, computed, now)
+        need = self._admission_blocks(seq, num_new_tokens, computed, now, reserve)
         if need < 0:
             return False
         pool = self.pool
@@ -912,6 +948,13 @@ class KVCacheManager:
         b.num_private = need
         b.num_slots = ((n + m) * b.hash_blocks + need) * self.block_size
         return True
+
+    def upload(self, hashes: tuple[int, ...], now: float) -> int:
+        """Bring a finished sequence's prefix (its ``block_hashes``) back from the host
+        tier into HBM as cached entries (:meth:`BlockPool.upload`); returns the blocks."""
+        if not hashes or not self.pool.host_used:
+            return 0
+        return self.pool.upload(hashes, now, keep=self.host_write_through)
 
     def num_decodes_with_slots(self, seqs: Sequence[KVSeq], start: int, limit: int) -> int:
         """How many of ``seqs[start:]`` (at most ``limit``), in order, are decoding (their

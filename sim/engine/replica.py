@@ -36,6 +36,13 @@ link's achieved rate; each GPU of the TP group copies its shard in parallel) is 
 to the admitting iteration* (vLLM swaps in before the forward pass of the step).
 With ``cpu_offload`` the tier is vLLM's CPU KV offload: written through (every
 registered prompt block is also stored there, on the copy engine) and loads copy.
+A retention decision may also ask for a *predictive upload* (``upload_after_s``): the
+swapped-out prefix is copied back on the copy engine before the session's next call
+(Tokencake's time scheduler), landing as cached entries, so that call pays no load.
+
+Reserved KV (``BatchPolicy.admission_reserve``, Tokencake's space scheduler): an
+admission must leave the blocks the batch policy reserves available (free or
+evictable) while other calls run.
 
 Pins (TTL retention): a call that cannot be admitted because pinned blocks hold the
 memory waits for the earliest pin to expire (or for the next arrival); a decode
@@ -66,7 +73,7 @@ from sim.engine.kvcache import BlockPool, KVCacheManager, PrefixIndex, SeqBlocks
 from sim.specs.topology import Path
 
 if TYPE_CHECKING:
-    from policies.base import BatchPolicy, RetentionPolicy
+    from policies.base import BatchPolicy, RetentionDecision, RetentionPolicy
     from sim.workload.calls import Call
 
 #: Decode spans of at most this many iterations are priced with scalar
@@ -237,6 +244,7 @@ class Replica:
         self._span_cum: list[float] | None = None  # cumulative iteration times (s)
         self._span_k = 0
         self._pending: tuple[list[Seq], list[tuple[Seq, int]]] | None = None
+        self._uploads: list[tuple[int, ...]] = []  # uploads landed during in-flight work
         # statistics
         self.iterations = 0
         self.busy_s = 0.0
@@ -245,6 +253,7 @@ class Replica:
         self.hit_tokens = 0
         self.swap_in_s = 0.0
         self.swap_out_s = 0.0
+        self.upload_s = 0.0  # predictive uploads (copy engine, overlapped with compute)
         self.timeline: list[tuple[float, int, int, int, int]] = []
 
     # ---- ReplicaView ------------------------------------------------------------
@@ -377,6 +386,7 @@ class Replica:
         self._n_prefilling = 0
         self._stalled = False
         self._swap_in_pending_s = 0.0
+        self._uploads = []
         self._busy = False
         self._gen += 1
         self._span_k = 0
@@ -427,6 +437,10 @@ class Replica:
 
     def _schedule(self, now: float) -> None:
         self._stalled = False
+        if self._uploads:
+            for hashes in self._uploads:
+                self.kv_cache_manager.upload(hashes, now)
+            self._uploads = []
         if self.cfg.check_invariants:
             self.check()
         running = self.running
@@ -615,7 +629,7 @@ class Replica:
         computed = kvm.get_computed_blocks(seq)
         start = computed.num_computed_tokens
         chunk = min(seq.num_prefill_tokens - start, budget)
-        if not kvm.allocate_slots(seq, chunk, now, computed):
+        if not kvm.allocate_slots(seq, chunk, now, computed, self._reserve(seq, now)):
             return 0
         if computed.num_host_blocks:
             t = self._swap_blocks_time(computed.num_host_blocks)
@@ -677,15 +691,44 @@ class Replica:
 
     def _finish(self, seq: Seq, now: float) -> None:
         self.running.remove(seq)
-        freed = self.kv_cache_manager.free(
-            seq,
-            now,
-            lambda: self.retention.on_call_finished(seq.call, seq.has_successor, now, self),
-        )
+        decision: list[RetentionDecision] = []
+
+        def decide() -> RetentionDecision:
+            d = self.retention.on_call_finished(seq.call, seq.has_successor, now, self)
+            decision.append(d)
+            return d
+
+        hashes = seq.kv_blocks.block_hashes
+        freed = self.kv_cache_manager.free(seq, now, decide)
         if freed.num_to_host:
-            self.swap_out_s += self._swap_blocks_time(freed.num_to_host)
+            t = self._swap_blocks_time(freed.num_to_host)
+            self.swap_out_s += t
+            after = decision[0].upload_after_s
+            if after is not None:
+                self._schedule_upload(hashes, max(0.0, after), t)
         self.policy.on_tokens(seq.call, max(0, seq.max_tokens - 1), now)
         self.on_finish(self, seq, now)
+
+    def _schedule_upload(self, hashes: tuple[int, ...], after_s: float, copy_s: float) -> None:
+        """A predictive upload (``RetentionDecision.upload_after_s``): the copy of a
+        swapped-out prefix back to HBM starts ``after_s`` from now on the copy engine
+        (overlapped with compute: it delays no iteration) and lands ``copy_s`` later.
+        Landing while an iteration or span is in flight, it takes its blocks at the next
+        boundary (the blocks that work planned stay its own); on an idle or stalled
+        replica at once (a decode span is cut after the iteration in flight, as for an
+        arrival, so fast-forward stays exact).  A call that needed the prefix earlier loaded it itself (the
+        upload then finds nothing left in the host tier)."""
+        self.upload_s += copy_s
+
+        def land(_: simpy.Event) -> None:
+            if self._busy and not self._stalled:
+                self._uploads.append(hashes)
+                if self._span_k > 1:  # as step by step: at the end of this iteration
+                    self._cut_span()
+            else:
+                self.kv_cache_manager.upload(hashes, self.env.now)
+
+        self.env.timeout(after_s + copy_s).callbacks.append(land)
 
     # ---- decode spans (exact fast-forward) ---------------------------------------
     def _token_budget(self, now: float) -> int:
@@ -712,7 +755,19 @@ class Replica:
         kvm = self.kv_cache_manager
         computed = kvm.get_computed_blocks(head)
         chunk = min(head.num_prefill_tokens - computed.num_computed_tokens, budget)
-        return not kvm.can_allocate(head, chunk, computed, now)
+        return not kvm.can_allocate(head, chunk, computed, now, self._reserve(head, now))
+
+    def _reserve(self, seq: Seq, now: float) -> int:
+        """Blocks the batch policy keeps available beyond ``seq``'s admission
+        (``BatchPolicy.admission_reserve``; 0 unless it ``reserves``, and 0 into an
+        empty replica, so a reserve never stalls the engine)."""
+        if not self.policy.reserves or not self.running:
+            return 0
+        kvm = self.kv_cache_manager
+        tokens = self.policy.admission_reserve(
+            seq, self.running, kvm.capacity * self.block_size, now
+        )
+        return kvm.num_blocks(tokens) if tokens > 0 else 0
 
     def _start_span(self, now: float, k: int) -> None:
         n = len(self.running)
