@@ -130,3 +130,30 @@ def test_uploads_and_reserves_keep_the_accounting_and_fast_forward_exact(batchin
     assert list(out[0].call_id) == list(out[1].call_id)
     assert list(out[0].cached_tokens) == list(out[1].cached_tokens)
     assert out[0].finish_s.to_numpy() == pytest.approx(out[1].finish_s.to_numpy(), rel=1e-9)
+
+
+def _reserved(batching: str) -> tuple[float, float]:
+    """The critical root a1 (480-token prompt, 100 outputs) decodes on a 100-block pool
+    when the non-critical b1 (800 tokens: 50 blocks, fits in what is free) arrives:
+    (a1's finish, b1's first token)."""
+    calls = [
+        llm("a1", "A", 480, 100, t=0.0, hashes=chain_hashes(1, 480)),
+        llm("b0", "B", 16, 1, t=0.0, hashes=chain_hashes(2, 16)),
+        llm("b1", "B", 800, 2, parents=("b0",), hashes=chain_hashes(2, 800)),
+    ]
+    cfg = cluster(num_gpu_blocks_override=100)
+    cfg = replace(cfg, policies=replace(cfg.policies, batching=batching))
+    r = simulate(workload(calls), cfg, cost_model=ROOFLINE, check_invariants=True)
+    c = r.calls.set_index("call_id")
+    return float(c.finish_s["a1"]), float(c.first_token_s["b1"])
+
+
+def test_space_scheduler_holds_a_worker_back_from_the_reserved_partition() -> None:
+    # reserve while a1 runs: its remaining growth (<= 99 tokens) + the mean critical
+    # context ((17 + 580) / 2 tokens) = 19-25 blocks; b1 needs 50 of the 63-69 blocks
+    # a1 leaves: FCFS admits it at once, Tokencake only once a1 is done
+    a1_fcfs, b1_fcfs = _reserved("fcfs")
+    a1_tc, b1_tc = _reserved("tokencake")
+    assert b1_fcfs < a1_fcfs
+    assert b1_tc > a1_tc
+    assert a1_tc < a1_fcfs  # the critical agent does not share its memory or its steps
