@@ -218,6 +218,10 @@ class SeqView(Protocol):
     def computed_tokens(self) -> int: ...
     @property
     def generated_tokens(self) -> int: ...
+    @property
+    def admit_s(self) -> float:
+        """Time the call was first admitted to the running batch (NaN until then)."""
+        ...
 
 
 class BatchPolicy:
@@ -234,6 +238,10 @@ class BatchPolicy:
     policy_name = "batching"
     #: True when ``order`` may reorder the queue (the engine then calls it every step).
     reorders = False
+    #: True when a waiting call may displace running ones: before each step, while the
+    #: first call of ``order`` cannot be admitted and ``outranks`` the running call
+    #: ``preempt_victim`` names, the engine preempts that call (priority preemption).
+    preemptive = False
 
     def order(self, waiting: list[SeqView], now: float) -> list[SeqView]:
         return waiting
@@ -249,6 +257,11 @@ class BatchPolicy:
     def preempt_victim(self, running: Sequence[SeqView], now: float) -> int:
         """Index into ``running`` of the sequence to preempt (default: latest admitted)."""
         return len(running) - 1
+
+    def outranks(self, waiting: SeqView, running: SeqView, now: float) -> bool:
+        """Whether ``waiting`` should displace ``running`` (``preemptive`` policies only).
+        Default: never."""
+        return False
 
     def on_tokens(self, call: Call, tokens: int, now: float) -> None:
         """Called with the tokens a call computed (prefill or decode) when it finishes

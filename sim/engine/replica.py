@@ -513,6 +513,8 @@ class Replica:
         budget = self._token_budget(now)
         decodes: list[Seq] = []
         prefills: list[tuple[Seq, int]] = []
+        if self.policy.preemptive and self.waiting and self.running:
+            self._displace(now, budget)
         # 1. running sequences, in admission order; preempt from the back when out of memory
         budget, preempted = self._schedule_running(now, budget, decodes, prefills)
         # the full prompt blocks this step computes become prefix-cache entries now, as
@@ -534,6 +536,26 @@ class Replica:
         ):
             self._schedule_waiting(now, budget, prefills)
         return decodes, prefills, preempted
+
+    def _displace(self, now: float, budget: int) -> None:
+        """Priority preemption for a ``preemptive`` batch policy (Autellix): while the
+        policy's first waiting call cannot be admitted (``max_num_seqs`` reached, or its
+        first chunk does not fit in KV memory) and it ``outranks`` the policy's
+        preemption victim, preempt that victim (by recompute, as ``_preempt``).  Each
+        pass removes one running call, so the loop ends."""
+        policy = self.policy
+        head = cast("Seq", policy.order(list(self.waiting), now)[0])
+        kvm = self.kv_cache_manager
+        while self.running:
+            if len(self.running) < self.cfg.max_num_seqs:
+                computed = kvm.get_computed_blocks(head)
+                chunk = min(head.num_prefill_tokens - computed.num_computed_tokens, budget)
+                if kvm.can_allocate(head, chunk, computed, now):
+                    return
+            victim = self.running[policy.preempt_victim(self.running, now)]
+            if not policy.outranks(head, victim, now):
+                return
+            self._preempt(victim, now)
 
     def _schedule_running(
         self, now: float, budget: int, decodes: list[Seq], prefills: list[tuple[Seq, int]]
@@ -699,7 +721,11 @@ class Replica:
         """Pure decode, and no waiting call could join the batch before it changes."""
         if self._n_prefilling:
             return False
-        if not self.waiting or len(self.running) >= self.cfg.max_num_seqs:
+        if not self.waiting:
+            return True
+        if self.policy.preemptive:  # a waiting call may displace a running one any step
+            return False
+        if len(self.running) >= self.cfg.max_num_seqs:
             return True
         step_budget = self._token_budget(now)
         if self.policy.reorders or step_budget <= len(self.running):
