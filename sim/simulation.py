@@ -345,6 +345,7 @@ def build_simulation(
         seed=seed,
         prefill_router=prefill_router,
     )
+    cluster.retention.on_workload(workload.calls)
     for m in workload.models():
         cluster.resolve_model(m)  # fail before simulating when a model is not deployed
     persistence = registry.create("persistence", pol.persistence)

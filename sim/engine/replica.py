@@ -168,6 +168,7 @@ FinishHook = Callable[["Replica", Seq, float], None]
 class Replica:
     """A model served on a TP group of GPUs.  Implements ``policies.base.ReplicaView``."""
 
+    # long: one assignment per piece of engine state (KV tiers, policies, queues, stats)
     def __init__(
         self,
         env: simpy.Environment,
@@ -220,6 +221,9 @@ class Replica:
         self.kv_block_bytes = kv_block_bytes
         self.policy = batch_policy
         self.retention = retention
+        self.kv_cache_manager.pool.rank = (
+            retention.eviction_rank if retention.ranks_eviction else None
+        )
         self.on_finish = on_finish
         self.ready = False
         self.waiting: deque[Seq] = deque()
@@ -245,6 +249,8 @@ class Replica:
         self.hit_tokens = 0
         self.swap_in_s = 0.0
         self.swap_out_s = 0.0
+        self.prefetch_s = 0.0  # host-to-HBM copies of prefetched prompts (copy engine)
+        self._inflight: dict[int, float] = {}  # prefetch: last hash loaded -> copy done (s)
         self.timeline: list[tuple[float, int, int, int, int]] = []
 
     # ---- ReplicaView ------------------------------------------------------------
@@ -315,6 +321,8 @@ class Replica:
         self._outstanding_tokens += seq.remaining_tokens
         self._prefill_left += max(0, seq.num_prefill_tokens - seq.num_computed_tokens)
         self.retention.on_call_arrived(seq.call, self.env.now)
+        if self.retention.prefetches:
+            self._prefetch(seq.call)
         if not self._busy or self._stalled:
             self._stalled = False
             self._busy = True
@@ -323,6 +331,33 @@ class Replica:
             ev.callbacks.append(self._make_cb(self._gen))
         elif self._span_k > 1:
             self._cut_span()
+
+    def _prefetch(self, call: Call) -> None:
+        """Load the host-resident prompts the retention policy names on ``call``'s
+        arrival into HBM.  The copy runs on the copy engine alongside compute (KVFlow's
+        fully overlapped prefetch), so it delays no iteration; its time is counted in
+        ``prefetch_s``."""
+        now = self.env.now
+        for c in self.retention.prefetch(call, now):
+            loaded = self.kv_cache_manager.prefetch(c, now)
+            if loaded is None:
+                continue
+            last, blocks = loaded
+            t = self._swap_blocks_time(blocks)
+            self.prefetch_s += t
+            # copies queue on the copy engine behind those still in flight
+            self._inflight[last] = max([now, *self._inflight.values()]) + t
+
+    def _prefetch_wait(self, seq: Seq, hits: int, now: float) -> float:
+        """Seconds until the prefetches that ``seq``'s first ``hits`` HBM hashes include
+        have been copied (0 when none is in flight)."""
+        inflight = self._inflight
+        for h in [h for h, t in inflight.items() if t <= now]:
+            del inflight[h]
+        if not inflight or not hits:
+            return 0.0
+        done = [inflight[h] for h in seq.kv_blocks.block_hashes[:hits] if h in inflight]
+        return max(done) - now if done else 0.0
 
     def _make_cb(self, gen: int) -> Callable[[simpy.Event], None]:
         def cb(_: simpy.Event) -> None:
@@ -621,6 +656,8 @@ class Replica:
             t = self._swap_blocks_time(computed.num_host_blocks)
             self._swap_in_pending_s += t
             self.swap_in_s += t
+        if self._inflight:  # a prefetch of this prompt still copying: the step waits
+            self._swap_in_pending_s += self._prefetch_wait(seq, computed.num_hits, now)
         seq.num_computed_tokens = start
         self._outstanding_tokens -= start
         self._prefill_left -= start
@@ -684,6 +721,8 @@ class Replica:
         )
         if freed.num_to_host:
             self.swap_out_s += self._swap_blocks_time(freed.num_to_host)
+        if self.retention.prefetches:  # memory freed: the session's next steps may load
+            self._prefetch(seq.call)
         self.policy.on_tokens(seq.call, max(0, seq.max_tokens - 1), now)
         self.on_finish(self, seq, now)
 
