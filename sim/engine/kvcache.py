@@ -372,11 +372,26 @@ class BlockPool:
         self.free = free - blocks
         return True
 
-    def _evict_ranked(self, blocks: int) -> None:
+    def allocate_above(self, blocks: int, now: float, rank: int) -> bool:
+        """Take ``blocks`` blocks evicting only entries ranked above ``rank`` (in the
+        order of :meth:`_evict_ranked`); False, evicting nothing, when free blocks and
+        those entries fall short (a prefetch never evicts what is needed as soon)."""
+        if blocks <= self.free:
+            self.free -= blocks
+            return True
+        self._release_expired(now)
+        if not self._evict_ranked(blocks, rank):
+            return False
+        self.free -= blocks
+        return True
+
+    def _evict_ranked(self, blocks: int, above: int | None = None) -> bool:
         """Evict evictable segments until ``blocks`` blocks are free: highest
         ``rank(first hash)`` first; among equal ranks in LRU order (items oldest first,
-        a call's segments tail first), each segment from its end.  The evicted segments
-        stay named by their LRU items (lazy deletion, as in :meth:`allocate`)."""
+        a call's segments tail first), each segment from its end.  ``above``: only
+        segments ranked above it, and nothing at all (False) when they and the free
+        blocks fall short.  The evicted segments stay named by their LRU items (lazy
+        deletion, as in :meth:`allocate`)."""
         assert self.rank is not None
         rank = self.rank
         seen: set[int] = set()
@@ -386,7 +401,11 @@ class BlockPool:
                 for s in reversed(_chain(seg)):
                     if id(s) not in seen and self._live(stamp, s):
                         seen.add(id(s))
-                        cands.append((-rank(s.hs[s.lo]), len(cands), s))
+                        r = rank(s.hs[s.lo])
+                        if above is None or r > above:
+                            cands.append((-r, len(cands), s))
+        if above is not None and self.free + sum(s.blocks for _, _, s in cands) < blocks:
+            return False
         cands.sort()
         pop = self.entries.pop
         free = self.free
@@ -406,6 +425,7 @@ class BlockPool:
             self.evictions += cnt
             self.evicted_blocks += b
         self.free = free
+        return True
 
     def release(self, blocks: int) -> None:
         """Return private blocks."""
@@ -1006,10 +1026,12 @@ class KVCacheManager:
     def prefetch(self, call: Call, now: float) -> tuple[int, int] | None:
         """Load the part of ``call``'s prompt that continues its HBM prefix in the host
         tier into HBM now, as cached (unreferenced, most recently used) entries, so
-        that the call hits them in HBM when it arrives (KVFlow's prefetch).  Nothing
-        happens when no block of it is in the host tier or the blocks cannot be had
-        without giving up referenced ones.  Returns the last hash loaded and the
-        blocks loaded (what the engine prices as a copy), or None."""
+        that the call hits them in HBM when it arrives (KVFlow's prefetch).  With an
+        eviction rank, only entries ranked above the prompt's last hash to load are
+        evicted for it (never one needed as soon); without, any evictable one.  Nothing
+        happens when no block of it is in the host tier or its blocks cannot be had that
+        way.  Returns the last hash loaded and the blocks loaded (what the engine
+        prices as a copy), or None."""
         pool = self.pool
         if not call.prefix_hashes or not pool.host_used:
             return None
@@ -1017,11 +1039,20 @@ class KVCacheManager:
         n = pool.match(hashes)
         m = pool.host_match(hashes, n)
         blocks = m * hb
-        if not m or blocks > pool.available(now) - pool.evictable_among(hashes, n):
+        if not m:
             return None
-        pool.ref(hashes, n)
-        ok = pool.allocate(blocks, now)
-        assert ok, "prefetch planned beyond available blocks"
+        if pool.rank is None:
+            if blocks > pool.available(now) - pool.evictable_among(hashes, n):
+                return None
+            pool.ref(hashes, n)
+            ok = pool.allocate(blocks, now)
+            assert ok, "prefetch planned beyond available blocks"
+        else:
+            # the hits rank at most as high as the deeper hashes to load (every call
+            # containing a chain hash contains its prefix), so none is a candidate
+            if not pool.allocate_above(blocks, now, pool.rank(hashes[n + m - 1])):
+                return None
+            pool.ref(hashes, n)
         pool.swap_in(hashes, n, m, keep=self.host_write_through)
         pool.unref(hashes, n + m, now)
         return hashes[n + m - 1], blocks

@@ -250,7 +250,7 @@ class Replica:
         self.swap_in_s = 0.0
         self.swap_out_s = 0.0
         self.prefetch_s = 0.0  # host-to-HBM copies of prefetched prompts (copy engine)
-        self._inflight: dict[int, float] = {}  # prefetch: last hash loaded -> copy done (s)
+        self._inflight: dict[int, tuple[float, float]] = {}  # last hash -> (done, copy s)
         self.timeline: list[tuple[float, int, int, int, int]] = []
 
     # ---- ReplicaView ------------------------------------------------------------
@@ -346,18 +346,25 @@ class Replica:
             t = self._swap_blocks_time(blocks)
             self.prefetch_s += t
             # copies queue on the copy engine behind those still in flight
-            self._inflight[last] = max([now, *self._inflight.values()]) + t
+            done = max([now, *(d for d, _ in self._inflight.values())]) + t
+            self._inflight[last] = (done, t)
 
     def _prefetch_wait(self, seq: Seq, hits: int, now: float) -> float:
-        """Seconds until the prefetches that ``seq``'s first ``hits`` HBM hashes include
-        have been copied (0 when none is in flight)."""
+        """Seconds ``seq``'s admitting step waits for the prefetches that its first
+        ``hits`` HBM hashes include and that are still copying: the rest of each copy,
+        at most the copy's own time (a prefetch still queued behind others is loaded
+        at admission as a host hit is, no later); 0 when none is in flight."""
         inflight = self._inflight
-        for h in [h for h, t in inflight.items() if t <= now]:
+        for h in [h for h, (done, _) in inflight.items() if done <= now]:
             del inflight[h]
         if not inflight or not hits:
             return 0.0
-        done = [inflight[h] for h in seq.kv_blocks.block_hashes[:hits] if h in inflight]
-        return max(done) - now if done else 0.0
+        waits = [
+            min(inflight[h][0] - now, inflight[h][1])
+            for h in seq.kv_blocks.block_hashes[:hits]
+            if h in inflight
+        ]
+        return max(waits, default=0.0)
 
     def _make_cb(self, gen: int) -> Callable[[simpy.Event], None]:
         def cb(_: simpy.Event) -> None:
