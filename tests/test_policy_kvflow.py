@@ -107,6 +107,27 @@ def test_prefetch_loads_the_next_steps_prompt_from_the_host_tier() -> None:
     assert kv.prefetch(calls[1], 0.0) is None  # already in HBM: nothing to load
 
 
+def test_a_prefetch_evicts_only_entries_needed_later_than_its_prompt() -> None:
+    # HBM of 68 blocks, 4 free; a 64-block entry X cached.  Loading B's prompt (rank 1:
+    # its last hash) from the host tier needs 64 blocks: X goes when it ranks 2 (needed
+    # later), stays and nothing is loaded when it ranks 1 or 0 (needed as soon)
+    b = _agent(ord("B"))
+    call = _cycle("B")[0]
+    for x_rank, loaded in ((2, True), (1, False), (0, False)):
+        pool = BlockPool(68, 16, host_capacity_blocks=100)
+        kv = KVCacheManager(pool, host_write_through=True)
+        x = _agent(ord("X"))
+        pool.allocate(64, 0.0)
+        pool.register(x, 0, 1)
+        pool.unref(x, len(x), 0.0)
+        pool.host_store(b, 0, len(b), 1)
+        pool.rank = lambda h, r=x_rank: r if h == x[0] else 1
+        assert (kv.prefetch(call, 0.0) is not None) is loaded
+        assert (x[-1] in pool.entries) is not loaded  # evicted from its end
+        assert (b[0] in pool.entries) is loaded
+        pool.check()
+
+
 def test_prefetch_hides_the_host_load_that_lru_pays_inline() -> None:
     # HBM for 100 blocks: admitting B (66) evicts 30 blocks of A's prompt, which the
     # write-through CPU tier still holds.  Under LRU, A's second call loads them when it
