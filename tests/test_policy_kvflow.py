@@ -113,10 +113,10 @@ def test_a_prefetch_evicts_only_entries_needed_later_than_its_prompt() -> None:
     # later), stays and nothing is loaded when it ranks 1 or 0 (needed as soon)
     b = _agent(ord("B"))
     call = _cycle("B")[0]
+    x = _agent(ord("X"))
     for x_rank, loaded in ((2, True), (1, False), (0, False)):
         pool = BlockPool(68, 16, host_capacity_blocks=100)
         kv = KVCacheManager(pool, host_write_through=True)
-        x = _agent(ord("X"))
         pool.allocate(64, 0.0)
         pool.register(x, 0, 1)
         pool.unref(x, len(x), 0.0)
