@@ -61,12 +61,32 @@ def test_kvflow_keeps_the_agent_that_runs_next_and_evicts_the_one_that_runs_last
     assert lru["s1B"] == flow["s1B"] == 0 and lru["s2C"] == flow["s2C"] == 0
 
 
-def test_a_shared_node_is_kept_for_the_agent_that_runs_soonest() -> None:
-    # A B C B A: when C is admitted, A runs in 2 steps and B in 1: both rank below an
-    # unneeded entry, and between them KVFlow evicts A (the later one), keeping B whole
-    flow = _hits("kvflow", "ABCBA", 168)
-    assert flow["s3B"] == PROMPT
-    assert flow["s4A"] < PROMPT
+def test_a_shared_node_ranks_by_the_sharer_that_runs_soonest() -> None:
+    # A and B share a 32-block system prefix S, then diverge (a, b: 32 blocks each).
+    # Order A, B, C, A: when C is admitted (66 blocks, 34 free), one 32-block node goes.
+    # B released S last and never runs again, but A (next) shares S, so S ranks at A's
+    # 1 step; b, needed by nobody, is evicted; A's next call hits S and a in full.  LRU
+    # evicts a (A's release is the oldest) and A hits S only.
+    shared = tuple((9 << 20) + i for i in range(32))
+    prompts = {
+        "A": shared + tuple((10 << 20) + i for i in range(32)),
+        "B": shared + tuple((11 << 20) + i for i in range(32)),
+        "C": _agent(ord("C")),
+    }
+    calls, prev = [], ()
+    for i, name in enumerate("ABCA"):
+        cid = f"s{i}{name}"
+        calls.append(llm(cid, "w", PROMPT + 16, 4, parents=prev, hashes=prompts[name]))
+        prev = (cid,)
+    hits = {}
+    for retention in ("lru", "kvflow"):
+        cfg = cluster(num_gpu_blocks_override=130)
+        cfg = replace(cfg, policies=replace(cfg.policies, retention=retention))
+        r = simulate(workload(calls), cfg, cost_model=ROOFLINE, check_invariants=True)
+        hits[retention] = r.calls.set_index("call_id")["cached_tokens"].to_dict()
+    assert hits["lru"]["s1B"] == hits["kvflow"]["s1B"] == 32 * 16  # B hits S
+    assert hits["kvflow"]["s3A"] == PROMPT
+    assert hits["lru"]["s3A"] == 32 * 16
 
 
 def test_ranked_eviction_takes_the_highest_rank_first_and_lru_among_equals() -> None:
