@@ -17,34 +17,35 @@ _UNNEEDED = 1 << 30
 class KVFlow(RetentionPolicy):
     """KVFlow: workflow-aware prefix-cache eviction and overlapped prefetch.
 
-    Rule.  The Agent Step Graph is the workload's session DAG (``Call.parents``,
-    handed over once by ``on_workload``: the workflow declares its schedule, as
-    KVFlow's frontend sends it with each request).  A call's *step* is the number of
-    LLM calls on the longest path before it in its session (tool calls add none).  A
-    session's current step is the largest step among its calls that reached a
-    replica.  The *steps-to-execution* of a pending call (not arrived yet) is its step
-    minus its session's current step (0 from its arrival until it finishes).  A cached
-    prefix entry (a chain hash: a node of the prefix tree) is needed by every call not
-    finished yet whose prompt contains it; its
-    eviction rank is the minimum steps-to-execution over those calls (a node shared by
-    several agents is kept for the one that runs soonest), capped at ``max_steps`` when
-    that is set; an entry no pending call needs ranks above every needed one.  When HBM must free blocks, the
-    engine evicts the highest rank first and, among equal ranks, the least recently
-    used (``ranks_eviction``), instead of plain LRU.  Prefetch: when a call reaches a
-    replica, the prompts of its session's pending calls within ``prefetch_steps`` steps
-    are loaded from the replica's host tier into HBM, the copy overlapped with compute
-    (``prefetches``), so that their calls hit in HBM instead of stalling on the load.
-    A finished call's blocks stay cached (no pin, no discard); run with a host tier
-    that holds evicted prefixes (``cpu_offload_gib`` > 0, SGLang HiCache's write-through
-    hierarchy) for prefetch to have something to load.
+    Rule.  The Agent Step Graph is the workload's session DAG (``Call.parents``, handed
+    over once by ``on_workload``: the workflow declares its schedule, as KVFlow's
+    frontend sends it with each request).  A call's *step* is the number of LLM calls
+    on the longest path before it in its session (tool calls add none).  A session's
+    current step is the largest step among its calls that reached a replica.  The
+    *steps-to-execution* of a call is its step minus its session's current step (0
+    from its arrival until it finishes).  A cached prefix entry (a chain hash: a node
+    of the prefix tree) is needed by every unfinished call whose prompt contains it;
+    its eviction rank is the minimum steps-to-execution over those calls (a node shared
+    by several agents is kept for the one that runs soonest), capped at ``max_steps``
+    when that is set; an entry no unfinished call needs ranks above every needed one.
+    When HBM must free blocks, the engine evicts the highest rank first and, among
+    equal ranks, the least recently used (``ranks_eviction``), instead of plain LRU.
+    Prefetch: when a call reaches a replica or finishes there, the prompts of its
+    session's pending calls within ``prefetch_steps`` steps are loaded from the
+    replica's host tier into HBM, evicting only entries needed later than they are,
+    the copy overlapped with compute (``prefetches``), so that their calls hit in HBM
+    instead of stalling on the load.  A finished call's blocks stay cached (no pin, no
+    discard); run with a host tier that holds evicted prefixes (``cpu_offload_gib`` >
+    0, like SGLang HiCache's write-through hierarchy) for prefetch to have something
+    to load.
 
-    Parameters: ``max_steps`` (int, 0 = no cap, the paper's rule; k > 0: ranks at or
-    above k steps are equally far and evicted in LRU order, as the authors' code does
-    with ``evict_pri_level - 1`` = 3), ``prefetch_steps`` (int, 1 step: "agents scheduled in the next step";
-    0 turns prefetch off).
+    Parameters: ``max_steps`` (int, steps; 0 = no cap, the paper's rule; k > 0: ranks
+    at or above k are equally far and evicted in LRU order, as the authors' code caps
+    them at ``evict_pri_level - 1`` = 3), ``prefetch_steps`` (int, steps; 1: "agents
+    scheduled in the next step"; 0 turns prefetch off).
     Reference: Pan et al., "KVFlow: Efficient Prefix Caching for Accelerating
-    LLM-Based Multi-Agent Workflows", NeurIPS 2025, arXiv 2507.07400 (Section 3:
-    Agent Step Graph, steps-to-execution, node priority = min over sharing agents,
+    LLM-Based Multi-Agent Workflows", NeurIPS 2025, arXiv 2507.07400 (Agent Step Graph,
+    steps-to-execution, node priority = min over the agents sharing it, fully
     overlapped CPU-to-GPU prefetch); code github.com/PanZaifeng/KVFlow.
     """
 
