@@ -193,8 +193,9 @@ Directions match the paper in every point where HBM is contended, and the effect
 paper's shape: it grows with the prompt size for one workflow, and for concurrent
 workflows it is zero while every agent's prompt fits in HBM (16 workflows), peaks when
 the prompts just overflow it (32 workflows: 1.40x makespan, 2.18x over the warm rounds),
-and fades when the running calls take most of HBM (96-128 workflows), where neither
-system can keep prompts cached between steps.  Where it comes from in agentsim (the
+and falls as the running calls take more of HBM, to none at 128 workflows, where they
+take all of it and nothing stays cached to rank or to prefetch into (at 96 the
+eviction rank no longer helps and the prefetch alone gains 1.26x).  Where it comes from in agentsim (the
 "eviction only" column): ranking by steps-to-execution keeps the prompts of the agents
 that run soon, and the overlapped prefetch takes the host-to-GPU load of the next
 agent's prompt off the critical path; for one workflow most of the gain is the

@@ -234,6 +234,7 @@ class Replica:
         self._n_prefilling = 0  # running sequences whose prefill is not complete
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
+        self._prefetch_pending_s = 0.0  # wait of the next iteration for prefetch copies
         # in-flight work: either idle, one mixed iteration, or a decode span
         self._busy = False
         self._gen = 0  # generation id; a boundary event with an old id is stale
@@ -418,7 +419,7 @@ class Replica:
         self._prefill_left = 0
         self._n_prefilling = 0
         self._stalled = False
-        self._swap_in_pending_s = 0.0
+        self._swap_in_pending_s = self._prefetch_pending_s = 0.0
         self._busy = False
         self._gen += 1
         self._span_k = 0
@@ -513,6 +514,9 @@ class Replica:
         if self._swap_in_pending_s:
             dt += self._swap_in_pending_s
             self._swap_in_pending_s = 0.0
+        if self._prefetch_pending_s:
+            dt += self._prefetch_pending_s
+            self._prefetch_pending_s = 0.0
         self._pending = (decodes, prefills)
         self._span_k = 0
         self.busy_s += dt
@@ -664,7 +668,9 @@ class Replica:
             self._swap_in_pending_s += t
             self.swap_in_s += t
         if self._inflight:  # a prefetch of this prompt still copying: the step waits
-            self._swap_in_pending_s += self._prefetch_wait(seq, computed.num_hits, now)
+            # for the last such copy (one copy engine: the waits overlap, not add up)
+            w = self._prefetch_wait(seq, computed.num_hits, now)
+            self._prefetch_pending_s = max(self._prefetch_pending_s, w)
         seq.num_computed_tokens = start
         self._outstanding_tokens -= start
         self._prefill_left -= start
