@@ -339,9 +339,35 @@ class RetentionPolicy:
     """
 
     policy_name = "retention"
+    #: True: the engine evicts cached prefix blocks in the order of
+    #: :meth:`eviction_rank` (highest first, least recently used among equals)
+    #: instead of plain LRU.
+    ranks_eviction = False
+    #: True: on every arrival the engine asks :meth:`prefetch` which calls' prompts to
+    #: load from the host tier into HBM ahead of time.
+    prefetches = False
+
+    def on_workload(self, calls: Sequence[Call]) -> None:
+        """Calls of the workload with their session DAGs (``Call.parents``): the
+        workflow's declared step graph, handed over before any of them is issued.  A
+        workload in memory comes in one batch before replay; a generated one
+        (:class:`~sim.workload.calls.LazyWorkload`) one session at a time, when the
+        session comes due.  Parents come before children.  Default: ignore."""
 
     def on_call_arrived(self, call: Call, now: float) -> None:
         """A call was submitted to a replica at ``now``.  Default: ignore."""
+
+    def eviction_rank(self, block_hash: int) -> int:
+        """Eviction rank of the cached prefix entry ``block_hash`` (a chain hash of
+        some prompt; a prefix-tree node): higher is evicted first.  Read only when
+        ``ranks_eviction``.  Default: 0 (every entry equal: LRU)."""
+        return 0
+
+    def prefetch(self, call: Call, now: float) -> Sequence[Call]:
+        """Calls whose prompts the replica that ``call`` just reached should load from
+        its host tier into HBM now, the copy overlapped with compute.  Read only when
+        ``prefetches``.  Default: none."""
+        return ()
 
     def on_call_finished(
         self, call: Call, has_successor: bool, now: float, replica: KVCostView

@@ -108,11 +108,12 @@ class Driver:
         self.done = 0
         self.exhausted = False
         self._last_root_s = -math.inf
-        self._pull()
         self.cluster: Cluster | None = None
 
     def start(self, cluster: Cluster) -> None:
+        """Take the first chunk and schedule its first roots."""
         self.cluster = cluster
+        self._pull()
         self._schedule_roots()
 
     def finished(self) -> bool:
@@ -163,6 +164,8 @@ class Driver:
         self.live[self.sessions] = chunk
         self.pulled += len(calls)
         self.sessions += 1
+        assert self.cluster is not None
+        self.cluster.declare(calls)  # the step graph, before any of them issues
 
     def _forget(self, chunk: _Session) -> None:
         self.live.pop(chunk.serial, None)
@@ -418,8 +421,6 @@ def build_simulation(
     env = simpy.Environment()
     recorder = Recorder()
     driver = Driver(env, workload, load_scale, recorder)
-    if not driver.pulled:
-        raise ConfigError(f"{workload.source or workload.name}: the trace has no calls")
     cm = cost_model or resolve_cost_model(cfg.costmodel, gpu=cfg.gpu)
     registry.load_plugins(cfg.plugins)  # a no-op where loaded (not in a sweep worker)
     pol = cfg.policies
@@ -449,6 +450,8 @@ def build_simulation(
         injector = FaultInjector(env, cluster, faults, persistence)
         injector.start()
     driver.start(cluster)
+    if not driver.pulled:
+        raise ConfigError(f"{workload.source or workload.name}: the trace has no calls")
     cluster.start_autoscaler(driver.finished)
     return Simulation(
         env, workload, cfg, seed, load_scale, cm, recorder, driver, cluster, injector, t0

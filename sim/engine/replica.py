@@ -169,6 +169,7 @@ FinishHook = Callable[["Replica", Seq, float], None]
 class Replica:
     """A model served on a TP group of GPUs.  Implements ``policies.base.ReplicaView``."""
 
+    # long: one assignment per piece of engine state (KV tiers, policies, queues, stats)
     def __init__(
         self,
         env: simpy.Environment,
@@ -221,6 +222,9 @@ class Replica:
         self.kv_block_bytes = kv_block_bytes
         self.policy = batch_policy
         self.retention = retention
+        self.kv_cache_manager.pool.rank = (
+            retention.eviction_rank if retention.ranks_eviction else None
+        )
         self.on_finish = on_finish
         self.ready = False
         self.waiting: deque[Seq] = deque()
@@ -231,6 +235,7 @@ class Replica:
         self._n_prefilling = 0  # running sequences whose prefill is not complete
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
+        self._prefetch_pending_s = 0.0  # wait of the next iteration for prefetch copies
         # in-flight work: either idle, one mixed iteration, or a decode span
         self._busy = False
         self._gen = 0  # generation id; a boundary event with an old id is stale
@@ -246,6 +251,8 @@ class Replica:
         self.hit_tokens = 0
         self.swap_in_s = 0.0
         self.swap_out_s = 0.0
+        self.prefetch_s = 0.0  # host-to-HBM copies of prefetched prompts (copy engine)
+        self._inflight: dict[int, tuple[float, float]] = {}  # last hash -> (done, copy s)
         #: samples of (time s, running, waiting, KV blocks used, KV blocks active), five
         #: doubles each, flat (40 bytes a sample instead of a tuple of five objects)
         self.timeline = array("d")
@@ -318,6 +325,8 @@ class Replica:
         self._outstanding_tokens += seq.remaining_tokens
         self._prefill_left += max(0, seq.num_prefill_tokens - seq.num_computed_tokens)
         self.retention.on_call_arrived(seq.call, self.env.now)
+        if self.retention.prefetches:
+            self._prefetch(seq.call)
         if not self._busy or self._stalled:
             self._stalled = False
             self._busy = True
@@ -326,6 +335,40 @@ class Replica:
             ev.callbacks.append(self._make_cb(self._gen))
         elif self._span_k > 1:
             self._cut_span()
+
+    def _prefetch(self, call: Call) -> None:
+        """Load the host-resident prompts the retention policy names on ``call``'s
+        arrival into HBM.  The copy runs on the copy engine alongside compute (KVFlow's
+        fully overlapped prefetch), so it delays no iteration; its time is counted in
+        ``prefetch_s``."""
+        now = self.env.now
+        for c in self.retention.prefetch(call, now):
+            loaded = self.kv_cache_manager.prefetch(c, now)
+            if loaded is None:
+                continue
+            last, blocks = loaded
+            t = self._swap_blocks_time(blocks)
+            self.prefetch_s += t
+            # copies queue on the copy engine behind those still in flight
+            done = max([now, *(d for d, _ in self._inflight.values())]) + t
+            self._inflight[last] = (done, t)
+
+    def _prefetch_wait(self, seq: Seq, hits: int, now: float) -> float:
+        """Seconds ``seq``'s admitting step waits for the prefetches that its first
+        ``hits`` HBM hashes include and that are still copying: the rest of each copy,
+        at most the copy's own time (a prefetch still queued behind others is loaded
+        at admission as a host hit is, no later); 0 when none is in flight."""
+        inflight = self._inflight
+        for h in [h for h, (done, _) in inflight.items() if done <= now]:
+            del inflight[h]
+        if not inflight or not hits:
+            return 0.0
+        waits = [
+            min(inflight[h][0] - now, inflight[h][1])
+            for h in seq.kv_blocks.block_hashes[:hits]
+            if h in inflight
+        ]
+        return max(waits, default=0.0)
 
     def _make_cb(self, gen: int) -> Callable[[simpy.Event], None]:
         def cb(_: simpy.Event) -> None:
@@ -379,7 +422,7 @@ class Replica:
         self._prefill_left = 0
         self._n_prefilling = 0
         self._stalled = False
-        self._swap_in_pending_s = 0.0
+        self._swap_in_pending_s = self._prefetch_pending_s = 0.0
         self._busy = False
         self._gen += 1
         self._span_k = 0
@@ -474,6 +517,9 @@ class Replica:
         if self._swap_in_pending_s:
             dt += self._swap_in_pending_s
             self._swap_in_pending_s = 0.0
+        if self._prefetch_pending_s:
+            dt += self._prefetch_pending_s
+            self._prefetch_pending_s = 0.0
         self._pending = (decodes, prefills)
         self._span_k = 0
         self.busy_s += dt
@@ -646,6 +692,10 @@ class Replica:
             t = self._swap_blocks_time(computed.num_host_blocks)
             self._swap_in_pending_s += t
             self.swap_in_s += t
+        if self._inflight:  # a prefetch of this prompt still copying: the step waits
+            # for the last such copy (one copy engine: the waits overlap, not add up)
+            w = self._prefetch_wait(seq, computed.num_hits, now)
+            self._prefetch_pending_s = max(self._prefetch_pending_s, w)
         seq.num_computed_tokens = start
         self._outstanding_tokens -= start
         self._prefill_left -= start
@@ -709,6 +759,8 @@ class Replica:
         )
         if freed.num_to_host:
             self.swap_out_s += self._swap_blocks_time(freed.num_to_host)
+        if self.retention.prefetches:  # memory freed: the session's next steps may load
+            self._prefetch(seq.call)
         self.policy.on_tokens(seq.call, max(0, seq.max_tokens - 1), now)
         self.on_finish(self, seq, now)
 
