@@ -218,6 +218,10 @@ class SeqView(Protocol):
     def computed_tokens(self) -> int: ...
     @property
     def generated_tokens(self) -> int: ...
+    @property
+    def admit_s(self) -> float:
+        """Time the call was first admitted to the running batch (NaN until then)."""
+        ...
 
 
 class BatchPolicy:
@@ -234,6 +238,10 @@ class BatchPolicy:
     policy_name = "batching"
     #: True when ``order`` may reorder the queue (the engine then calls it every step).
     reorders = False
+    #: True when a waiting call may displace running ones: before each step, while the
+    #: first call of ``order`` cannot be admitted and ``outranks`` the running call
+    #: ``preempt_victim`` names, the engine preempts that call (priority preemption).
+    preemptive = False
 
     def order(self, waiting: list[SeqView], now: float) -> list[SeqView]:
         return waiting
@@ -249,6 +257,11 @@ class BatchPolicy:
     def preempt_victim(self, running: Sequence[SeqView], now: float) -> int:
         """Index into ``running`` of the sequence to preempt (default: latest admitted)."""
         return len(running) - 1
+
+    def outranks(self, waiting: SeqView, running: SeqView, now: float) -> bool:
+        """Whether ``waiting`` should displace ``running`` (``preemptive`` policies only).
+        Default: never."""
+        return False
 
     #: True when ``admission_reserve`` may return more than 0 (the engine asks it then).
     reserves = False
@@ -344,9 +357,35 @@ class RetentionPolicy:
     """
 
     policy_name = "retention"
+    #: True: the engine evicts cached prefix blocks in the order of
+    #: :meth:`eviction_rank` (highest first, least recently used among equals)
+    #: instead of plain LRU.
+    ranks_eviction = False
+    #: True: on every arrival the engine asks :meth:`prefetch` which calls' prompts to
+    #: load from the host tier into HBM ahead of time.
+    prefetches = False
+
+    def on_workload(self, calls: Sequence[Call]) -> None:
+        """Calls of the workload with their session DAGs (``Call.parents``): the
+        workflow's declared step graph, handed over before any of them is issued.  A
+        workload in memory comes in one batch before replay; a generated one
+        (:class:`~sim.workload.calls.LazyWorkload`) one session at a time, when the
+        session comes due.  Parents come before children.  Default: ignore."""
 
     def on_call_arrived(self, call: Call, now: float) -> None:
         """A call was submitted to a replica at ``now``.  Default: ignore."""
+
+    def eviction_rank(self, block_hash: int) -> int:
+        """Eviction rank of the cached prefix entry ``block_hash`` (a chain hash of
+        some prompt; a prefix-tree node): higher is evicted first.  Read only when
+        ``ranks_eviction``.  Default: 0 (every entry equal: LRU)."""
+        return 0
+
+    def prefetch(self, call: Call, now: float) -> Sequence[Call]:
+        """Calls whose prompts the replica that ``call`` just reached should load from
+        its host tier into HBM now, the copy overlapped with compute.  Read only when
+        ``prefetches``.  Default: none."""
+        return ()
 
     def on_call_finished(
         self, call: Call, has_successor: bool, now: float, replica: KVCostView

@@ -170,6 +170,18 @@ SCENARIOS: dict[str, tuple[list[str], list[Path]]] = {
     "faults-mtbf": (["run", "--faults", str(ROOT / "examples/faults/mtbf.toml")], []),
     "faults-spot": (["run", "--faults", str(ROOT / "examples/faults/spot_preemption.toml")], []),
     "multi-model": (["run", "--cluster", str(ROOT / "examples/clusters/multi-model.toml")], []),
+    # synthetic workloads, generated session by session while they run
+    "synth-default": (["run", "--trace", str(ROOT / "examples/synth/default.toml")], []),
+    "synth-mixed": (
+        [
+            "run",
+            "--trace",
+            str(ROOT / "examples/synth/mixed_models.toml"),
+            "--cluster",
+            str(ROOT / "examples/clusters/multi-model.toml"),
+        ],
+        [],
+    ),  # fmt: skip
     "k8s": (
         ["run", "--policy", "k8s_service", "--autoscaler", "hpa", "--placement", "k8s_default"],
         [],

@@ -43,7 +43,7 @@ from sim.experiments.runner import RunSpec, group_stats, run_experiment, workloa
 from sim.metrics.registry import higher_is_better
 from sim.report.results import SLO, enrich_summary, write_results
 from sim.simulation import SimResult, simulate
-from sim.workload.calls import Workload
+from sim.workload.calls import AnyWorkload, Workload
 
 if TYPE_CHECKING:  # keeps matplotlib out of ``import sim.api``
     from matplotlib.figure import Figure
@@ -144,6 +144,19 @@ def load_workload(trace: str | Path | Workload | None, trace_format: str | None 
     from sim.workload.traces import load_trace
 
     return load_trace(str(trace if trace is not None else DEFAULT_TRACE), trace_format)
+
+
+def open_workload(
+    trace: str | Path | Workload | None, trace_format: str | None = None
+) -> AnyWorkload:
+    """As :func:`load_workload`, but a synthetic workload is generated while it is
+    simulated (:func:`sim.workload.traces.open_trace`)."""
+    if isinstance(trace, Workload):
+        return trace
+    from sim.common.paths import DEFAULT_TRACE
+    from sim.workload.traces import open_trace
+
+    return open_trace(str(trace if trace is not None else DEFAULT_TRACE), trace_format)
 
 
 def cluster_config(
@@ -288,7 +301,7 @@ def run(
     TPOT <= 100 ms); ``faults`` a fault schedule to inject (``sim.cluster.faults``);
     ``progress`` shows a bar on a terminal.
     """
-    wl = load_workload(trace, trace_format)
+    wl = open_workload(trace, trace_format)
     cfg = check_serves(cluster_config(cluster, policies, **overrides))
     raw = simulate(
         wl,

@@ -12,7 +12,8 @@ import gc
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -32,7 +33,7 @@ from sim.costmodel.base import CostModel
 from sim.costmodel.loader import resolve_cost_model
 from sim.engine.replica import Replica, Seq
 from sim.metrics.recorder import CallRecord, Recorder, percentiles, session_frame, summarize
-from sim.workload.calls import Call, Workload
+from sim.workload.calls import AnyWorkload, Call, LazyWorkload, Workload
 
 TIMELINE_COLUMNS = ["time_s", "replica", "running", "waiting", "kv_used_blocks", "kv_active_blocks"]
 
@@ -53,72 +54,157 @@ class SimResult:
     links: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
+@dataclass(slots=True, eq=False)
+class _Session:
+    """A chunk of the workload the driver holds: one session of a lazy workload (the
+    whole trace of one in memory) and how many of its calls have not ended."""
+
+    serial: int
+    nodes: list[_Node]
+    left: int
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    """One call the driver holds: the calls that wait for it and how many parents it
+    still waits for."""
+
+    call: Call
+    session: _Session
+    children: list[_Node]
+    waiting: int
+    issued_s: float = math.nan
+    ended: bool = False
+
+
 class Driver:
-    """Issues a workload's calls into the cluster, closed loop."""
+    """Issues a workload's calls into the cluster, closed loop.
+
+    The workload comes in chunks: a :class:`Workload` is one chunk, a
+    :class:`LazyWorkload` one per session.  A chunk is taken when the previous one's
+    last root call has been issued (so a lazy workload's next session is generated
+    when the one before it starts) and forgotten once all its calls have ended.
+    """
 
     def __init__(
-        self, env: simpy.Environment, workload: Workload, load_scale: float, recorder: Recorder
+        self, env: simpy.Environment, workload: AnyWorkload, load_scale: float, recorder: Recorder
     ) -> None:
         if not (load_scale > 0 and math.isfinite(load_scale)):
             raise ConfigError(f"--load-scale must be a positive number, got {load_scale}")
         self.env = env
-        self.calls = workload.calls
         self.load_scale = load_scale
         self.recorder = recorder
-        n = len(self.calls)
-        index = {c.call_id: i for i, c in enumerate(self.calls)}
-        self.children: list[list[int]] = [[] for _ in range(n)]
-        self.waiting_parents = [len(c.parents) for c in self.calls]
-        for i, c in enumerate(self.calls):
-            for p in c.parents:
-                self.children[index[p]].append(i)
-        self.index = index
-        self.issued_s = [math.nan] * n
-        self.ended = [False] * n
-        self.done = 0
-        self.roots = sorted(
-            (i for i, c in enumerate(self.calls) if not c.parents),
-            key=lambda i: (self.calls[i].issue_time_s, i),
+        self.source = workload.source or workload.name
+        self._chunks: Iterator[list[Call]] = (
+            workload.open_sessions()
+            if isinstance(workload, LazyWorkload)
+            else iter((workload.calls,))
         )
-        self._next_root = 0
+        self.index: dict[str, _Node] = {}  # call id -> node, for the calls held
+        self.live: dict[int, _Session] = {}  # chunks with calls not ended, by serial
+        self.roots: deque[_Node] = deque()  # root calls not issued yet, in issue order
+        self.pulled = 0  # calls taken from the workload so far
+        self.sessions = 0  # chunks taken that had calls
+        self.done = 0
+        self.exhausted = False
+        self._last_root_s = -math.inf
         self.cluster: Cluster | None = None
 
     def start(self, cluster: Cluster) -> None:
+        """Take the first chunk and schedule its first roots."""
         self.cluster = cluster
+        self._pull()
         self._schedule_roots()
 
     def finished(self) -> bool:
-        return self.done == len(self.calls)
+        return self.exhausted and self.done == self.pulled
+
+    def unfinished(self) -> list[str]:
+        """Ids of the calls taken that have not ended."""
+        return [n.call.call_id for s in self.live.values() for n in s.nodes if not n.ended]
+
+    # ---- the workload, chunk by chunk -----------------------------------------------
+    def _pull(self) -> None:
+        """Take chunks until one has a root call to issue, or the workload is exhausted."""
+        while not self.roots:
+            calls = next(self._chunks, None)
+            if calls is None:
+                self.exhausted = True
+                return
+            if calls:
+                self._take(calls)
+
+    def _take(self, calls: list[Call]) -> None:
+        chunk = _Session(self.sessions, [], len(calls))
+        nodes = chunk.nodes
+        index = self.index
+        for c in calls:
+            node = _Node(c, chunk, [], len(c.parents))
+            nodes.append(node)
+            index[c.call_id] = node
+        for node in nodes:
+            for p in node.call.parents:
+                parent = index.get(p)
+                if parent is None:  # a lazy session must hold its calls' parents
+                    raise ConfigError(
+                        f"{self.source}: call {node.call.call_id!r}: parent {p!r} is not in "
+                        "its session"
+                    )
+                parent.children.append(node)
+        roots = sorted((n for n in nodes if not n.call.parents), key=_issue_time)
+        if roots and roots[0].call.issue_time_s < self._last_root_s:
+            raise ConfigError(
+                f"{self.source}: session {roots[0].call.session_id!r} starts at "
+                f"{roots[0].call.issue_time_s} s, before a session generated earlier "
+                f"({self._last_root_s} s): a lazy workload's sessions must come in start order"
+            )
+        if roots:
+            self._last_root_s = roots[-1].call.issue_time_s
+        self.roots.extend(roots)
+        self.live[self.sessions] = chunk
+        self.pulled += len(calls)
+        self.sessions += 1
+        assert self.cluster is not None
+        self.cluster.declare(calls)  # the step graph, before any of them issues
+
+    def _forget(self, chunk: _Session) -> None:
+        self.live.pop(chunk.serial, None)
+        index = self.index
+        for n in chunk.nodes:
+            if index.get(n.call.call_id) is n:
+                del index[n.call.call_id]
+        chunk.nodes = []  # its nodes point to it: break the cycle (the loop runs without GC)
 
     # ---- arrivals -------------------------------------------------------------------
     def _schedule_roots(self) -> None:
-        if self._next_root >= len(self.roots):
+        if not self.roots:
             return
-        t = self.calls[self.roots[self._next_root]].issue_time_s / self.load_scale
+        t = self.roots[0].call.issue_time_s / self.load_scale
         ev = self.env.timeout(max(0.0, t - self.env.now))
         ev.callbacks.append(self._on_roots)
 
     def _on_roots(self, _: simpy.Event) -> None:
         roots = self.roots
-        t = self.calls[roots[self._next_root]].issue_time_s
-        while self._next_root < len(roots) and self.calls[roots[self._next_root]].issue_time_s == t:
-            self.issue(roots[self._next_root])
-            self._next_root += 1
+        t = roots[0].call.issue_time_s
+        while roots and roots[0].call.issue_time_s == t:
+            self.issue(roots.popleft())
+            if not roots:  # the next session may start at the same instant
+                self._pull()
         self._schedule_roots()
 
-    def _issue_cb(self, i: int, _: simpy.Event) -> None:
-        self.issue(i)
+    def _issue_cb(self, node: _Node, _: simpy.Event) -> None:
+        self.issue(node)
 
-    def issue(self, i: int) -> None:
-        call = self.calls[i]
+    def issue(self, node: _Node) -> None:
+        call = node.call
         now = self.env.now
-        self.issued_s[i] = now
+        node.issued_s = now
         if call.kind == "tool":
             ev = self.env.timeout(call.tool_duration_s)
-            ev.callbacks.append(lambda _e: self.end(i, "completed", "", None))
+            ev.callbacks.append(lambda _e: self.end(node, "completed", "", None))
             return
         assert self.cluster is not None
-        self.cluster.issue(call, now, bool(self.children[i]))
+        self.cluster.issue(call, now, bool(node.children))
 
     # ---- completions ----------------------------------------------------------------
     def on_call_done(
@@ -126,14 +212,18 @@ class Driver:
     ) -> None:
         self.end(self.index[call.call_id], status, reason, seq)
 
-    def end(self, i: int, status: str, reason: str, seq: Seq | None, replica: int = -1) -> None:
-        if self.ended[i]:
-            raise RuntimeError(f"call {self.calls[i].call_id} ended twice")
-        self.ended[i] = True
+    def end(
+        self, node: _Node, status: str, reason: str, seq: Seq | None, replica: int = -1
+    ) -> None:
+        if node.ended:
+            raise RuntimeError(f"call {node.call.call_id} ended twice")
+        node.ended = True
         self.done += 1
-        call = self.calls[i]
+        chunk = node.session
+        chunk.left -= 1
+        call = node.call
         now = self.env.now
-        issue = self.issued_s[i]
+        issue = node.issued_s
         if math.isnan(issue):
             issue = now  # never issued: a parent failed
         if seq is not None:
@@ -182,24 +272,30 @@ class Driver:
                     failovers=0,
                 )
             )
-        for j in self.children[i]:
-            if self.ended[j]:
+        for child in node.children:
+            if child.ended:
                 continue
             if status != "completed":
-                self.end(j, "failed", "parent_failed", None)
+                self.end(child, "failed", "parent_failed", None)
                 continue
-            self.waiting_parents[j] -= 1
-            if self.waiting_parents[j] == 0:
-                gap = self.calls[j].gap_s
+            child.waiting -= 1
+            if child.waiting == 0:
+                gap = child.call.gap_s
                 if gap > 0:
                     ev = self.env.timeout(gap)
-                    ev.callbacks.append(partial(self._issue_cb, j))
+                    ev.callbacks.append(partial(self._issue_cb, child))
                 else:
-                    self.issue(j)
+                    self.issue(child)
+        if chunk.left == 0:
+            self._forget(chunk)
+
+
+def _issue_time(node: _Node) -> float:
+    return node.call.issue_time_s
 
 
 def simulate(
-    workload: Workload,
+    workload: AnyWorkload,
     cfg: ClusterConfig,
     seed: int = 0,
     load_scale: float = 1.0,
@@ -242,7 +338,7 @@ class Simulation:
     :meth:`run` advances it until every call has ended; :func:`collect` reads the result."""
 
     env: simpy.Environment
-    workload: Workload
+    workload: AnyWorkload
     cfg: ClusterConfig
     seed: int
     load_scale: float
@@ -268,9 +364,12 @@ class Simulation:
         if progress:
             from sim.common.progress import ProgressBar
 
-            calls = self.workload.calls
-            span = max((c.issue_time_s for c in calls if not c.parents), default=0.0)
-            bar = ProgressBar(len(calls), span / self.load_scale, progress_label)
+            wl = self.workload
+            if isinstance(wl, LazyWorkload):  # not generated yet: no total, no span
+                bar = ProgressBar(None, math.nan, progress_label)
+            else:
+                span = max((c.issue_time_s for c in wl.calls if not c.parents), default=0.0)
+                bar = ProgressBar(len(wl.calls), span / self.load_scale, progress_label)
         step = env.step
         # The loop allocates millions of small long-lived objects (KV entries, call state)
         # and creates no garbage cycles; the cyclic GC would rescan them all at every full
@@ -299,15 +398,15 @@ class Simulation:
         self.events = events
         self.sim_wall_s = time.perf_counter() - self.t0
         if not driver.finished():
-            stuck = [c.call_id for c, e in zip(driver.calls, driver.ended, strict=True) if not e]
+            stuck = driver.unfinished()
             raise RuntimeError(
-                f"simulation ended with {len(driver.calls) - driver.done} calls unfinished, "
+                f"simulation ended with {driver.pulled - driver.done} calls unfinished, "
                 f"e.g. {stuck[:5]}"
             )
 
 
 def build_simulation(
-    workload: Workload,
+    workload: AnyWorkload,
     cfg: ClusterConfig,
     seed: int = 0,
     load_scale: float = 1.0,
@@ -319,8 +418,6 @@ def build_simulation(
     """Create the policies, the cluster, the driver and the fault injector (arguments as
     for :func:`simulate`) and schedule their first events; nothing has run yet."""
     t0 = time.perf_counter()
-    if not workload.calls:
-        raise ConfigError(f"{workload.source or workload.name}: the trace has no calls")
     env = simpy.Environment()
     recorder = Recorder()
     driver = Driver(env, workload, load_scale, recorder)
@@ -353,6 +450,8 @@ def build_simulation(
         injector = FaultInjector(env, cluster, faults, persistence)
         injector.start()
     driver.start(cluster)
+    if not driver.pulled:
+        raise ConfigError(f"{workload.source or workload.name}: the trace has no calls")
     cluster.start_autoscaler(driver.finished)
     return Simulation(
         env, workload, cfg, seed, load_scale, cm, recorder, driver, cluster, injector, t0
@@ -463,7 +562,7 @@ def collect(sim: Simulation) -> SimResult:
     summary = summarize(
         calls,
         sessions,
-        sessions=workload.num_sessions,
+        sessions=workload.num_sessions if isinstance(workload, Workload) else sim.driver.sessions,
         makespan_s=makespan,
         prompt_tokens=sum(r.prompt_tokens for r in cluster.all_replicas),
         hit_tokens=sum(r.hit_tokens for r in cluster.all_replicas),
@@ -477,7 +576,7 @@ def collect(sim: Simulation) -> SimResult:
             "failovers": injector.stats.failovers if injector else 0,
             "recomputed_tokens": injector.stats.recomputed_tokens if injector else 0,
             **({"faults": injector.stats.as_dict(pol.persistence)} if injector else {}),
-            **_limits_summary(workload, cluster, injector, makespan),
+            **_limits_summary(workload, sim.driver.pulled, cluster, injector, makespan),
         },
     )
     if cluster.mesh is not None:
@@ -544,7 +643,11 @@ def _replica_frame(cluster: Cluster, makespan: float) -> tuple[pd.DataFrame, flo
 
 
 def _limits_summary(
-    workload: Workload, cluster: Cluster, injector: FaultInjector | None, makespan: float
+    workload: AnyWorkload,
+    calls: int,
+    cluster: Cluster,
+    injector: FaultInjector | None,
+    makespan: float,
 ) -> dict[str, Any]:
     """Summary fields of what the run did not simulate as recorded, each warned about
     once on stderr when non-zero: trace records the reader skipped, calls longer than
@@ -562,7 +665,7 @@ def _limits_summary(
     limits = ", ".join(f"{m} {n:,}" for m, n in cluster.max_model_len.items())
     if cluster.rejected_too_long:
         _warn(
-            f"{cluster.rejected_too_long:,} of {len(workload.calls):,} calls are longer than "
+            f"{cluster.rejected_too_long:,} of {calls:,} calls are longer than "
             f"max_model_len ({limits} tokens) and were rejected (reason exceeds_max_model_len); "
             "--too-long truncate keeps them, --max-model-len raises the limit"
         )
@@ -594,7 +697,7 @@ def timeline_frame(replicas: Sequence[Replica]) -> pd.DataFrame:
     each, with the replica's id (columns :data:`TIMELINE_COLUMNS`)."""
     parts = [np.array(r.timeline, dtype=np.float64).reshape(-1, 5) for r in replicas]
     rows = np.concatenate(parts) if parts else np.empty((0, 5))
-    ids = np.repeat([r.replica_id for r in replicas], [len(r.timeline) for r in replicas])
+    ids = np.repeat([r.replica_id for r in replicas], [len(r.timeline) // 5 for r in replicas])
     frame = pd.DataFrame({"time_s": rows[:, 0], "replica": ids.astype(np.int64)})
     for j, col in enumerate(TIMELINE_COLUMNS[2:], start=1):
         frame[col] = rows[:, j].astype(np.int64)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
+
 from policies import registry
+from policies.base import BatchPolicy
 from sim.cluster.config import ClusterConfig
 from sim.experiments.conformance import FakeSeq
 from sim.simulation import simulate
+from sim.workload.calls import Call
 from tests.helpers import ROOFLINE, cluster, llm, workload
 
 
@@ -17,80 +21,82 @@ def one_slot(batching: str) -> ClusterConfig:
     return replace(cfg, policies=replace(cfg.policies, batching=batching))
 
 
-def test_plas_runs_a_new_short_program_ahead_of_a_long_running_one() -> None:
-    calls = [
-        llm("L0", "L", 3000, 10, t=0.0),  # L attains > 3000 tokens of service
-        llm("X", "X", 100, 300, t=0.35),  # occupies the slot for seconds
-        llm("L1", "L", 3000, 10, parents=("L0",), gap=0.2),  # waits from ~0.6 s
-        llm("S0", "S", 500, 10, t=1.0),  # a new program, waits from 1.0 s
+def _autellix_scenario() -> list[Call]:
+    """L attains ~4.77 s of model time (L0); S ~0.66 s (S0, from 4.8 s); X, a new
+    program, needs ~6.8 s of decoding; L1 is issued at ~4.87 s, S1 at ~11.46 s."""
+    return [
+        llm("L0", "L", 3000, 400, t=0.0),
+        llm("S0", "S", 500, 60, t=4.8),
+        llm("X", "X", 100, 600, t=5.0),
+        llm("L1", "L", 3000, 10, parents=("L0",), gap=0.1),
+        llm("S1", "S", 500, 10, parents=("S0",), gap=6.0),
     ]
-    w = workload(calls)
-    fcfs = simulate(w, one_slot("fcfs"), cost_model=ROOFLINE).calls.set_index("call_id")
-    plas = simulate(w, one_slot("plas"), cost_model=ROOFLINE).calls.set_index("call_id")
-    assert (
-        float(fcfs.loc["X", "admit_s"])
-        < float(fcfs.loc["L1", "issue_s"])
-        < float(fcfs.loc["S0", "issue_s"])
-    )
-    assert float(fcfs.loc["S0", "issue_s"]) < float(fcfs.loc["X", "finish_s"])
-    assert float(fcfs.loc["L1", "admit_s"]) < float(fcfs.loc["S0", "admit_s"])
-    assert float(plas.loc["S0", "admit_s"]) < float(plas.loc["L1", "admit_s"])
-    assert float(plas.loc["S0", "admit_s"]) == float(fcfs.loc["L1", "admit_s"])  # right when X ends
 
 
-def test_plas_anti_starvation_promotes_a_call_that_waited_too_long() -> None:
-    calls = [
-        llm("L0", "L", 3000, 10, t=0.0),
-        llm("X", "X", 100, 300, t=0.35),
-        llm("L1", "L", 3000, 10, parents=("L0",), gap=0.2),
-        llm("S0", "S", 500, 10, t=1.0),
-    ]
-    w = workload(calls)
-    # L1 waits ~4 s behind X while program L has had well under 1 s of service: with
-    # beta=1 (wait >= 1 x max(service, 1 s)) it is promoted and, being older, goes first
-    r = simulate(w, one_slot("plas:beta=1"), cost_model=ROOFLINE).calls.set_index("call_id")
-    assert float(r.loc["L1", "admit_s"]) < float(r.loc["S0", "admit_s"])
-    # with the default beta=8 it is not yet starving, and the new program goes first
-    d = simulate(w, one_slot("plas"), cost_model=ROOFLINE).calls.set_index("call_id")
-    assert float(d.loc["S0", "admit_s"]) < float(d.loc["L1", "admit_s"])
+def _run(batching: str) -> pd.DataFrame:
+    w = workload(_autellix_scenario())
+    return simulate(w, one_slot(batching), cost_model=ROOFLINE).calls.set_index("call_id")
 
 
-def test_plas_starvation_is_relative_to_the_program_service_not_a_fixed_wait() -> None:
-    plas = registry.create("batching", "plas")
-    long_call, short_call = llm("l1", "L", 100, 10), llm("s1", "S", 100, 10)
-    # program L: a call that waited 2 s, then was served for 100 s
-    first = FakeSeq(llm("l0", "L", 100, 10), 0.0)
-    plas.on_arrival(first, [], 0.0)
-    plas.on_tokens(first.call, 100, 2.0)
-    plas.on_tokens(first.call, 9, 102.0)
-    assert (plas.wait_s["L"], plas.service_s["L"]) == (2.0, 100.0)
-    waiting_l, waiting_s = FakeSeq(long_call, 110.0), FakeSeq(short_call, 110.0)
-    # after 300 s of waiting, L (302 s waited / 100 s served < 8) is not starving; a
-    # program with no service is after 8 s
-    assert not plas.starving(waiting_l, 410.0)
-    assert plas.starving(waiting_s, 118.0) and not plas.starving(waiting_s, 117.0)
-    assert plas.starving(waiting_l, 110.0 + 8 * 100.0 - 2.0)
+def test_plas_prioritises_new_programs_and_preempts_demoted_calls() -> None:
+    fcfs, plas = _run("fcfs"), _run("plas")
+    # FCFS: L1 (waiting since 4.87 s) goes before X, which then blocks S1 for ~0.6 s
+    assert list(fcfs.sort_values("admit_s").index) == ["L0", "S0", "L1", "X", "S1"]
+    assert fcfs["preemptions"].sum() == 0
+    # PLAS (queues from 1 s, doubling): X arrives while S0 runs; both in queue 0, X
+    # later, so X waits for S0 (no preemption) and then goes before L1 (queue 3: L has
+    # 4.77 s of service)
+    x_admit = float(plas.loc["X", "admit_s"])
+    assert x_admit == float(plas.loc["S0", "finish_s"])
+    assert x_admit < float(plas.loc["L1", "admit_s"])
+    # X runs 1 s in queue 0, 1 s in queue 1 and 2 s in queue 2, reaching queue 3 at
+    # +4 s: L1 (queue 3, earlier) then preempts it
+    assert abs(float(plas.loc["L1", "admit_s"]) - (x_admit + 4.0)) < 0.05
+    # S1 (queue 0) preempts X (queue >= 3) on arrival instead of waiting for it
+    assert float(plas.loc["S1", "admit_s"]) - float(plas.loc["S1", "issue_s"]) < 0.05
+    assert int(plas.loc["X", "preemptions"]) == 2
 
 
-def test_atlas_ranks_a_call_by_its_critical_path_not_the_whole_program() -> None:
-    # program P: root p0, a heavy branch pa and a light branch pb; pb2 follows pb.
-    # program Q: one earlier call of moderate size.
-    p0 = llm("p0", "P", 100, 1)
-    pa = llm("pa", "P", 9000, 1, parents=("p0",))
-    pb = llm("pb", "P", 100, 1, parents=("p0",))
-    pb2 = llm("pb2", "P", 100, 1, parents=("pb",))
-    q0 = llm("q0", "Q", 3000, 1)
-    q1 = llm("q1", "Q", 100, 1, parents=("q0",))
+def test_plas_anti_starvation_promotes_a_program_by_its_wait_to_service_ratio() -> None:
+    # beta = 0.5: L (4.77 s of service) is promoted once L1 has waited 2.39 s, at
+    # ~7.26 s, and then displaces X (in queue 1 by then) at once
+    plas = _run("plas:beta=0.5")
+    promoted = float(plas.loc["L1", "issue_s"]) + 0.5 * float(plas.loc["L0", "finish_s"])
+    assert abs(float(plas.loc["L1", "admit_s"]) - promoted) < 0.05
+    # beta = 2: the ratio (at most ~0.96 before X is demoted) never reaches it
+    late = _run("plas:beta=2")
+    assert float(late.loc["L1", "admit_s"]) > promoted + 1.0
+
+
+def _finish(pol: BatchPolicy, call: Call, arrive: float, admit: float, end: float) -> None:
+    seq = FakeSeq(call, arrive, admit_s=admit, generated_tokens=call.output_tokens)
+    pol.on_arrival(seq, [], arrive)
+    pol.on_tokens(call, call.output_tokens, end)
+
+
+def test_atlas_ranks_a_program_by_its_critical_path_not_its_total_service() -> None:
+    # program P: root p0 (1 s), then seven parallel calls of 1 s each; program Q: one
+    # sequential call of 4.5 s.  Then Q, and after it P, issue one more call.
+    p0 = llm("p0", "P", 100, 10)
+    par = [llm(f"p{i}", "P", 100, 10, parents=("p0",)) for i in range(1, 8)]
+    q0 = llm("q0", "Q", 100, 10)
+    p8, q1 = llm("p8", "P", 100, 1, parents=("p1",)), llm("q1", "Q", 100, 1, parents=("q0",))
     plas, atlas = registry.create("batching", "plas"), registry.create("batching", "atlas")
     for pol in (plas, atlas):
-        for c, tokens in ((p0, 100), (pa, 9000), (pb, 100), (q0, 3000)):
-            pol.on_tokens(c, tokens, 0.0)
-    waiting = [FakeSeq(q1, 1.0), FakeSeq(pb2, 2.0)]
-    # PLAS: P attained 9200 (queue 3), Q 3000 (queue 1): q1 first
-    assert [s.call.call_id for s in plas.order(waiting, 3.0)] == ["q1", "pb2"]
-    # ATLAS: pb2's critical path p0 -> pb attained 200 (queue 0): pb2 first
-    assert [s.call.call_id for s in atlas.order(waiting, 3.0)] == ["pb2", "q1"]
-    assert atlas.attained(pb2) == 200 and atlas.attained(q1) == 3000
+        assert isinstance(pol, BatchPolicy)
+        _finish(pol, p0, 0.0, 0.0, 1.0)
+        for c in par:
+            pol.on_arrival(FakeSeq(c, 1.0), [], 1.0)  # all seven take p0's 1 s
+        for c in par:
+            _finish(pol, c, 1.0, 1.0, 2.0)
+        _finish(pol, q0, 0.0, 0.0, 4.5)
+    waiting = [FakeSeq(q1, 4.6), FakeSeq(p8, 4.7)]
+    # PLAS: P attained 1 + 7 x 1 = 8 s (queue 4), Q 4.5 s (queue 3): q1 first
+    assert plas.attained(p8) == 8.0
+    assert [s.call.call_id for s in plas.order(waiting, 5.0)] == ["q1", "p8"]
+    # ATLAS: P's critical path is 1 + 1 = 2 s (queue 2), Q's 4.5 s (queue 3): p8 first
+    assert atlas.attained(p8) == 2.0
+    assert [s.call.call_id for s in atlas.order(waiting, 5.0)] == ["p8", "q1"]
 
 
 def test_vtc_serves_a_light_session_between_a_heavy_sessions_backlog() -> None:

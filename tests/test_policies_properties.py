@@ -22,7 +22,7 @@ FIELD = {"routing": "router", "batching": "batching", "retention": "retention",
          "placement": "placement", "autoscaling": "autoscaler"}  # fmt: skip
 ISSUE_POLICIES = {
     "routing": {"round_robin", "least_loaded", "power_of_two", "session_affinity",
-                "prefix_affinity", "kv_aware", "llmd_scorer"},
+                "prefix_affinity", "kv_aware", "llmd_scorer", "autellix_lb"},
     "placement": {"first_fit", "topology_aware"},
     "batching": {"fcfs", "plas", "atlas", "vtc"},
     "retention": {"lru", "ttl_pin", "infercept"},

@@ -241,3 +241,24 @@ def test_policy_config_accepts_router_parameters() -> None:
     assert r.summary["completed_requests"] == 4
     with pytest.raises(Exception, match="cache_treshold|did you mean"):
         registry.create("routing", "prefix_affinity:cache_treshold=0.5")
+
+
+def test_autellix_lb_balances_short_calls_and_pins_a_programs_long_calls() -> None:
+    r = router("autellix_lb")
+    reps = [FakeReplica(0, num_running=3), FakeReplica(1, num_running=1), FakeReplica(2)]
+    # a long call (> 2048 prompt tokens): least used replica 2, recorded for program A
+    assert route(r, llm("a0", "A", 3000, 10), reps) == 2
+    reps[2].num_running = 5  # replica 2 becomes the busiest
+    # A's next long call stays on its engine (locality) although 2 is busiest now
+    assert route(r, llm("a1", "A", 3500, 10), reps) == 2
+    # A's short call (<= 2048 tokens) goes to the least used replica, not A's engine
+    assert route(r, llm("a2", "A", 2048, 10), reps) == 1
+    # program B's first long call: least used (1), then pinned there
+    assert route(r, llm("b0", "B", 5000, 10), reps) == 1
+    reps[1].num_running = 9
+    assert route(r, llm("b1", "B", 5000, 10), reps) == 1
+    # A's engine goes down: its next long call is re-assigned to the least used and pinned
+    reps[2].ready = False
+    assert route(r, llm("a3", "A", 4000, 10), reps) == 0
+    reps[2].ready, reps[2].num_running = True, 0
+    assert route(r, llm("a4", "A", 4000, 10), reps) == 0

@@ -1,55 +1,26 @@
-"""Autellix ATLAS: attained service along the program DAG's critical path."""
+"""Autellix ATLAS: attained service along a multi-threaded program's critical path."""
 
 from __future__ import annotations
 
-from policies.batching.plas import PLAS
+from policies.batching.plas import PLAS, Program
 from policies.registry import register
-from sim.workload.calls import Call
 
 
 @register("batching", "atlas")
 class ATLAS(PLAS):
-    """Autellix ATLAS: like PLAS, but a call's priority is its critical-path service.
+    """Autellix ATLAS: like PLAS, but a program's service is its longest critical path.
 
-    Rule: for a multi-threaded program (a DAG of calls), a call's attained service is
-    the largest service accumulated along any dependency path that leads to it:
-    ``start(c) = max(end(p) for p in parents(c))`` and ``end(c) = start(c) +
-    tokens computed by c``.  Parents the batch policy never sees (tool calls) stand
-    for the longest path finished so far in the session.  Queues, quanta and
-    anti-starvation (program-level wait-to-service ratio) are PLAS's.  Parameters: as
-    ``plas`` (``num_queues`` 8, ``base_quantum`` 2048 tokens, ``beta`` 8,
-    ``min_service_s`` 1 s).
-    Reference: Luo et al., "Autellix" (2025), Section 4 (ATLAS for DAG programs).
+    Rule (Autellix Algorithm 1, line 4): the process table keeps one scalar per
+    program, the longest critical-path service observed so far (seconds).  A call
+    takes that value when it arrives, ``p(c)``; when it finishes the table becomes
+    ``max(service, p(c) + model time of c)``.  So parallel calls of one program share
+    one priority (gang-scheduled), and a program's priority grows with the length of
+    its critical path, not with its total work.  No dependency tracking is needed.
+    Queues, admission order, anti-starvation (``beta``) and preemption victims are
+    PLAS's.  Parameters: as ``plas`` (``num_queues`` 8, ``quantum_s`` 1.0 s, ``beta`` 10).
+    Reference: Luo et al., "Autellix", arXiv 2502.13965 (2025), Section 4.2.1
+    (multi-threaded programs) and Algorithm 1.
     """
 
-    def __init__(
-        self,
-        num_queues: int = 8,
-        base_quantum: int = 2048,
-        beta: float = 8.0,
-        min_service_s: float = 1.0,
-    ) -> None:
-        super().__init__(num_queues, base_quantum, beta, min_service_s)
-        self._start: dict[str, float] = {}  # call -> critical-path service before it
-        self._end: dict[str, float] = {}  # call -> critical-path service after it
-        self._session_end: dict[str, float] = {}  # session -> longest finished path
-
-    def attained(self, call: Call) -> float:
-        start = self._start.get(call.call_id)
-        if start is None:
-            ends = self._end
-            start = 0.0
-            for p in call.parents:
-                e = ends.get(p)
-                if e is None:
-                    e = self._session_end.get(call.session_id, 0.0)
-                start = max(start, e)
-            self._start[call.call_id] = start
-        return start
-
-    def on_tokens(self, call: Call, tokens: int, now: float) -> None:
-        super().on_tokens(call, tokens, now)
-        end = self._end.get(call.call_id, self.attained(call)) + tokens
-        self._end[call.call_id] = end
-        if end > self._session_end.get(call.session_id, 0.0):
-            self._session_end[call.session_id] = end
+    def update_service(self, prog: Program, prio_s: float, model_s: float) -> None:
+        prog.service_s = max(prog.service_s, prio_s + model_s)

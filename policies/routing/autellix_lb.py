@@ -1,4 +1,4 @@
-"""Autellix's data-locality-aware load balancer: short calls stay with their program."""
+"""Autellix's data-locality-aware load balancer (program table + least used)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,17 @@ from sim.workload.calls import Call
 
 @register("routing", "autellix_lb")
 class AutellixLB(Router):
-    """Autellix load balancer: short calls go where their program ran, long ones spread.
+    """Autellix load balancer: balance short calls, pin a program's long calls to one engine.
 
-    Rule: a program is an agent session.  A call whose prompt is at most
-    ``short_tokens`` tokens goes to the replica that served its program's last call
-    (its KV, and the cached context of the program, are there), if that replica is
-    still a candidate.  Otherwise (a long call, a program's first call, or its replica
-    is gone) the call goes to the least-loaded replica: fewest outstanding requests,
-    then fewest outstanding tokens, then lowest id.  Either way the program is then
-    bound to the chosen replica.  The idea: a short call's latency is dominated by
-    recomputing its program's context if it lands elsewhere, while a long call's
-    prefill dominates anyway and load balance matters more.
-    Parameters: ``short_tokens`` (int, 2048 tokens).
-    Reference: Luo et al., "Autellix: An Efficient Serving Engine for LLM Agents as
-    General Programs" (arXiv 2502.13965), the data-locality-aware load balancer
-    (the 2,048-token threshold between short and long calls is as we read the paper).
+    Rule (Autellix Algorithm 2): a call whose prompt has at most ``short_tokens``
+    tokens goes to the least used replica (fewest outstanding calls, ties: lowest id):
+    short prompts hit the shared system prompt on any engine, so locality buys little.
+    A longer call goes to its program's (session's) engine from the program table;
+    a program without one (or whose engine is no longer offered) is assigned the
+    least used replica, which is recorded for its later long calls.
+    Parameters: ``short_tokens`` (int, 2048 prompt tokens, the paper's threshold).
+    Reference: Luo et al., "Autellix", arXiv 2502.13965 (2025), Section 4.3,
+    Algorithm 2.
     """
 
     def __init__(self, short_tokens: int = 2048, seed: int = 0) -> None:
@@ -34,15 +30,17 @@ class AutellixLB(Router):
         if short_tokens < 0:
             raise PolicyError(f"autellix_lb: short_tokens must be >= 0, got {short_tokens}")
         self.short_tokens = short_tokens
-        self.home: dict[str, int] = {}  # program (session) -> replica of its last call
+        self.table: dict[str, int] = {}  # program (session) -> its engine (replica id)
+
+    @staticmethod
+    def least_used(candidates: Sequence[ReplicaView]) -> int:
+        return min(candidates, key=lambda r: (r.outstanding_requests, r.replica_id)).replica_id
 
     def route(self, call: Call, candidates: Sequence[ReplicaView], view: ClusterView) -> int:
         if call.input_tokens <= self.short_tokens:
-            home = self.home.get(call.session_id)
-            if home is not None and any(r.replica_id == home for r in candidates):
-                return home
-        best = min(
-            candidates, key=lambda r: (r.outstanding_requests, r.outstanding_tokens, r.replica_id)
-        )
-        self.home[call.session_id] = best.replica_id
-        return best.replica_id
+            return self.least_used(candidates)
+        rid = self.table.get(call.session_id)
+        if rid is None or all(r.replica_id != rid for r in candidates):
+            rid = self.least_used(candidates)
+            self.table[call.session_id] = rid
+        return rid

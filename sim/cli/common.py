@@ -22,8 +22,8 @@ from sim.cluster.faults import FaultSchedule, load_faults
 from sim.common.errors import ConfigError, InputError
 from sim.common.paths import DEFAULT_TRACE
 from sim.specs.hardware import gpu_help
-from sim.workload.calls import Workload
-from sim.workload.traces import load_trace
+from sim.workload.calls import AnyWorkload, Workload
+from sim.workload.traces import load_trace, open_trace
 
 POLICY_FLAGS = ("router", "batching", "retention", "placement", "autoscaler", "persistence")
 
@@ -273,6 +273,12 @@ def faults_from_args(args: argparse.Namespace) -> FaultSchedule | None:
 
 def workload_from_args(args: argparse.Namespace) -> Workload:
     return load_trace(trace_path(args), args.trace_format)
+
+
+def replay_from_args(args: argparse.Namespace) -> AnyWorkload:
+    """What ``run`` simulates: as :func:`workload_from_args`, with a synthetic workload
+    generated while it is simulated (:func:`sim.workload.traces.open_trace`)."""
+    return open_trace(trace_path(args), args.trace_format)
 
 
 #: Arguments that change only what is printed or which files are drawn, never the

@@ -12,9 +12,9 @@ from sim.cli.common import (
     cluster_from_args,
     faults_from_args,
     prepare_out,
+    replay_from_args,
     run_config_hash,
     trace_path,
-    workload_from_args,
 )
 from sim.cli.report import add_slo_arguments, slo_from_args
 from sim.common.paths import RESULTS_DIR
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         (trace, args.cluster, args.faults, args.costmodel),
     )
-    workload = workload_from_args(args)
+    workload = replay_from_args(args)
     result = simulate(
         workload,
         cfg,

@@ -740,6 +740,11 @@ class Cluster:
             return True
         return any(r.replica_id not in self._dead for r in self._by_model.get(model, ()))
 
+    def declare(self, calls: Sequence[Call]) -> None:
+        """Calls the driver has taken from the workload, before any of them issues
+        (the retention policy may plan with their DAG: ``on_workload``)."""
+        self.retention.on_workload(calls)
+
     def issue(self, call: Call, issued_s: float, has_successor: bool) -> None:
         """A new LLM call from an agent.  It crosses the mesh (half of its sampled
         overhead, ``sim/cluster/mesh.py``) and waits the router's decision delay

@@ -18,7 +18,8 @@ class ProgressBar:
     """tqdm bar over a run's calls with the simulated time against the trace's span.
 
     Args:
-        total_calls: calls in the workload (the bar's 100%).
+        total_calls: calls in the workload (the bar's 100%; None: not known yet, as
+            for a workload generated while it runs).
         trace_span_s: simulated second of the last root arrival (arrival times
             divided by the load scale); shown as the trace position.
         label: text before the bar (e.g. the policy and seed of a comparison run).
@@ -27,7 +28,7 @@ class ProgressBar:
 
     def __init__(
         self,
-        total_calls: int,
+        total_calls: int | None,
         trace_span_s: float,
         label: str = "simulating",
         stream: TextIO | None = None,
@@ -59,7 +60,9 @@ class ProgressBar:
         el = max(now - self.t0, 1e-9)
         self._bar.n = calls_done
         self._bar.set_postfix_str(
-            f"sim t={sim_now_s:,.0f}s of {self.span:,.0f}s trace, {events / el:,.0f} ev/s",
+            f"sim t={sim_now_s:,.0f}s"
+            + (f" of {self.span:,.0f}s trace" if self.span == self.span else "")
+            + f", {events / el:,.0f} ev/s",
             refresh=True,
         )
 

@@ -224,6 +224,9 @@ class BlockPool:
         self.swapped_out_blocks = 0
         self.swapped_in_blocks = 0
         self.host_evicted_blocks = 0
+        # eviction rank of a resident hash (a retention policy's ``eviction_rank``):
+        # None evicts in LRU order; otherwise highest rank first, LRU among equals
+        self.rank: Callable[[int], int] | None = None
 
     # ---- queries ----------------------------------------------------------------
     @property
@@ -328,6 +331,10 @@ class BlockPool:
             self._release_expired(until)
         if blocks > self.free + self.evictable_blocks:
             return False
+        if self.rank is not None:
+            self._evict_ranked(blocks)
+            self.free -= blocks
+            return True
         lru = self._lru
         pop = self.entries.pop
         free = self.free
@@ -363,6 +370,61 @@ class BlockPool:
                 lru.appendleft((stamp, segs, j + 1))
                 self._lru_len += j + 1
         self.free = free - blocks
+        return True
+
+    def allocate_above(self, blocks: int, now: float, rank: int) -> bool:
+        """Take ``blocks`` blocks evicting only entries ranked above ``rank`` (in the
+        order of :meth:`_evict_ranked`); False, evicting nothing, when free blocks and
+        those entries fall short (a prefetch never evicts what is needed as soon)."""
+        if blocks <= self.free:
+            self.free -= blocks
+            return True
+        self._release_expired(now)
+        if not self._evict_ranked(blocks, rank):
+            return False
+        self.free -= blocks
+        return True
+
+    def _evict_ranked(self, blocks: int, above: int | None = None) -> bool:
+        """Evict evictable segments until ``blocks`` blocks are free: highest
+        ``rank(first hash)`` first; among equal ranks in LRU order (items oldest first,
+        a call's segments tail first), each segment from its end.  ``above``: only
+        segments ranked above it, and nothing at all (False) when they and the free
+        blocks fall short.  The evicted segments stay named by their LRU items (lazy
+        deletion, as in :meth:`allocate`)."""
+        assert self.rank is not None
+        rank = self.rank
+        seen: set[int] = set()
+        cands: list[tuple[int, int, Seg]] = []
+        for stamp, segs, k in self._lru:
+            for seg in reversed(segs[:k]):
+                for s in reversed(_chain(seg)):
+                    if id(s) not in seen and self._live(stamp, s):
+                        seen.add(id(s))
+                        r = rank(s.hs[s.lo])
+                        if above is None or r > above:
+                            cands.append((-r, len(cands), s))
+        if above is not None and self.free + sum(s.blocks for _, _, s in cands) < blocks:
+            return False
+        cands.sort()
+        pop = self.entries.pop
+        free = self.free
+        for _, _, s in cands:
+            if free >= blocks:
+                break
+            hi = s.hi
+            cnt = min(hi - s.lo, -(-(blocks - free) // s.bph))
+            s.hi = lo = hi - cnt
+            for h in s.hs[lo:hi]:
+                pop(h, None)
+            if not lo and self.index is not None:
+                self.index.discard(s.hs[0], self.replica_id)
+            b = cnt * s.bph
+            free += b
+            self.evictable_blocks -= b
+            self.evictions += cnt
+            self.evicted_blocks += b
+        self.free = free
         return True
 
     def release(self, blocks: int) -> None:
@@ -1004,6 +1066,40 @@ class KVCacheManager:
         self.pool.host_store(hashes, start, upto, hb)
         return (upto - start) * hb
 
+    def prefetch(self, call: Call, now: float) -> tuple[int, int] | None:
+        """Load the part of ``call``'s prompt that continues its HBM prefix in the host
+        tier into HBM now, as cached (unreferenced, most recently used) entries, so
+        that the call hits them in HBM when it arrives (KVFlow's prefetch).  With an
+        eviction rank, only entries ranked above the prompt's last hash to load are
+        evicted for it (never one needed as soon); without, any evictable one.  Nothing
+        happens when no block of it is in the host tier or its blocks cannot be had that
+        way.  Returns the last hash loaded and the blocks loaded (what the engine
+        prices as a copy), or None."""
+        pool = self.pool
+        if not call.prefix_hashes or not pool.host_used:
+            return None
+        hashes, _, hb = effective_hashes(call.prefix_hashes, call.block_size, self.block_size)
+        n = pool.match(hashes)
+        m = pool.host_match(hashes, n)
+        blocks = m * hb
+        if not m:
+            return None
+        if pool.rank is None:
+            if blocks > pool.available(now) - pool.evictable_among(hashes, n):
+                return None
+            pool.ref(hashes, n)
+            ok = pool.allocate(blocks, now)
+            assert ok, "prefetch planned beyond available blocks"
+        else:
+            # the hits rank at most as high as the deeper hashes to load (every call
+            # containing a chain hash contains its prefix), so none is a candidate
+            if not pool.allocate_above(blocks, now, pool.rank(hashes[n + m - 1])):
+                return None
+            pool.ref(hashes, n)
+        pool.swap_in(hashes, n, m, keep=self.host_write_through)
+        pool.unref(hashes, n + m, now)
+        return hashes[n + m - 1], blocks
+
     # ---- decode spans -------------------------------------------------------------------
     def num_decode_steps(self, seqs: Sequence[KVSeq], k: int) -> int:
         """How many of ``k`` decode steps (one token per sequence each) the free blocks
@@ -1099,6 +1195,7 @@ class KVCacheManager:
                 if not s.lo:
                     p.index.discard(s.hs[0], p.replica_id)
         self.pool = type(p)(p.capacity, p.block_size, p.host_capacity, p.index, p.replica_id)
+        self.pool.rank = p.rank
 
     def check(self, seqs: Iterable[KVSeq]) -> None:
         """Assert the pool's invariants and that ``seqs`` (all the sequences holding

@@ -57,6 +57,7 @@ Units: seconds, tokens, KV blocks.
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -175,6 +176,7 @@ FinishHook = Callable[["Replica", Seq, float], None]
 class Replica:
     """A model served on a TP group of GPUs.  Implements ``policies.base.ReplicaView``."""
 
+    # long: one assignment per piece of engine state (KV tiers, policies, queues, stats)
     def __init__(
         self,
         env: simpy.Environment,
@@ -227,6 +229,9 @@ class Replica:
         self.kv_block_bytes = kv_block_bytes
         self.policy = batch_policy
         self.retention = retention
+        self.kv_cache_manager.pool.rank = (
+            retention.eviction_rank if retention.ranks_eviction else None
+        )
         self.on_finish = on_finish
         self.ready = False
         self.waiting: deque[Seq] = deque()
@@ -237,6 +242,7 @@ class Replica:
         self._n_prefilling = 0  # running sequences whose prefill is not complete
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
+        self._prefetch_pending_s = 0.0  # wait of the next iteration for prefetch copies
         # in-flight work: either idle, one mixed iteration, or a decode span
         self._busy = False
         self._gen = 0  # generation id; a boundary event with an old id is stale
@@ -253,8 +259,12 @@ class Replica:
         self.hit_tokens = 0
         self.swap_in_s = 0.0
         self.swap_out_s = 0.0
+        self.prefetch_s = 0.0  # host-to-HBM copies of prefetched prompts (copy engine)
+        self._inflight: dict[int, tuple[float, float]] = {}  # last hash -> (done, copy s)
         self.upload_s = 0.0  # predictive uploads (copy engine, overlapped with compute)
-        self.timeline: list[tuple[float, int, int, int, int]] = []
+        #: samples of (time s, running, waiting, KV blocks used, KV blocks active), five
+        #: doubles each, flat (40 bytes a sample instead of a tuple of five objects)
+        self.timeline = array("d")
 
     # ---- ReplicaView ------------------------------------------------------------
     @property
@@ -324,6 +334,8 @@ class Replica:
         self._outstanding_tokens += seq.remaining_tokens
         self._prefill_left += max(0, seq.num_prefill_tokens - seq.num_computed_tokens)
         self.retention.on_call_arrived(seq.call, self.env.now)
+        if self.retention.prefetches:
+            self._prefetch(seq.call)
         if not self._busy or self._stalled:
             self._stalled = False
             self._busy = True
@@ -332,6 +344,40 @@ class Replica:
             ev.callbacks.append(self._make_cb(self._gen))
         elif self._span_k > 1:
             self._cut_span()
+
+    def _prefetch(self, call: Call) -> None:
+        """Load the host-resident prompts the retention policy names on ``call``'s
+        arrival into HBM.  The copy runs on the copy engine alongside compute (KVFlow's
+        fully overlapped prefetch), so it delays no iteration; its time is counted in
+        ``prefetch_s``."""
+        now = self.env.now
+        for c in self.retention.prefetch(call, now):
+            loaded = self.kv_cache_manager.prefetch(c, now)
+            if loaded is None:
+                continue
+            last, blocks = loaded
+            t = self._swap_blocks_time(blocks)
+            self.prefetch_s += t
+            # copies queue on the copy engine behind those still in flight
+            done = max([now, *(d for d, _ in self._inflight.values())]) + t
+            self._inflight[last] = (done, t)
+
+    def _prefetch_wait(self, seq: Seq, hits: int, now: float) -> float:
+        """Seconds ``seq``'s admitting step waits for the prefetches that its first
+        ``hits`` HBM hashes include and that are still copying: the rest of each copy,
+        at most the copy's own time (a prefetch still queued behind others is loaded
+        at admission as a host hit is, no later); 0 when none is in flight."""
+        inflight = self._inflight
+        for h in [h for h, (done, _) in inflight.items() if done <= now]:
+            del inflight[h]
+        if not inflight or not hits:
+            return 0.0
+        waits = [
+            min(inflight[h][0] - now, inflight[h][1])
+            for h in seq.kv_blocks.block_hashes[:hits]
+            if h in inflight
+        ]
+        return max(waits, default=0.0)
 
     def _make_cb(self, gen: int) -> Callable[[simpy.Event], None]:
         def cb(_: simpy.Event) -> None:
@@ -385,7 +431,7 @@ class Replica:
         self._prefill_left = 0
         self._n_prefilling = 0
         self._stalled = False
-        self._swap_in_pending_s = 0.0
+        self._swap_in_pending_s = self._prefetch_pending_s = 0.0
         self._uploads = []
         self._busy = False
         self._gen += 1
@@ -394,7 +440,7 @@ class Replica:
         self._pending = None
         self.ready = False
         kvm.reset()
-        self.timeline.append((now, 0, 0, 0, 0))
+        self.timeline.extend((now, 0, 0, 0, 0))
         return lost
 
     def set_cost(self, cost: IterationModel) -> None:
@@ -445,7 +491,7 @@ class Replica:
             self.check()
         running = self.running
         kvm = self.kv_cache_manager
-        self.timeline.append((now, len(running), len(self.waiting), kvm.used, kvm.active_blocks))
+        self.timeline.extend((now, len(running), len(self.waiting), kvm.used, kvm.active_blocks))
         if not running and not self.waiting:
             self._busy = False
             return
@@ -485,6 +531,9 @@ class Replica:
         if self._swap_in_pending_s:
             dt += self._swap_in_pending_s
             self._swap_in_pending_s = 0.0
+        if self._prefetch_pending_s:
+            dt += self._prefetch_pending_s
+            self._prefetch_pending_s = 0.0
         self._pending = (decodes, prefills)
         self._span_k = 0
         self.busy_s += dt
@@ -527,6 +576,8 @@ class Replica:
         budget = self._token_budget(now)
         decodes: list[Seq] = []
         prefills: list[tuple[Seq, int]] = []
+        if self.policy.preemptive and self.waiting and self.running:
+            self._displace(now, budget)
         # 1. running sequences, in admission order; preempt from the back when out of memory
         budget, preempted = self._schedule_running(now, budget, decodes, prefills)
         # the full prompt blocks this step computes become prefix-cache entries now, as
@@ -548,6 +599,26 @@ class Replica:
         ):
             self._schedule_waiting(now, budget, prefills)
         return decodes, prefills, preempted
+
+    def _displace(self, now: float, budget: int) -> None:
+        """Priority preemption for a ``preemptive`` batch policy (Autellix): while the
+        policy's first waiting call cannot be admitted (``max_num_seqs`` reached, or its
+        first chunk does not fit in KV memory) and it ``outranks`` the policy's
+        preemption victim, preempt that victim (by recompute, as ``_preempt``).  Each
+        pass removes one running call, so the loop ends."""
+        policy = self.policy
+        head = cast("Seq", policy.order(list(self.waiting), now)[0])
+        kvm = self.kv_cache_manager
+        while self.running:
+            if len(self.running) < self.cfg.max_num_seqs:
+                computed = kvm.get_computed_blocks(head)
+                chunk = min(head.num_prefill_tokens - computed.num_computed_tokens, budget)
+                if kvm.can_allocate(head, chunk, computed, now):
+                    return
+            victim = self.running[policy.preempt_victim(self.running, now)]
+            if not policy.outranks(head, victim, now):
+                return
+            self._preempt(victim, now)
 
     def _schedule_running(
         self, now: float, budget: int, decodes: list[Seq], prefills: list[tuple[Seq, int]]
@@ -635,6 +706,10 @@ class Replica:
             t = self._swap_blocks_time(computed.num_host_blocks)
             self._swap_in_pending_s += t
             self.swap_in_s += t
+        if self._inflight:  # a prefetch of this prompt still copying: the step waits
+            # for the last such copy (one copy engine: the waits overlap, not add up)
+            w = self._prefetch_wait(seq, computed.num_hits, now)
+            self._prefetch_pending_s = max(self._prefetch_pending_s, w)
         seq.num_computed_tokens = start
         self._outstanding_tokens -= start
         self._prefill_left -= start
@@ -706,6 +781,8 @@ class Replica:
             after = decision[0].upload_after_s
             if after is not None:
                 self._schedule_upload(hashes, max(0.0, after), t)
+        if self.retention.prefetches:  # memory freed: the session's next steps may load
+            self._prefetch(seq.call)
         self.policy.on_tokens(seq.call, max(0, seq.max_tokens - 1), now)
         self.on_finish(self, seq, now)
 
@@ -716,8 +793,8 @@ class Replica:
         Landing while an iteration or span is in flight, it takes its blocks at the next
         boundary (the blocks that work planned stay its own); on an idle or stalled
         replica at once (a decode span is cut after the iteration in flight, as for an
-        arrival, so fast-forward stays exact).  A call that needed the prefix earlier loaded it itself (the
-        upload then finds nothing left in the host tier)."""
+        arrival, so fast-forward stays exact).  A call that needed the prefix earlier
+        loaded it itself (the upload then finds nothing left in the host tier)."""
         self.upload_s += copy_s
 
         def land(_: simpy.Event) -> None:
@@ -742,7 +819,11 @@ class Replica:
         """Pure decode, and no waiting call could join the batch before it changes."""
         if self._n_prefilling:
             return False
-        if not self.waiting or len(self.running) >= self.cfg.max_num_seqs:
+        if not self.waiting:
+            return True
+        if self.policy.preemptive:  # a waiting call may displace a running one any step
+            return False
+        if len(self.running) >= self.cfg.max_num_seqs:
             return True
         step_budget = self._token_budget(now)
         if self.policy.reorders or step_budget <= len(self.running):

@@ -130,6 +130,7 @@ class FakeSeq:
     arrival_s: float
     computed_tokens: int = 0
     generated_tokens: int = 0
+    admit_s: float = math.nan
 
 
 @dataclass

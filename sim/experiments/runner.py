@@ -38,8 +38,8 @@ from sim.common.errors import AgentsimError, ConfigError
 from sim.metrics.registry import IDENTITY_KEYS, flatten
 from sim.report.results import SLO, enrich_summary
 from sim.simulation import SimResult, simulate
-from sim.workload.calls import Workload
-from sim.workload.traces import load_trace
+from sim.workload.calls import AnyWorkload, LazyWorkload, Workload
+from sim.workload.traces import load_trace, open_trace
 
 
 @dataclass
@@ -105,8 +105,8 @@ def workload_spec(
 
 # ---- executing runs -------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def _cached_trace(path: str, fmt: str) -> Workload:
-    return load_trace(path, fmt)
+def _cached_trace(path: str, fmt: str) -> AnyWorkload:
+    return open_trace(path, fmt)
 
 
 def execute(
@@ -117,13 +117,13 @@ def execute(
     ``spec.fault_schedule`` is given), its arrivals jittered by its
     seed when ``spec.jitter`` (a trace whose sessions all start at one instant is not
     changed)."""
-    wl = workload if workload is not None else spec.workload
+    wl: AnyWorkload | None = workload if workload is not None else spec.workload
     if wl is None:
         wl = _cached_trace(spec.trace, spec.trace_format)
     if spec.jitter:
         from sim.experiments.arrivals import jittered
 
-        wl = jittered(wl, spec.seed)
+        wl = jittered(wl.materialize() if isinstance(wl, LazyWorkload) else wl, spec.seed)
     if faults is None:
         faults = spec.fault_schedule
     if faults is None and spec.faults is not None:

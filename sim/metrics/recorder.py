@@ -1,6 +1,8 @@
 """Per-call records and the run summary (the output contract).
 
-The recorder appends one :class:`CallRecord` (a named tuple) per finished call; at the end they become a
+The recorder appends one :class:`CallRecord` (a named tuple) per finished call; every
+:data:`ROW_GROUP` records go to an unnamed temporary Parquet file as one row group, so
+a long run holds at most one row group of records in memory.  At the end they become a
 pandas DataFrame (``calls.parquet``) and the summary dict (``summary.json``).
 
 Definitions (seconds unless stated):
@@ -19,9 +21,10 @@ Definitions (seconds unless stated):
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+import tempfile
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -75,17 +78,76 @@ SUMMARY_KEYS = (
 )
 
 
-@dataclass
-class Recorder:
-    """Append-only per-call records."""
+#: Records a :class:`Recorder` holds in memory before writing them out as a row group.
+ROW_GROUP = 65_536
 
-    rows: list[CallRecord] = field(default_factory=list)
+
+class Recorder:
+    """Per-call records, in the order the calls ended.
+
+    Every ``row_group`` records are written as one row group of a temporary Parquet
+    file (unnamed on disk: nothing is left behind, even if the process is killed) and
+    dropped from memory; :meth:`frame` reads them back after the run.  A run of fewer
+    calls never touches the disk.  Either way the frame is the same.
+    """
+
+    def __init__(self, row_group: int = ROW_GROUP) -> None:
+        if row_group < 1:
+            raise ValueError(f"row_group must be >= 1, got {row_group}")
+        self.row_group = row_group
+        self.rows: list[CallRecord] = []
+        self.spilled = 0  # records written to the temporary file
+        self._file: IO[bytes] | None = None
+        self._writer: Any = None  # pyarrow.parquet.ParquetWriter once records spill
 
     def add(self, record: CallRecord) -> None:
-        self.rows.append(record)
+        rows = self.rows
+        rows.append(record)
+        if len(rows) >= self.row_group:
+            self._spill()
+
+    def _spill(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            # closed in records(), or with the process (it has no name on disk)
+            self._file = tempfile.TemporaryFile(prefix="agentsim-calls-", suffix=".parquet")  # noqa: SIM115
+            self._writer = pq.ParquetWriter(self._file, _schema())
+        columns = list(zip(*self.rows, strict=True))
+        self._writer.write_table(
+            pa.Table.from_arrays(
+                [pa.array(c, type=f.type) for c, f in zip(columns, _schema(), strict=True)],
+                schema=_schema(),
+            )
+        )
+        self.spilled += len(self.rows)
+        self.rows = []
+
+    def records(self) -> pd.DataFrame:
+        """Every record, one row each, columns :data:`CALL_COLUMNS` (and dtypes as
+        ``pandas.DataFrame.from_records`` gives them, spilled or not)."""
+        if self._writer is None:
+            return pd.DataFrame.from_records(self.rows, columns=CALL_COLUMNS)
+        import pyarrow.parquet as pq
+
+        if self.rows:
+            self._spill()
+        assert self._file is not None
+        self._writer.close()
+        self._file.seek(0)
+        df = pq.read_table(self._file).to_pandas()
+        self._file.close()
+        self._writer = self._file = None
+        self.spilled = 0
+        for col in _STRING_COLUMNS:  # from_records keeps a column of only None as object
+            if df[col].isna().all():
+                df[col] = pd.Series([None] * len(df), dtype=object)
+        return df
 
     def frame(self) -> pd.DataFrame:
-        df = pd.DataFrame.from_records(self.rows, columns=CALL_COLUMNS)
+        """:meth:`records` with the derived latencies (``ttft_s``, ``e2e_s``, ``tpot_s``)."""
+        df = self.records()
         df["ttft_s"] = df["first_token_s"] - df["issue_s"]
         df["e2e_s"] = df["finish_s"] - df["issue_s"]
         decode_steps = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
@@ -95,6 +157,27 @@ class Recorder:
         tool = df["kind"] == "tool"
         df.loc[tool, ["ttft_s", "tpot_s"]] = math.nan
         return df
+
+
+#: Columns of :class:`CallRecord` by type (the rest are floats, seconds).
+_STRING_COLUMNS = ("call_id", "session_id", "kind", "model", "status", "reason")
+_INT_COLUMNS = (
+    *("replica", "input_tokens", "output_tokens", "cached_tokens"),
+    *("preemptions", "generated_tokens", "failovers"),
+)
+
+
+@functools.cache
+def _schema() -> Any:
+    """The Arrow schema of the spilled records (pyarrow is imported only when needed)."""
+    import pyarrow as pa
+
+    def kind(name: str) -> Any:
+        if name in _STRING_COLUMNS:
+            return pa.string()
+        return pa.int64() if name in _INT_COLUMNS else pa.float64()
+
+    return pa.schema([pa.field(n, kind(n)) for n in CALL_COLUMNS])
 
 
 def percentiles(values: Any) -> dict[str, float | None]:

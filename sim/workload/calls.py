@@ -12,9 +12,9 @@ Units: times in seconds, sizes in tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
 
 CallKind = Literal["llm", "tool"]
 
@@ -95,6 +95,42 @@ class Workload:
 
     def models(self) -> set[str | None]:
         return {c.model for c in self.calls if c.kind == "llm"}
+
+
+@dataclass
+class LazyWorkload:
+    """A workload generated session by session while the simulation reaches it.
+
+    ``open_sessions()`` returns a fresh iterator of sessions, each the list of one
+    session's calls (parents before children); a session's root calls may not be
+    earlier than any root of the sessions before it.  The simulation pulls a session
+    only when its first root comes due and forgets it once its calls have ended, so
+    memory follows the sessions in flight, not the workload's length.  Iterating the
+    same object again generates the same calls.
+
+    Attributes:
+        open_sessions: a fresh iterator over the sessions, in root-time order.
+        model_names: the models the calls name (``None``: the cluster's default).
+        name, source, meta: as :class:`Workload`.
+    """
+
+    open_sessions: Callable[[], Iterator[list[Call]]]
+    model_names: frozenset[str | None]
+    name: str = "workload"
+    source: str = ""
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def models(self) -> set[str | None]:
+        return set(self.model_names)
+
+    def materialize(self) -> Workload:
+        """Every call in memory at once (what code that needs the whole trace uses)."""
+        calls = [c for s in self.open_sessions() for c in s]
+        return Workload(calls, name=self.name, source=self.source, meta=dict(self.meta))
+
+
+#: What a simulation replays: a workload in memory or one generated as it goes.
+AnyWorkload: TypeAlias = Workload | LazyWorkload
 
 
 def topo_order(calls: Iterable[Call]) -> list[Call]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.common.errors import InputError
-from sim.workload.calls import Call, Workload, topo_order
+from sim.workload.calls import AnyWorkload, Call, Workload, topo_order
 from sim.workload.traces.azure import COLUMNS as AZURE_COLUMNS
 from sim.workload.traces.azure import iter_azure
 from sim.workload.traces.burstgpt import COLUMNS as BURSTGPT_COLUMNS
@@ -117,6 +117,20 @@ def _load_synth(path: str) -> Workload:
     cfg = load_synth_config(path)
     meta: dict[str, Any] = {"format": "synth", "seed": cfg.seed, "sessions": cfg.sessions}
     return Workload(calls=list(generate(cfg)), name=Path(path).stem, source=path, meta=meta)
+
+
+def open_trace(path: str, fmt: str | None = None) -> AnyWorkload:
+    """What a simulation replays from ``path``: like :func:`load_trace`, except that a
+    synthetic workload (format ``synth``) is generated session by session while the
+    simulation runs (:class:`~sim.workload.calls.LazyWorkload`), so its length does
+    not bound memory."""
+    if not Path(path).is_file() or (fmt or detect_format(path)) != "synth":
+        return load_trace(path, fmt)
+    from sim.workload.traces.synth import lazy_workload, load_synth_config
+
+    cfg = load_synth_config(path)
+    meta: dict[str, Any] = {"format": "synth", "seed": cfg.seed, "sessions": cfg.sessions}
+    return lazy_workload(cfg, Path(path).stem, path, meta)
 
 
 def _loader(fmt: str) -> Callable[..., Workload]:
@@ -224,6 +238,7 @@ __all__ = [
     "TraceStream",
     "detect_format",
     "load_trace",
+    "open_trace",
     "read_canonical",
     "stream_trace",
 ]

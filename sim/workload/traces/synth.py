@@ -35,7 +35,7 @@ import numpy as np
 
 from sim.common.errors import InputError
 from sim.common.io import read_toml
-from sim.workload.calls import Call
+from sim.workload.calls import AnyWorkload, Call, LazyWorkload, Workload
 from sim.workload.traces.arrivals import PROCESSES, ArrivalConfig, arrival_times
 from sim.workload.traces.distributions import MAX_VALUE, Dist, const, lognormal, parse_dist
 from sim.workload.traces.estimate import ServiceEstimate
@@ -261,6 +261,13 @@ def _fanout(s: _Session, a: FanoutConfig, rng: np.random.Generator) -> None:
 
 def generate(cfg: SynthConfig) -> Iterator[Call]:
     """The calls of ``cfg``'s sessions, session by session (parents before children)."""
+    for calls in generate_sessions(cfg):
+        yield from calls
+
+
+def generate_sessions(cfg: SynthConfig) -> Iterator[list[Call]]:
+    """``cfg``'s sessions one at a time, each its calls (parents before children), in
+    the order of their start times."""
     rng = np.random.default_rng(cfg.seed)
     starts = arrival_times(cfg.arrivals, cfg.sessions, rng)
     weights = np.array([a.weight for a in cfg.agents], dtype=float)
@@ -272,7 +279,26 @@ def generate(cfg: SynthConfig) -> Iterator[Call]:
             _react(s, agent, rng)
         else:
             _fanout(s, agent, rng)
-        yield from s.calls
+        yield s.calls
+
+
+def lazy_workload(cfg: SynthConfig, name: str, source: str, meta: dict[str, object]) -> AnyWorkload:
+    """``cfg``'s workload generated session by session as the simulation reaches each
+    session's start (:class:`LazyWorkload`).  Replayed arrival times need not be
+    sorted, so a replay-driven config is generated in memory instead."""
+    if cfg.arrivals.process == "replay":
+        return Workload(list(generate(cfg)), name=name, source=source, meta=meta)
+    models: set[str | None] = set()
+    for a in cfg.agents:
+        if isinstance(a, ReactConfig):
+            models.add(a.model)
+            if a.small_model_fraction > 0:
+                models.add(a.small_model)
+        else:
+            models.update((a.model, a.subagent_model))
+    return LazyWorkload(
+        lambda: generate_sessions(cfg), frozenset(models), name=name, source=source, meta=meta
+    )
 
 
 # --- TOML -----------------------------------------------------------------------------
