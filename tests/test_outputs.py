@@ -368,7 +368,7 @@ def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("--out should have been refused before any work")
 
     for mod, name in (
-        (sim.cli.run, "workload_from_args"),
+        (sim.cli.run, "replay_from_args"),
         (sim.cli.compare, "workload_from_args"),
         (sim.cli.sweep, "run_sweep"),
         (sim.cli.trace, "stream_trace"),
@@ -498,7 +498,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(
     if where == "start-up imports":
         monkeypatch.setattr(importlib, "import_module", boom)
     elif where == "trace loading":
-        monkeypatch.setattr(sim.cli.run, "workload_from_args", boom)
+        monkeypatch.setattr(sim.cli.run, "replay_from_args", boom)
     else:
         monkeypatch.setattr(sim.cli.run, "simulate", boom)
     out = tmp_path / "run"
