@@ -263,7 +263,8 @@ class Replica:
         self._inflight: dict[int, tuple[float, float]] = {}  # last hash -> (done, copy s)
         self.upload_s = 0.0  # predictive uploads (copy engine, overlapped with compute)
         #: samples of (time s, running, waiting, KV blocks used, KV blocks active), five
-        #: doubles each, flat (40 bytes a sample instead of a tuple of five objects)
+        #: doubles each, flat (40 bytes a sample instead of a tuple of five objects;
+        #: ``fromlist`` is the fastest way in: half the time of ``extend`` on a tuple)
         self.timeline = array("d")
 
     # ---- ReplicaView ------------------------------------------------------------
@@ -440,7 +441,7 @@ class Replica:
         self._pending = None
         self.ready = False
         kvm.reset()
-        self.timeline.extend((now, 0, 0, 0, 0))
+        self.timeline.fromlist([now, 0, 0, 0, 0])
         return lost
 
     def set_cost(self, cost: IterationModel) -> None:
@@ -491,7 +492,7 @@ class Replica:
             self.check()
         running = self.running
         kvm = self.kv_cache_manager
-        self.timeline.extend((now, len(running), len(self.waiting), kvm.used, kvm.active_blocks))
+        self.timeline.fromlist([now, len(running), len(self.waiting), kvm.used, kvm.active_blocks])
         if not running and not self.waiting:
             self._busy = False
             return
