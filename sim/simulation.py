@@ -695,7 +695,8 @@ def _warn(msg: str) -> None:
 def timeline_frame(replicas: Sequence[Replica]) -> pd.DataFrame:
     """Every replica's (time, running, waiting, KV used, KV active) samples, one row
     each, with the replica's id (columns :data:`TIMELINE_COLUMNS`)."""
-    parts = [np.array(r.timeline, dtype=np.float64).reshape(-1, 5) for r in replicas]
+    # views of the replicas' sample buffers (no copy before the one concatenate makes)
+    parts = [np.frombuffer(r.timeline, dtype=np.float64).reshape(-1, 5) for r in replicas]
     rows = np.concatenate(parts) if parts else np.empty((0, 5))
     ids = np.repeat([r.replica_id for r in replicas], [len(r.timeline) // 5 for r in replicas])
     frame = pd.DataFrame({"time_s": rows[:, 0], "replica": ids.astype(np.int64)})
