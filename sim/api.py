@@ -10,8 +10,9 @@
 ...                       policies=["round_robin", "least_loaded"], seeds=3)
 >>> cmp.table                              # one row per policy (comparison.csv)
 
-``trace`` is a path (any supported format) or a :class:`~sim.workload.calls.Workload`
-(None: the embedded default trace); ``cluster`` a TOML path, a
+``trace`` is a path (any supported format; ``run`` generates a synthetic TOML while it
+simulates), a :class:`~sim.workload.calls.Workload` or a
+:class:`~sim.workload.calls.LazyWorkload` (None: the embedded default trace); ``cluster`` a TOML path, a
 :class:`~sim.cluster.config.ClusterConfig` or None (the default cluster); ``policies`` a
 router spec (``"prefix_affinity:cache_threshold=0.5"``), a ``kind=spec`` string
 (``"batching=fcfs"``) or a dict ``{"router": ..., "batching": ...}``.  Further
@@ -43,7 +44,7 @@ from sim.experiments.runner import RunSpec, group_stats, run_experiment, workloa
 from sim.metrics.registry import higher_is_better
 from sim.report.results import SLO, enrich_summary, write_results
 from sim.simulation import SimResult, simulate
-from sim.workload.calls import AnyWorkload, Workload
+from sim.workload.calls import AnyWorkload, LazyWorkload, Workload
 
 if TYPE_CHECKING:  # keeps matplotlib out of ``import sim.api``
     from matplotlib.figure import Figure
@@ -136,8 +137,13 @@ def split_policies(text: str) -> list[str]:
     return out
 
 
-def load_workload(trace: str | Path | Workload | None, trace_format: str | None = None) -> Workload:
-    """A workload from a path (any supported format), a Workload, or None (default)."""
+def load_workload(
+    trace: str | Path | AnyWorkload | None, trace_format: str | None = None
+) -> Workload:
+    """A workload from a path (any supported format), a Workload (a generated one is
+    generated now), or None (default)."""
+    if isinstance(trace, LazyWorkload):
+        return trace.materialize()
     if isinstance(trace, Workload):
         return trace
     from sim.common.paths import DEFAULT_TRACE
@@ -147,11 +153,11 @@ def load_workload(trace: str | Path | Workload | None, trace_format: str | None 
 
 
 def open_workload(
-    trace: str | Path | Workload | None, trace_format: str | None = None
+    trace: str | Path | AnyWorkload | None, trace_format: str | None = None
 ) -> AnyWorkload:
     """As :func:`load_workload`, but a synthetic workload is generated while it is
     simulated (:func:`sim.workload.traces.open_trace`)."""
-    if isinstance(trace, Workload):
+    if isinstance(trace, Workload | LazyWorkload):
         return trace
     from sim.common.paths import DEFAULT_TRACE
     from sim.workload.traces import open_trace
@@ -281,7 +287,7 @@ class Result:
 
 
 def run(
-    trace: str | Path | Workload | None = None,
+    trace: str | Path | AnyWorkload | None = None,
     cluster: str | Path | ClusterConfig | None = None,
     policies: PolicyArg = None,
     seed: int = 0,
@@ -515,7 +521,7 @@ def summarize_runs(
 
 
 def compare(
-    trace: str | Path | Workload | None = None,
+    trace: str | Path | AnyWorkload | None = None,
     cluster: str | Path | ClusterConfig | None = None,
     policies: str | Iterable[PolicyArg] = ("round_robin", "least_loaded", "session_affinity"),
     seeds: int = 1,

@@ -139,3 +139,16 @@ def test_open_trace_generates_synth_lazily_and_reads_files_in_memory(tmp_path: P
     assert isinstance(lazy, LazyWorkload)
     assert lazy.materialize().calls == load_trace(str(toml)).calls
     assert isinstance(open_trace(str(REPO / "traces" / "default.jsonl")), Workload)
+
+
+def test_the_api_runs_a_lazy_workload_and_compare_generates_it() -> None:
+    import sim
+    from sim.api import compare
+
+    cfg = SynthConfig(seed=2, sessions=4, agents=(AGENTS["react"],))  # type: ignore[arg-type]
+    eager, lazy = _pair(cfg)
+    a = sim.run(eager, _cluster("round_robin", 1))
+    b = sim.run(lazy, _cluster("round_robin", 1))
+    assert a.summary == b.summary
+    cmp = compare(lazy, _cluster("round_robin", 1), policies="round_robin,least_loaded")
+    assert list(cmp.table["policy"]) == ["round_robin", "least_loaded"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from policies.base import KVCostView, RetentionDecision, RetentionPolicy
 from sim.workload.calls import Call
 
 
@@ -57,3 +58,39 @@ class WaitStats:
         self._sync()
         xs = self._sorted
         return sum(xs) / len(xs) if xs else 0.0
+
+
+class WaitLearningRetention(RetentionPolicy):
+    """A retention policy that learns the sessions' waits between calls and decides
+    only for a finished call whose session has another call coming.
+
+    Subclasses set ``self.waits`` (a :class:`WaitStats`), ``default_wait_s`` and
+    ``min_samples``, and implement :meth:`decide`; a call without a successor gets the
+    default decision (an ordinary LRU cache entry).
+    """
+
+    waits: WaitStats
+    default_wait_s: float
+    min_samples: int
+
+    def mean_wait(self) -> float:
+        """The mean observed wait (seconds); ``default_wait_s`` until ``min_samples``
+        waits have been seen."""
+        if len(self.waits) < self.min_samples:
+            return self.default_wait_s
+        return self.waits.mean()
+
+    def on_call_arrived(self, call: Call, now: float) -> None:
+        self.waits.arrived(call, now)
+
+    def on_call_finished(
+        self, call: Call, has_successor: bool, now: float, replica: KVCostView
+    ) -> RetentionDecision:
+        self.waits.finished(call, now)
+        if not has_successor:
+            return RetentionDecision()
+        return self.decide(call, now, replica)
+
+    def decide(self, call: Call, now: float, replica: KVCostView) -> RetentionDecision:
+        """The decision for ``call``, which has a successor in its session."""
+        raise NotImplementedError

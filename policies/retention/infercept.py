@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 
-from policies.base import KVCostView, RetentionDecision, RetentionPolicy
+from policies.base import KVCostView, RetentionDecision
 from policies.registry import register
-from policies.retention._waits import WaitStats
+from policies.retention._waits import WaitLearningRetention, WaitStats
 from sim.common.errors import PolicyError
 from sim.workload.calls import Call
 
 
 @register("retention", "infercept")
-class InferCept(RetentionPolicy):
+class InferCept(WaitLearningRetention):
     """InferCept: choose preserve / discard / swap for each paused call by least waste.
 
     Rule: when a call with a successor finishes (its session is intercepted by a
@@ -54,9 +54,7 @@ class InferCept(RetentionPolicy):
         self.choices = {"preserve": 0, "discard": 0, "swap": 0}
 
     def expected_wait(self) -> float:
-        if len(self.waits) < self.min_samples:
-            return self.default_wait_s
-        return self.waits.mean()
+        return self.mean_wait()
 
     def waste(self, call: Call, replica: KVCostView) -> dict[str, float]:
         """Memory-time waste (block-seconds) of each option for ``call`` on ``replica``."""
@@ -71,15 +69,7 @@ class InferCept(RetentionPolicy):
             out["swap"] = 2.0 * replica.swap_time(tokens) * c
         return out
 
-    def on_call_arrived(self, call: Call, now: float) -> None:
-        self.waits.arrived(call, now)
-
-    def on_call_finished(
-        self, call: Call, has_successor: bool, now: float, replica: KVCostView
-    ) -> RetentionDecision:
-        self.waits.finished(call, now)
-        if not has_successor:
-            return RetentionDecision()
+    def decide(self, call: Call, now: float, replica: KVCostView) -> RetentionDecision:
         w = self.waste(call, replica)
         choice = min(w, key=lambda k: (w[k], k))
         self.choices[choice] += 1

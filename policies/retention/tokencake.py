@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from policies.base import KVCostView, RetentionDecision, RetentionPolicy
+from policies.base import KVCostView, RetentionDecision
 from policies.registry import register
-from policies.retention._waits import WaitStats
+from policies.retention._waits import WaitLearningRetention, WaitStats
 from sim.common.errors import PolicyError
 from sim.workload.calls import Call
 
 
 @register("retention", "tokencake")
-class TokencakeTime(RetentionPolicy):
+class TokencakeTime(WaitLearningRetention):
     """Tokencake's time scheduler: during a function call, the waiting agent's KV goes
     to CPU memory when the stall is long enough to pay for the round trip, and comes
     back to the GPU just before the call is predicted to return.
@@ -58,19 +58,9 @@ class TokencakeTime(RetentionPolicy):
 
     def predicted_wait(self) -> float:
         """The predicted stall of a session between two calls (seconds)."""
-        if len(self.waits) < self.min_samples:
-            return self.default_wait_s
-        return self.waits.mean()
+        return self.mean_wait()
 
-    def on_call_arrived(self, call: Call, now: float) -> None:
-        self.waits.arrived(call, now)
-
-    def on_call_finished(
-        self, call: Call, has_successor: bool, now: float, replica: KVCostView
-    ) -> RetentionDecision:
-        self.waits.finished(call, now)
-        if not has_successor:
-            return RetentionDecision()
+    def decide(self, call: Call, now: float, replica: KVCostView) -> RetentionDecision:
         tokens = call.input_tokens + call.output_tokens
         blocks = -(-tokens // replica.block_size)
         stall = self.predicted_wait()

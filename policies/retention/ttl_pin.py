@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 
-from policies.base import KVCostView, RetentionDecision, RetentionPolicy
+from policies.base import KVCostView, RetentionDecision
 from policies.registry import register
-from policies.retention._waits import WaitStats
+from policies.retention._waits import WaitLearningRetention, WaitStats
 from sim.common.errors import PolicyError
 from sim.workload.calls import Call
 
@@ -18,7 +18,7 @@ _COLD_POINTS = 64
 
 
 @register("retention", "ttl_pin")
-class TTLPin(RetentionPolicy):
+class TTLPin(WaitLearningRetention):
     """Continuum's KV time-to-live: pin a paused session's KV only when it pays, for the TTL
     that maximizes the expected benefit minus the memory cost.
 
@@ -98,15 +98,7 @@ class TTLPin(RetentionPolicy):
         rate = max(1, replica.outstanding_requests) * blocks / max(1, replica.kv_capacity_blocks)
         return min(self.distribution().best_ttl(benefit, rate), self.max_ttl_s)
 
-    def on_call_arrived(self, call: Call, now: float) -> None:
-        self.waits.arrived(call, now)
-
-    def on_call_finished(
-        self, call: Call, has_successor: bool, now: float, replica: KVCostView
-    ) -> RetentionDecision:
-        self.waits.finished(call, now)
-        if not has_successor:
-            return RetentionDecision()
+    def decide(self, call: Call, now: float, replica: KVCostView) -> RetentionDecision:
         ttl = self.ttl(call, replica)
         if ttl <= 0:
             self.declined += 1
