@@ -9,9 +9,10 @@ See ``examples/clusters/*.toml`` and the README for the format.  Every problem r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sim.common.errors import ConfigError, InputError
 from sim.common.io import read_toml
@@ -609,51 +610,55 @@ def _array_table_lines(text: str, name: str) -> dict[tuple[int, str], int]:
     return out
 
 
+T = TypeVar("T")
+
+
+def _array_tables(
+    raw: Any,
+    w: str,
+    name: str,
+    cls: type[T],
+    lines: dict[tuple[int, str], int],
+    check: Callable[[T, str, str, int], None] | None = None,
+) -> Iterator[tuple[T, str]]:
+    """Each table of the ``[[name]]`` array built as ``cls``, with the ``file:line`` of
+    its header.  Every field is first built on its own with its line (and passed to
+    ``check(item, field, file:line, index)``), so a bad one is an error naming
+    ``file:line: name[i].field``.  Lazy: a caller's check on table ``i`` comes before
+    table ``i + 1`` is read."""
+    _check(isinstance(raw, list), w, name, f"expected an array of tables ([[{name}]])")
+    for i, t in enumerate(raw):
+        head = lines.get((i, ""))
+        at_head = w if head is None else f"{w}:{head}"
+        _check(isinstance(t, dict), at_head, f"{name}[{i}]", "expected a table")
+        for key, value in t.items():
+            line = lines.get((i, key), head)
+            at = w if line is None else f"{w}:{line}"
+            one = _build(cls, {key: value}, at, f"{name}[{i}]")
+            if check is not None:
+                check(one, key, at, i)
+        yield _build(cls, t, w, f"{name}[{i}]"), at_head
+
+
 def _parse_pools(
     raw: Any, w: str, text: str
 ) -> tuple[tuple[Pool, ...], dict[tuple[int, str], int]]:
     """The ``[[pools]]`` array and where each of its fields is in the file; a bad field
     is an error naming ``file:line: pools[i].field``."""
     lines = _array_table_lines(text, "pools")
-    _check(isinstance(raw, list), w, "pools", "expected an array of tables ([[pools]])")
-    pools = []
-    for i, p in enumerate(raw):
-        head = lines.get((i, ""))
-        _check(
-            isinstance(p, dict),
-            w if head is None else f"{w}:{head}",
-            f"pools[{i}]",
-            "expected a table",
-        )
-        for key, value in p.items():  # each field on its own, for its line
-            line = lines.get((i, key), head)
-            _build(Pool, {key: value}, w if line is None else f"{w}:{line}", f"pools[{i}]")
-        pools.append(_build(Pool, p, w, f"pools[{i}]"))
-    return tuple(pools), lines
+    return tuple(p for p, _ in _array_tables(raw, w, "pools", Pool, lines)), lines
 
 
 def _parse_store(raw: Any, w: str, text: str) -> tuple[KVStoreTier, ...]:
     """The ``[[kv_store]]`` tiers, each field checked with its line."""
     lines = _array_table_lines(text, "kv_store")
-    _check(isinstance(raw, list), w, "kv_store", "expected an array of tables ([[kv_store]])")
     tiers: list[KVStoreTier] = []
-    for i, t in enumerate(raw):
-        head = lines.get((i, ""))
-        _check(
-            isinstance(t, dict),
-            w if head is None else f"{w}:{head}",
-            f"kv_store[{i}]",
-            "expected a table",
-        )
-        for key, value in t.items():
-            line = lines.get((i, key), head)
-            at = w if line is None else f"{w}:{line}"
-            one = _build(KVStoreTier, {key: value}, at, f"kv_store[{i}]")
-            _check_tier(one, key, at, i)
-        tier = _build(KVStoreTier, t, w, f"kv_store[{i}]")
+    for i, (tier, at_head) in enumerate(
+        _array_tables(raw, w, "kv_store", KVStoreTier, lines, _check_tier)
+    ):
         _check(
             tier.tier not in [x.tier for x in tiers],
-            w if head is None else f"{w}:{head}",
+            at_head,
             f"kv_store[{i}].tier",
             f"tier {tier.tier!r} is listed twice",
         )
