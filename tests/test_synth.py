@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from hashlib import blake2b
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sim.cli.main import main
 from sim.common.errors import InputError
@@ -18,6 +21,7 @@ from sim.workload.traces.synth import (
     FanoutConfig,
     ReactConfig,
     SynthConfig,
+    _Context,
     generate,
     load_synth_config,
 )
@@ -148,3 +152,46 @@ def test_hash_block_tokens_and_toml_loads_as_a_trace(tmp_path: Path) -> None:
     assert all(c.block_size == 64 and len(c.prefix_hashes) == c.input_tokens // 64 for c in llm)
     fine = list(generate(replace(load_synth_config(cfg), hash_block_tokens=16)))
     assert [c.input_tokens for c in fine] == [c.input_tokens for c in w.calls]
+
+
+def _block_hashes(segments: list[tuple[str, int]], bs: int) -> list[int]:
+    """The definition of the chain hashes, block by block: block b digests the previous
+    digest and ``name@from-to`` of every segment it overlaps, ``|``-joined."""
+    spans, pos = [], 0
+    for name, tokens in segments:
+        if tokens > 0:
+            spans.append((name, pos, pos + tokens))
+            pos += tokens
+    prev, out = b"\x00" * 8, []
+    for b in range(pos // bs):
+        lo, hi = b * bs, (b + 1) * bs
+        text = "|".join(
+            f"{n}@{max(lo, s) - s}-{min(hi, e) - s}" for n, s, e in spans if s < hi and e > lo
+        )
+        prev = blake2b(prev + text.encode(), digest_size=8).digest()
+        out.append(int.from_bytes(prev, "little") & ((1 << 63) - 1))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bs=st.sampled_from([1, 3, 16, 64]),
+    turns=st.lists(
+        st.lists(
+            st.tuples(st.sampled_from(["sys", "s-1:out", "ü"]), st.integers(0, 200)), max_size=4
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_incremental_prefix_hashes_match_the_definition(
+    bs: int, turns: list[list[tuple[str, int]]]
+) -> None:
+    """Hashed incrementally, turn by turn, in runs per segment, the hashes are the
+    block-by-block definition's."""
+    ctx, seen = _Context(bs), []
+    for segments in turns:
+        for name, tokens in segments:
+            ctx.append(name, tokens)
+        seen += segments
+        assert list(ctx.prefix_hashes()) == _block_hashes(seen, bs)

@@ -121,26 +121,38 @@ class _Context:
 
     def prefix_hashes(self) -> tuple[int, ...]:
         """Chain hashes of the full blocks: block ``b``'s hash digests the previous
-        hash and the segments it covers (``name@from-to`` offsets, ``|``-joined)."""
+        hash and the segments it covers (``name@from-to`` offsets, ``|``-joined).
+
+        Blocks inside one segment (nearly all) are hashed in a run per segment, with
+        the segment's name encoded once; a block across segments joins its parts."""
         bs, starts, names, total = self.bs, self.starts, self.names, self.total
         hashes, prev = self.hashes, self._prev
+        append, digest, from_bytes = hashes.append, blake2b, int.from_bytes
         nseg = len(starts)
-        for b in range(len(hashes), total // bs):
-            lo, hi = b * bs, (b + 1) * bs
+        b, nb = len(hashes), total // bs
+        while b < nb:
+            lo = b * bs
             i = bisect.bisect_right(starts, lo) - 1
             s = starts[i]
-            end = starts[i + 1] if i + 1 < nseg else total
-            if end >= hi:  # the block lies in one segment (the common case)
-                text = f"{names[i]}@{lo - s}-{hi - s}"
-            else:
-                parts = []
-                while i < nseg and starts[i] < hi:
-                    s = starts[i]
-                    parts.append(f"{names[i]}@{max(lo, s) - s}-{min(hi, self._end(i)) - s}")
-                    i += 1
-                text = "|".join(parts)
-            prev = blake2b(prev + text.encode(), digest_size=8).digest()
-            hashes.append(int.from_bytes(prev, "little") & _MASK63)
+            last = min(nb, self._end(i) // bs)  # the blocks from b on inside segment i
+            if b < last:
+                name = names[i].encode() + b"@"
+                for off in range(lo - s, last * bs - s, bs):
+                    prev = digest(
+                        b"%b%b%d-%d" % (prev, name, off, off + bs), digest_size=8
+                    ).digest()
+                    append(from_bytes(prev, "little") & _MASK63)
+                b = last
+                continue
+            hi = lo + bs
+            parts = []
+            while i < nseg and starts[i] < hi:
+                s = starts[i]
+                parts.append(f"{names[i]}@{max(lo, s) - s}-{min(hi, self._end(i)) - s}")
+                i += 1
+            prev = digest(prev + "|".join(parts).encode(), digest_size=8).digest()
+            append(from_bytes(prev, "little") & _MASK63)
+            b += 1
         self._prev = prev
         return tuple(hashes)
 
