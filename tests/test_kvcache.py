@@ -12,6 +12,7 @@ agree after every operation, and both managers' invariants must hold.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -361,3 +362,48 @@ def test_num_decodes_with_slots_stops_at_a_full_block_or_a_prefill() -> None:
     assert m.allocate_slots(seqs[1], 1, 1.0)  # a third block: room again
     assert m.num_decodes_with_slots(seqs, 0, 9) == 3
     assert m.num_decodes_with_slots(seqs, 0, 2) == 2  # the limit (token budget)
+
+
+@settings(max_examples=200, deadline=None)
+@given(prompts=_prompts(), data=st.data())
+def test_granting_decode_blocks_at_once_is_allocating_them_one_by_one(
+    prompts: list[tuple[int, ...]], data: st.DataObject
+) -> None:
+    """``grant_blocks`` gives decodes whose blocks are full their next block in one
+    allocation (the engine's decode clock).  Where ``allocate_slots(seq, 1)`` one sequence
+    after the other would give every one its block, the pool ends exactly as after those
+    (free, evictable and pinned blocks, evictions, which entries stay, every match);
+    where one of them would fail, it gives none."""
+    m = KVCacheManager(BlockPool(data.draw(st.integers(8, 48)), BS))
+    decoders: list[FakeSeq] = []
+    now = 0.0
+    for p in prompts:
+        s = fake_seq(p, len(p) * TRACE_BLOCK + data.draw(st.integers(0, 2 * BS)))
+        c = m.get_computed_blocks(s)
+        if not m.allocate_slots(s, s.num_prefill_tokens - c.num_computed_tokens, now, c):
+            continue
+        m.cache_blocks(s, None)
+        if data.draw(st.booleans()):  # a finished call: cached, maybe pinned
+            pin = data.draw(st.sampled_from([0.0, 1.5, 6.0]))
+            m.free(s, now, lambda pin=pin: RetentionDecision(pin_s=pin))  # type: ignore[misc]
+        else:  # a decoding call whose blocks are full: its next token needs a block
+            s.num_computed_tokens = s.kv_blocks.num_slots
+            decoders.append(s)
+        now += 1.0
+    t = now + data.draw(st.sampled_from([0.0, 2.0, 10.0]))  # some pins expired by then
+    (ma, da), (mb, db) = copy.deepcopy((m, decoders)), copy.deepcopy((m, decoders))
+    one_by_one = all(ma.allocate_slots(s, 1, t) for s in da)
+    at_once = mb.grant_blocks([(s.kv_blocks, 1) for s in db], t)
+    assert at_once == one_by_one
+    if one_by_one:
+        assert _pool_state(ma) == _pool_state(mb)
+        assert list(ma.pool.entries) == list(mb.pool.entries)
+        assert [ma.pool.match(p) for p in prompts] == [mb.pool.match(p) for p in prompts]
+        assert [(s.kv_blocks.num_private, s.kv_blocks.num_slots) for s in da] == [
+            (s.kv_blocks.num_private, s.kv_blocks.num_slots) for s in db
+        ]
+        ma.check(da)
+        mb.check(db)
+    else:
+        assert [s.kv_blocks.num_slots for s in db] == [s.kv_blocks.num_slots for s in decoders]
+        assert mb.pool.used == m.pool.used

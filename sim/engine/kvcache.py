@@ -1133,20 +1133,25 @@ class KVCacheManager:
                 hi = mid
         return lo
 
-    def allocate_decode_slots(self, seqs: Iterable[KVSeq], now: float) -> bool:
-        """Give every sequence the blocks its ``num_computed_tokens`` need (after a
-        decode span advanced them all), in one allocation; False if the pool cannot."""
+    def grant_blocks(self, grants: Sequence[tuple[SeqBlocks, int]], now: float) -> bool:
+        """Give each ``(blocks, n)`` of ``grants`` ``n`` more private blocks, in one
+        allocation: decodes whose slots are full (one block each, as ``allocate_slots(seq,
+        1)`` would give them one sequence at a time) or the blocks a decode span's tokens
+        filled.  Pins are released early if needed, as for a running sequence.  False,
+        giving nothing, when free, evictable and pinned blocks together fall short (pins
+        whose time has come are released, as the first of those calls would)."""
+        total = sum(n for _, n in grants)
+        pool = self.pool
+        if total > pool.free and total > pool.available(now) + pool.pinned_blocks:
+            return False
+        if total:
+            ok = pool.allocate(total, now, unpin=True)
+            assert ok, "blocks granted beyond free, evictable and pinned ones"
         bs = self.block_size
-        taken = 0
-        for seq in seqs:
-            b = seq.kv_blocks
-            over = seq.num_computed_tokens - b.num_slots
-            if over > 0:
-                add = (over + bs - 1) // bs
-                b.num_private += add
-                b.num_slots += add * bs
-                taken += add
-        return not taken or self.pool.allocate(taken, now, unpin=True)
+        for b, n in grants:
+            b.num_private += n
+            b.num_slots += n * bs
+        return True
 
     # ---- release ------------------------------------------------------------------------
     def free(

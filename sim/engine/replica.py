@@ -26,6 +26,18 @@ the cost model (``decode_time`` per iteration for short spans, the vectorised
 end of the iteration in flight, so every timestamp equals the step-by-step result
 (``fast_forward=False``) up to float rounding.  No SimPy event per token.
 
+Decode clock: a running sequence past its prefill gains one token in every step (the
+token budget is at least ``max_num_seqs``, and sequences still prefilling come after
+the decoding ones in the running list, since chunks are given in that order), so its
+token counts are stored relative to ``_tick``, the decode steps the replica has taken,
+and a step or a span advances every decoding sequence at once by advancing the tick.
+Two heaps keyed by tick say when a sequence reaches ``max_tokens`` and when its blocks
+are full (it needs a block more for its next token); those blocks are given in one
+allocation, exactly as one per sequence would be when all of them can be had (else the
+step goes sequence by sequence, preempting as vLLM does).  A step then costs the
+sequences that finish or fill a block, not the batch size.  ``Seq.num_computed_tokens``
+and ``num_output_tokens`` read the clock, so nothing outside the engine sees it.
+
 Host-DRAM KV tier (``host_kv_blocks`` > 0): when the retention policy swaps a
 finished call's prefix to host memory, the copy runs on the GPU's copy engine
 alongside compute (as InferCept's pipelined swap-out), so it frees HBM at once and
@@ -62,8 +74,9 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from heapq import heappop, heappush
 from itertools import accumulate
-from operator import attrgetter, sub
+from operator import itemgetter
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -81,10 +94,7 @@ if TYPE_CHECKING:
 #: ``decode_time`` calls; longer ones with the vectorised ``decode_times``.
 SHORT_SPAN = 16
 
-# per-sequence reads in the per-step sums, done in C (map) rather than in generators
-_computed = attrgetter("num_computed_tokens")
-_max_tokens = attrgetter("max_tokens")
-_output = attrgetter("num_output_tokens")
+_first = itemgetter(0)
 
 #: The GPU-to-CPU path of a replica built without one (tests): free and instant.
 NO_HOST_PATH = Path(float("inf"), 0.0, "local", 0)
@@ -111,9 +121,9 @@ class Seq:
         "arrival_s",
         "num_prompt_tokens",
         "max_tokens",
-        "num_computed_tokens",
+        "_nct",
         "num_prefill_tokens",
-        "num_output_tokens",
+        "_nout",
         "num_cached_tokens",
         "num_external_computed_tokens",
         "kv_blocks",
@@ -123,6 +133,8 @@ class Seq:
         "has_successor",
         "replica_id",
         "failovers",
+        "_clk",
+        "_ord",
     )
 
     def __init__(self, call: Call, arrival_s: float, block_size: int, has_successor: bool) -> None:
@@ -130,11 +142,15 @@ class Seq:
         self.arrival_s = arrival_s
         self.num_prompt_tokens = call.input_tokens
         self.max_tokens = call.output_tokens  # output tokens to generate (from the trace)
-        self.num_computed_tokens = 0  # tokens whose KV is computed
+        # the replica whose decode clock advances this sequence (None: the counts are
+        # stored as they are); see :class:`Replica` ("Decode clock")
+        self._clk: Replica | None = None
+        self._ord = 0  # its place in the replica's running list (admission order)
+        self._nct = 0  # tokens whose KV is computed (less the clock's tick when clocked)
         # tokens to have in KV before the next sample: the prompt, plus the output
         # tokens generated before a preemption or failure (recomputed)
         self.num_prefill_tokens = call.input_tokens
-        self.num_output_tokens = 0  # output tokens generated
+        self._nout = 0  # output tokens generated (less the clock's tick when clocked)
         self.num_cached_tokens = 0  # prompt tokens hit in the prefix cache at first admission
         # prompt tokens whose KV was loaded from a saved copy (faults, KV migration)
         self.num_external_computed_tokens = 0
@@ -152,6 +168,28 @@ class Seq:
         self.num_computed_tokens = 0
         self.num_external_computed_tokens = 0
         self.num_prefill_tokens = self.num_prompt_tokens + self.num_output_tokens
+
+    @property
+    def num_computed_tokens(self) -> int:
+        """Tokens whose KV is computed."""
+        c = self._clk
+        return self._nct if c is None else self._nct + c._tick
+
+    @num_computed_tokens.setter
+    def num_computed_tokens(self, value: int) -> None:
+        assert self._clk is None, "a decoding sequence advances with its replica's clock"
+        self._nct = value
+
+    @property
+    def num_output_tokens(self) -> int:
+        """Output tokens generated."""
+        c = self._clk
+        return self._nout if c is None else self._nout + c._tick
+
+    @num_output_tokens.setter
+    def num_output_tokens(self, value: int) -> None:
+        assert self._clk is None, "a decoding sequence advances with its replica's clock"
+        self._nout = value
 
     # SeqView protocol (read by batch policies)
     @property
@@ -240,6 +278,15 @@ class Replica:
         # sum over queued/running calls of max(0, num_prefill_tokens - num_computed_tokens)
         self._prefill_left = 0
         self._n_prefilling = 0  # running sequences whose prefill is not complete
+        # the decode clock (module docstring): decode steps taken, the sequences that
+        # advance with them and the sum of their stored KV token counts, and when they
+        # finish and fill their blocks (heaps of (tick, _ord, seq), pruned lazily)
+        self._tick = 0
+        self._n_clocked = 0
+        self._ctx_base = 0
+        self._fin: list[tuple[int, int, Seq]] = []
+        self._need: list[tuple[int, int, Seq]] = []
+        self._next_ord = 0
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
         self._prefetch_pending_s = 0.0  # wait of the next iteration for prefetch copies
@@ -420,6 +467,11 @@ class Replica:
                 self._finish_span(now)
         if self.touched is not None:
             self.touched.add(self.replica_id)
+        for s in self.running:
+            if s._clk is not None:
+                self._clock_out(s)
+        self._fin = []
+        self._need = []
         lost = [(s, s.num_computed_tokens) for s in self.running]
         lost += [(s, s.num_computed_tokens) for s in self.waiting]
         kvm = self.kv_cache_manager
@@ -478,6 +530,15 @@ class Replica:
             max(0, s.num_prefill_tokens - s.num_computed_tokens)
             for s in (*self.running, *self.waiting)
         ), "pending prefill accounting"
+        clocked = [s for s in self.running if s._clk is self]
+        assert clocked == [
+            s for s in self.running if s.num_computed_tokens >= s.num_prefill_tokens
+        ], "the decoding sequences are the clocked ones"
+        assert clocked == self.running[: len(clocked)], (
+            "a prefilling sequence before a decoding one"
+        )
+        assert len(clocked) == self._n_clocked and self._ctx_base == sum(s._nct for s in clocked)
+        assert [s._ord for s in self.running] == sorted(s._ord for s in self.running)
         for s in self.running:
             assert s.num_output_tokens <= s.max_tokens
             assert s.num_computed_tokens <= s.num_prefill_tokens + s.max_tokens
@@ -497,13 +558,12 @@ class Replica:
             self._busy = False
             return
         if self.cfg.fast_forward and running and self._can_span(now):
-            k = kvm.num_decode_steps(
-                running, min(map(sub, map(_max_tokens, running), map(_output, running)))
-            )
+            k = kvm.num_decode_steps(running, self._fin_top() - self._tick)
             if k >= 2:
                 self._start_span(now, k)
                 return
         decodes, prefills, preempted = self._build_batch(now)
+        assert len(decodes) == self._n_clocked, "a decoding sequence left out of a step"
         if not decodes and not prefills and preempted:
             # everything running was preempted and nothing was admitted in this step:
             # the next step (at once) admits from the queue
@@ -526,7 +586,7 @@ class Replica:
             prefill_tokens=tuple(c for _, c in prefills),
             prefill_context=tuple(s.num_computed_tokens for s, _ in prefills),
             num_decode=len(decodes),
-            decode_context_sum=sum(map(_computed, decodes)) + len(decodes),
+            decode_context_sum=self._ctx_base + (self._tick + 1) * len(decodes),
         )
         dt = self.cost.iteration_time(shape)
         if self._swap_in_pending_s:
@@ -543,9 +603,81 @@ class Replica:
         ev = self.env.timeout(dt)
         ev.callbacks.append(self._make_cb(self._gen))
 
+    # ---- the decode clock ---------------------------------------------------------------
+    def _clock_in(self, seq: Seq) -> None:
+        """``seq`` (running) completed its prefill: from now on it advances with the tick."""
+        t = self._tick
+        seq._nct -= t
+        seq._nout -= t
+        seq._clk = self
+        self._n_clocked += 1
+        self._ctx_base += seq._nct
+        heappush(self._fin, (seq.max_tokens - seq._nout, seq._ord, seq))
+        heappush(self._need, (seq.kv_blocks.num_slots - seq._nct, seq._ord, seq))
+
+    def _clock_out(self, seq: Seq) -> None:
+        """``seq`` leaves the running set: its counts are stored as they are again."""
+        self._n_clocked -= 1
+        self._ctx_base -= seq._nct
+        t = self._tick
+        seq._nct += t
+        seq._nout += t
+        seq._clk = None
+
+    def _fin_top(self) -> int:
+        """The tick at which the first clocked sequence reaches ``max_tokens`` (some is)."""
+        fin = self._fin
+        while True:
+            t, o, s = fin[0]
+            if s._clk is self and s._ord == o and t == s.max_tokens - s._nout:
+                return t
+            heappop(fin)  # stale: finished, preempted, held back or readmitted since
+
+    def _finished_decodes(self) -> list[Seq]:
+        """The clocked sequences that reached ``max_tokens`` by now, in running order."""
+        fin, tick = self._fin, self._tick
+        done: list[tuple[int, Seq]] = []
+        while fin and fin[0][0] <= tick:
+            t, o, s = heappop(fin)
+            if s._clk is self and s._ord == o and t == s.max_tokens - s._nout:
+                done.append((o, s))
+        done.sort(key=_first)
+        return [s for _, s in done]
+
+    def _full_blocks(self, before: int) -> list[tuple[int, int, Seq]]:
+        """Take the clocked sequences whose blocks were full at a tick below ``before``
+        (their KV needs a block more from then on) off ``_need``."""
+        need = self._need
+        out = []
+        while need and need[0][0] < before:
+            e = heappop(need)
+            t, o, s = e
+            if s._clk is self and s._ord == o and t == s.kv_blocks.num_slots - s._nct:
+                out.append(e)
+        return out
+
+    def _decode_blocks(self, now: float) -> bool:
+        """Give every clocked sequence whose blocks are full its next block, in one
+        allocation (exactly what ``allocate_slots(seq, 1)`` would do one sequence at a
+        time, since every one succeeds); False, giving none, when the pool cannot give
+        them all (the step then goes sequence by sequence, preempting as it must)."""
+        full = self._full_blocks(self._tick + 1)
+        if not full:
+            return True
+        if self.kv_cache_manager.grant_blocks([(s.kv_blocks, 1) for _, _, s in full], now):
+            bs = self.block_size
+            for t, o, s in full:
+                heappush(self._need, (t + bs, o, s))
+            return True
+        for e in full:
+            heappush(self._need, e)
+        return False
+
     # ---- batch building (one iteration) ------------------------------------------
     def _preempt(self, victim: Seq, now: float) -> None:
         """Preempt ``victim`` by recompute: free its blocks, requeue it at the head."""
+        if victim._clk is not None:
+            self._clock_out(victim)
         self.running.remove(victim)
         if victim.num_computed_tokens < victim.num_prefill_tokens:
             self._n_prefilling -= 1
@@ -628,12 +760,19 @@ class Replica:
         prefills) into ``decodes`` and ``prefills``, preempting the batch policy's
         victims while the KV cache cannot give a sequence its slots.  Returns the budget
         left and whether it preempted."""
+        running = self.running
+        i = 0
+        n = self._n_clocked
+        if n and self._decode_blocks(now):
+            # the decoding (clocked) sequences come first, each with a slot for its
+            # token now: all of them in one go; then those still prefilling, in order
+            decodes += running[:n] if n < len(running) else running
+            budget -= n
+            i = n
         kvm = self.kv_cache_manager
         allocate_slots = kvm.allocate_slots
         ready = kvm.num_decodes_with_slots
-        running = self.running
         preempted = False
-        i = 0
         while i < len(running) and budget > 0:
             # a run of decodes whose next token has a slot already: nothing to allocate
             n = ready(running, i, budget)
@@ -646,6 +785,7 @@ class Replica:
             kvt = seq.num_computed_tokens
             decode = kvt >= seq.num_prefill_tokens
             chunk = 1 if decode else min(seq.num_prefill_tokens - kvt, budget)
+            slots = seq.kv_blocks.num_slots
             while not allocate_slots(seq, chunk, now):
                 victim_i = self.policy.preempt_victim(running, now)
                 victim = running[victim_i]
@@ -659,6 +799,8 @@ class Replica:
             else:
                 if decode:
                     decodes.append(seq)
+                    if seq.kv_blocks.num_slots != slots:  # (clocked) its blocks were full
+                        heappush(self._need, (seq.kv_blocks.num_slots - seq._nct, seq._ord, seq))
                 else:
                     prefills.append((seq, chunk))
                 budget -= chunk
@@ -719,6 +861,8 @@ class Replica:
             seq.admit_s = now
             self.prompt_tokens += seq.num_prompt_tokens
             self.hit_tokens += computed.num_hit_tokens
+        seq._ord = self._next_ord
+        self._next_ord += 1
         self.running.append(seq)
         self._n_prefilling += 1
         stored = kvm.cache_blocks(seq, start + chunk)
@@ -731,21 +875,21 @@ class Replica:
         decodes, prefills = self._pending
         self._pending = None
         done: list[Seq] = []
-        for seq in decodes:
-            seq.num_computed_tokens += 1
-            g = seq.num_output_tokens = seq.num_output_tokens + 1
-            if g >= seq.max_tokens:
-                done.append(seq)
-        self._outstanding_tokens -= len(decodes)
-        for seq, chunk in prefills:
-            seq.num_computed_tokens += chunk
+        if decodes:  # every clocked sequence decoded a token: the tick advances
+            self._tick += 1
+            self._outstanding_tokens -= len(decodes)
+            done = self._finished_decodes()
+        for seq, chunk in prefills:  # (prefilling: not clocked)
+            seq._nct += chunk
             self._outstanding_tokens -= chunk
             self._prefill_left -= chunk
-            if seq.num_computed_tokens >= seq.num_prefill_tokens:
+            if seq._nct >= seq.num_prefill_tokens:
                 self._n_prefilling -= 1
                 self._complete_prefill(seq, now)
-                if seq.num_output_tokens >= seq.max_tokens:
+                if seq._nout >= seq.max_tokens:
                     done.append(seq)
+                else:
+                    self._clock_in(seq)
         for seq in done:
             self._finish(seq, now)
 
@@ -759,13 +903,15 @@ class Replica:
         stored = self.kv_cache_manager.cache_blocks(seq, None)
         if stored:
             self._stored_to_host(stored)
-        seq.num_output_tokens += 1
+        seq._nout += 1  # (not clocked yet)
         self._outstanding_tokens -= 1
-        if seq.num_output_tokens == 1:
+        if seq._nout == 1:
             seq.first_token_s = now
         self.policy.on_tokens(seq.call, seq.num_prefill_tokens, now)
 
     def _finish(self, seq: Seq, now: float) -> None:
+        if seq._clk is not None:
+            self._clock_out(seq)
         self.running.remove(seq)
         decision: list[RetentionDecision] = []
 
@@ -853,7 +999,7 @@ class Replica:
 
     def _start_span(self, now: float, k: int) -> None:
         n = len(self.running)
-        ctx0 = sum(map(_computed, self.running))
+        ctx0 = self._ctx_base + n * self._tick  # (pure decode: every one is clocked)
         if k <= SHORT_SPAN:
             # most spans are cut by an arrival after a few iterations: scalar times
             # beat the fixed cost of numpy calls (accumulate sums in order, as cumsum)
@@ -886,13 +1032,16 @@ class Replica:
         self._span_cum = None
         self.busy_s += cum[m - 1]
         self.iterations += m
-        done: list[Seq] = []
-        for seq in self.running:
-            seq.num_computed_tokens += m
-            g = seq.num_output_tokens = seq.num_output_tokens + m
-            if g >= seq.max_tokens:
-                done.append(seq)
-        ok = self.kv_cache_manager.allocate_decode_slots(self.running, now)
+        self._tick += m  # every running sequence (all clocked) decoded m tokens
+        done = self._finished_decodes()
+        # the blocks the span's tokens filled, in one allocation
+        tick, bs = self._tick, self.block_size
+        grants = []
+        for t, o, s in self._full_blocks(tick):
+            add = -(-(tick - t) // bs)
+            grants.append((s.kv_blocks, add))
+            heappush(self._need, (t + add * bs, o, s))
+        ok = self.kv_cache_manager.grant_blocks(grants, now)
         assert ok, "span planned beyond free blocks"
         self._outstanding_tokens -= m * len(self.running)
         for seq in done:
