@@ -1101,37 +1101,25 @@ class KVCacheManager:
         return hashes[n + m - 1], blocks
 
     # ---- decode spans -------------------------------------------------------------------
-    def num_decode_steps(self, seqs: Sequence[KVSeq], k: int) -> int:
+    def num_decode_steps(self, slacks: Sequence[int], k: int) -> int:
         """How many of ``k`` decode steps (one token per sequence each) the free blocks
-        can pay for, every sequence taking a new block whenever its blocks are full."""
+        can pay for, every sequence taking a new block whenever its blocks are full.
+        ``slacks``: each decoding sequence's free slots (the tokens its blocks take before
+        it needs another one, below ``block_size`` as blocks are taken when needed),
+        ascending."""
         bs = self.block_size
         free = self.pool.free
-        if free >= len(seqs) * -(-k // bs):
-            return k  # no sequence can need more than ceil(k / bs) new blocks in k steps
-        slacks = sorted(s.kv_blocks.num_slots - s.num_computed_tokens for s in seqs)
         n = len(slacks)
-        if slacks[-1] < bs:
-            # Sequence i needs a new block at steps slack_i + 1 + t * bs (t = 0, 1, ...);
-            # with every slack below bs, round t of these crossings lies in
-            # (t * bs, (t + 1) * bs], so the sorted crossings are the sorted slacks
-            # repeated every bs steps.  The span ends just before crossing number
-            # ``free`` (0-based), the first one free blocks cannot pay for.
-            first_short = slacks[free % n] + 1 + (free // n) * bs
-            return min(k, first_short - 1)
-
-        def extra(j: int) -> int:
-            return sum((j - sl + bs - 1) // bs for sl in slacks if j > sl)
-
-        if extra(k) <= free:
-            return k
-        lo, hi = 0, k  # extra(lo) <= free < extra(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if extra(mid) <= free:
-                lo = mid
-            else:
-                hi = mid
-        return lo
+        if free >= n * -(-k // bs):
+            return k  # no sequence can need more than ceil(k / bs) new blocks in k steps
+        assert slacks[-1] < bs, "a decoding sequence holds a block more than it needs"
+        # Sequence i needs a new block at steps slack_i + 1 + t * bs (t = 0, 1, ...); with
+        # every slack below bs, round t of these crossings lies in (t * bs, (t + 1) * bs],
+        # so the sorted crossings are the sorted slacks repeated every bs steps.  The span
+        # ends just before crossing number ``free`` (0-based), the first one free blocks
+        # cannot pay for.
+        first_short = slacks[free % n] + 1 + (free // n) * bs
+        return min(k, first_short - 1)
 
     def grant_blocks(self, grants: Sequence[tuple[SeqBlocks, int]], now: float) -> bool:
         """Give each ``(blocks, n)`` of ``grants`` ``n`` more private blocks, in one

@@ -76,7 +76,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import accumulate
-from operator import itemgetter
+from operator import attrgetter
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -94,7 +94,7 @@ if TYPE_CHECKING:
 #: ``decode_time`` calls; longer ones with the vectorised ``decode_times``.
 SHORT_SPAN = 16
 
-_first = itemgetter(0)
+_ord_of = attrgetter("_ord")
 
 #: The GPU-to-CPU path of a replica built without one (tests): free and instant.
 NO_HOST_PATH = Path(float("inf"), 0.0, "local", 0)
@@ -279,13 +279,15 @@ class Replica:
         self._prefill_left = 0
         self._n_prefilling = 0  # running sequences whose prefill is not complete
         # the decode clock (module docstring): decode steps taken, the sequences that
-        # advance with them and the sum of their stored KV token counts, and when they
-        # finish and fill their blocks (heaps of (tick, _ord, seq), pruned lazily)
+        # advance with them and the sum of their stored KV token counts; the clocked
+        # sequences by the tick they reach max_tokens (with a heap of those ticks,
+        # pruned lazily), and by the residue mod block_size of the tick their blocks fill
         self._tick = 0
         self._n_clocked = 0
         self._ctx_base = 0
-        self._fin: list[tuple[int, int, Seq]] = []
-        self._need: list[tuple[int, int, Seq]] = []
+        self._fin: dict[int, list[Seq]] = {}
+        self._fin_ticks: list[int] = []
+        self._need: list[list[Seq]] = [[] for _ in range(config.block_size)]
         self._next_ord = 0
         self._stalled = False  # waiting for a pin to expire
         self._swap_in_pending_s = 0.0  # swap-in time charged to the next iteration
@@ -470,8 +472,7 @@ class Replica:
         for s in self.running:
             if s._clk is not None:
                 self._clock_out(s)
-        self._fin = []
-        self._need = []
+        self._fin_ticks = []
         lost = [(s, s.num_computed_tokens) for s in self.running]
         lost += [(s, s.num_computed_tokens) for s in self.waiting]
         kvm = self.kv_cache_manager
@@ -539,6 +540,13 @@ class Replica:
         )
         assert len(clocked) == self._n_clocked and self._ctx_base == sum(s._nct for s in clocked)
         assert [s._ord for s in self.running] == sorted(s._ord for s in self.running)
+        bs, tick = self.block_size, self._tick
+        for s in clocked:  # its blocks fill within block_size ticks, at its residue
+            assert tick <= s.kv_blocks.num_slots - s._nct < tick + bs
+            assert s in self._need[(s.kv_blocks.num_slots - s._nct) % bs]
+            assert s in self._fin[s.max_tokens - s._nout]
+        assert sum(map(len, self._need)) == sum(map(len, self._fin.values())) == len(clocked)
+        assert min(self._fin, default=tick + 1) > tick
         for s in self.running:
             assert s.num_output_tokens <= s.max_tokens
             assert s.num_computed_tokens <= s.num_prefill_tokens + s.max_tokens
@@ -558,7 +566,7 @@ class Replica:
             self._busy = False
             return
         if self.cfg.fast_forward and running and self._can_span(now):
-            k = kvm.num_decode_steps(running, self._fin_top() - self._tick)
+            k = kvm.num_decode_steps(self._slacks(), self._fin_top() - self._tick)
             if k >= 2:
                 self._start_span(now, k)
                 return
@@ -612,11 +620,24 @@ class Replica:
         seq._clk = self
         self._n_clocked += 1
         self._ctx_base += seq._nct
-        heappush(self._fin, (seq.max_tokens - seq._nout, seq._ord, seq))
-        heappush(self._need, (seq.kv_blocks.num_slots - seq._nct, seq._ord, seq))
+        self._need[(seq.kv_blocks.num_slots - seq._nct) % self.block_size].append(seq)
+        fin = seq.max_tokens - seq._nout
+        at = self._fin.get(fin)
+        if at is None:
+            self._fin[fin] = [seq]
+            heappush(self._fin_ticks, fin)
+        else:
+            at.append(seq)
 
     def _clock_out(self, seq: Seq) -> None:
         """``seq`` leaves the running set: its counts are stored as they are again."""
+        self._need[(seq.kv_blocks.num_slots - seq._nct) % self.block_size].remove(seq)
+        fin = seq.max_tokens - seq._nout
+        at = self._fin.get(fin)  # None: it finishes now (_finished_decodes took them)
+        if at is not None and len(at) == 1:
+            del self._fin[fin]  # (its tick in _fin_ticks goes stale)
+        elif at is not None:
+            at.remove(seq)
         self._n_clocked -= 1
         self._ctx_base -= seq._nct
         t = self._tick
@@ -626,52 +647,40 @@ class Replica:
 
     def _fin_top(self) -> int:
         """The tick at which the first clocked sequence reaches ``max_tokens`` (some is)."""
-        fin = self._fin
-        while True:
-            t, o, s = fin[0]
-            if s._clk is self and s._ord == o and t == s.max_tokens - s._nout:
-                return t
-            heappop(fin)  # stale: finished, preempted, held back or readmitted since
+        ticks, fin = self._fin_ticks, self._fin
+        while ticks[0] not in fin:
+            heappop(ticks)  # stale: every sequence finishing then left early
+        return ticks[0]
 
     def _finished_decodes(self) -> list[Seq]:
-        """The clocked sequences that reached ``max_tokens`` by now, in running order."""
-        fin, tick = self._fin, self._tick
-        done: list[tuple[int, Seq]] = []
-        while fin and fin[0][0] <= tick:
-            t, o, s = heappop(fin)
-            if s._clk is self and s._ord == o and t == s.max_tokens - s._nout:
-                done.append((o, s))
-        done.sort(key=_first)
-        return [s for _, s in done]
+        """The clocked sequences that reach ``max_tokens`` at this tick (none can before:
+        a span ends by the first), in running order."""
+        done = self._fin.pop(self._tick, None)
+        if done is None:
+            return []
+        if len(done) > 1:
+            done.sort(key=_ord_of)
+        return done
 
-    def _full_blocks(self, before: int) -> list[tuple[int, int, Seq]]:
-        """Take the clocked sequences whose blocks were full at a tick below ``before``
-        (their KV needs a block more from then on) off ``_need``."""
-        need = self._need
-        out = []
-        while need and need[0][0] < before:
-            e = heappop(need)
-            t, o, s = e
-            if s._clk is self and s._ord == o and t == s.kv_blocks.num_slots - s._nct:
-                out.append(e)
+    def _slacks(self) -> list[int]:
+        """Each clocked sequence's free slots (tokens its blocks take before the next
+        block), ascending: the sequences of ``_need[(tick + d) % block_size]`` have ``d``."""
+        need, tick, bs = self._need, self._tick, self.block_size
+        out: list[int] = []
+        for d in range(bs):
+            n = len(need[(tick + d) % bs])
+            if n:
+                out += [d] * n
         return out
 
     def _decode_blocks(self, now: float) -> bool:
-        """Give every clocked sequence whose blocks are full its next block, in one
-        allocation (exactly what ``allocate_slots(seq, 1)`` would do one sequence at a
-        time, since every one succeeds); False, giving none, when the pool cannot give
-        them all (the step then goes sequence by sequence, preempting as it must)."""
-        full = self._full_blocks(self._tick + 1)
-        if not full:
-            return True
-        if self.kv_cache_manager.grant_blocks([(s.kv_blocks, 1) for _, _, s in full], now):
-            bs = self.block_size
-            for t, o, s in full:
-                heappush(self._need, (t + bs, o, s))
-            return True
-        for e in full:
-            heappush(self._need, e)
-        return False
+        """Give every clocked sequence whose blocks are full (those of the tick's residue:
+        the blocks of each fill every ``block_size`` ticks) its next block, in one
+        allocation: exactly what ``allocate_slots(seq, 1)`` one sequence at a time does
+        when every one succeeds.  False, giving none, when the pool cannot give them all
+        (the step then goes sequence by sequence, preempting as it must)."""
+        full = self._need[self._tick % self.block_size]
+        return not full or self.kv_cache_manager.grant_blocks([(s.kv_blocks, 1) for s in full], now)
 
     # ---- batch building (one iteration) ------------------------------------------
     def _preempt(self, victim: Seq, now: float) -> None:
@@ -785,7 +794,6 @@ class Replica:
             kvt = seq.num_computed_tokens
             decode = kvt >= seq.num_prefill_tokens
             chunk = 1 if decode else min(seq.num_prefill_tokens - kvt, budget)
-            slots = seq.kv_blocks.num_slots
             while not allocate_slots(seq, chunk, now):
                 victim_i = self.policy.preempt_victim(running, now)
                 victim = running[victim_i]
@@ -799,8 +807,6 @@ class Replica:
             else:
                 if decode:
                     decodes.append(seq)
-                    if seq.kv_blocks.num_slots != slots:  # (clocked) its blocks were full
-                        heappush(self._need, (seq.kv_blocks.num_slots - seq._nct, seq._ord, seq))
                 else:
                     prefills.append((seq, chunk))
                 budget -= chunk
@@ -1034,13 +1040,13 @@ class Replica:
         self.iterations += m
         self._tick += m  # every running sequence (all clocked) decoded m tokens
         done = self._finished_decodes()
-        # the blocks the span's tokens filled, in one allocation
-        tick, bs = self._tick, self.block_size
+        # the blocks the span's tokens filled, in one allocation: a sequence whose
+        # blocks filled at the span's d-th tick took ceil((m - d) / block_size) more
+        t0, bs = self._tick - m, self.block_size
         grants = []
-        for t, o, s in self._full_blocks(tick):
-            add = -(-(tick - t) // bs)
-            grants.append((s.kv_blocks, add))
-            heappush(self._need, (t + add * bs, o, s))
+        for d in range(min(m, bs)):
+            add = -(-(m - d) // bs)
+            grants += [(s.kv_blocks, add) for s in self._need[(t0 + d) % bs]]
         ok = self.kv_cache_manager.grant_blocks(grants, now)
         assert ok, "span planned beyond free blocks"
         self._outstanding_tokens -= m * len(self.running)
