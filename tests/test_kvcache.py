@@ -364,16 +364,16 @@ def test_num_decodes_with_slots_stops_at_a_full_block_or_a_prefill() -> None:
     assert m.num_decodes_with_slots(seqs, 0, 2) == 2  # the limit (token budget)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(prompts=_prompts(), data=st.data())
 def test_granting_decode_blocks_at_once_is_allocating_them_one_by_one(
     prompts: list[tuple[int, ...]], data: st.DataObject
 ) -> None:
-    """``grant_blocks`` gives decodes whose blocks are full their next block in one
-    allocation (the engine's decode clock).  Where ``allocate_slots(seq, 1)`` one sequence
-    after the other would give every one its block, the pool ends exactly as after those
-    (free, evictable and pinned blocks, evictions, which entries stay, every match);
-    where one of them would fail, it gives none."""
+    """``grant_blocks(stepwise=True)`` gives decodes whose blocks are full their next
+    block (the engine's decode clock), in one allocation unless pins must be released.
+    Where ``allocate_slots(seq, 1)`` one sequence after the other would give every one
+    its block, the pool ends exactly as after those (free, evictable and pinned blocks,
+    evictions, which entries stay, every match); where one would fail, it gives none."""
     m = KVCacheManager(BlockPool(data.draw(st.integers(8, 48)), BS))
     decoders: list[FakeSeq] = []
     now = 0.0
@@ -393,7 +393,7 @@ def test_granting_decode_blocks_at_once_is_allocating_them_one_by_one(
     t = now + data.draw(st.sampled_from([0.0, 2.0, 10.0]))  # some pins expired by then
     (ma, da), (mb, db) = copy.deepcopy((m, decoders)), copy.deepcopy((m, decoders))
     one_by_one = all(ma.allocate_slots(s, 1, t) for s in da)
-    at_once = mb.grant_blocks([(s.kv_blocks, 1) for s in db], t)
+    at_once = mb.grant_blocks(((db, 1),), t, stepwise=True)
     assert at_once == one_by_one
     if one_by_one:
         assert _pool_state(ma) == _pool_state(mb)

@@ -1101,18 +1101,18 @@ class KVCacheManager:
         return hashes[n + m - 1], blocks
 
     # ---- decode spans -------------------------------------------------------------------
-    def num_decode_steps(self, slacks: Sequence[int], k: int) -> int:
-        """How many of ``k`` decode steps (one token per sequence each) the free blocks
-        can pay for, every sequence taking a new block whenever its blocks are full.
-        ``slacks``: each decoding sequence's free slots (the tokens its blocks take before
+    def num_decode_steps(self, n: int, k: int, get_slacks: Callable[[], Sequence[int]]) -> int:
+        """How many of ``k`` decode steps (one token per sequence each) ``n`` decoding
+        sequences can take on the free blocks, each taking a new block whenever its blocks
+        are full.  ``get_slacks()``: each one's free slots (the tokens its blocks take before
         it needs another one, below ``block_size`` as blocks are taken when needed),
-        ascending."""
+        ascending; asked only when the free blocks could fall short."""
         bs = self.block_size
         free = self.pool.free
-        n = len(slacks)
         if free >= n * -(-k // bs):
             return k  # no sequence can need more than ceil(k / bs) new blocks in k steps
-        assert slacks[-1] < bs, "a decoding sequence holds a block more than it needs"
+        slacks = get_slacks()
+        assert len(slacks) == n and slacks[-1] < bs, "a decoding sequence's blocks"
         # Sequence i needs a new block at steps slack_i + 1 + t * bs (t = 0, 1, ...); with
         # every slack below bs, round t of these crossings lies in (t * bs, (t + 1) * bs],
         # so the sorted crossings are the sorted slacks repeated every bs steps.  The span
@@ -1121,24 +1121,37 @@ class KVCacheManager:
         first_short = slacks[free % n] + 1 + (free // n) * bs
         return min(k, first_short - 1)
 
-    def grant_blocks(self, grants: Sequence[tuple[SeqBlocks, int]], now: float) -> bool:
-        """Give each ``(blocks, n)`` of ``grants`` ``n`` more private blocks, in one
-        allocation: decodes whose slots are full (one block each, as ``allocate_slots(seq,
-        1)`` would give them one sequence at a time) or the blocks a decode span's tokens
-        filled.  Pins are released early if needed, as for a running sequence.  False,
-        giving nothing, when free, evictable and pinned blocks together fall short (pins
-        whose time has come are released, as the first of those calls would)."""
-        total = sum(n for _, n in grants)
+    def grant_blocks(
+        self, grants: Sequence[tuple[Sequence[KVSeq], int]], now: float, stepwise: bool = False
+    ) -> bool:
+        """Give every sequence of each ``(seqs, n)`` of ``grants`` ``n`` more private
+        blocks: the decodes whose slots are full before a step (one block each,
+        ``stepwise``: exactly as ``allocate_slots(seq, 1)`` one sequence at a time) or the
+        blocks a decode span's tokens filled (one allocation at its end).  Pins are
+        released early if needed, as for a running sequence; ``stepwise``, only when a
+        sequence's block needs them (released pins are evicted first, so releasing them
+        for the whole grant at once could evict other entries).  False, giving nothing,
+        when free, evictable and pinned blocks together fall short (pins whose time has
+        come are released, as the first of those calls would)."""
+        total = sum(len(seqs) * n for seqs, n in grants)
         pool = self.pool
-        if total > pool.free and total > pool.available(now) + pool.pinned_blocks:
-            return False
-        if total:
+        if total > pool.free:
+            avail = pool.available(now)
+            if total > avail + pool.pinned_blocks:
+                return False
+            stepwise = stepwise and total > avail
+        bs = self.block_size
+        if total and not stepwise:
             ok = pool.allocate(total, now, unpin=True)
             assert ok, "blocks granted beyond free, evictable and pinned ones"
-        bs = self.block_size
-        for b, n in grants:
-            b.num_private += n
-            b.num_slots += n * bs
+        for seqs, n in grants:
+            for s in seqs:
+                if stepwise:
+                    ok = pool.allocate(n, now, unpin=True)
+                    assert ok, "blocks granted beyond free, evictable and pinned ones"
+                b = s.kv_blocks
+                b.num_private += n
+                b.num_slots += n * bs
         return True
 
     # ---- release ------------------------------------------------------------------------

@@ -566,7 +566,7 @@ class Replica:
             self._busy = False
             return
         if self.cfg.fast_forward and running and self._can_span(now):
-            k = kvm.num_decode_steps(self._slacks(), self._fin_top() - self._tick)
+            k = kvm.num_decode_steps(self._n_clocked, self._fin_top() - self._tick, self._slacks)
             if k >= 2:
                 self._start_span(now, k)
                 return
@@ -680,7 +680,7 @@ class Replica:
         when every one succeeds.  False, giving none, when the pool cannot give them all
         (the step then goes sequence by sequence, preempting as it must)."""
         full = self._need[self._tick % self.block_size]
-        return not full or self.kv_cache_manager.grant_blocks([(s.kv_blocks, 1) for s in full], now)
+        return not full or self.kv_cache_manager.grant_blocks(((full, 1),), now, stepwise=True)
 
     # ---- batch building (one iteration) ------------------------------------------
     def _preempt(self, victim: Seq, now: float) -> None:
@@ -1043,10 +1043,8 @@ class Replica:
         # the blocks the span's tokens filled, in one allocation: a sequence whose
         # blocks filled at the span's d-th tick took ceil((m - d) / block_size) more
         t0, bs = self._tick - m, self.block_size
-        grants = []
-        for d in range(min(m, bs)):
-            add = -(-(m - d) // bs)
-            grants += [(s.kv_blocks, add) for s in self._need[(t0 + d) % bs]]
+        need = self._need
+        grants = [(need[(t0 + d) % bs], -(-(m - d) // bs)) for d in range(min(m, bs))]
         ok = self.kv_cache_manager.grant_blocks(grants, now)
         assert ok, "span planned beyond free blocks"
         self._outstanding_tokens -= m * len(self.running)
