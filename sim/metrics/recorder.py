@@ -146,17 +146,39 @@ class Recorder:
         return _with_object_nones(df)
 
     def frame(self) -> pd.DataFrame:
-        """:meth:`records` with the derived latencies (``ttft_s``, ``e2e_s``, ``tpot_s``)."""
-        df = self.records()
-        df["ttft_s"] = df["first_token_s"] - df["issue_s"]
-        df["e2e_s"] = df["finish_s"] - df["issue_s"]
-        decode_steps = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
-        df["tpot_s"] = (df["finish_s"] - df["first_token_s"]) / decode_steps
-        failed = df["status"] != "completed"
-        df.loc[failed, ["ttft_s", "e2e_s", "tpot_s"]] = math.nan
-        tool = df["kind"] == "tool"
-        df.loc[tool, ["ttft_s", "tpot_s"]] = math.nan
-        return df
+        """:meth:`records` with the derived latencies (:func:`_with_latencies`)."""
+        return _with_latencies(self.records())
+
+
+def _with_latencies(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (call records) with ``ttft_s``, ``e2e_s`` and ``tpot_s`` added: NaN for
+    failed calls, TTFT and TPOT NaN for tool calls, TPOT NaN for one output token.
+    Computed on the NumPy columns where the times are floats (else
+    :func:`_with_latencies_pandas`, the same through pandas)."""
+    times = ("issue_s", "first_token_s", "finish_s")
+    if not all(df[c].dtype == np.float64 for c in times) or df["output_tokens"].dtype != np.int64:
+        return _with_latencies_pandas(df)
+    issue, first, finish = (df[c].to_numpy() for c in times)
+    out_tok = df["output_tokens"].to_numpy()
+    not_done = (df["status"] != "completed").to_numpy()
+    no_token = not_done | (df["kind"] == "tool").to_numpy()
+    steps = np.where(out_tok > 1, out_tok - 1, np.nan)
+    df["ttft_s"] = np.where(no_token, np.nan, first - issue)
+    df["e2e_s"] = np.where(not_done, np.nan, finish - issue)
+    df["tpot_s"] = np.where(no_token, np.nan, (finish - first) / steps)
+    return df
+
+
+def _with_latencies_pandas(df: pd.DataFrame) -> pd.DataFrame:
+    df["ttft_s"] = df["first_token_s"] - df["issue_s"]
+    df["e2e_s"] = df["finish_s"] - df["issue_s"]
+    decode_steps = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
+    df["tpot_s"] = (df["finish_s"] - df["first_token_s"]) / decode_steps
+    failed = df["status"] != "completed"
+    df.loc[failed, ["ttft_s", "e2e_s", "tpot_s"]] = math.nan
+    tool = df["kind"] == "tool"
+    df.loc[tool, ["ttft_s", "tpot_s"]] = math.nan
+    return df
 
 
 #: Columns of :class:`CallRecord` by type (the rest are floats, seconds).
@@ -318,18 +340,23 @@ def summarize(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` object (keys in :data:`SUMMARY_KEYS`, then extras)."""
-    llm = calls[calls["kind"] == "llm"]
-    ok = llm[llm["status"] == "completed"]
+    llm = (calls["kind"] == "llm").to_numpy()
+    ok = llm & (calls["status"] == "completed").to_numpy()
+
+    def done(col: str) -> np.ndarray:  # the completed LLM calls' column
+        return calls[col].to_numpy()[ok]
+
+    requests, completed = int(llm.sum()), int(ok.sum())
     out: dict[str, Any] = {
-        "requests": int(len(llm)),
-        "completed_requests": int(len(ok)),
-        "failed_requests": int(len(llm) - len(ok)),
+        "requests": requests,
+        "completed_requests": completed,
+        "failed_requests": requests - completed,
         "sessions": int(sessions),
-        "ttft_s": percentiles(ok["ttft_s"]),
-        "tpot_s": percentiles(ok["tpot_s"]),
-        "e2e_s": percentiles(ok["e2e_s"]),
+        "ttft_s": percentiles(done("ttft_s")),
+        "tpot_s": percentiles(done("tpot_s")),
+        "e2e_s": percentiles(done("e2e_s")),
         "session_s": percentiles(sessions_frame["session_s"]),
-        "throughput_tokens_per_s": _r(ok["output_tokens"].sum() / makespan_s)
+        "throughput_tokens_per_s": _r(done("output_tokens").sum() / makespan_s)
         if makespan_s > 0
         else 0.0,
         "prefix_hit_rate": _r(hit_tokens / prompt_tokens) if prompt_tokens else 0.0,
@@ -380,15 +407,19 @@ def overload(calls: pd.DataFrame) -> dict[str, Any]:
     session's next call is issued only when the previous one ends, so a slow cluster
     also slows the arrivals, and offered and served rates stay close while calls queue.
     """
-    llm = calls[calls["kind"] == "llm"]
-    ok = llm[llm["status"] == "completed"]
-    issue = llm["issue_s"].to_numpy(dtype=np.float64)
+    llm = (calls["kind"] == "llm").to_numpy()
+    ok = llm & (calls["status"] == "completed").to_numpy()
+
+    def col(name: str) -> np.ndarray:
+        return calls[name].to_numpy(dtype=np.float64)
+
+    issue = col("issue_s")[llm]
     issue = issue[np.isfinite(issue)]
-    fin = np.sort(ok["finish_s"].to_numpy(dtype=np.float64))
+    fin = np.sort(col("finish_s")[ok])
     fin = fin[np.isfinite(fin)]
-    admit = ok["admit_s"].to_numpy(dtype=np.float64)
-    queue = admit - ok["issue_s"].to_numpy(dtype=np.float64)
-    service = ok["finish_s"].to_numpy(dtype=np.float64) - admit
+    admit = col("admit_s")[ok]
+    queue = admit - col("issue_s")[ok]
+    service = col("finish_s")[ok] - admit
     good = np.isfinite(queue) & np.isfinite(service)
     arrive_s = float(issue.max() - issue.min()) if issue.size else 0.0
     serve_s = float(fin[-1] - fin[0]) if fin.size else 0.0

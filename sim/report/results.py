@@ -208,15 +208,19 @@ def report_metrics(
     """
     slo = slo or SLO()
     makespan = float(summary["makespan_s"])
-    llm = calls[calls["kind"] == "llm"]
-    done = (llm["status"] == "completed").to_numpy()
-    ttft_ok = done & (llm["ttft_s"].to_numpy(dtype=float) <= slo.ttft_s)
-    tpot = llm["tpot_s"].to_numpy(dtype=float)
+    is_llm = (calls["kind"] == "llm").to_numpy()
+
+    def llm(col: str) -> np.ndarray:  # the LLM calls' column, as floats
+        return calls[col].to_numpy(dtype=float)[is_llm]
+
+    done = (calls["status"] == "completed").to_numpy()[is_llm]
+    ttft_ok = done & (llm("ttft_s") <= slo.ttft_s)
+    tpot = llm("tpot_s")
     tpot_ok = done & (np.isnan(tpot) | (tpot <= slo.tpot_s))
     met = ttft_ok & tpot_ok
-    n = len(llm)
-    out_tok = llm["output_tokens"].to_numpy(dtype=float)
-    in_tok = llm["input_tokens"].to_numpy(dtype=float)
+    n = int(is_llm.sum())
+    out_tok = llm("output_tokens")
+    in_tok = llm("input_tokens")
 
     def frac(mask: np.ndarray) -> float:
         return _r(mask.sum() / n) if n else 0.0

@@ -1,8 +1,8 @@
-"""session_frame (NumPy over session codes) against the pandas groupby it replaced.
+"""The per-call latencies and session_frame (NumPy) against the pandas code they replaced.
 
-sessions.parquet must not change by a byte: same rows in first-appearance order, same
-dtypes, NaN skipped in min/max (NaN where a session has no finite time), the earlier of
-equal values kept (0.0 and -0.0), failed and tool calls counted as groupby counts them.
+calls.parquet and sessions.parquet must not change by a byte: same values to the bit
+(signs of zero too), dtypes and row order; NaN where a latency or time does not exist,
+NaN skipped in a session's min/max, failed and tool calls as before.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.metrics.recorder import CallRecord, Recorder, _session_frame_groupby, session_frame
+from sim.metrics.recorder import (
+    CallRecord,
+    Recorder,
+    _session_frame_groupby,
+    _with_latencies,
+    _with_latencies_pandas,
+    session_frame,
+)
 
 times = st.sampled_from([0.0, -0.0, 1.5, 2.0, 1e6, math.nan])
 calls = st.builds(
@@ -39,14 +46,30 @@ def _frame(rows: list[CallRecord]) -> pd.DataFrame:
     return rec.frame()
 
 
+def _signs(df: pd.DataFrame, cols: tuple[str, ...]) -> list[list[float]]:
+    return [[math.copysign(1, x) for x in df[c].to_numpy()] for c in cols]
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.lists(calls, min_size=1, max_size=12))
+def test_latencies_are_the_pandas_latencies(rows: list[CallRecord]) -> None:
+    rec = Recorder()
+    for r in rows:
+        rec.add(r)
+    records = rec.records()
+    got, expected = _with_latencies(records.copy()), _with_latencies_pandas(records.copy())
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    cols = ("ttft_s", "e2e_s", "tpot_s")
+    assert _signs(got, cols) == _signs(expected, cols)
+
+
 def _same_as_groupby(rows: list[CallRecord]) -> None:
     df = _frame(rows)
     got, expected = session_frame(df), _session_frame_groupby(df)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
     # signs of zero too (assert_frame_equal takes -0.0 == 0.0)
-    for col in ("start_s", "end_s", "session_s"):
-        a, b = got[col].to_numpy(), expected[col].to_numpy()
-        assert [math.copysign(1, x) for x in a] == [math.copysign(1, x) for x in b], col
+    cols = ("start_s", "end_s", "session_s")
+    assert _signs(got, cols) == _signs(expected, cols)
 
 
 @settings(max_examples=80, deadline=None)
