@@ -183,10 +183,9 @@ def report_metrics(
     slo: SLO | None = None,
     table: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The report's derived metrics (added to ``summary.json`` after the contract keys);
-    ``table``: :func:`replica_table` of these replicas, when the caller has it.
-
-    Keys (seconds, hours, USD, bytes):
+    """The report's derived metrics (added to ``summary.json`` after the contract keys;
+    ``table``: :func:`replica_table` of ``replicas``, if the caller has it).  Keys
+    (seconds, hours, USD, bytes):
 
     - ``slo``: the objectives used; ``slo_attainment``: fraction of LLM calls meeting
       both; ``ttft_slo_attainment``, ``tpot_slo_attainment``: each alone.
@@ -208,19 +207,16 @@ def report_metrics(
     """
     slo = slo or SLO()
     makespan = float(summary["makespan_s"])
-    is_llm = (calls["kind"] == "llm").to_numpy()
-
-    def llm(col: str) -> np.ndarray:  # the LLM calls' column, as floats
-        return calls[col].to_numpy(dtype=float)[is_llm]
-
+    is_llm = (calls["kind"] == "llm").to_numpy()  # the LLM calls' columns, as floats:
+    ttft, tpot, out_tok, in_tok = (
+        calls[c].to_numpy(dtype=float)[is_llm]
+        for c in ("ttft_s", "tpot_s", "output_tokens", "input_tokens")
+    )
     done = (calls["status"] == "completed").to_numpy()[is_llm]
-    ttft_ok = done & (llm("ttft_s") <= slo.ttft_s)
-    tpot = llm("tpot_s")
+    ttft_ok = done & (ttft <= slo.ttft_s)
     tpot_ok = done & (np.isnan(tpot) | (tpot <= slo.tpot_s))
     met = ttft_ok & tpot_ok
     n = int(is_llm.sum())
-    out_tok = llm("output_tokens")
-    in_tok = llm("input_tokens")
 
     def frac(mask: np.ndarray) -> float:
         return _r(mask.sum() / n) if n else 0.0
