@@ -60,6 +60,29 @@ def test_spilled_records_read_back_as_the_in_memory_frame(
     pd.testing.assert_frame_equal(a, b)
 
 
+#: Times as the driver may record them: floats, NaN, or a Python int (SimPy's clock
+#: starts at the int 0), so that a column may hold only ints.
+times = st.one_of(st.floats(0, 1e6, allow_nan=False), st.just(math.nan), st.integers(0, 10))
+any_records = st.builds(
+    CallRecord,
+    *(texts, texts, st.sampled_from(["llm", "tool"]), st.one_of(st.none(), texts), ints),
+    *(st.sampled_from(["completed", "failed"]), texts, times, times, times, times),
+    *(ints, ints, ints, ints, ints, ints),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(any_records, max_size=4))
+def test_in_memory_records_are_the_from_records_frame(rows: list[CallRecord]) -> None:
+    """The in-memory frame (built through Arrow where the columns allow) is exactly
+    ``pandas.DataFrame.from_records``'s: values, dtypes, None columns, int-only times."""
+    rec = Recorder()
+    for r in rows:
+        rec.add(r)
+    expected = pd.DataFrame.from_records(rows, columns=CALL_COLUMNS)
+    pd.testing.assert_frame_equal(rec.records(), expected, check_exact=True)
+
+
 def _workload(sessions: int) -> tuple[object, int]:
     """ReAct sessions of 10 LLM calls (contexts to ~5k tokens) arriving at a steady rate
     one replica keeps up with: the calls in flight do not grow with ``sessions``."""

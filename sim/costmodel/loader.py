@@ -2,7 +2,8 @@
 
 The one place that maps GPUs to default cost models and ``kind`` keys to loaders; it
 imports the model modules (:mod:`sim.costmodel.base`, :mod:`~sim.costmodel.fitted`,
-:mod:`~sim.costmodel.vllm_step`), none of which imports it.
+:mod:`~sim.costmodel.vllm_step`), none of which imports it; the fitted operator model
+only when a run names one (a default run does not load its module).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 from sim.common.errors import InputError
 from sim.common.io import read_toml
 from sim.costmodel.base import CostModel
-from sim.costmodel.fitted import load_costmodel
 from sim.costmodel.vllm_step import load_step_costmodel
 
 #: The default cost model of each GPU when none is named: the serving-calibrated vLLM
@@ -69,6 +69,8 @@ def load_any_costmodel(path: Any) -> CostModel:
         raise InputError(
             str(p), None, "kind", f"unknown cost model kind {kind!r} (known: vllm-step)"
         )
+    from sim.costmodel.fitted import load_costmodel
+
     return load_costmodel(p)
 
 

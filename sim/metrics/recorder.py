@@ -128,7 +128,10 @@ class Recorder:
         """Every record, one row each, columns :data:`CALL_COLUMNS` (and dtypes as
         ``pandas.DataFrame.from_records`` gives them, spilled or not)."""
         if self._writer is None:
-            return pd.DataFrame.from_records(self.rows, columns=CALL_COLUMNS)
+            table = _inferred_table(self.rows)
+            if table is None:
+                return pd.DataFrame.from_records(self.rows, columns=CALL_COLUMNS)
+            return _with_object_nones(table.to_pandas())
         import pyarrow.parquet as pq
 
         if self.rows:
@@ -140,23 +143,42 @@ class Recorder:
         self._file.close()
         self._writer = self._file = None
         self.spilled = 0
-        for col in _STRING_COLUMNS:  # from_records keeps a column of only None as object
-            if df[col].isna().all():
-                df[col] = pd.Series([None] * len(df), dtype=object)
-        return df
+        return _with_object_nones(df)
 
     def frame(self) -> pd.DataFrame:
-        """:meth:`records` with the derived latencies (``ttft_s``, ``e2e_s``, ``tpot_s``)."""
-        df = self.records()
-        df["ttft_s"] = df["first_token_s"] - df["issue_s"]
-        df["e2e_s"] = df["finish_s"] - df["issue_s"]
-        decode_steps = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
-        df["tpot_s"] = (df["finish_s"] - df["first_token_s"]) / decode_steps
-        failed = df["status"] != "completed"
-        df.loc[failed, ["ttft_s", "e2e_s", "tpot_s"]] = math.nan
-        tool = df["kind"] == "tool"
-        df.loc[tool, ["ttft_s", "tpot_s"]] = math.nan
-        return df
+        """:meth:`records` with the derived latencies (:func:`_with_latencies`)."""
+        return _with_latencies(self.records())
+
+
+def _with_latencies(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (call records) with ``ttft_s``, ``e2e_s`` and ``tpot_s`` added: NaN for
+    failed calls, TTFT and TPOT NaN for tool calls, TPOT NaN for one output token.
+    Computed on the NumPy columns where the times are floats (else
+    :func:`_with_latencies_pandas`, the same through pandas)."""
+    times = ("issue_s", "first_token_s", "finish_s")
+    if not all(df[c].dtype == np.float64 for c in times) or df["output_tokens"].dtype != np.int64:
+        return _with_latencies_pandas(df)
+    issue, first, finish = (df[c].to_numpy() for c in times)
+    out_tok = df["output_tokens"].to_numpy()
+    not_done = (df["status"] != "completed").to_numpy()
+    no_token = not_done | (df["kind"] == "tool").to_numpy()
+    steps = np.where(out_tok > 1, out_tok - 1, np.nan)
+    df["ttft_s"] = np.where(no_token, np.nan, first - issue)
+    df["e2e_s"] = np.where(not_done, np.nan, finish - issue)
+    df["tpot_s"] = np.where(no_token, np.nan, (finish - first) / steps)
+    return df
+
+
+def _with_latencies_pandas(df: pd.DataFrame) -> pd.DataFrame:
+    df["ttft_s"] = df["first_token_s"] - df["issue_s"]
+    df["e2e_s"] = df["finish_s"] - df["issue_s"]
+    decode_steps = (df["output_tokens"] - 1).where(df["output_tokens"] > 1)
+    df["tpot_s"] = (df["finish_s"] - df["first_token_s"]) / decode_steps
+    failed = df["status"] != "completed"
+    df.loc[failed, ["ttft_s", "e2e_s", "tpot_s"]] = math.nan
+    tool = df["kind"] == "tool"
+    df.loc[tool, ["ttft_s", "tpot_s"]] = math.nan
+    return df
 
 
 #: Columns of :class:`CallRecord` by type (the rest are floats, seconds).
@@ -165,6 +187,40 @@ _INT_COLUMNS = (
     *("replica", "input_tokens", "output_tokens", "cached_tokens"),
     *("preemptions", "generated_tokens", "failovers"),
 )
+
+
+def _with_object_nones(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (read from Arrow) with each string column of only None as an object
+    column of None, as ``from_records`` keeps it."""
+    for col in _STRING_COLUMNS:
+        if df[col].isna().all():
+            df[col] = pd.Series([None] * len(df), dtype=object)
+    return df
+
+
+def _inferred_table(rows: list[CallRecord]) -> Any:
+    """``rows`` as an Arrow table, each column of the type Arrow infers from its
+    values, or None unless every column infers as :func:`_schema` says (a string
+    column of only None infers as null), or when there are no rows.  Where it holds,
+    its ``to_pandas()`` is ``from_records``'s frame (strings, int64, float64), and
+    about twice as fast; a column of other values (say a time column of only ints,
+    which ``from_records`` makes int64) is left to ``from_records``."""
+    if not rows:
+        return None
+    import pyarrow as pa
+
+    arrays = []
+    for values, field in zip(zip(*rows, strict=True), _schema(), strict=True):
+        try:
+            a = pa.array(values)
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            return None
+        if a.type != field.type and not (
+            pa.types.is_null(a.type) and field.name in _STRING_COLUMNS
+        ):
+            return None
+        arrays.append(a)
+    return pa.Table.from_arrays(arrays, names=CALL_COLUMNS)
 
 
 @functools.cache
@@ -196,7 +252,63 @@ def _r(x: float) -> float:
 
 
 def session_frame(calls: pd.DataFrame) -> pd.DataFrame:
-    """Per-session start, end, call counts, completion and completion time (seconds)."""
+    """Per-session start, end, call counts, completion and completion time (seconds),
+    one row per session in order of first appearance.
+
+    Columns: ``session_id``; ``start_s`` / ``end_s``, the earliest issue and latest
+    finish (NaN skipped; NaN when all are); ``calls``, ``llm_calls``; ``completed``
+    (every call completed); ``session_s`` = end - start of a completed session, else
+    NaN.  Computed with NumPy over the sessions' codes; :func:`_session_frame_groupby`
+    (the same frame through a pandas groupby, 2-5x slower) where that could differ by
+    a bit: a missing session id, times that are not floats, or a -0.0 among them
+    (groupby's min/max pick between 0.0 and -0.0 by how NumPy reduces, not by rule)."""
+    codes, uniques = pd.factorize(calls["session_id"], sort=False)
+    issue, finish = calls["issue_s"].to_numpy(), calls["finish_s"].to_numpy()
+    if (
+        not len(calls)
+        or (codes < 0).any()
+        or issue.dtype != np.float64
+        or finish.dtype != np.float64
+        or _negative_zero(issue)
+        or _negative_zero(finish)
+    ):
+        return _session_frame_groupby(calls)
+    n = len(uniques)
+    start = _group_extreme(np.minimum, codes, issue, n)
+    end = _group_extreme(np.maximum, codes, finish, n)
+    llm = calls["kind"].to_numpy() == "llm"
+    failed = calls["status"].to_numpy() != "completed"
+    completed = np.bincount(codes, weights=failed, minlength=n) == 0
+    return pd.DataFrame(
+        {
+            "session_id": uniques,
+            "start_s": start,
+            "end_s": end,
+            "calls": np.bincount(codes, minlength=n).astype(np.int64),
+            "llm_calls": np.bincount(codes, weights=llm, minlength=n).astype(np.int64),
+            "completed": completed,
+            "session_s": np.where(completed, end - start, np.nan),
+        }
+    )
+
+
+def _negative_zero(values: np.ndarray) -> bool:
+    return bool((np.signbit(values) & (values == 0)).any())
+
+
+def _group_extreme(op: np.ufunc, codes: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per group (``codes`` 0..n-1) the minimum (``op`` = np.minimum) or maximum of
+    ``values`` (no -0.0 among them: equal values are then the same bits), as groupby
+    gives it: NaN skipped, NaN for a group with nothing else."""
+    ok = ~np.isnan(values)
+    out = np.full(n, np.inf if op is np.minimum else -np.inf)
+    op.at(out, codes[ok], values[ok])
+    out[np.bincount(codes[ok], minlength=n) == 0] = np.nan
+    return out
+
+
+def _session_frame_groupby(calls: pd.DataFrame) -> pd.DataFrame:
+    """:func:`session_frame` through ``DataFrame.groupby``."""
     df = calls[["session_id", "issue_s", "finish_s"]].assign(
         llm=calls["kind"].to_numpy() == "llm", ok=calls["status"].to_numpy() == "completed"
     )
@@ -228,18 +340,23 @@ def summarize(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` object (keys in :data:`SUMMARY_KEYS`, then extras)."""
-    llm = calls[calls["kind"] == "llm"]
-    ok = llm[llm["status"] == "completed"]
+    llm = (calls["kind"] == "llm").to_numpy()
+    ok = llm & (calls["status"] == "completed").to_numpy()
+
+    def done(col: str) -> np.ndarray:  # the completed LLM calls' column
+        return calls[col].to_numpy()[ok]
+
+    requests, completed = int(llm.sum()), int(ok.sum())
     out: dict[str, Any] = {
-        "requests": int(len(llm)),
-        "completed_requests": int(len(ok)),
-        "failed_requests": int(len(llm) - len(ok)),
+        "requests": requests,
+        "completed_requests": completed,
+        "failed_requests": requests - completed,
         "sessions": int(sessions),
-        "ttft_s": percentiles(ok["ttft_s"]),
-        "tpot_s": percentiles(ok["tpot_s"]),
-        "e2e_s": percentiles(ok["e2e_s"]),
+        "ttft_s": percentiles(done("ttft_s")),
+        "tpot_s": percentiles(done("tpot_s")),
+        "e2e_s": percentiles(done("e2e_s")),
         "session_s": percentiles(sessions_frame["session_s"]),
-        "throughput_tokens_per_s": _r(ok["output_tokens"].sum() / makespan_s)
+        "throughput_tokens_per_s": _r(done("output_tokens").sum() / makespan_s)
         if makespan_s > 0
         else 0.0,
         "prefix_hit_rate": _r(hit_tokens / prompt_tokens) if prompt_tokens else 0.0,
@@ -290,15 +407,19 @@ def overload(calls: pd.DataFrame) -> dict[str, Any]:
     session's next call is issued only when the previous one ends, so a slow cluster
     also slows the arrivals, and offered and served rates stay close while calls queue.
     """
-    llm = calls[calls["kind"] == "llm"]
-    ok = llm[llm["status"] == "completed"]
-    issue = llm["issue_s"].to_numpy(dtype=np.float64)
+    llm = (calls["kind"] == "llm").to_numpy()
+    ok = llm & (calls["status"] == "completed").to_numpy()
+
+    def col(name: str) -> np.ndarray:
+        return calls[name].to_numpy(dtype=np.float64)
+
+    issue = col("issue_s")[llm]
     issue = issue[np.isfinite(issue)]
-    fin = np.sort(ok["finish_s"].to_numpy(dtype=np.float64))
+    fin = np.sort(col("finish_s")[ok])
     fin = fin[np.isfinite(fin)]
-    admit = ok["admit_s"].to_numpy(dtype=np.float64)
-    queue = admit - ok["issue_s"].to_numpy(dtype=np.float64)
-    service = ok["finish_s"].to_numpy(dtype=np.float64) - admit
+    admit = col("admit_s")[ok]
+    queue = admit - col("issue_s")[ok]
+    service = col("finish_s")[ok] - admit
     good = np.isfinite(queue) & np.isfinite(service)
     arrive_s = float(issue.max() - issue.min()) if issue.size else 0.0
     serve_s = float(fin[-1] - fin[0]) if fin.size else 0.0

@@ -181,10 +181,11 @@ def report_metrics(
     timeline: pd.DataFrame | None,
     config: dict[str, Any],
     slo: SLO | None = None,
+    table: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The report's derived metrics (added to ``summary.json`` after the contract keys).
-
-    Keys (seconds, hours, USD, bytes):
+    """The report's derived metrics (added to ``summary.json`` after the contract keys;
+    ``table``: :func:`replica_table` of ``replicas``, if the caller has it).  Keys
+    (seconds, hours, USD, bytes):
 
     - ``slo``: the objectives used; ``slo_attainment``: fraction of LLM calls meeting
       both; ``ttft_slo_attainment``, ``tpot_slo_attainment``: each alone.
@@ -206,15 +207,16 @@ def report_metrics(
     """
     slo = slo or SLO()
     makespan = float(summary["makespan_s"])
-    llm = calls[calls["kind"] == "llm"]
-    done = (llm["status"] == "completed").to_numpy()
-    ttft_ok = done & (llm["ttft_s"].to_numpy(dtype=float) <= slo.ttft_s)
-    tpot = llm["tpot_s"].to_numpy(dtype=float)
+    is_llm = (calls["kind"] == "llm").to_numpy()  # the LLM calls' columns, as floats:
+    ttft, tpot, out_tok, in_tok = (
+        calls[c].to_numpy(dtype=float)[is_llm]
+        for c in ("ttft_s", "tpot_s", "output_tokens", "input_tokens")
+    )
+    done = (calls["status"] == "completed").to_numpy()[is_llm]
+    ttft_ok = done & (ttft <= slo.ttft_s)
     tpot_ok = done & (np.isnan(tpot) | (tpot <= slo.tpot_s))
     met = ttft_ok & tpot_ok
-    n = len(llm)
-    out_tok = llm["output_tokens"].to_numpy(dtype=float)
-    in_tok = llm["input_tokens"].to_numpy(dtype=float)
+    n = int(is_llm.sum())
 
     def frac(mask: np.ndarray) -> float:
         return _r(mask.sum() / n) if n else 0.0
@@ -226,7 +228,7 @@ def report_metrics(
     gpu_hours = float(summary["gpu_hours"])
     done_out = float(out_tok[done].sum())
     done_all = done_out + float(in_tok[done].sum())
-    rt = replica_table(replicas, timeline, makespan)
+    rt = table if table is not None else replica_table(replicas, timeline, makespan)
     ngpu = rt["num_gpus"].to_numpy(dtype=float) if not rt.empty else np.zeros(0)
     busy_h = float((rt["busy_s"].to_numpy(dtype=float) * ngpu).sum() / 3600)
     cold_h = float((rt["cold_start_s"].to_numpy(dtype=float) * ngpu).sum() / 3600)
@@ -254,13 +256,22 @@ def report_metrics(
     }
 
 
-def enrich_summary(result: SimResult, slo: SLO | None = None) -> dict[str, Any]:
-    """``result.summary``'s contract keys followed by :func:`report_metrics`."""
+def enrich_summary(
+    result: SimResult, slo: SLO | None = None, table: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """``result.summary``'s contract keys followed by :func:`report_metrics` (``table``
+    as there)."""
     base = {k: v for k, v in result.summary.items() if k in SUMMARY_KEYS}
     extra = {k: v for k, v in result.summary.items() if k not in SUMMARY_KEYS}
     extra.update(
         report_metrics(
-            result.summary, result.calls, result.replicas, result.timeline, result.config, slo
+            result.summary,
+            result.calls,
+            result.replicas,
+            result.timeline,
+            result.config,
+            slo,
+            table,
         )
     )
     return base | extra
@@ -300,7 +311,9 @@ def write_results(
 
 
 def _write_run_files(result: SimResult, d: Path, slo: SLO | None, html: bool) -> None:
-    summary = enrich_summary(result, slo)
+    # the per-replica table feeds summary.json and report.md: computed once
+    table = replica_table(result.replicas, result.timeline, float(result.summary["makespan_s"]))
+    summary = enrich_summary(result, slo, table)
     atomic_write_json(d / "summary.json", summary)
     _parquet(result.calls, d / "calls.parquet")
     _parquet(result.sessions, d / "sessions.parquet")
@@ -309,7 +322,7 @@ def _write_run_files(result: SimResult, d: Path, slo: SLO | None, html: bool) ->
     if not result.links.empty:
         atomic_write_text(d / "kv_links.csv", result.links.to_csv(index=False))
     atomic_write_json(d / "config.json", result.config)
-    render_s = write_reports(result, d, summary=summary, html=html)
+    render_s = write_reports(result, d, summary=summary, html=html, table=table)
     atomic_write_json(d / "perf.json", {**result.perf, "report_render_s": render_s})
 
 
@@ -318,15 +331,19 @@ def write_reports(
     out: str | Path,
     summary: dict[str, Any] | None = None,
     html: bool = True,
+    table: pd.DataFrame | None = None,
 ) -> float:
     """Write ``report.md`` (and ``report.html``) for ``result``; returns seconds taken.
 
-    ``summary`` is the enriched summary (default: ``result.summary`` as is).
+    ``summary`` is the enriched summary (default: ``result.summary`` as is); ``table``
+    the :func:`replica_table` of its replicas, when the caller has it.
     """
     t0 = time.perf_counter()
     d = Path(out)
     s = summary if summary is not None else result.summary
-    md = render_markdown(s, result.config, result.replicas, result.timeline, result.links)
+    md = render_markdown(
+        s, result.config, result.replicas, result.timeline, result.links, table=table
+    )
     atomic_write_text(d / "report.md", md)
     if html:
         from sim.report.html import render_report_html
@@ -583,8 +600,10 @@ def render_markdown(
     replicas: pd.DataFrame,
     timeline: pd.DataFrame | None = None,
     links: pd.DataFrame | None = None,
+    table: pd.DataFrame | None = None,
 ) -> str:
-    """A human-readable report of one run (``links``: ``kv_links.csv``'s rows).
+    """A human-readable report of one run (``links``: ``kv_links.csv``'s rows;
+    ``table``: :func:`replica_table` of ``replicas``, computed here when None).
 
     Sections whose numbers come from :func:`report_metrics` (SLO, cost breakdown,
     KV cache) appear when ``summary`` carries them (:func:`enrich_summary`).
@@ -685,7 +704,11 @@ def render_markdown(
     lines += render_faults_section(summary)  # sim/cluster/faults.py; empty without faults
     lines += _pools_section(summary, config, links)
     lines += _store_section(summary)
-    rt = replica_table(replicas, timeline, float(summary["makespan_s"]))
+    rt = (
+        table
+        if table is not None
+        else replica_table(replicas, timeline, float(summary["makespan_s"]))
+    )
     lines += [
         "",
         "## Replicas",

@@ -102,6 +102,10 @@ def check_width(
 
 def row_int(path: str, line: int, cell: str, field: str, lo: int) -> int:
     """A cell holding an integer >= ``lo`` (``"12"`` or ``"12.0"``)."""
+    if cell.isdigit() and cell.isascii():  # plain digits, the usual cell: no float
+        v = int(cell)
+        if lo <= v <= MAX_TOKENS:
+            return v
     s = cell.strip()
     try:
         f = float(s)
