@@ -102,7 +102,7 @@ class _Interrupts:
 
 def _import_command(command: str | None, program: bool) -> argparse.ArgumentParser:
     """:func:`build_parser` (which imports the command's module and, through it,
-    pandas, numpy and pyarrow).  In a ``program`` (the process is this one
+    pandas, numpy, pyarrow, networkx, ...).  In a ``program`` (the process is this one
     command) the cyclic garbage collector is off meanwhile and what was imported is
     then frozen (:func:`gc.freeze`): imports make no garbage cycles, yet their
     allocations set off full collections (about 50 ms of a ``run``), and every later

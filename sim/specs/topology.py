@@ -1,4 +1,4 @@
-"""Cluster interconnect as a graph (:class:`Graph`), and the bandwidth/latency between devices.
+"""Cluster interconnect as a networkx graph, and the bandwidth/latency between devices.
 
 Vertices are devices named ``"n{node}/{device}"``: ``gpu{i}``, ``nvswitch``,
 ``pcie{i}`` (PCIe switches), ``cpu{i}`` (CPU sockets and their host DRAM), ``nic{i}``,
@@ -36,10 +36,10 @@ another node through its own NIC (rail-style, as NCCL and KV connectors pin them
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+
+import networkx as nx
 
 from sim.common.errors import ConfigError
 from sim.specs.hardware import GPUS
@@ -64,120 +64,6 @@ NODES_PER_LEAF = 32
 Link = tuple[str, str]
 
 
-Attrs = dict[str, Any]
-
-
-class _NodeView:
-    """``graph.nodes``: ``nodes[v]`` is vertex ``v``'s attributes; ``nodes(data=True)``
-    yields ``(v, attributes)``, in insertion order."""
-
-    def __init__(self, attrs: dict[str, Attrs]) -> None:
-        self._attrs = attrs
-
-    def __getitem__(self, v: str) -> Attrs:
-        return self._attrs[v]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._attrs)
-
-    def __len__(self) -> int:
-        return len(self._attrs)
-
-    def __contains__(self, v: object) -> bool:
-        return v in self._attrs
-
-    def __call__(self, data: bool = False) -> Iterator[Any]:
-        return iter(self._attrs.items()) if data else iter(self._attrs)
-
-
-class _EdgeView:
-    """``graph.edges``: ``edges[a, b]`` (either order) is the edge's attributes;
-    ``edges(data=True)`` yields each edge once as ``(a, b, attributes)``: vertices in
-    insertion order, each one's neighbours in insertion order, an edge where it is
-    first met."""
-
-    def __init__(self, adj: dict[str, dict[str, Attrs]]) -> None:
-        self._adj = adj
-
-    def __getitem__(self, edge: tuple[str, str]) -> Attrs:
-        a, b = edge
-        return self._adj[a][b]
-
-    def __call__(self, data: bool = False) -> Iterator[Any]:
-        seen: set[str] = set()
-        for a, nbrs in self._adj.items():
-            for b, attrs in nbrs.items():
-                if b not in seen:
-                    yield (a, b, attrs) if data else (a, b)
-            seen.add(a)
-
-
-class Graph:
-    """An undirected graph whose vertices and edges carry attribute dicts: the part of
-    ``networkx.Graph``'s interface the topology uses, with its iteration orders
-    (importing networkx costs about 85 ms, a twentieth of a small run).
-
-    ``graph[v]`` maps each neighbour of ``v`` to the edge's attributes (one dict,
-    shared by both directions); ``graph.nodes`` and ``graph.edges`` are as in networkx.
-    """
-
-    def __init__(self) -> None:
-        self._attrs: dict[str, Attrs] = {}
-        self._adj: dict[str, dict[str, Attrs]] = {}
-        self.nodes = _NodeView(self._attrs)
-        self.edges = _EdgeView(self._adj)
-
-    def add_node(self, v: str, **attrs: Any) -> None:
-        """Add ``v`` (or update its attributes)."""
-        if v not in self._attrs:
-            self._attrs[v] = {}
-            self._adj[v] = {}
-        self._attrs[v].update(attrs)
-
-    def add_edge(self, a: str, b: str, **attrs: Any) -> None:
-        """Add the edge ``a - b`` (and its vertices when new), or update its attributes."""
-        self.add_node(a)
-        self.add_node(b)
-        e = self._adj[a].get(b)
-        if e is None:
-            e = self._adj[a][b] = self._adj[b][a] = {}
-        e.update(attrs)
-
-    def has_edge(self, a: str, b: str) -> bool:
-        return b in self._adj.get(a, ())
-
-    def __contains__(self, v: object) -> bool:
-        return v in self._attrs
-
-    def __getitem__(self, v: str) -> dict[str, Attrs]:
-        return self._adj[v]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._attrs)
-
-    def __len__(self) -> int:
-        return len(self._attrs)
-
-
-def connected_components(g: Graph) -> list[set[str]]:
-    """The vertex sets of ``g``'s connected components."""
-    out: list[set[str]] = []
-    seen: set[str] = set()
-    for v in g:
-        if v in seen:
-            continue
-        comp = {v}
-        stack = [v]
-        while stack:
-            for w in g[stack.pop()]:
-                if w not in comp:
-                    comp.add(w)
-                    stack.append(w)
-        seen |= comp
-        out.append(comp)
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class Path:
     """Bottleneck of the widest path between two vertices."""
@@ -191,7 +77,7 @@ class Path:
 class Topology:
     """A cluster graph with path queries (cached)."""
 
-    def __init__(self, graph: Graph, gpu_type: str) -> None:
+    def __init__(self, graph: nx.Graph, gpu_type: str) -> None:
         self.graph = graph
         self.gpu_type = gpu_type
         gpus = [(d["index"], v) for v, d in graph.nodes(data=True) if d.get("kind") == "gpu"]
@@ -316,14 +202,14 @@ class Topology:
 
     def nvlink_islands(self) -> list[list[int]]:
         """Groups of GPUs connected by NVLink/NVSwitch only, each sorted."""
-        sub = Graph()
+        sub = nx.Graph()
         for u, v, d in self.graph.edges(data=True):
             if d["link"] == "nvlink":
                 sub.add_edge(u, v)
         index = {v: i for i, v in enumerate(self.gpu_names)}
         islands = []
         seen: set[int] = set()
-        for comp in connected_components(sub):
+        for comp in nx.connected_components(sub):
             gpus = sorted(index[v] for v in comp if v in index)
             if gpus:
                 islands.append(gpus)
@@ -344,20 +230,20 @@ class Topology:
         return self.path(target, self.gpu_names[gpu])
 
 
-def _edge(g: Graph, a: str, b: str, bw: float, lat: float, link: str) -> None:
+def _edge(g: nx.Graph, a: str, b: str, bw: float, lat: float, link: str) -> None:
     if bw <= 0 or lat < 0:
         raise ConfigError(f"topology edge {a} - {b}: bandwidth must be > 0 and latency >= 0")
     g.add_edge(a, b, bandwidth=bw, latency=lat, link=link)
 
 
-def _fabric(g: Graph) -> None:
+def _fabric(g: nx.Graph) -> None:
     g.add_node("net/leaf", kind="switch")
     g.add_node("net/storage", kind="storage")
     _edge(g, "net/storage", "net/leaf", REMOTE_STORAGE_BW, REMOTE_STORAGE_LAT, "network")
 
 
 def add_dgx_a100(
-    g: Graph,
+    g: nx.Graph,
     node: int,
     first_gpu: int,
     nvlink_bw: float = NVLINK_BW,
@@ -396,7 +282,7 @@ def add_dgx_a100(
 
 
 def add_pcie_server(
-    g: Graph,
+    g: nx.Graph,
     node: int,
     first_gpu: int,
     gpus: int = 8,
@@ -441,7 +327,7 @@ def add_pcie_server(
 BUILDERS = {"dgx-a100": add_dgx_a100, "pcie-server": add_pcie_server}
 
 
-def _leaf(g: Graph, node: int, nodes_per_leaf: int) -> str:
+def _leaf(g: nx.Graph, node: int, nodes_per_leaf: int) -> str:
     """The leaf switch of ``node`` (added with its spine uplink when new)."""
     i = node // nodes_per_leaf
     name = "net/leaf" if i == 0 else f"net/leaf{i}"
@@ -450,7 +336,7 @@ def _leaf(g: Graph, node: int, nodes_per_leaf: int) -> str:
     return name
 
 
-def _spine(g: Graph) -> None:
+def _spine(g: nx.Graph) -> None:
     """Join the leaves to ``net/spine`` when there are several, each uplink as wide as
     the leaf's NIC links (non-blocking)."""
     leaves = sorted(v for v, d in g.nodes(data=True) if d.get("kind") == "switch")
@@ -477,7 +363,7 @@ def build_topology(
     nvlink_bw = spec.nvlink_bandwidth if spec is not None else NVLINK_BW
     nic_bw = spec.nic_bandwidth if spec is not None else IB_BW
     pcie_bw = spec.pcie_bandwidth if spec is not None else PCIE_BW
-    g = Graph()
+    g = nx.Graph()
     _fabric(g)
     first = 0
     for node, (builder, gpus) in enumerate(nodes):
