@@ -1,8 +1,8 @@
 """What a plain ``agentsim run`` loads, and the CLI's handling of the garbage collector.
 
 A small run's wall time is mostly start-up (benchmarks/run.py times it): a run that
-writes no HTML must not import the plotting stack, SciPy, networkx (the topology has its
-own graph) or the fitted operator cost model it does not use.  Checked in a fresh
+writes no HTML must not import the plotting stack, SciPy or the fitted operator cost
+model it does not use.  Checked in a fresh
 interpreter, since this test process has imported everything.
 """
 
@@ -22,7 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_LOADED = (
     "matplotlib",
     "scipy",
-    "networkx",
     "hypothesis",
     "sim.report.plots",
     "sim.report.html",
