@@ -645,6 +645,14 @@ class Replica:
         seq._nout += t
         seq._clk = None
 
+    def _leave_running(self, seq: Seq) -> None:
+        """Take ``seq`` out of the running list, found by bisection on admission order
+        (``list.remove`` would compare it with every sequence before it)."""
+        running = self.running
+        i = bisect_left(running, seq._ord, key=_ord_of)
+        assert running[i] is seq
+        del running[i]
+
     def _fin_top(self) -> int:
         """The tick at which the first clocked sequence reaches ``max_tokens`` (some is)."""
         ticks, fin = self._fin_ticks, self._fin
@@ -687,7 +695,7 @@ class Replica:
         """Preempt ``victim`` by recompute: free its blocks, requeue it at the head."""
         if victim._clk is not None:
             self._clock_out(victim)
-        self.running.remove(victim)
+        self._leave_running(victim)
         if victim.num_computed_tokens < victim.num_prefill_tokens:
             self._n_prefilling -= 1
         self._outstanding_tokens -= victim.remaining_tokens
@@ -918,7 +926,7 @@ class Replica:
     def _finish(self, seq: Seq, now: float) -> None:
         if seq._clk is not None:
             self._clock_out(seq)
-        self.running.remove(seq)
+        self._leave_running(seq)
         decision: list[RetentionDecision] = []
 
         def decide() -> RetentionDecision:
