@@ -25,10 +25,13 @@ a 30k-token context costs O(turns), not O(blocks) (SGLang's radix cache keeps ru
 tokens per node for the same reason).  A segment is split where a call references
 only part of it (two prompts diverge inside it); the piece split off stays linked as
 the segment's ``tail``, so an LRU item that named the whole segment still reaches
-every piece, in the same tail-first order.  Every operation is exactly the per-entry
-one (``tests/kv_reference.py`` holds that reference and a test compares them); the
-one order not kept is that of entries whose pins expire at the same instant, which
-were ordered by hash value and are now ordered tail first, segment by segment.
+every piece, in the same tail-first order.  The pool keys segments by their first
+and last resident hash, not by every hash: with chain hashes a lookup only ever starts
+at a segment's first hash (see :meth:`BlockPool.match`), so eviction trims a segment
+with at most two key changes.  Every operation is exactly the per-entry one
+(``tests/kv_reference.py`` holds that reference and a test compares them); the one
+order not kept is that of entries whose pins expire at the same instant, which were
+ordered by hash value and are now ordered tail first, segment by segment.
 
 Host-DRAM tier: a replica may also hold up to ``host_capacity`` blocks of prefix
 entries in host memory.  A retention policy can *swap* a finished call's entries
