@@ -38,7 +38,8 @@ def _prompts(draw: st.DrawFn) -> list[tuple[int, ...]]:
         branch: bool = draw(st.booleans())
         if prompts and branch:
             base = draw(st.sampled_from(prompts))
-            cut = draw(st.integers(0, len(base)))
+            # often a whole earlier prompt (an agent's next turn), else a cut inside it
+            cut = draw(st.one_of(st.just(len(base)), st.integers(0, len(base))))
             base = base[:cut]
         else:
             base = ()
@@ -157,7 +158,9 @@ def scenario(
     draw: st.DrawFn,
 ) -> tuple[int, int, bool, list[tuple[int, ...]], list[tuple[str, int, str]]]:
     prompts = draw(_prompts())
-    capacity = draw(st.integers(8, 80))
+    # often small, so that evictions trim segments partway and leave a later segment
+    # cached behind an evicted one
+    capacity = draw(st.one_of(st.integers(8, 30), st.integers(8, 80)))
     host = draw(st.sampled_from([0, 0, 6, 30]))
     write_through = draw(st.booleans())
     ops = draw(
@@ -169,6 +172,7 @@ def scenario(
                 st.integers(0, 10_000),
                 st.sampled_from(["lru", "lru", "lru", "pin", "discard", "host"]),
             ),
+            min_size=20,
             max_size=60,
         )
     )
