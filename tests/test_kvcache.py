@@ -13,12 +13,15 @@ agree after every operation, and both managers' invariants must hold.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.base import RetentionDecision
+from sim.common.errors import AgentsimError
 from sim.engine.kvcache import BlockPool, KVCacheManager, PrefixIndex, SeqBlocks
 from tests.kv_reference import BlockPool as RefPool
 
@@ -36,7 +39,8 @@ def _prompts(draw: st.DrawFn) -> list[tuple[int, ...]]:
         branch: bool = draw(st.booleans())
         if prompts and branch:
             base = draw(st.sampled_from(prompts))
-            cut = draw(st.integers(0, len(base)))
+            # often a whole earlier prompt (an agent's next turn), else a cut inside it
+            cut = draw(st.one_of(st.just(len(base)), st.integers(0, len(base))))
             base = base[:cut]
         else:
             base = ()
@@ -95,10 +99,10 @@ class Pair:
         for p in prompts:
             assert a.match(p) == b.match(p), p
             assert a.host_match(p, a.match(p)) == b.host_match(p, b.match(p)), p
-        assert set(a.entries) == set(b.entries)
+        assert a.hashes() == set(b.entries)
         # the root index names exactly the prompts' first hashes resident in HBM
         held = {r for r, rids in self.index.holders.items() if rids == {3}}
-        assert held == {p[0] for p in prompts if p[0] in a.entries}
+        assert held == {p[0] for p in prompts if p[0] in b.entries}
         assert len(held) == len(self.index.holders)
         self.new.check([s.new for s in live])
         self.ref.check([s.ref for s in live])
@@ -155,7 +159,9 @@ def scenario(
     draw: st.DrawFn,
 ) -> tuple[int, int, bool, list[tuple[int, ...]], list[tuple[str, int, str]]]:
     prompts = draw(_prompts())
-    capacity = draw(st.integers(8, 80))
+    # often small, so that evictions trim segments partway and leave a later segment
+    # cached behind an evicted one
+    capacity = draw(st.one_of(st.integers(8, 30), st.integers(8, 80)))
     host = draw(st.sampled_from([0, 0, 6, 30]))
     write_through = draw(st.booleans())
     ops = draw(
@@ -167,6 +173,7 @@ def scenario(
                 st.integers(0, 10_000),
                 st.sampled_from(["lru", "lru", "lru", "pin", "discard", "host"]),
             ),
+            min_size=20,
             max_size=60,
         )
     )
@@ -268,9 +275,152 @@ def test_swap_out_keeps_the_prefix_when_the_host_tier_overflows() -> None:
         assert cache.match(b) == 0 and cache.host_match(b, 0) == 2
 
 
+def _both(op: Callable[[BlockPool | RefPool], object]) -> object:
+    """Run ``op`` on a fresh segment pool and a fresh per-entry reference pool of 20
+    blocks (16 tokens, no host tier); both must return the same and keep their
+    invariants.  Returns the segment pool's result."""
+    pools = (BlockPool(20, BS), RefPool(20, BS))
+    got = [op(p) for p in pools]
+    assert got[0] == got[1]
+    for p in pools:
+        p.check()
+    return got[0]
+
+
+def test_a_segment_left_behind_an_evicted_predecessor_is_found_again() -> None:
+    """A's six entries and B's two more (B pins them) are cached; A's release lets LRU
+    eviction take 3, 4, 5, 6 but not 7, 8 (pinned): 7 is resident after an evicted
+    hash.  A call on B's prompt hits 1, 2, registers 3-6 anew and finds 7, 8 inside its
+    new run (no new copy: 2 blocks freed, the pin taken over), as the per-entry cache."""
+    a = (1, 2, 3, 4, 5, 6)
+    b = (*a, 7, 8)
+
+    def run(p: BlockPool | RefPool) -> tuple[int, ...]:
+        assert p.allocate(6, 0.0)
+        p.register(a, 0, 1)  # A holds its prompt
+        p.ref(b, 6)  # B extends A's prompt
+        assert p.allocate(2, 0.0)
+        p.register(b, 6, 1)
+        p.unref(b, 8, 0.0, pin_until=100.0)  # 7, 8 pinned; 1-6 still A's
+        p.unref(a, 6, 1.0)  # 1-6 evictable
+        assert p.allocate(16, 2.0)  # 12 free + 4 evicted, tail first: 6, 5, 4, 3
+        hits = p.match(b)
+        p.release(16)
+        p.ref(b, hits)
+        assert p.allocate(8 - hits, 3.0)
+        freed = p.register(b, hits, 1)
+        return hits, freed, p.match(b), p.free, p.pinned_blocks, p.evictions
+
+    assert _both(run) == (2, 2, 8, 12, 0, 4)
+
+
+def test_a_chunk_extends_its_own_piece_after_another_call_split_it() -> None:
+    """X registers (1, 2, 3, 4) of its prompt as one segment; Y, diverging after 2,
+    splits it; X's next chunk (5-8) extends the piece (3, 4) it still holds alone, as
+    if no split had happened: three segments, and the same cache as the reference."""
+    x = (1, 2, 3, 4, 5, 6, 7, 8)
+    y = (1, 2, 9)
+
+    def run(p: BlockPool | RefPool) -> tuple[int, ...]:
+        assert p.allocate(8, 0.0)
+        p.register(x, 0, 1, 4)
+        assert p.match(y) == 2
+        p.ref(y, 2)
+        assert p.allocate(1, 0.0)
+        p.register(y, 2, 1)
+        p.register(x, 4, 1)
+        p.unref(y, 3, 1.0)
+        p.unref(x, 8, 2.0)
+        assert p.allocate(15, 3.0)  # 11 free + the oldest, y's 9, then x's tail 8, 7, 6
+        return p.match(x), p.match(y), p.evictions, p.evictable_blocks
+
+    assert _both(run) == (5, 2, 4, 5)
+    pool = BlockPool(20, BS)
+    pool.allocate(8, 0.0)
+    pool.register(x, 0, 1, 4)
+    pool.ref(y, 2)
+    pool.register(x, 4, 1)
+    assert sorted((s.lo, s.hi) for s in pool._segments()) == [(0, 2), (2, 8)]
+    pool.check()
+
+
+def test_hashes_that_are_not_chain_hashes_raise_a_clear_error() -> None:
+    """Hash 2 follows 1 in A's prompt and 4 in B's: once cached at both places, a
+    call that splits A's segment before 2 would key 2 twice; the pool says the hashes
+    are not chain hashes instead of mixing up the two entries."""
+    pool = BlockPool(20, BS)
+    a, b = (1, 2, 3), (4, 2, 5)
+    assert pool.allocate(6, 0.0)
+    pool.register(a, 0, 1)
+    pool.register(b, 0, 1, 1)
+    pool.ref(b, 1)  # a second reference: B's next chunk cannot extend (4)
+    pool.register(b, 1, 1)  # 2 starts a segment of B's prompt, and sits inside A's
+    assert pool.num_entries == 6 and len(pool.hashes()) == 5
+    with pytest.raises(AgentsimError, match="not chain hashes: hash 2 is cached after two"):
+        pool.ref((1, 9), pool.match((1, 9)))
+
+
+@st.composite
+def _any_prompts(draw: st.DrawFn) -> list[tuple[int, ...]]:
+    """Prompts of arbitrary hashes from a small alphabet (one hash at several
+    positions and after several prefixes across prompts), none repeated in a prompt."""
+    one = st.lists(st.integers(1, 8), min_size=1, max_size=6, unique=True).map(tuple)
+    return draw(st.lists(one, min_size=2, max_size=8))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_any_prompts(), st.integers(8, 80), st.data())
+def test_hashes_that_are_not_chain_hashes_never_corrupt_the_pool(
+    prompts: list[tuple[int, ...]], capacity: int, data: st.DataObject
+) -> None:
+    """Outside the chain-hash contract the pool may differ from the per-entry cache,
+    but every block stays accounted for, or it stops with the chain-hash error."""
+    m = KVCacheManager(BlockPool(capacity, BS, data.draw(st.sampled_from([0, 6]))))
+    live: list[FakeSeq] = []
+    now = 0.0
+    try:
+        for _ in range(data.draw(st.integers(0, 40))):
+            now += 1.0
+            op = data.draw(st.sampled_from(["admit", "admit", "chunk", "finish"]))
+            if op == "admit":
+                h = data.draw(st.sampled_from(prompts))
+                s = fake_seq(h, len(h) * TRACE_BLOCK + BS // 2)
+                c = m.get_computed_blocks(s)
+                if m.allocate_slots(s, s.num_prefill_tokens - c.num_computed_tokens, now, c):
+                    s.num_computed_tokens = s.num_prefill_tokens
+                    live.append(s)
+            elif live:
+                s = data.draw(st.sampled_from(live))
+                b = s.kv_blocks
+                if op == "chunk" and not b.prompt_cached:
+                    m.cache_blocks(s, (b.num_cached_hashes + 1) * TRACE_BLOCK)
+                elif op == "finish":
+                    m.cache_blocks(s, None)
+                    live.remove(s)
+                    how = data.draw(st.sampled_from(["lru", "pin", "discard", "host"]))
+                    d = {
+                        "lru": RetentionDecision(),
+                        "pin": RetentionDecision(pin_s=1e18),
+                        "discard": RetentionDecision(discard=True),
+                        "host": RetentionDecision(swap_to_host=True),
+                    }[how]
+                    m.free(s, now, lambda d=d: d)
+            p = m.pool
+            segs = p._segments()
+            for g in segs:
+                assert g.lo < g.hi and g.refs >= 0 and p.starts[g.hs[g.lo]] is g
+            assert p.num_entries == sum(g.hi - g.lo for g in segs)
+            free_now = [g.blocks for g in segs if not g.refs]
+            assert sum(free_now) == p.evictable_blocks + p.pinned_blocks
+            private = sum(s.kv_blocks.num_private for s in live)
+            assert private + p.entry_blocks() == p.used, "block leak"
+    except AgentsimError as e:
+        assert "not chain hashes" in str(e)
+
+
 def _pool_state(m: KVCacheManager) -> tuple[int, int, int, int, int]:
     p = m.pool
-    return p.free, p.evictable_blocks, p.pinned_blocks, p.evictions, len(p.entries)
+    return p.free, p.evictable_blocks, p.pinned_blocks, p.evictions, p.num_entries
 
 
 def test_allocate_slots_false_when_the_pool_is_exhausted_changes_nothing() -> None:
@@ -397,7 +547,7 @@ def test_granting_decode_blocks_at_once_is_allocating_them_one_by_one(
     assert at_once == one_by_one
     if one_by_one:
         assert _pool_state(ma) == _pool_state(mb)
-        assert list(ma.pool.entries) == list(mb.pool.entries)
+        assert ma.pool.hashes() == mb.pool.hashes()
         assert [ma.pool.match(p) for p in prompts] == [mb.pool.match(p) for p in prompts]
         assert [(s.kv_blocks.num_private, s.kv_blocks.num_slots) for s in da] == [
             (s.kv_blocks.num_private, s.kv_blocks.num_slots) for s in db

@@ -98,10 +98,10 @@ def test_ranked_eviction_takes_the_highest_rank_first_and_lru_among_equals() -> 
         pool.unref((h,), 1, 0.0)
     pool.rank = lambda h: ranks[h]
     assert pool.allocate(4, 1.0)  # rank 5 beats rank 0; 2 is older than 3
-    assert 2 not in pool.entries and {1, 3} <= set(pool.entries)
+    assert 2 not in pool.hashes() and {1, 3} <= pool.hashes()
     pool.check()
     assert pool.allocate(4, 1.0)
-    assert set(pool.entries) == {1}
+    assert pool.hashes() == {1}
 
 
 def test_prefetch_loads_the_next_steps_prompt_from_the_host_tier() -> None:
@@ -143,8 +143,8 @@ def test_a_prefetch_evicts_only_entries_needed_later_than_its_prompt() -> None:
         pool.host_store(b, 0, len(b), 1)
         pool.rank = lambda h, r=x_rank: r if h == x[0] else 1
         assert (kv.prefetch(call, 0.0) is not None) is loaded
-        assert (x[-1] in pool.entries) is not loaded  # evicted from its end
-        assert (b[0] in pool.entries) is loaded
+        assert (x[-1] in pool.hashes()) is not loaded  # evicted from its end
+        assert (b[0] in pool.hashes()) is loaded
         pool.check()
 
 

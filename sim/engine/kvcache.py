@@ -25,10 +25,13 @@ a 30k-token context costs O(turns), not O(blocks) (SGLang's radix cache keeps ru
 tokens per node for the same reason).  A segment is split where a call references
 only part of it (two prompts diverge inside it); the piece split off stays linked as
 the segment's ``tail``, so an LRU item that named the whole segment still reaches
-every piece, in the same tail-first order.  Every operation is exactly the per-entry
-one (``tests/kv_reference.py`` holds that reference and a test compares them); the
-one order not kept is that of entries whose pins expire at the same instant, which
-were ordered by hash value and are now ordered tail first, segment by segment.
+every piece, in the same tail-first order.  The pool keys segments by their first
+and last resident hash, not by every hash: with chain hashes a lookup only ever starts
+at a segment's first hash (see :meth:`BlockPool.match`), so eviction trims a segment
+with at most two key changes.  Every operation is exactly the per-entry one
+(``tests/kv_reference.py`` holds that reference and a test compares them); the one
+order not kept is that of entries whose pins expire at the same instant, which were
+ordered by hash value and are now ordered tail first, segment by segment.
 
 Host-DRAM tier: a replica may also hold up to ``host_capacity`` blocks of prefix
 entries in host memory.  A retention policy can *swap* a finished call's entries
@@ -60,8 +63,10 @@ import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat, takewhile
+from itertools import takewhile
 from typing import TYPE_CHECKING, Protocol
+
+from sim.common.errors import AgentsimError
 
 if TYPE_CHECKING:
     from policies.base import RetentionDecision
@@ -203,7 +208,12 @@ class BlockPool:
         self.capacity = capacity_blocks
         self.block_size = block_size
         self.free = capacity_blocks
-        self.entries: dict[int, Seg] = {}  # resident hash -> its segment
+        # resident segments by their first hash and by their last one: with chain hashes
+        # a lookup only ever starts at a segment's first hash (see match), and a prompt's
+        # next chunk continues the segment that ends at its last cached hash
+        self.starts: dict[int, Seg] = {}
+        self.ends: dict[int, Seg] = {}
+        self.num_entries = 0  # resident hashes (the segments' lengths)
         # LRU of unreferenced, unpinned segments, oldest first, with lazy deletion: a
         # segment in an item is live only while it is unreferenced, unpinned and still
         # carries the item's stamp.  Referencing is then O(1) per segment with no queue
@@ -241,26 +251,31 @@ class BlockPool:
     def match(self, hashes: tuple[int, ...]) -> int:
         """Number of leading ``hashes`` present in the cache.
 
-        Hops a segment at a time: where the prompt runs through a whole resident
-        segment (one tuple comparison, in C) it skips it; where it leaves one midway,
-        the rest is looked up entry by entry (takewhile and dict lookups, also in C).
+        Hops a segment at a time.  A chain hash names its whole prefix, so it sits at
+        one position, after the same hashes, in every prompt holding it: the prompt's
+        first hash, and each hash after a run the prompt shares with a segment (it
+        either left the segment midway or reached its end), can only be resident as the
+        first hash of a segment (the hash before it is resident in the segment just
+        left, or, for the first, there is none).  So one lookup in ``starts`` per
+        segment, and one comparison decides whether the prompt runs through it
+        (:func:`_agree`).
         """
-        get = self.entries.get
+        get = self.starts.get
         n = len(hashes)
         i = 0
         while i < n:
-            h = hashes[i]
-            seg = get(h)
+            seg = get(hashes[i])
             if seg is None:
                 return i
             hs, q = seg.hs, seg.lo
-            if hs[q] != h:
-                q = hs.index(h, q)
-            size = min(seg.hi - q, n - i)
-            if hs[q : q + size] != hashes[i : i + size]:
-                break
-            i += size
-        return i + len(list(takewhile(self.entries.__contains__, hashes[i:])))
+            m = seg.hi - q
+            if m > n - i:
+                m = n - i
+            if hs[q + m - 1] == hashes[i + m - 1]:
+                i += m
+            else:
+                i += _agree(hs, q, seg.hi, hashes, i, n)
+        return n
 
     def entry_blocks(self) -> int:
         """Blocks held by prefix entries (referenced, evictable or pinned)."""
@@ -268,13 +283,14 @@ class BlockPool:
 
     def evictable_among(self, hashes: tuple[int, ...], n: int) -> int:
         """Blocks of the first ``n`` of ``hashes`` (all present) that are evictable."""
-        entries = self.entries
+        starts = self.starts
         total = 0
         i = 0
+        end = len(hashes)
         while i < n:
-            seg = entries[hashes[i]]
-            q = seg.lo if seg.hs[seg.lo] == hashes[i] else seg.hs.index(hashes[i], seg.lo)
-            k = _agree(seg.hs, q, seg.hi, hashes, i, n)
+            seg = starts[hashes[i]]
+            # the run as match saw it (bounded by the whole prompt), then cut at n
+            k = min(_agree(seg.hs, seg.lo, seg.hi, hashes, i, end), n - i)
             if not seg.refs and not seg.pinned:
                 total += k * seg.bph
             i += k
@@ -336,7 +352,7 @@ class BlockPool:
             self.free -= blocks
             return True
         lru = self._lru
-        pop = self.entries.pop
+        trim = self._trim
         free = self.free
         while free < blocks:
             stamp, segs, k = lru.popleft()
@@ -348,14 +364,9 @@ class BlockPool:
                 for s in reversed(chain):
                     if s.stamp != stamp or s.refs or s.pinned or s.hi == s.lo:
                         continue  # stale: re-released, re-referenced, pinned or gone
-                    hi = s.hi
                     bph = s.bph
-                    cnt = min(hi - s.lo, -(-(blocks - free) // bph))
-                    s.hi = lo = hi - cnt
-                    for h in s.hs[lo:hi]:
-                        pop(h, None)
-                    if not lo and self.index is not None:
-                        self.index.discard(s.hs[0], self.replica_id)
+                    cnt = min(s.hi - s.lo, -(-(blocks - free) // bph))
+                    trim(s, cnt)
                     b = cnt * bph
                     free += b
                     self.evictable_blocks -= b
@@ -407,18 +418,12 @@ class BlockPool:
         if above is not None and self.free + sum(s.blocks for _, _, s in cands) < blocks:
             return False
         cands.sort()
-        pop = self.entries.pop
         free = self.free
         for _, _, s in cands:
             if free >= blocks:
                 break
-            hi = s.hi
-            cnt = min(hi - s.lo, -(-(blocks - free) // s.bph))
-            s.hi = lo = hi - cnt
-            for h in s.hs[lo:hi]:
-                pop(h, None)
-            if not lo and self.index is not None:
-                self.index.discard(s.hs[0], self.replica_id)
+            cnt = min(s.hi - s.lo, -(-(blocks - free) // s.bph))
+            self._trim(s, cnt)
             b = cnt * s.bph
             free += b
             self.evictable_blocks -= b
@@ -431,6 +436,30 @@ class BlockPool:
         """Return private blocks."""
         self.free += blocks
 
+    def _trim(self, s: Seg, cnt: int) -> None:
+        """Drop the last ``cnt`` entries of ``s`` from the cache (``cnt`` <= its length):
+        one key changes, not one per entry."""
+        hs = s.hs
+        hi = s.hi
+        s.hi = lo = hi - cnt
+        self.num_entries -= cnt
+        self.ends.pop(hs[hi - 1], None)
+        if lo > s.lo:
+            self.ends[hs[lo - 1]] = s
+            return
+        self.starts.pop(hs[lo], None)
+        if not lo and self.index is not None:
+            self.index.discard(hs[0], self.replica_id)
+
+    def _new_seg(self, hashes: tuple[int, ...], i: int, j: int, bph: int) -> None:
+        """Register ``hashes[i:j]`` (none resident) as a new segment referenced once."""
+        seg = Seg(hashes, i, j, bph, 1)
+        self.starts[hashes[i]] = seg
+        self.ends[hashes[j - 1]] = seg
+        self.num_entries += j - i
+        if not i and self.index is not None:
+            self.index.add(hashes[0], self.replica_id)
+
     # ---- prefix entries ---------------------------------------------------------
     def _split(self, seg: Seg, p: int) -> Seg:
         """Split ``seg`` at ``p`` (lo < p < hi); returns the piece ``hs[p:hi]``."""
@@ -440,7 +469,15 @@ class BlockPool:
         s2.tail = seg.tail
         seg.hi = p
         seg.tail = s2
-        self.entries.update(zip(seg.hs[p : s2.hi], repeat(s2)))
+        hs = seg.hs
+        if self.starts.setdefault(hs[p], s2) is not s2:
+            raise AgentsimError(
+                f"prefix hashes are not chain hashes: hash {hs[p]} is cached after two "
+                "different prefixes (a chain hash names its whole prefix, so it follows "
+                "the same hashes in every prompt)"
+            )
+        self.ends[hs[p - 1]] = seg
+        self.ends[hs[s2.hi - 1]] = s2
         if seg.pinned and not seg.refs:
             self._pin_seq += 1
             heapq.heappush(self._pinned, (seg.pinned, self._pin_seq, s2))
@@ -448,17 +485,16 @@ class BlockPool:
 
     def _ref_range(self, hashes: tuple[int, ...], i: int, n: int) -> None:
         """Reference ``hashes[i:n]`` (all present), splitting segments at the run's ends."""
-        entries = self.entries
+        starts = self.starts
+        end = len(hashes)
         while i < n:
-            h = hashes[i]
-            seg = entries[h]
+            seg = starts[hashes[i]]  # the run starts a segment (see match)
             hs = seg.hs
-            if hs[seg.lo] != h:  # the run starts inside this segment
-                seg = self._split(seg, hs.index(h, seg.lo))
             lo = seg.lo
             size = seg.hi - lo
             if size > n - i or hs[lo + size - 1] != hashes[i + size - 1]:
-                k = _agree(hs, lo, seg.hi, hashes, i, n)
+                # the run as match saw it (bounded by the whole prompt), then cut at n
+                k = min(_agree(hs, lo, seg.hi, hashes, i, end), n - i)
                 if k < size:
                     self._split(seg, lo + k)
                 size = k
@@ -479,13 +515,18 @@ class BlockPool:
     def _add_referenced(self, hashes: tuple[int, ...], start: int, end: int, bph: int) -> int:
         """Make ``hashes[start:end]`` referenced entries: new ones become segments of
         ``bph`` blocks per hash, present ones are referenced.  Returns how many were
-        present."""
-        entries = self.entries
+        present.
+
+        The caller references ``hashes[:start]`` (segments covering them exactly), so
+        with chain hashes the first resident one of ``hashes[start:end]``, if any, starts
+        a segment (the hash before it is not resident, or ends a segment): looking the
+        run up in ``starts`` finds whether any is present."""
+        starts = self.starts
         if start >= end:
             return 0
         run = hashes[start:end]
-        if not any(map(entries.__contains__, run)):  # the common case, all in C
-            prev = entries.get(hashes[start - 1]) if start else None
+        if not any(map(starts.__contains__, run)):  # the common case, all in C
+            prev = self.ends.get(hashes[start - 1]) if start else None
             if (
                 prev is not None
                 and prev.hs is hashes
@@ -497,27 +538,31 @@ class BlockPool:
                 # the caller's own next chunk: its previous piece, referenced by it alone
                 # (so unpinned and out of the LRU), grows instead of a new segment
                 prev.hi = end
-                entries.update(zip(run, repeat(prev)))
+                del self.ends[hashes[start - 1]]
+                self.ends[hashes[end - 1]] = prev
+                self.num_entries += end - start
                 return 0
-            entries.update(zip(run, repeat(Seg(hashes, start, end, bph, 1))))
-            if not start and self.index is not None:
-                self.index.add(hashes[0], self.replica_id)
+            self._new_seg(hashes, start, end, bph)
             return 0
         present = 0
+        n = len(hashes)
         i = start
         while i < end:
             j = i + 1
-            if hashes[i] in entries:
-                while j < end and hashes[j] in entries:
-                    j += 1
+            if hashes[i] in starts:
+                # the resident run, segment by segment as match walks it
+                j = i
+                while j < end:
+                    seg = starts.get(hashes[j])
+                    if seg is None:
+                        break
+                    j += min(_agree(seg.hs, seg.lo, seg.hi, hashes, j, n), end - j)
                 self._ref_range(hashes, i, j)
                 present += j - i
             else:
-                while j < end and hashes[j] not in entries:
+                while j < end and hashes[j] not in starts:
                     j += 1
-                entries.update(zip(hashes[i:j], repeat(Seg(hashes, i, j, bph, 1))))
-                if not i and self.index is not None:
-                    self.index.add(hashes[0], self.replica_id)
+                self._new_seg(hashes, i, j, bph)
             i = j
         return present
 
@@ -557,11 +602,11 @@ class BlockPool:
         evicted before its first ones and the cached part stays a prefix (as vLLM
         frees a request's blocks in reverse order).
         """
-        entries = self.entries
+        starts = self.starts
         released: list[Seg] = []
         i = 0
         while i < n:  # the segments this sequence references cover hashes[:n] exactly
-            seg = entries[hashes[i]]
+            seg = starts[hashes[i]]
             r = seg.refs - 1
             seg.refs = r
             if not r:
@@ -585,23 +630,14 @@ class BlockPool:
         to_lru = 0
         for seg in reversed(released):
             b = seg.blocks
-            if (
-                not seg.lo
-                and self.index is not None
-                and ((to_host and seg.bph <= self.host_capacity) or discard)
-            ):
-                self.index.discard(seg.hs[0], self.replica_id)
             if to_host and seg.bph <= self.host_capacity:
                 for h in reversed(seg.hs[seg.lo : seg.hi]):
-                    del entries[h]
                     self._host_put(h, seg.bph)
-                seg.hi = seg.lo
+                self._trim(seg, seg.hi - seg.lo)
                 self.free += b
                 moved += b
             elif discard:
-                for h in seg.hs[seg.lo : seg.hi]:
-                    del entries[h]
-                seg.hi = seg.lo
+                self._trim(seg, seg.hi - seg.lo)
                 self.free += b
             elif pin_until > now:
                 seg.pinned = pin_until
@@ -622,7 +658,7 @@ class BlockPool:
         self.evictable_blocks += blocks
         self._lru.append((stamp, segs, len(segs)))
         self._lru_len += len(segs)
-        if self._lru_len > 2 * len(self.entries) + 4096:
+        if self._lru_len > 2 * self.num_entries + 4096:
             self._compact()
 
     # ---- host-DRAM tier -----------------------------------------------------------
@@ -704,7 +740,11 @@ class BlockPool:
 
     # ---- maintenance and checks ---------------------------------------------------
     def _segments(self) -> list[Seg]:
-        return list({id(s): s for s in self.entries.values()}.values())
+        return list(self.starts.values())
+
+    def hashes(self) -> set[int]:
+        """Every resident hash (walks every entry: for checks and tests)."""
+        return {h for s in self.starts.values() for h in s.hs[s.lo : s.hi]}
 
     @staticmethod
     def _live(stamp: int, s: Seg) -> bool:
@@ -727,8 +767,12 @@ class BlockPool:
         assert 0 <= self.free <= self.capacity, (self.free, self.capacity)
         segs = self._segments()
         for s in segs:
-            assert s.lo < s.hi and all(self.entries[h] is s for h in s.hs[s.lo : s.hi])
-        assert sum(s.hi - s.lo for s in segs) == len(self.entries), "entry in two segments"
+            assert s.lo < s.hi and self.starts[s.hs[s.lo]] is s
+            assert self.ends[s.hs[s.hi - 1]] is s, "a segment's last hash is not its key"
+        assert len(self.ends) == len(segs), "a stale key in ends"
+        assert sum(s.hi - s.lo for s in segs) == self.num_entries == len(self.hashes()), (
+            "entry in two segments"
+        )
         assert self._lru_len == sum(k for _, _, k in self._lru)
         live: list[Seg] = []
         for stamp, items, k in self._lru:
@@ -748,14 +792,20 @@ class BlockPool:
 
 def _agree(hs: tuple[int, ...], q: int, hi: int, hashes: tuple[int, ...], i: int, n: int) -> int:
     """How many of ``hashes[i:n]`` equal ``hs[q:hi]`` position by position (>= 1 when
-    ``hs[q] == hashes[i]``); chain hashes agree on a leading run, then differ."""
+    ``hs[q] == hashes[i]``).  Chain hashes agree on a leading run, then differ, so the
+    last position decides a whole run and a bisection finds where a shorter one ends
+    (O(log n) comparisons, not one per hash)."""
     m = min(hi - q, n - i)
     if hs[q + m - 1] == hashes[i + m - 1]:
         return m
-    k = 1
-    while k < m and hs[q + k] == hashes[i + k]:
-        k += 1
-    return k
+    a, b = 0, m - 1  # position a agrees, position b differs
+    while b - a > 1:
+        mid = (a + b) >> 1
+        if hs[q + mid] == hashes[i + mid]:
+            a = mid
+        else:
+            b = mid
+    return a + 1
 
 
 # ---- the engine's side: which sequence holds which blocks ---------------------------
