@@ -14,9 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import Literal, Protocol, TypeAlias
 
 CallKind = Literal["llm", "tool"]
+
+
+class HashSource(Protocol):
+    """Where a call's prefix hashes come from when they are computed on first read
+    (:meth:`Call.defer_hashes`): ``hashes(n)`` is the prompt's first ``n`` chain hashes."""
+
+    def hashes(self, n: int) -> tuple[int, ...]: ...
 
 
 @dataclass(slots=True)
@@ -39,6 +46,11 @@ class Call:
             identifies the prompt's first ``(i + 1) * block_size`` tokens.
         block_size: tokens per entry of ``prefix_hashes``.
         tool_duration_s: wall time of a tool call in seconds.
+
+    ``prefix_hashes`` may be deferred (:meth:`defer_hashes`): the tuple is then made on
+    first read, so the calls of a session waiting for their turn hold no hash tuples.
+    Reading, comparing, copying (``dataclasses.replace``) and pickling a call see the
+    same tuple either way.
     """
 
     call_id: str
@@ -53,10 +65,42 @@ class Call:
     prefix_hashes: tuple[int, ...] = ()
     block_size: int = 16
     tool_duration_s: float = 0.0
+    # a deferred prefix_hashes: source.hashes(_count) on first read (None: not deferred)
+    _source: HashSource | None = field(default=None, init=False, repr=False, compare=False)
+    _count: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def is_llm(self) -> bool:
         return self.kind == "llm"
+
+    def defer_hashes(self, source: HashSource, count: int) -> None:
+        """Make ``prefix_hashes`` ``source.hashes(count)``, computed when first read
+        (then kept: later reads return the same tuple)."""
+        self._source = source
+        self._count = count
+
+
+# ``prefix_hashes`` stays a dataclass field (``__init__``, ``replace``, ``==``, pickling
+# and ``repr`` name it) stored in its slot, but is read through a property that first
+# resolves a deferred value (:meth:`Call.defer_hashes`).
+_HASHES_SLOT = Call.__dict__["prefix_hashes"]
+
+
+def _get_hashes(call: Call) -> tuple[int, ...]:
+    source = call._source
+    if source is not None:
+        _HASHES_SLOT.__set__(call, source.hashes(call._count))
+        call._source = None
+    hashes: tuple[int, ...] = _HASHES_SLOT.__get__(call, Call)
+    return hashes
+
+
+def _set_hashes(call: Call, hashes: tuple[int, ...]) -> None:
+    _HASHES_SLOT.__set__(call, hashes)
+    call._source = None
+
+
+setattr(Call, "prefix_hashes", property(_get_hashes, _set_hashes, doc=_HASHES_SLOT.__doc__))  # noqa: B010
 
 
 @dataclass(slots=True)

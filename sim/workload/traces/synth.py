@@ -103,14 +103,20 @@ class SynthConfig:
 
 
 class _Context:
-    """A prompt as a stream of named segments, with incremental chain hashes."""
+    """A prompt as a stream of named segments, with incremental chain hashes.
+
+    Segments are only appended, so a full block's hash does not depend on what comes
+    after it: the hashes are computed when a call first reads them (a :class:`Call`'s
+    deferred ``prefix_hashes``, :meth:`hashes`), not when the session is generated, and
+    the calls of one context share their hash objects.
+    """
 
     def __init__(self, block_size: int = TEXT_BLOCK_SIZE) -> None:
         self.bs = block_size
         self.starts: list[int] = []
         self.names: list[str] = []
         self.total = 0
-        self.hashes: list[int] = []
+        self._hashes: list[int] = []
         self._prev = b"\x00" * 8
 
     def append(self, name: str, tokens: int) -> None:
@@ -119,13 +125,14 @@ class _Context:
             self.names.append(name)
             self.total += tokens
 
-    def prefix_hashes(self) -> tuple[int, ...]:
-        """Chain hashes of the full blocks: block ``b``'s hash digests the previous
-        hash and the segments it covers (``name@from-to`` offsets, ``|``-joined)."""
+    def hashes(self, n: int) -> tuple[int, ...]:
+        """Chain hashes of the first ``n`` blocks (each full when it was asked for):
+        block ``b``'s hash digests the previous hash and the segments it covers
+        (``name@from-to`` offsets, ``|``-joined)."""
         bs, starts, names, total = self.bs, self.starts, self.names, self.total
-        hashes, prev = self.hashes, self._prev
+        hashes, prev = self._hashes, self._prev
         nseg = len(starts)
-        for b in range(len(hashes), total // bs):
+        for b in range(len(hashes), n):
             lo, hi = b * bs, (b + 1) * bs
             i = bisect.bisect_right(starts, lo) - 1
             s = starts[i]
@@ -142,7 +149,7 @@ class _Context:
             prev = blake2b(prev + text.encode(), digest_size=8).digest()
             hashes.append(int.from_bytes(prev, "little") & _MASK63)
         self._prev = prev
-        return tuple(hashes)
+        return tuple(hashes[:n])
 
     def _end(self, i: int) -> int:
         return self.starts[i + 1] if i + 1 < len(self.starts) else self.total
@@ -167,20 +174,19 @@ class _Session:
     ) -> str:
         cid = f"{self.sid}-{len(self.calls)}"
         t = self._issue(parents, gap)
-        self.calls.append(
-            Call(
-                call_id=cid,
-                session_id=self.sid,
-                parents=parents,
-                issue_time_s=t,
-                gap_s=gap if parents else 0.0,
-                model=model,
-                input_tokens=max(1, ctx.total),
-                output_tokens=out,
-                prefix_hashes=ctx.prefix_hashes(),
-                block_size=ctx.bs,
-            )
+        call = Call(
+            call_id=cid,
+            session_id=self.sid,
+            parents=parents,
+            issue_time_s=t,
+            gap_s=gap if parents else 0.0,
+            model=model,
+            input_tokens=max(1, ctx.total),
+            output_tokens=out,
+            block_size=ctx.bs,
         )
+        call.defer_hashes(ctx, ctx.total // ctx.bs)  # the full blocks of the prompt so far
+        self.calls.append(call)
         self.end[cid] = t + self.est.seconds(out)
         return cid
 
