@@ -273,6 +273,7 @@ class Driver:
                     failovers=0,
                 )
             )
+        call.forget_hashes()  # a deferred tuple: the KV cache keeps what it caches
         for child in node.children:
             if child.ended:
                 continue

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sim import simulation
 from sim.metrics.recorder import CALL_COLUMNS, CallRecord, Recorder
 from sim.simulation import build_simulation, collect
+from sim.workload.calls import Call
 from sim.workload.traces.arrivals import ArrivalConfig
 from sim.workload.traces.distributions import const, lognormal
 from sim.workload.traces.synth import (
@@ -142,8 +143,11 @@ def test_sessions_in_flight_hold_no_hash_tuples_until_their_calls_are_read() -> 
     """A session waiting in the driver holds its calls but not their prefix hashes.
     Generated eagerly, the hashes (a tuple per call, the hash objects) were most of
     what a session in flight holds: the fleet benchmark (50,000 sessions in flight at
-    its peak) spent about 2 GB on them.  Reading them makes them, once."""
-    react = replace(_long_sessions(0).agents[0], small_model_fraction=0.0)
+    its peak) spent about 2 GB on them.  Reading them makes them, once; the driver drops
+    them when the call ends."""
+    react = _long_sessions(0).agents[0]
+    assert isinstance(react, ReactConfig)
+    react = replace(react, small_model_fraction=0.0)
     cfg = replace(_long_sessions(40), agents=(react,))  # the fleet benchmark's agents
     tracemalloc.start()
     try:
@@ -158,6 +162,14 @@ def test_sessions_in_flight_hold_no_hash_tuples_until_their_calls_are_read() -> 
     assert deferred / len(calls) < 1_000, deferred / len(calls)
     assert read > 3 * deferred, (read, deferred)
     assert all(c.prefix_hashes is h for c, h in zip(calls, first, strict=True))  # kept
+    # an ended call forgets a deferred tuple (made again, equal, if read); a given one stays
+    turn = calls[4]  # the third LLM call of the first session
+    assert turn.kind == "llm" and len(first[4]) > 30
+    turn.forget_hashes()
+    assert turn.prefix_hashes == first[4] and turn.prefix_hashes is not first[4]
+    given = Call("c", "s", prefix_hashes=first[4])
+    given.forget_hashes()
+    assert given.prefix_hashes is first[4]
 
 
 def test_deferred_hashes_do_not_depend_on_when_they_are_read() -> None:

@@ -48,7 +48,8 @@ class Call:
         tool_duration_s: wall time of a tool call in seconds.
 
     ``prefix_hashes`` may be deferred (:meth:`defer_hashes`): the tuple is then made on
-    first read, so the calls of a session waiting for their turn hold no hash tuples.
+    first read, so the calls of a session waiting for their turn hold no hash tuples,
+    and may be dropped when the call has ended (:meth:`forget_hashes`).
     Reading, comparing, copying (``dataclasses.replace``) and pickling a call see the
     same tuple either way.
     """
@@ -75,23 +76,30 @@ class Call:
 
     def defer_hashes(self, source: HashSource, count: int) -> None:
         """Make ``prefix_hashes`` ``source.hashes(count)``, computed when first read
-        (then kept: later reads return the same tuple)."""
+        (then kept: later reads return the same tuple, until :meth:`forget_hashes`)."""
+        _HASHES_SLOT.__set__(self, None)
         self._source = source
         self._count = count
 
+    def forget_hashes(self) -> None:
+        """Drop a deferred ``prefix_hashes`` tuple once made (the driver does when the
+        call has ended); read again, it is made again, equal.  No effect otherwise."""
+        if self._source is not None:
+            _HASHES_SLOT.__set__(self, None)
+
 
 # ``prefix_hashes`` stays a dataclass field (``__init__``, ``replace``, ``==``, pickling
-# and ``repr`` name it) stored in its slot, but is read through a property that first
-# resolves a deferred value (:meth:`Call.defer_hashes`).
+# and ``repr`` name it) stored in its slot, but is read through a property: the slot
+# holds the tuple, or None while a deferred one (:meth:`Call.defer_hashes`) is not made.
 _HASHES_SLOT = Call.__dict__["prefix_hashes"]
 
 
 def _get_hashes(call: Call) -> tuple[int, ...]:
-    source = call._source
-    if source is not None:
-        _HASHES_SLOT.__set__(call, source.hashes(call._count))
-        call._source = None
-    hashes: tuple[int, ...] = _HASHES_SLOT.__get__(call, Call)
+    hashes: tuple[int, ...] | None = _HASHES_SLOT.__get__(call, Call)
+    if hashes is None:
+        assert call._source is not None
+        hashes = call._source.hashes(call._count)
+        _HASHES_SLOT.__set__(call, hashes)
     return hashes
 
 
