@@ -58,10 +58,10 @@ class SimResult:
 @dataclass(slots=True, eq=False)
 class _Session:
     """A chunk of the workload the driver holds: one session of a lazy workload (the
-    whole trace of one in memory) and how many of its calls have not ended."""
+    whole trace of one in memory) and how many of its calls have not ended.  It does
+    not hold its calls: a call's node is dropped when the call ends."""
 
     serial: int
-    nodes: list[_Node]
     left: int
 
 
@@ -84,7 +84,10 @@ class Driver:
     The workload comes in chunks: a :class:`Workload` is one chunk, a
     :class:`LazyWorkload` one per session.  A chunk is taken when the previous one's
     last root call has been issued (so a lazy workload's next session is generated
-    when the one before it starts) and forgotten once all its calls have ended.
+    when the one before it starts) and forgotten once all its calls have ended; each
+    call's node is dropped as soon as the call ends (nothing refers to it afterwards:
+    its parents have ended, its children are held by ``index``), so a session in
+    flight holds only the calls still to end.
     """
 
     def __init__(
@@ -101,7 +104,7 @@ class Driver:
             if isinstance(workload, LazyWorkload)
             else iter((workload.calls,))
         )
-        self.index: dict[str, _Node] = {}  # call id -> node, for the calls held
+        self.index: dict[str, _Node] = {}  # call id -> node, for the calls not ended
         self.live: dict[int, _Session] = {}  # chunks with calls not ended, by serial
         self.roots: deque[_Node] = deque()  # root calls not issued yet, in issue order
         self.pulled = 0  # calls taken from the workload so far
@@ -122,7 +125,7 @@ class Driver:
 
     def unfinished(self) -> list[str]:
         """Ids of the calls taken that have not ended."""
-        return [n.call.call_id for s in self.live.values() for n in s.nodes if not n.ended]
+        return [n.call.call_id for n in self.index.values() if not n.ended]
 
     # ---- the workload, chunk by chunk -----------------------------------------------
     def _pull(self) -> None:
@@ -136,8 +139,8 @@ class Driver:
                 self._take(calls)
 
     def _take(self, calls: list[Call]) -> None:
-        chunk = _Session(self.sessions, [], len(calls))
-        nodes = chunk.nodes
+        chunk = _Session(self.sessions, len(calls))
+        nodes: list[_Node] = []
         index = self.index
         for c in calls:
             node = _Node(c, chunk, [], len(c.parents))
@@ -170,11 +173,6 @@ class Driver:
 
     def _forget(self, chunk: _Session) -> None:
         self.live.pop(chunk.serial, None)
-        index = self.index
-        for n in chunk.nodes:
-            if index.get(n.call.call_id) is n:
-                del index[n.call.call_id]
-        chunk.nodes = []  # its nodes point to it: break the cycle (the loop runs without GC)
 
     # ---- arrivals -------------------------------------------------------------------
     def _schedule_roots(self) -> None:
@@ -223,6 +221,8 @@ class Driver:
         chunk = node.session
         chunk.left -= 1
         call = node.call
+        if self.index.get(call.call_id) is node:
+            del self.index[call.call_id]
         now = self.env.now
         issue = node.issued_s
         if math.isnan(issue):

@@ -7,6 +7,7 @@ it builds the output frames."""
 
 from __future__ import annotations
 
+import gc
 import math
 import tracemalloc
 import weakref
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from sim import simulation
 from sim.metrics.recorder import CALL_COLUMNS, CallRecord, Recorder
-from sim.simulation import build_simulation, collect
+from sim.simulation import _Node, build_simulation, collect
 from sim.workload.calls import Call
 from sim.workload.traces.arrivals import ArrivalConfig
 from sim.workload.traces.distributions import const, lognormal
@@ -228,3 +229,20 @@ def test_simulate_releases_the_engine_before_building_the_frames(monkeypatch: An
     assert res.summary == kept.summary
     for a, b in ((res.calls, kept.calls), (res.timeline, kept.timeline)):
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_session_in_flight_holds_only_its_calls_still_to_end() -> None:
+    """The driver drops a call's node (and with it, for a lazy workload, the call) as
+    soon as the call ends, not when its whole session has: mid-run, the nodes alive are
+    exactly the calls taken and not ended, though live sessions have ended calls."""
+    c = cluster(model="llama-3-8b", max_model_len=0, num_gpu_blocks_override=4000)
+    sim = build_simulation(_workload(40)[0], c, cost_model=ROOFLINE)  # type: ignore[arg-type]
+    while sim.driver.done < 300:
+        sim.env.step()
+    live = list(sim.driver.live.values())
+    assert any(0 < s.left < 19 for s in live)  # sessions in flight with calls ended
+    gc.collect()
+    nodes = [o for o in gc.get_objects() if type(o) is _Node]
+    assert len(nodes) == sim.driver.pulled - sim.driver.done == sum(s.left for s in live)
+    assert not any(n.ended for n in nodes)
+    assert set(sim.driver.index) == {n.call.call_id for n in nodes}
