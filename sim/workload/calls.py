@@ -13,8 +13,9 @@ Units: times in seconds, sizes in tokens.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 CallKind = Literal["llm", "tool"]
 
@@ -47,11 +48,12 @@ class Call:
         block_size: tokens per entry of ``prefix_hashes``.
         tool_duration_s: wall time of a tool call in seconds.
 
-    ``prefix_hashes`` may be deferred (:meth:`defer_hashes`): the tuple is then made on
-    first read, so the calls of a session waiting for their turn hold no hash tuples,
-    and may be dropped when the call has ended (:meth:`forget_hashes`).
-    Reading, comparing, copying (``dataclasses.replace``) and pickling a call see the
-    same tuple either way.
+    ``prefix_hashes`` may be deferred (:meth:`defer_hashes`): its slot is then left
+    unset and the first read (through ``__getattr__``) makes the tuple and stores it,
+    so the calls of a session waiting for their turn hold no hash tuples; it may be
+    dropped again when the call has ended (:meth:`forget_hashes`).  Reading, comparing,
+    copying (``dataclasses.replace``) and pickling a call see the same tuple either
+    way, and reads of a made tuple cost what a plain attribute does.
     """
 
     call_id: str
@@ -76,39 +78,29 @@ class Call:
 
     def defer_hashes(self, source: HashSource, count: int) -> None:
         """Make ``prefix_hashes`` ``source.hashes(count)``, computed when first read
-        (then kept: later reads return the same tuple, until :meth:`forget_hashes`)."""
-        _HASHES_SLOT.__set__(self, None)
+        (then kept: later reads return the same tuple, until :meth:`forget_hashes`).
+        Assigning ``prefix_hashes`` afterwards is not supported (use ``replace``)."""
         self._source = source
         self._count = count
+        del self.prefix_hashes  # an unset slot: the next read reaches __getattr__
 
     def forget_hashes(self) -> None:
         """Drop a deferred ``prefix_hashes`` tuple once made (the driver does when the
         call has ended); read again, it is made again, equal.  No effect otherwise."""
         if self._source is not None:
-            _HASHES_SLOT.__set__(self, None)
+            with suppress(AttributeError):  # not made since
+                del self.prefix_hashes
 
+    if not TYPE_CHECKING:  # (mypy would take every unknown attribute of a Call as Any)
 
-# ``prefix_hashes`` stays a dataclass field (``__init__``, ``replace``, ``==``, pickling
-# and ``repr`` name it) stored in its slot, but is read through a property: the slot
-# holds the tuple, or None while a deferred one (:meth:`Call.defer_hashes`) is not made.
-_HASHES_SLOT = Call.__dict__["prefix_hashes"]
-
-
-def _get_hashes(call: Call) -> tuple[int, ...]:
-    hashes: tuple[int, ...] | None = _HASHES_SLOT.__get__(call, Call)
-    if hashes is None:
-        assert call._source is not None
-        hashes = call._source.hashes(call._count)
-        _HASHES_SLOT.__set__(call, hashes)
-    return hashes
-
-
-def _set_hashes(call: Call, hashes: tuple[int, ...]) -> None:
-    _HASHES_SLOT.__set__(call, hashes)
-    call._source = None
-
-
-setattr(Call, "prefix_hashes", property(_get_hashes, _set_hashes, doc=_HASHES_SLOT.__doc__))  # noqa: B010
+        def __getattr__(self, name: str) -> Any:
+            # Reached only when normal lookup fails: for ``prefix_hashes``, while a
+            # deferred tuple is not made.  Reads of a made tuple are plain slot reads.
+            if name == "prefix_hashes" and self._source is not None:
+                hashes = self._source.hashes(self._count)
+                self.prefix_hashes = hashes
+                return hashes
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(slots=True)
