@@ -12,8 +12,9 @@ import gc
 import math
 import sys
 import time
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -31,7 +32,7 @@ from sim.cluster.faults import FaultInjector, FaultSchedule
 from sim.common.errors import ConfigError
 from sim.costmodel.base import CostModel
 from sim.costmodel.loader import resolve_cost_model
-from sim.engine.replica import Replica, Seq
+from sim.engine.replica import Seq
 from sim.metrics.recorder import CallRecord, Recorder, percentiles, session_frame, summarize
 from sim.workload.calls import AnyWorkload, Call, LazyWorkload, Workload
 
@@ -57,10 +58,10 @@ class SimResult:
 @dataclass(slots=True, eq=False)
 class _Session:
     """A chunk of the workload the driver holds: one session of a lazy workload (the
-    whole trace of one in memory) and how many of its calls have not ended."""
+    whole trace of one in memory) and how many of its calls have not ended.  It does
+    not hold its calls: a call's node is dropped when the call ends."""
 
     serial: int
-    nodes: list[_Node]
     left: int
 
 
@@ -83,7 +84,10 @@ class Driver:
     The workload comes in chunks: a :class:`Workload` is one chunk, a
     :class:`LazyWorkload` one per session.  A chunk is taken when the previous one's
     last root call has been issued (so a lazy workload's next session is generated
-    when the one before it starts) and forgotten once all its calls have ended.
+    when the one before it starts) and forgotten once all its calls have ended; each
+    call's node is dropped as soon as the call ends (nothing refers to it afterwards:
+    its parents have ended, its children are held by ``index``), so a session in
+    flight holds only the calls still to end.
     """
 
     def __init__(
@@ -100,7 +104,7 @@ class Driver:
             if isinstance(workload, LazyWorkload)
             else iter((workload.calls,))
         )
-        self.index: dict[str, _Node] = {}  # call id -> node, for the calls held
+        self.index: dict[str, _Node] = {}  # call id -> node, for the calls not ended
         self.live: dict[int, _Session] = {}  # chunks with calls not ended, by serial
         self.roots: deque[_Node] = deque()  # root calls not issued yet, in issue order
         self.pulled = 0  # calls taken from the workload so far
@@ -121,7 +125,7 @@ class Driver:
 
     def unfinished(self) -> list[str]:
         """Ids of the calls taken that have not ended."""
-        return [n.call.call_id for s in self.live.values() for n in s.nodes if not n.ended]
+        return [n.call.call_id for n in self.index.values() if not n.ended]
 
     # ---- the workload, chunk by chunk -----------------------------------------------
     def _pull(self) -> None:
@@ -135,8 +139,8 @@ class Driver:
                 self._take(calls)
 
     def _take(self, calls: list[Call]) -> None:
-        chunk = _Session(self.sessions, [], len(calls))
-        nodes = chunk.nodes
+        chunk = _Session(self.sessions, len(calls))
+        nodes: list[_Node] = []
         index = self.index
         for c in calls:
             node = _Node(c, chunk, [], len(c.parents))
@@ -169,11 +173,6 @@ class Driver:
 
     def _forget(self, chunk: _Session) -> None:
         self.live.pop(chunk.serial, None)
-        index = self.index
-        for n in chunk.nodes:
-            if index.get(n.call.call_id) is n:
-                del index[n.call.call_id]
-        chunk.nodes = []  # its nodes point to it: break the cycle (the loop runs without GC)
 
     # ---- arrivals -------------------------------------------------------------------
     def _schedule_roots(self) -> None:
@@ -222,6 +221,8 @@ class Driver:
         chunk = node.session
         chunk.left -= 1
         call = node.call
+        if self.index.get(call.call_id) is node:
+            del self.index[call.call_id]
         now = self.env.now
         issue = node.issued_s
         if math.isnan(issue):
@@ -272,6 +273,7 @@ class Driver:
                     failovers=0,
                 )
             )
+        call.forget_hashes()  # a deferred tuple: the KV cache keeps what it caches
         for child in node.children:
             if child.ended:
                 continue
@@ -328,7 +330,13 @@ def simulate(
         workload, cfg, seed, load_scale, cost_model, router, check_invariants, faults
     )
     sim.run(progress, on_progress, progress_label)
-    return collect(sim)
+    out = take_outputs(sim)
+    # Release the engine (KV caches, prefix index, replicas, driver, events) before the
+    # output frames are built: at scale it is the largest thing alive.  It holds
+    # reference cycles (processes <-> environment, replicas <-> cluster), hence collect().
+    del sim
+    gc.collect()
+    return build_result(out)
 
 
 @dataclass
@@ -550,23 +558,41 @@ def _link_frame(cluster: Cluster) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=KV_LINK_COLUMNS)
 
 
-def collect(sim: Simulation) -> SimResult:
-    """The results of a simulation that has run: per-call, per-session, per-replica
-    frames, the timeline, the summary, the configuration and wall-clock figures."""
+@dataclass
+class EngineOutputs:
+    """What :func:`collect` reads from a simulation that has run, taken before any
+    output frame is built so that the engine (cluster, KV caches, prefix index, driver,
+    event queue) can be released first, as :func:`simulate` does: the call records,
+    the replicas' timeline buffers and every figure of the summary and configuration.
+    """
+
+    recorder: Recorder
+    #: (replica id, its samples: five doubles each), in replica order; emptied by
+    #: :func:`build_result` as it copies them into the timeline frame
+    timelines: list[tuple[int, array[float]]]
+    replicas: pd.DataFrame
+    summary_args: dict[str, Any]  # keyword arguments of summarize() besides the frames
+    summary_tail: dict[str, Any]  # mesh, pool and store fields, after summarize()'s
+    links: pd.DataFrame
+    config: dict[str, Any]
+    perf: dict[str, float]  # wall_s is added when the result is built
+    t0: float  # perf_counter when building the simulation began
+
+
+def take_outputs(sim: Simulation) -> EngineOutputs:
+    """Everything :func:`build_result` needs from ``sim`` (which has run); nothing in it
+    refers back to the engine."""
     workload, cfg, cluster, injector = sim.workload, sim.cfg, sim.cluster, sim.injector
     pol = cfg.policies
-    calls = sim.recorder.frame()
     makespan = float(sim.env.now)
     replicas, gpu_hours = _replica_frame(cluster, makespan)
-    sessions = session_frame(calls)
-    summary = summarize(
-        calls,
-        sessions,
+    reps = cluster.all_replicas
+    summary_args: dict[str, Any] = dict(
         sessions=workload.num_sessions if isinstance(workload, Workload) else sim.driver.sessions,
         makespan_s=makespan,
-        prompt_tokens=sum(r.prompt_tokens for r in cluster.all_replicas),
-        hit_tokens=sum(r.hit_tokens for r in cluster.all_replicas),
-        preemptions=sum(r.preemptions for r in cluster.all_replicas),
+        prompt_tokens=sum(r.prompt_tokens for r in reps),
+        hit_tokens=sum(r.hit_tokens for r in reps),
+        preemptions=sum(r.preemptions for r in reps),
         cold_starts=cluster.cold_starts,
         gpu_hours=gpu_hours,
         price_per_hour=cluster.gpu.price_per_hour,
@@ -579,19 +605,18 @@ def collect(sim: Simulation) -> SimResult:
             **_limits_summary(workload, sim.driver.pulled, cluster, injector, makespan),
         },
     )
+    tail: dict[str, Any] = {}
     if cluster.mesh is not None:
-        summary.update(cluster.mesh.summary())
-    summary.update(_pool_summary(cluster, makespan))
-    summary.update(_store_summary(cluster))
-    timeline = timeline_frame(cluster.all_replicas)
-    total_wall = time.perf_counter() - sim.t0
+        tail.update(cluster.mesh.summary())
+    tail.update(_pool_summary(cluster, makespan))
+    tail.update(_store_summary(cluster))
     sim_wall = sim.sim_wall_s
-    return SimResult(
-        summary=summary,
-        calls=calls,
-        sessions=sessions,
-        timeline=timeline,
+    return EngineOutputs(
+        recorder=sim.recorder,
+        timelines=[(r.replica_id, r.timeline) for r in reps],
         replicas=replicas,
+        summary_args=summary_args,
+        summary_tail=tail,
         links=_link_frame(cluster),
         config={
             "cluster": cfg.to_dict(),
@@ -604,12 +629,42 @@ def collect(sim: Simulation) -> SimResult:
         },
         perf={
             "sim_wall_s": sim_wall,
-            "wall_s": total_wall,
             "events": sim.events,
             "events_per_s": sim.events / sim_wall if sim_wall > 0 else 0.0,
-            "iterations": sum(r.iterations for r in cluster.all_replicas),
+            "iterations": sum(r.iterations for r in reps),
         },
+        t0=sim.t0,
     )
+
+
+def build_result(out: EngineOutputs) -> SimResult:
+    """The frames, summary and figures of a run from what :func:`take_outputs` took.
+    The timeline is built first, consuming ``out.timelines`` (each buffer is dropped
+    once copied), then the calls (read back from the recorder) and the sessions."""
+    timeline = timeline_frame(out.timelines)
+    calls = out.recorder.frame()
+    sessions = session_frame(calls)
+    summary = summarize(calls, sessions, **out.summary_args)
+    summary.update(out.summary_tail)
+    perf = dict(out.perf)
+    perf["wall_s"] = time.perf_counter() - out.t0
+    return SimResult(
+        summary=summary,
+        calls=calls,
+        sessions=sessions,
+        timeline=timeline,
+        replicas=out.replicas,
+        links=out.links,
+        config=out.config,
+        perf={k: perf[k] for k in ("sim_wall_s", "wall_s", "events", "events_per_s", "iterations")},
+    )
+
+
+def collect(sim: Simulation) -> SimResult:
+    """The results of a simulation that has run: per-call, per-session, per-replica
+    frames, the timeline, the summary, the configuration and wall-clock figures
+    (``sim`` stays usable; :func:`simulate` releases the engine before the frames)."""
+    return build_result(take_outputs(sim))
 
 
 def _replica_frame(cluster: Cluster, makespan: float) -> tuple[pd.DataFrame, float]:
@@ -692,14 +747,27 @@ def _warn(msg: str) -> None:
     print(f"agentsim: warning: {msg}", file=sys.stderr)
 
 
-def timeline_frame(replicas: Sequence[Replica]) -> pd.DataFrame:
+def timeline_frame(timelines: list[tuple[int, array[float]]]) -> pd.DataFrame:
     """Every replica's (time, running, waiting, KV used, KV active) samples, one row
-    each, with the replica's id (columns :data:`TIMELINE_COLUMNS`)."""
-    # views of the replicas' sample buffers (no copy before the one concatenate makes)
-    parts = [np.frombuffer(r.timeline, dtype=np.float64).reshape(-1, 5) for r in replicas]
-    rows = np.concatenate(parts) if parts else np.empty((0, 5))
-    ids = np.repeat([r.replica_id for r in replicas], [len(r.timeline) // 5 for r in replicas])
-    frame = pd.DataFrame({"time_s": rows[:, 0], "replica": ids.astype(np.int64)})
-    for j, col in enumerate(TIMELINE_COLUMNS[2:], start=1):
-        frame[col] = rows[:, j].astype(np.int64)
-    return frame
+    each, with the replica's id (columns :data:`TIMELINE_COLUMNS`), from the replicas'
+    ``(id, samples)`` buffers of five doubles a sample, in order.
+
+    The columns are filled buffer by buffer and the list is emptied as it goes (a
+    buffer is freed once copied unless its replica still holds it): no copy of all the
+    samples is made besides the frame's own columns."""
+    n = sum(len(buf) for _, buf in timelines) // 5
+    time_s = np.empty(n, dtype=np.float64)
+    ints = {col: np.empty(n, dtype=np.int64) for col in TIMELINE_COLUMNS[1:]}
+    at = 0
+    timelines.reverse()  # pop from the end, in replica order
+    while timelines:
+        rid, buf = timelines.pop()
+        rows = np.frombuffer(buf, dtype=np.float64).reshape(-1, 5)
+        k = len(rows)
+        time_s[at : at + k] = rows[:, 0]
+        ints["replica"][at : at + k] = rid
+        for j, col in enumerate(TIMELINE_COLUMNS[2:], start=1):
+            ints[col][at : at + k] = rows[:, j]  # the samples are whole numbers: exact
+        del rows, buf
+        at += k
+    return pd.DataFrame({"time_s": time_s, **ints}, columns=TIMELINE_COLUMNS, copy=False)

@@ -1,22 +1,36 @@
 """Memory follows the calls in flight, not the calls simulated: call records spill to
 Parquet row groups (with the same frame as in memory), a lazy workload's sessions are
 generated and forgotten as they go, and the event loop's peak allocations barely grow
-when the workload grows 10x."""
+when the workload grows 10x.  Sessions waiting in flight hold no prefix-hash tuples
+(they are made when a call is first read), and ``simulate`` releases the engine before
+it builds the output frames."""
 
 from __future__ import annotations
 
+import gc
 import math
 import tracemalloc
+import weakref
+from dataclasses import replace
+from typing import Any
 
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim import simulation
 from sim.metrics.recorder import CALL_COLUMNS, CallRecord, Recorder
-from sim.simulation import build_simulation, collect
+from sim.simulation import _Node, build_simulation, collect
+from sim.workload.calls import Call
 from sim.workload.traces.arrivals import ArrivalConfig
 from sim.workload.traces.distributions import const, lognormal
-from sim.workload.traces.synth import ReactConfig, SynthConfig, lazy_workload
+from sim.workload.traces.synth import (
+    FanoutConfig,
+    ReactConfig,
+    SynthConfig,
+    generate_sessions,
+    lazy_workload,
+)
 from tests.helpers import ROOFLINE, cluster
 
 texts = st.text(alphabet="abcxyz-0123456789", max_size=6)
@@ -133,3 +147,125 @@ def test_memory_is_bounded_when_the_workload_grows_10x() -> None:
     # hashes), and records kept in memory about 380: either fails this.
     per_call = (big_peak - small_peak) / (big_n - small_n)
     assert per_call < 150, (small_peak, big_peak, per_call)
+
+
+def _long_sessions(n: int) -> SynthConfig:
+    """``n`` ReAct sessions of 20 turns with contexts growing to ~30k tokens (the fleet
+    benchmark's agents), plus one orchestrator agent with sub-agents."""
+    react = ReactConfig(
+        task_tokens=lognormal(2000, 0.2, lo=256),
+        turns=const(20),
+        output_tokens=lognormal(100, 0.4, lo=1, hi=1024),
+        tool_output_tokens=lognormal(1300, 0.3, hi=4096),
+        small_model="small",
+        small_model_fraction=0.3,
+    )
+    return SynthConfig(seed=5, sessions=n, agents=(react, FanoutConfig()), hash_block_tokens=64)
+
+
+def test_sessions_in_flight_hold_no_hash_tuples_until_their_calls_are_read() -> None:
+    """A session waiting in the driver holds its calls but not their prefix hashes.
+    Generated eagerly, the hashes (a tuple per call, the hash objects) were most of
+    what a session in flight holds: the fleet benchmark (50,000 sessions in flight at
+    its peak) spent about 2 GB on them.  Reading them makes them, once; the driver drops
+    them when the call ends."""
+    react = _long_sessions(0).agents[0]
+    assert isinstance(react, ReactConfig)
+    react = replace(react, small_model_fraction=0.0)
+    cfg = replace(_long_sessions(40), agents=(react,))  # the fleet benchmark's agents
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        held = list(generate_sessions(cfg))
+        deferred = tracemalloc.get_traced_memory()[0] - base
+        calls = [c for s in held for c in s]
+        first = [c.prefix_hashes for c in calls]
+        read = tracemalloc.get_traced_memory()[0] - base - deferred
+    finally:
+        tracemalloc.stop()
+    assert deferred / len(calls) < 1_000, deferred / len(calls)
+    assert read > 3 * deferred, (read, deferred)
+    assert all(c.prefix_hashes is h for c, h in zip(calls, first, strict=True))  # kept
+    # an ended call forgets a deferred tuple (made again, equal, if read); a given one stays
+    turn = calls[4]  # the third LLM call of the first session
+    assert turn.kind == "llm" and len(first[4]) > 30
+    turn.forget_hashes()
+    assert turn.prefix_hashes == first[4] and turn.prefix_hashes is not first[4]
+    given = Call("c", "s", prefix_hashes=first[4])
+    given.forget_hashes()
+    assert given.prefix_hashes is first[4]
+
+
+def test_deferred_hashes_do_not_depend_on_when_they_are_read() -> None:
+    """Hashes read call by call as a run reaches them, or last call first (a context's
+    blocks hashed all at once), or copied by ``dataclasses.replace`` before being read,
+    are the same; each ReAct turn's hashes extend the previous turn's and cover the
+    prompt's full blocks."""
+    cfg = _long_sessions(12)
+    forward = [c for s in generate_sessions(cfg) for c in s]
+    backward = [c for s in generate_sessions(cfg) for c in s]
+    copied = [replace(c) for s in generate_sessions(cfg) for c in s]
+    seen = {id(c): c.prefix_hashes for c in reversed(backward)}
+    assert [c.prefix_hashes for c in forward] == [seen[id(c)] for c in backward]
+    assert forward == copied
+    for c in forward:
+        if c.kind == "llm":
+            assert len(c.prefix_hashes) == c.input_tokens // c.block_size
+    react = replace(cfg, agents=cfg.agents[:1])  # one context per session but the small model's
+    last: dict[str, tuple[int, ...]] = {}
+    for c in (c for s in generate_sessions(react) for c in s):
+        if c.kind == "llm" and c.model is None:
+            prev = last.get(c.session_id, ())
+            assert c.prefix_hashes[: len(prev)] == prev
+            last[c.session_id] = c.prefix_hashes
+    assert len(last) == 12
+
+
+def test_simulate_releases_the_engine_before_building_the_frames(monkeypatch: Any) -> None:
+    """By the time the output frames are built, the cluster, its KV pools and the driver
+    are gone (at scale they are the largest thing alive); the result is the one
+    ``collect`` gives on a simulation kept alive."""
+    refs: list[weakref.ref[Any]] = []
+    alive: list[list[bool]] = []
+    real_build, real_result = simulation.build_simulation, simulation.build_result
+
+    def build(*args: Any, **kwargs: Any) -> simulation.Simulation:
+        sim = real_build(*args, **kwargs)
+        pool = sim.cluster.all_replicas[0].kv_cache_manager.pool
+        refs.extend(weakref.ref(x) for x in (sim.cluster, pool, sim.driver, sim.env))
+        return sim
+
+    def result(out: simulation.EngineOutputs) -> simulation.SimResult:
+        alive.append([r() is not None for r in refs])
+        return real_result(out)
+
+    c = cluster(model="llama-3-8b", max_model_len=0, num_gpu_blocks_override=4000)
+    monkeypatch.setattr(simulation, "build_simulation", build)
+    monkeypatch.setattr(simulation, "build_result", result)
+    res = simulation.simulate(_workload(20)[0], c, cost_model=ROOFLINE)  # type: ignore[arg-type]
+    assert alive == [[False, False, False, False]]
+    monkeypatch.undo()
+    sim = build_simulation(_workload(20)[0], c, cost_model=ROOFLINE)  # type: ignore[arg-type]
+    sim.run()
+    kept = collect(sim)
+    assert len(res.calls) == 380 and len(res.timeline) > 380
+    assert res.summary == kept.summary
+    for a, b in ((res.calls, kept.calls), (res.timeline, kept.timeline)):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_session_in_flight_holds_only_its_calls_still_to_end() -> None:
+    """The driver drops a call's node (and with it, for a lazy workload, the call) as
+    soon as the call ends, not when its whole session has: mid-run, the nodes alive are
+    exactly the calls taken and not ended, though live sessions have ended calls."""
+    c = cluster(model="llama-3-8b", max_model_len=0, num_gpu_blocks_override=4000)
+    sim = build_simulation(_workload(40)[0], c, cost_model=ROOFLINE)  # type: ignore[arg-type]
+    while sim.driver.done < 300:
+        sim.env.step()
+    live = list(sim.driver.live.values())
+    assert any(0 < s.left < 19 for s in live)  # sessions in flight with calls ended
+    gc.collect()
+    nodes = [o for o in gc.get_objects() if type(o) is _Node]
+    assert len(nodes) == sim.driver.pulled - sim.driver.done == sum(s.left for s in live)
+    assert not any(n.ended for n in nodes)
+    assert set(sim.driver.index) == {n.call.call_id for n in nodes}

@@ -194,4 +194,4 @@ def test_incremental_prefix_hashes_match_the_definition(
         for name, tokens in segments:
             ctx.append(name, tokens)
         seen += segments
-        assert list(ctx.prefix_hashes()) == _block_hashes(seen, bs)
+        assert list(ctx.hashes(ctx.total // bs)) == _block_hashes(seen, bs)

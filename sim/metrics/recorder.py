@@ -251,6 +251,14 @@ def _r(x: float) -> float:
     return float(f"{float(x):.12g}")
 
 
+def llm_masks(calls: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks over the rows of ``calls`` (the :class:`Recorder` frame): its LLM
+    calls, and its completed LLM calls.  Selecting columns through them, rather than
+    filtering the frame, copies only the columns used."""
+    llm = (calls["kind"] == "llm").to_numpy(dtype=bool)
+    return llm, llm & (calls["status"] == "completed").to_numpy(dtype=bool)
+
+
 def session_frame(calls: pd.DataFrame) -> pd.DataFrame:
     """Per-session start, end, call counts, completion and completion time (seconds),
     one row per session in order of first appearance.
@@ -340,23 +348,18 @@ def summarize(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` object (keys in :data:`SUMMARY_KEYS`, then extras)."""
-    llm = (calls["kind"] == "llm").to_numpy()
-    ok = llm & (calls["status"] == "completed").to_numpy()
-
-    def done(col: str) -> np.ndarray:  # the completed LLM calls' column
-        return calls[col].to_numpy()[ok]
-
-    requests, completed = int(llm.sum()), int(ok.sum())
+    llm, ok = llm_masks(calls)
+    n_llm, n_ok = int(llm.sum()), int(ok.sum())
     out: dict[str, Any] = {
-        "requests": requests,
-        "completed_requests": completed,
-        "failed_requests": requests - completed,
+        "requests": n_llm,
+        "completed_requests": n_ok,
+        "failed_requests": n_llm - n_ok,
         "sessions": int(sessions),
-        "ttft_s": percentiles(done("ttft_s")),
-        "tpot_s": percentiles(done("tpot_s")),
-        "e2e_s": percentiles(done("e2e_s")),
+        "ttft_s": percentiles(calls["ttft_s"].to_numpy()[ok]),
+        "tpot_s": percentiles(calls["tpot_s"].to_numpy()[ok]),
+        "e2e_s": percentiles(calls["e2e_s"].to_numpy()[ok]),
         "session_s": percentiles(sessions_frame["session_s"]),
-        "throughput_tokens_per_s": _r(done("output_tokens").sum() / makespan_s)
+        "throughput_tokens_per_s": _r(calls["output_tokens"].to_numpy()[ok].sum() / makespan_s)
         if makespan_s > 0
         else 0.0,
         "prefix_hit_rate": _r(hit_tokens / prompt_tokens) if prompt_tokens else 0.0,
@@ -407,19 +410,18 @@ def overload(calls: pd.DataFrame) -> dict[str, Any]:
     session's next call is issued only when the previous one ends, so a slow cluster
     also slows the arrivals, and offered and served rates stay close while calls queue.
     """
-    llm = (calls["kind"] == "llm").to_numpy()
-    ok = llm & (calls["status"] == "completed").to_numpy()
+    llm, ok = llm_masks(calls)
 
-    def col(name: str) -> np.ndarray:
-        return calls[name].to_numpy(dtype=np.float64)
+    def col(name: str, mask: np.ndarray) -> np.ndarray:
+        return calls[name].to_numpy(dtype=np.float64)[mask]
 
-    issue = col("issue_s")[llm]
+    issue = col("issue_s", llm)
     issue = issue[np.isfinite(issue)]
-    fin = np.sort(col("finish_s")[ok])
+    fin = np.sort(col("finish_s", ok))
     fin = fin[np.isfinite(fin)]
-    admit = col("admit_s")[ok]
-    queue = admit - col("issue_s")[ok]
-    service = col("finish_s")[ok] - admit
+    admit = col("admit_s", ok)
+    queue = admit - col("issue_s", ok)
+    service = col("finish_s", ok) - admit
     good = np.isfinite(queue) & np.isfinite(service)
     arrive_s = float(issue.max() - issue.min()) if issue.size else 0.0
     serve_s = float(fin[-1] - fin[0]) if fin.size else 0.0

@@ -26,7 +26,7 @@ import pandas as pd
 
 from sim.cluster.faults import render_faults_section
 from sim.common.io import atomic_write, atomic_write_json, atomic_write_text
-from sim.metrics.recorder import SUMMARY_KEYS, overload
+from sim.metrics.recorder import SUMMARY_KEYS, llm_masks, overload
 from sim.metrics.stats import step_area
 from sim.report.titles import cluster_title
 from sim.simulation import KV_LINK_COLUMNS, SimResult
@@ -99,6 +99,28 @@ def _replica_spans(replicas: pd.DataFrame, makespan_s: float) -> np.ndarray:
     return np.clip(stop - ready, 0.0, None)
 
 
+_SAMPLE_COLUMNS = ("time_s", "running", "waiting", "kv_used_blocks")
+
+
+def _replica_rows(timeline: pd.DataFrame | None) -> dict[Any, slice | np.ndarray]:
+    """Where each replica's samples are in ``timeline``, keyed by replica id, in row
+    order: a slice when its rows are contiguous (a run's timeline is written replica by
+    replica), else their positions.  Indexing the columns with them copies one
+    replica's samples at a time, where a groupby would copy the whole frame."""
+    if timeline is None or timeline.empty:
+        return {}
+    ids = timeline["replica"].to_numpy()
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    cuts = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
+    out: dict[Any, slice | np.ndarray] = {}
+    for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(ids)], strict=True):
+        at = order[lo:hi]
+        contiguous = at[-1] - at[0] == hi - lo - 1
+        out[sorted_ids[lo].item()] = slice(int(at[0]), int(at[-1]) + 1) if contiguous else at
+    return out
+
+
 def replica_table(
     replicas: pd.DataFrame, timeline: pd.DataFrame | None, makespan_s: float
 ) -> pd.DataFrame:
@@ -121,24 +143,30 @@ def replica_table(
         "kv_occupancy_mean": [],
         "kv_occupancy_peak": [],
     }
-    groups = dict(tuple(timeline.groupby("replica", sort=False))) if timeline is not None else {}
+    rows = _replica_rows(timeline)
+    cols = (
+        {c: timeline[c].to_numpy() for c in _SAMPLE_COLUMNS}
+        if rows and timeline is not None
+        else {}
+    )
     for r in df.to_dict("records"):
-        tl = groups.get(r["replica"])
+        at = rows.get(r["replica"])
         start = float(r["start_s"])
         stop = float(r["stop_s"]) if not pd.isna(r["stop_s"]) else makespan_s
         life = max(stop - start, 0.0)
-        if tl is None or tl.empty or life <= 0:
+        if at is None or life <= 0:
             for v in stats.values():
                 v.append(0.0)
             continue
-        t = tl["time_s"].to_numpy(dtype=np.float64)
+        tl = {c: a[at] for c, a in cols.items()}  # the replica's samples, in timeline order
+        t = tl["time_s"].astype(np.float64)
         edges = np.array([start, stop])
         cap = max(int(r["kv_capacity_blocks"]), 1)
         for col, key in (("running", "mean_running"), ("waiting", "mean_waiting")):
-            a = step_area(t, tl[col].to_numpy(dtype=np.float64), edges)
+            a = step_area(t, tl[col].astype(np.float64), edges)
             stats[key].append(float(a[1] - a[0]) / life)
         stats["max_waiting"].append(float(tl["waiting"].max()))
-        used = tl["kv_used_blocks"].to_numpy(dtype=np.float64)
+        used = tl["kv_used_blocks"].astype(np.float64)
         a = step_area(t, used, edges)
         stats["kv_occupancy_mean"].append(float(a[1] - a[0]) / life / cap)
         stats["kv_occupancy_peak"].append(float(used.max()) / cap)
@@ -207,16 +235,16 @@ def report_metrics(
     """
     slo = slo or SLO()
     makespan = float(summary["makespan_s"])
-    is_llm = (calls["kind"] == "llm").to_numpy()  # the LLM calls' columns, as floats:
-    ttft, tpot, out_tok, in_tok = (
-        calls[c].to_numpy(dtype=float)[is_llm]
-        for c in ("ttft_s", "tpot_s", "output_tokens", "input_tokens")
-    )
-    done = (calls["status"] == "completed").to_numpy()[is_llm]
+    llm, ok = llm_masks(calls)  # the LLM calls' columns, copying only those used
+    done = ok[llm]
+    ttft = calls["ttft_s"].to_numpy(dtype=float)[llm]
+    tpot = calls["tpot_s"].to_numpy(dtype=float)[llm]
     ttft_ok = done & (ttft <= slo.ttft_s)
     tpot_ok = done & (np.isnan(tpot) | (tpot <= slo.tpot_s))
     met = ttft_ok & tpot_ok
-    n = int(is_llm.sum())
+    n = int(llm.sum())
+    out_tok = calls["output_tokens"].to_numpy(dtype=float)[llm]
+    in_tok = calls["input_tokens"].to_numpy(dtype=float)[llm]
 
     def frac(mask: np.ndarray) -> float:
         return _r(mask.sum() / n) if n else 0.0

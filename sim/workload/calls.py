@@ -13,10 +13,18 @@ Units: times in seconds, sizes in tokens.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 CallKind = Literal["llm", "tool"]
+
+
+class HashSource(Protocol):
+    """Where a call's prefix hashes come from when they are computed on first read
+    (:meth:`Call.defer_hashes`): ``hashes(n)`` is the prompt's first ``n`` chain hashes."""
+
+    def hashes(self, n: int) -> tuple[int, ...]: ...
 
 
 @dataclass(slots=True)
@@ -39,6 +47,13 @@ class Call:
             identifies the prompt's first ``(i + 1) * block_size`` tokens.
         block_size: tokens per entry of ``prefix_hashes``.
         tool_duration_s: wall time of a tool call in seconds.
+
+    ``prefix_hashes`` may be deferred (:meth:`defer_hashes`): its slot is then left
+    unset and the first read (through ``__getattr__``) makes the tuple and stores it,
+    so the calls of a session waiting for their turn hold no hash tuples; it may be
+    dropped again when the call has ended (:meth:`forget_hashes`).  Reading, comparing,
+    copying (``dataclasses.replace``) and pickling a call see the same tuple either
+    way, and reads of a made tuple cost what a plain attribute does.
     """
 
     call_id: str
@@ -53,10 +68,39 @@ class Call:
     prefix_hashes: tuple[int, ...] = ()
     block_size: int = 16
     tool_duration_s: float = 0.0
+    # a deferred prefix_hashes: source.hashes(_count) on first read (None: not deferred)
+    _source: HashSource | None = field(default=None, init=False, repr=False, compare=False)
+    _count: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def is_llm(self) -> bool:
         return self.kind == "llm"
+
+    def defer_hashes(self, source: HashSource, count: int) -> None:
+        """Make ``prefix_hashes`` ``source.hashes(count)``, computed when first read
+        (then kept: later reads return the same tuple, until :meth:`forget_hashes`).
+        Assigning ``prefix_hashes`` afterwards is not supported (use ``replace``)."""
+        self._source = source
+        self._count = count
+        del self.prefix_hashes  # an unset slot: the next read reaches __getattr__
+
+    def forget_hashes(self) -> None:
+        """Drop a deferred ``prefix_hashes`` tuple once made (the driver does when the
+        call has ended); read again, it is made again, equal.  No effect otherwise."""
+        if self._source is not None:
+            with suppress(AttributeError):  # not made since
+                del self.prefix_hashes
+
+    if not TYPE_CHECKING:  # (mypy would take every unknown attribute of a Call as Any)
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only when normal lookup fails: for ``prefix_hashes``, while a
+            # deferred tuple is not made.  Reads of a made tuple are plain slot reads.
+            if name == "prefix_hashes" and self._source is not None:
+                hashes = self._source.hashes(self._count)
+                self.prefix_hashes = hashes
+                return hashes
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 @dataclass(slots=True)

@@ -103,14 +103,20 @@ class SynthConfig:
 
 
 class _Context:
-    """A prompt as a stream of named segments, with incremental chain hashes."""
+    """A prompt as a stream of named segments, with incremental chain hashes.
+
+    Segments are only appended, so a full block's hash does not depend on what comes
+    after it: the hashes are computed when a call first reads them (a :class:`Call`'s
+    deferred ``prefix_hashes``, :meth:`hashes`), not when the session is generated, and
+    the calls of one context share their hash objects.
+    """
 
     def __init__(self, block_size: int = TEXT_BLOCK_SIZE) -> None:
         self.bs = block_size
         self.starts: list[int] = []
         self.names: list[str] = []
         self.total = 0
-        self.hashes: list[int] = []
+        self._hashes: list[int] = []
         self._prev = b"\x00" * 8
 
     def append(self, name: str, tokens: int) -> None:
@@ -119,22 +125,23 @@ class _Context:
             self.names.append(name)
             self.total += tokens
 
-    def prefix_hashes(self) -> tuple[int, ...]:
-        """Chain hashes of the full blocks: block ``b``'s hash digests the previous
-        hash and the segments it covers (``name@from-to`` offsets, ``|``-joined).
+    def hashes(self, n: int) -> tuple[int, ...]:
+        """Chain hashes of the first ``n`` blocks (each full when it was asked for):
+        block ``b``'s hash digests the previous hash and the segments it covers
+        (``name@from-to`` offsets, ``|``-joined).
 
         Blocks inside one segment (nearly all) are hashed in a run per segment, with
         the segment's name encoded once; a block across segments joins its parts."""
-        bs, starts, names, total = self.bs, self.starts, self.names, self.total
-        hashes, prev = self.hashes, self._prev
+        bs, starts, names = self.bs, self.starts, self.names
+        hashes, prev = self._hashes, self._prev
         append, digest, from_bytes = hashes.append, blake2b, int.from_bytes
         nseg = len(starts)
-        b, nb = len(hashes), total // bs
-        while b < nb:
+        b = len(hashes)
+        while b < n:
             lo = b * bs
             i = bisect.bisect_right(starts, lo) - 1
             s = starts[i]
-            last = min(nb, self._end(i) // bs)  # the blocks from b on inside segment i
+            last = min(n, self._end(i) // bs)  # the blocks from b on inside segment i
             if b < last:
                 name = names[i].encode() + b"@"
                 for off in range(lo - s, last * bs - s, bs):
@@ -154,7 +161,7 @@ class _Context:
             append(from_bytes(prev, "little") & _MASK63)
             b += 1
         self._prev = prev
-        return tuple(hashes)
+        return tuple(hashes[:n])
 
     def _end(self, i: int) -> int:
         return self.starts[i + 1] if i + 1 < len(self.starts) else self.total
@@ -179,20 +186,19 @@ class _Session:
     ) -> str:
         cid = f"{self.sid}-{len(self.calls)}"
         t = self._issue(parents, gap)
-        self.calls.append(
-            Call(
-                call_id=cid,
-                session_id=self.sid,
-                parents=parents,
-                issue_time_s=t,
-                gap_s=gap if parents else 0.0,
-                model=model,
-                input_tokens=max(1, ctx.total),
-                output_tokens=out,
-                prefix_hashes=ctx.prefix_hashes(),
-                block_size=ctx.bs,
-            )
+        call = Call(
+            call_id=cid,
+            session_id=self.sid,
+            parents=parents,
+            issue_time_s=t,
+            gap_s=gap if parents else 0.0,
+            model=model,
+            input_tokens=max(1, ctx.total),
+            output_tokens=out,
+            block_size=ctx.bs,
         )
+        call.defer_hashes(ctx, ctx.total // ctx.bs)  # the full blocks of the prompt so far
+        self.calls.append(call)
         self.end[cid] = t + self.est.seconds(out)
         return cid
 
