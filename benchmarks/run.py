@@ -112,7 +112,7 @@ def scenarios(quick: bool) -> list[Scenario]:
 #: in the first 100 s, ~45-58 s after 800 s; the fleet's 50,000 sessions reach ~180 s
 #: and evict every session's cache between its calls), so the benchmark times the
 #: simulator under heavy eviction and chunked re-prefill, its most expensive regime
-#: per call.  (Measured from the runs' calls.parquet; see ARCHITECTURE "Speed".)
+#: per call (measured from the runs' calls.parquet, as ARCHITECTURE "Memory at scale" says).
 SCALING_REPLICAS = (16, 64, 256)
 FLEET_RATE_PER_REPLICA = 1.0 / 16
 SESSIONS_PER_REPLICA = 500 / 16
