@@ -541,10 +541,12 @@ class Replica:
         assert len(clocked) == self._n_clocked and self._ctx_base == sum(s._nct for s in clocked)
         assert [s._ord for s in self.running] == sorted(s._ord for s in self.running)
         bs, tick = self.block_size, self._tick
+        residue = {id(s): r for r, at in enumerate(self._need) for s in at}
+        fin = {id(s): t for t, at in self._fin.items() for s in at}
         for s in clocked:  # its blocks fill within block_size ticks, at its residue
             assert tick <= s.kv_blocks.num_slots - s._nct < tick + bs
-            assert s in self._need[(s.kv_blocks.num_slots - s._nct) % bs]
-            assert s in self._fin[s.max_tokens - s._nout]
+            assert residue.get(id(s)) == (s.kv_blocks.num_slots - s._nct) % bs
+            assert fin.get(id(s)) == s.max_tokens - s._nout
         assert sum(map(len, self._need)) == sum(map(len, self._fin.values())) == len(clocked)
         assert min(self._fin, default=tick + 1) > tick
         for s in self.running:
