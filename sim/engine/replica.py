@@ -31,10 +31,12 @@ token budget is at least ``max_num_seqs``, and sequences still prefilling come a
 the decoding ones in the running list, since chunks are given in that order), so its
 token counts are stored relative to ``_tick``, the decode steps the replica has taken,
 and a step or a span advances every decoding sequence at once by advancing the tick.
-Two heaps keyed by tick say when a sequence reaches ``max_tokens`` and when its blocks
-are full (it needs a block more for its next token); those blocks are given in one
-allocation, exactly as one per sequence would be when all of them can be had (else the
-step goes sequence by sequence, preempting as vLLM does).  A step then costs the
+The decoding sequences sit in a dict by the tick they reach ``max_tokens`` and in
+``block_size`` buckets by the residue of the ticks their blocks fill (a block more moves
+that tick by ``block_size``, so a sequence never changes bucket); a step gives its
+tick's bucket a block each in one allocation, exactly as one per sequence would be when
+all of them can be had (else the step goes sequence by sequence, preempting as vLLM
+does).  A step then costs the
 sequences that finish or fill a block, not the batch size.  ``Seq.num_computed_tokens``
 and ``num_output_tokens`` read the clock, so nothing outside the engine sees it.
 
@@ -277,7 +279,6 @@ class Replica:
         self._outstanding_tokens = 0
         # sum over queued/running calls of max(0, num_prefill_tokens - num_computed_tokens)
         self._prefill_left = 0
-        self._n_prefilling = 0  # running sequences whose prefill is not complete
         # the decode clock (module docstring): decode steps taken, the sequences that
         # advance with them and the sum of their stored KV token counts; the clocked
         # sequences by the tick they reach max_tokens (with a heap of those ticks,
@@ -483,7 +484,6 @@ class Replica:
         self.waiting = deque()
         self._outstanding_tokens = 0
         self._prefill_left = 0
-        self._n_prefilling = 0
         self._stalled = False
         self._swap_in_pending_s = self._prefetch_pending_s = 0.0
         self._uploads = []
@@ -524,9 +524,6 @@ class Replica:
         assert self._outstanding_tokens == sum(s.remaining_tokens for s in self.running) + sum(
             s.remaining_tokens for s in self.waiting
         ), "outstanding token accounting"
-        assert self._n_prefilling == sum(
-            1 for s in self.running if s.num_computed_tokens < s.num_prefill_tokens
-        )
         assert self._prefill_left == sum(
             max(0, s.num_prefill_tokens - s.num_computed_tokens)
             for s in (*self.running, *self.waiting)
@@ -698,8 +695,6 @@ class Replica:
         if victim._clk is not None:
             self._clock_out(victim)
         self._leave_running(victim)
-        if victim.num_computed_tokens < victim.num_prefill_tokens:
-            self._n_prefilling -= 1
         self._outstanding_tokens -= victim.remaining_tokens
         self._prefill_left -= max(0, victim.num_prefill_tokens - victim.num_computed_tokens)
         self.kv_cache_manager.free(victim, now)
@@ -880,7 +875,6 @@ class Replica:
         seq._ord = self._next_ord
         self._next_ord += 1
         self.running.append(seq)
-        self._n_prefilling += 1
         stored = kvm.cache_blocks(seq, start + chunk)
         if stored:
             self._stored_to_host(stored)
@@ -900,7 +894,6 @@ class Replica:
             self._outstanding_tokens -= chunk
             self._prefill_left -= chunk
             if seq._nct >= seq.num_prefill_tokens:
-                self._n_prefilling -= 1
                 self._complete_prefill(seq, now)
                 if seq._nout >= seq.max_tokens:
                     done.append(seq)
@@ -980,7 +973,7 @@ class Replica:
 
     def _can_span(self, now: float) -> bool:
         """Pure decode, and no waiting call could join the batch before it changes."""
-        if self._n_prefilling:
+        if len(self.running) > self._n_clocked:  # some still prefill (not clocked)
             return False
         if not self.waiting:
             return True
