@@ -451,11 +451,19 @@ class BlockPool:
         if not lo and self.index is not None:
             self.index.discard(hs[0], self.replica_id)
 
+    @staticmethod
+    def _claim(keys: dict[int, Seg], h: int, seg: Seg) -> None:
+        """Key ``seg`` by ``h`` in ``keys`` (``starts`` or ``ends``).  With chain hashes
+        no other segment holds that key; one that does means the input is not chain
+        hashes, and the cache cannot stay consistent."""
+        if keys.setdefault(h, seg) is not seg:
+            raise _not_chain(h)
+
     def _new_seg(self, hashes: tuple[int, ...], i: int, j: int, bph: int) -> None:
         """Register ``hashes[i:j]`` (none resident) as a new segment referenced once."""
         seg = Seg(hashes, i, j, bph, 1)
-        self.starts[hashes[i]] = seg
-        self.ends[hashes[j - 1]] = seg
+        self._claim(self.starts, hashes[i], seg)
+        self._claim(self.ends, hashes[j - 1], seg)
         self.num_entries += j - i
         if not i and self.index is not None:
             self.index.add(hashes[0], self.replica_id)
@@ -470,12 +478,7 @@ class BlockPool:
         seg.hi = p
         seg.tail = s2
         hs = seg.hs
-        if self.starts.setdefault(hs[p], s2) is not s2:
-            raise AgentsimError(
-                f"prefix hashes are not chain hashes: hash {hs[p]} is cached after two "
-                "different prefixes (a chain hash names its whole prefix, so it follows "
-                "the same hashes in every prompt)"
-            )
+        self._claim(self.starts, hs[p], s2)
         self.ends[hs[p - 1]] = seg
         self.ends[hs[s2.hi - 1]] = s2
         if seg.pinned and not seg.refs:
@@ -539,7 +542,7 @@ class BlockPool:
                 # (so unpinned and out of the LRU), grows instead of a new segment
                 prev.hi = end
                 del self.ends[hashes[start - 1]]
-                self.ends[hashes[end - 1]] = prev
+                self._claim(self.ends, hashes[end - 1], prev)
                 self.num_entries += end - start
                 return 0
             self._new_seg(hashes, start, end, bph)
@@ -606,7 +609,9 @@ class BlockPool:
         released: list[Seg] = []
         i = 0
         while i < n:  # the segments this sequence references cover hashes[:n] exactly
-            seg = starts[hashes[i]]
+            seg = starts.get(hashes[i])
+            if seg is None:  # a run matched by its last hash held another middle
+                raise _not_chain(hashes[i])
             r = seg.refs - 1
             seg.refs = r
             if not r:
@@ -788,6 +793,15 @@ class BlockPool:
         assert pinned == self.pinned_blocks, (pinned, self.pinned_blocks)
         assert self.entry_blocks() <= self.used, (self.entry_blocks(), self.used)
         assert self.host_used == sum(self._host.values()) <= self.host_capacity
+
+
+def _not_chain(h: int) -> AgentsimError:
+    """The error for prefix hashes that break the chain-hash contract at hash ``h``."""
+    return AgentsimError(
+        f"prefix hashes are not chain hashes: hash {h} is cached after two different "
+        "prefixes (a chain hash names its whole prefix, so it follows the same hashes in "
+        "every prompt)"
+    )
 
 
 def _agree(hs: tuple[int, ...], q: int, hi: int, hashes: tuple[int, ...], i: int, n: int) -> int:
