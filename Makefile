@@ -7,7 +7,7 @@ EXTRAS ?= dev
 # one stamp per set of extras, so `make test EXTRAS=dev,calibrate` installs what it needs
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: run test lint format bench papers keynote regress install clean
+.PHONY: run test lint format bench papers keynote regress install native clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +16,23 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[$(EXTRAS)]" --config-settings editable_mode=compat
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The compiled event loop (sim/common/native.py): mypyc builds the engine's hottest
+# modules into build/native/ whenever they change; without a C compiler agentsim runs
+# them as Python (same results, slower).  AGENTSIM_NATIVE=0 runs them as Python anyway.
+NATIVE     := build/native/manifest.json
+NATIVE_SRC := sim/engine/kvcache.py sim/engine/replica.py sim/common/native.py scripts/build_native.py
 
-run: $(STAMP)
+$(NATIVE): $(NATIVE_SRC) | $(STAMP)
+	$(PY) scripts/build_native.py
+
+native: $(NATIVE)
+
+install: $(STAMP) $(NATIVE)
+
+run: $(STAMP) $(NATIVE)
 	$(VENV)/bin/agentsim run $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # scripts/check_layers.py: the layer order of docs/ARCHITECTURE.md's module map, no import
@@ -37,17 +48,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format sim policies tests benchmarks notebooks/keynote.py scripts setup.py
 
 # The CI regression gate on scheduling metrics (see README, "Regression gate").
-regress: $(STAMP)
+regress: $(STAMP) $(NATIVE)
 	$(VENV)/bin/agentsim regress --baseline results/baselines/ci.json $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(NATIVE)
 	$(PY) benchmarks/run.py
 
 # Reproductions of the agent-serving papers: results/papers/NAME.md (docs/papers.md)
-papers: $(STAMP)
+papers: $(STAMP) $(NATIVE)
 	$(PY) benchmarks/papers/run_all.py $(ARGS)
 
-keynote: $(STAMP)
+keynote: $(STAMP) $(NATIVE)
 	$(PY) notebooks/keynote.py --out results/keynote
 
 clean:

@@ -4,14 +4,20 @@ The public Python API lives in :mod:`sim.api`: ``sim.run(trace, cluster, policie
 seed)`` returns a :class:`sim.api.Result` (``.summary``, ``.calls``, ``.sessions``,
 ``.timeline``, ``.plot_*()``, ``.save(dir)``) and ``sim.api.compare(...)`` runs
 several policies on the same workload.  The command line lives in :mod:`sim.cli.main`.
-``import sim`` stays light: the API and its dependencies load on first use.
+``import sim`` stays light: the API and its dependencies load on first use.  It does
+put the compiled event loop in place when ``make native`` built it and it is current
+(:mod:`sim.common.native`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sim.common import native
+
 __version__ = "0.1.0"
+
+native.install()
 
 if TYPE_CHECKING:
     from sim.api import Result

@@ -228,8 +228,9 @@ class Result:
         return self.raw.config
 
     @property
-    def perf(self) -> dict[str, float]:
-        """Wall-clock numbers of the simulation (not deterministic)."""
+    def perf(self) -> dict[str, float | str]:
+        """Wall-clock numbers of the simulation (not deterministic), and whether the
+        compiled event loop ran (``native``: ``"on"`` or why not)."""
         return self.raw.perf
 
     @property

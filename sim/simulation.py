@@ -29,6 +29,7 @@ from sim.cluster.cluster import Cluster
 from sim.cluster.config import ClusterConfig
 from sim.cluster.disagg import Disaggregation
 from sim.cluster.faults import FaultInjector, FaultSchedule
+from sim.common import native
 from sim.common.errors import ConfigError
 from sim.costmodel.base import CostModel
 from sim.costmodel.loader import resolve_cost_model
@@ -49,7 +50,7 @@ class SimResult:
     timeline: pd.DataFrame
     replicas: pd.DataFrame
     config: dict[str, Any]
-    perf: dict[str, float] = field(default_factory=dict)
+    perf: dict[str, float | str] = field(default_factory=dict)
     #: KV transfers per directed link of a disaggregated run (``kv_links.csv``; empty
     #: otherwise): ``link`` ("from->to"), ``type``, ``transfers``, ``bytes``.
     links: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -584,7 +585,7 @@ class EngineOutputs:
     summary_tail: dict[str, Any]  # mesh, pool and store fields, after summarize()'s
     links: pd.DataFrame
     config: dict[str, Any]
-    perf: dict[str, float]  # wall_s is added when the result is built
+    perf: dict[str, float | str]  # wall_s is added when the result is built
     t0: float  # perf_counter when building the simulation began
 
 
@@ -641,6 +642,7 @@ def take_outputs(sim: Simulation) -> EngineOutputs:
             "events": sim.events,
             "events_per_s": sim.events / sim_wall if sim_wall > 0 else 0.0,
             "iterations": sum(r.iterations for r in reps),
+            "native": native.state,  # the compiled event loop in use, or why not
         },
         t0=sim.t0,
     )
@@ -665,7 +667,10 @@ def build_result(out: EngineOutputs) -> SimResult:
         replicas=out.replicas,
         links=out.links,
         config=out.config,
-        perf={k: perf[k] for k in ("sim_wall_s", "wall_s", "events", "events_per_s", "iterations")},
+        perf={
+            k: perf[k]
+            for k in ("sim_wall_s", "wall_s", "events", "events_per_s", "iterations", "native")
+        },
     )
 
 

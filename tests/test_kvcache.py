@@ -22,8 +22,14 @@ from hypothesis import strategies as st
 
 from policies.base import RetentionDecision
 from sim.common.errors import AgentsimError
-from sim.engine.kvcache import BlockPool, KVCacheManager, PrefixIndex, SeqBlocks
 from tests.kv_reference import BlockPool as RefPool
+from tests.kv_reference import python_source
+
+# the module's Python source, compiled or not: the reference pool stands in for the
+# segment pool under the same manager, and the managers are deep-copied
+kvcache = python_source("sim.engine.kvcache")
+BlockPool, KVCacheManager = kvcache.BlockPool, kvcache.KVCacheManager
+PrefixIndex, SeqBlocks = kvcache.PrefixIndex, kvcache.SeqBlocks
 
 BS = 16  # tokens per block
 BPH = 2  # blocks per hash

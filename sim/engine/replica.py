@@ -1015,7 +1015,7 @@ class Replica:
             dt = self.cost.decode_time
             cum = list(accumulate(dt(n, ctx0 + n * i) for i in range(1, k + 1)))
         else:
-            sums = ctx0 + n * np.arange(1, k + 1, dtype=np.int64)
+            sums: np.ndarray = ctx0 + n * np.arange(1, k + 1, dtype=np.int64)
             cum = np.cumsum(self.cost.decode_times(n, sums)).tolist()
         if self.waiting and self.kv_cache_manager.pinned_blocks:
             # an expiring pin frees memory a waiting call may need: end the span at the

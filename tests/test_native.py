@@ -1,0 +1,129 @@
+"""The compiled event loop (``make native``, :mod:`sim.common.native`).
+
+The mypyc build of the engine must give byte-identical outputs to the Python modules,
+and must never be used once a compiled module's source changed."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sim.common import native
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: golden scenarios that exercise the engine's paths: chunked prefill and prefix hits,
+#: preemption, retention pins and the host tier, faults, a synthetic agent mix
+SCENARIOS = {"default", "mooncake-preempt", "magagent-infercept", "miniswe-host", "faults-node",
+             "synth-mixed"}  # fmt: skip
+
+
+def _golden() -> Any:
+    spec = importlib.util.spec_from_file_location("golden", ROOT / "scripts" / "golden.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _require_build() -> None:
+    if native.state != "on":
+        # CI builds it (`make test` runs `make native` first): there it must be in use
+        if os.environ.get("CI"):
+            pytest.fail(f"the compiled event loop is not in use in CI: {native.state}")
+        pytest.skip(f"the compiled event loop is not in use: {native.state}")
+
+
+def test_the_engine_modules_are_the_compiled_ones_when_built() -> None:
+    _require_build()
+    for name in native.MODULES:
+        mod = importlib.import_module(name)
+        assert Path(mod.__file__ or "").suffix in (".so", ".pyd"), name
+
+
+def test_compiled_and_python_engines_write_identical_files(monkeypatch: Any) -> None:
+    """Every deterministic output file (summary, calls, sessions, timeline, replicas)
+    of each scenario hashes the same with the compiled modules and without them."""
+    _require_build()
+    golden = _golden()
+    compiled = golden.run_all(SCENARIOS)
+    monkeypatch.setenv(native.ENV, "0")
+    python = golden.run_all(SCENARIOS)
+    assert set(compiled) == set(python) and len(compiled) >= 4  # (data-less ones skip)
+    assert compiled == python
+
+
+def _manifest(tmp_path: Path, **change: Any) -> Path:
+    """A manifest of a complete build in ``tmp_path`` (empty stand-in files)."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "group.so").touch()
+    modules = {}
+    for name in native.MODULES:
+        (lib / f"{name}.so").touch()
+        modules[name] = {
+            "source_sha256": native.digest(native.source_of(name)),
+            "file": f"lib/{name}.so",
+        }
+    entry = {"built": True, "abi": native.abi(), "group_file": "lib/group.so",
+             "modules": modules, **change}  # fmt: skip
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(entry))
+    return path
+
+
+def test_a_current_build_is_used(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.delenv(native.ENV, raising=False)
+    files, why = native.check(_manifest(tmp_path))
+    assert why == "on" and files is not None
+    assert set(files) == {*native.MODULES, native.GROUP + "__mypyc"}
+
+
+def test_a_changed_source_turns_the_build_off(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.delenv(native.ENV, raising=False)
+    m = _manifest(tmp_path)
+    entry = json.loads(m.read_text())
+    entry["modules"][native.MODULES[-1]]["source_sha256"] = "0" * 64
+    m.write_text(json.dumps(entry))
+    files, why = native.check(m)
+    assert files is None and why.startswith("stale:")
+    assert native.source_of(native.MODULES[-1]).name in why
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"abi": "cpython-39.so"}, "built for another interpreter"),
+        ({"built": False, "reason": "no compiler"}, "not built: no compiler"),
+        ({"group_file": "lib/missing.so"}, "incomplete build"),
+    ],
+)
+def test_a_build_that_does_not_fit_is_not_used(
+    tmp_path: Path, monkeypatch: Any, change: dict[str, Any], reason: str
+) -> None:
+    monkeypatch.delenv(native.ENV, raising=False)
+    files, why = native.check(_manifest(tmp_path, **change))
+    assert files is None and why.startswith(reason)
+
+
+def test_the_environment_turns_the_build_off(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv(native.ENV, "0")
+    assert native.check(_manifest(tmp_path)) == (None, f"off ({native.ENV}=0)")
+    assert native.check(tmp_path / "none.json")[0] is None
+
+
+def test_make_rebuilds_when_a_compiled_source_changes() -> None:
+    """The Makefile's native target depends on every compiled module's source."""
+    text = (ROOT / "Makefile").read_text()
+    m = re.search(r"^NATIVE_SRC\s*:=(.*)$", text, re.M)
+    assert m is not None
+    deps = set(m.group(1).split())
+    for name in native.MODULES:
+        assert str(native.source_of(name).relative_to(ROOT)) in deps
