@@ -12,6 +12,8 @@ Llama-3.1-70B TP4 replicas (the Llama-3-70B architecture with the context the ag
 need), kv_aware routing.  The replica-scaling series runs the same synthetic agents on
 16, 64 and 256 replicas at the same load per replica (sessions and arrival rate scaled
 with the replicas); its ``loop_us_per_call`` column is the event-loop time per call.
+The ``native`` column says whether the compiled event loop ran (``make native``;
+``AGENTSIM_NATIVE=0 python benchmarks/run.py ...`` times the same code as Python).
 
 Usage: python benchmarks/run.py [--only NAME[,NAME...]] [--quick] [--checkout DIR]
 [--out FILE]  (``--checkout``: run another checkout's code with its own .venv, for
