@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml | $(PY)
 NATIVE     := build/native/manifest.json
 NATIVE_SRC := sim/engine/kvcache.py sim/engine/replica.py sim/common/native.py scripts/build_native.py
 
-$(NATIVE): $(NATIVE_SRC) | $(STAMP)
+# (after every install too: a new .venv may hold another Python or another mypyc)
+$(NATIVE): $(NATIVE_SRC) $(STAMP)
 	$(PY) scripts/build_native.py
 
 native: $(NATIVE)
