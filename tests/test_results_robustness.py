@@ -440,7 +440,11 @@ def test_agentsim_policies_lists_parameters_and_defaults(
 def test_readme_commands_run_from_the_venv_or_after_activating_it() -> None:
     text = (ROOT / "README.md").read_text()
     assert "source .venv/bin/activate" in text
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
+    # each fenced block from its opening fence to its closing one (not from a closing
+    # fence to the next opening one: the prose between blocks is not a command)
+    fenced = re.findall(r"^```([\w-]*)\n(.*?)^```$", text, flags=re.S | re.M)
+    blocks = [body for lang, body in fenced if lang in ("", "bash", "sh")]
+    assert 2 * len(fenced) == text.count("```")
     bare = [
         line
         for b in blocks
