@@ -25,7 +25,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from importlib.abc import MetaPathFinder
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
@@ -59,8 +58,9 @@ def abi() -> str:
     return f"{sys.implementation.cache_tag}{importlib.machinery.EXTENSION_SUFFIXES[0]}"
 
 
-class _Finder(MetaPathFinder):
-    """Imports each compiled module (and the group's shared library) from its file."""
+class _Finder:
+    """Imports each compiled module (and the group's shared library) from its file (a
+    meta path finder needs only ``find_spec``; ``importlib.abc`` costs 11 ms to import)."""
 
     def __init__(self, files: dict[str, Path]) -> None:
         self.files = files
