@@ -127,3 +127,17 @@ def test_make_rebuilds_when_a_compiled_source_changes() -> None:
     deps = set(m.group(1).split())
     for name in native.MODULES:
         assert str(native.source_of(name).relative_to(ROOT)) in deps
+
+
+@pytest.mark.parametrize(
+    "text", ["[1, 2]", '{"built": true, "abi": "%s"}', '{"built": true, "abi": "%s", "modules": 3}']
+)
+def test_a_manifest_that_cannot_be_read_turns_the_build_off(
+    tmp_path: Path, monkeypatch: Any, text: str
+) -> None:
+    """Whatever ``build/`` holds, ``import sim`` never fails on it: the plain modules run."""
+    monkeypatch.delenv(native.ENV, raising=False)
+    m = tmp_path / "manifest.json"
+    m.write_text(text.replace("%s", native.abi()))
+    files, why = native.check(m)
+    assert files is None and why.startswith("unreadable manifest.json")

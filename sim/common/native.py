@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 #: the modules compiled by ``make native``: the replica's scheduler and its KV cache,
 #: where a run spends most of its event loop
@@ -74,13 +75,22 @@ class _Finder:
 
 def check(manifest: Path = MANIFEST) -> tuple[dict[str, Path] | None, str]:
     """The compiled files to import, by module name, or None; and why (``"on"`` or
-    the reason the plain modules run)."""
+    the reason the plain modules run).  Never raises: whatever is in ``build/``, a
+    manifest that cannot be read only means the plain modules run."""
     if os.environ.get(ENV, "1") == "0":
         return None, f"off ({ENV}=0)"
     try:
         m = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None, "not built (make native)"
+    try:
+        return _files(m, manifest.parent)
+    except (AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+        return None, f"unreadable {manifest.name} ({type(e).__name__}: {e}; make native)"
+
+
+def _files(m: dict[str, Any], build: Path) -> tuple[dict[str, Path] | None, str]:
+    """:func:`check` of a parsed manifest (``build``: its directory)."""
     if not m.get("built"):
         return None, f"not built: {m.get('reason', 'unknown')}"
     if m.get("abi") != abi():
@@ -90,8 +100,8 @@ def check(manifest: Path = MANIFEST) -> tuple[dict[str, Path] | None, str]:
         src = source_of(name)
         if not src.exists() or digest(src) != entry["source_sha256"]:
             return None, f"stale: {src.relative_to(ROOT)} changed since the build (make native)"
-        files[name] = manifest.parent / entry["file"]
-    files[GROUP + "__mypyc"] = manifest.parent / m["group_file"]
+        files[name] = build / entry["file"]
+    files[GROUP + "__mypyc"] = build / m["group_file"]
     if set(m["modules"]) != set(MODULES) or not all(f.exists() for f in files.values()):
         return None, "incomplete build (make native)"
     return files, "on"
