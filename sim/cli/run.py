@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             print(kv_line(model, plan), file=sys.stderr)
         print(
             f"simulated {s['makespan_s']:,.0f} s in {p['wall_s']:.2f} s wall "
-            f"({p['events']:,} events, {p['events_per_s']:,.0f} events/s)",
+            f"({p['events']:,} events, {p['events_per_s']:,.0f} events/s; "
+            + ("compiled engine)" if p["native"] == "on" else f"engine as Python: {p['native']})"),
             file=sys.stderr,
         )
         if not args.no_html:
