@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import math
 import tracemalloc
-import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -221,33 +220,35 @@ def test_deferred_hashes_do_not_depend_on_when_they_are_read() -> None:
     assert len(last) == 12
 
 
+#: the engine's objects: none of a run's may be alive when its frames are built
+ENGINE_TYPES = ("Cluster", "BlockPool", "Driver", "Environment")
+
+
+def _engine_objects() -> list[Any]:
+    """Every live object of :data:`ENGINE_TYPES`, found through ``gc`` (the compiled
+    engine's objects take no weak references, and the compiled ``simulate`` calls
+    ``build_simulation`` directly: neither can be intercepted)."""
+    return [o for o in gc.get_objects() if type(o).__name__ in ENGINE_TYPES]
+
+
 def test_simulate_releases_the_engine_before_building_the_frames(monkeypatch: Any) -> None:
-    """By the time the output frames are built, the cluster, its KV pools and the driver
-    are gone (at scale they are the largest thing alive); the result is the one
-    ``collect`` gives on a simulation kept alive."""
-    refs: list[weakref.ref[Any]] = []
-    pools: list[tuple[type, int]] = []  # (a compiled BlockPool takes no weak reference)
-    alive: list[list[bool]] = []
-    real_build, real_result = simulation.build_simulation, simulation.build_result
+    """By the time the output frames are built (the recorder's calls frame is read), the
+    cluster, its KV pools, the driver and the SimPy environment are gone (at scale they
+    are the largest thing alive); the result is the one ``collect`` gives on a
+    simulation kept alive."""
+    before = {id(o) for o in _engine_objects()}  # (other tests' leftovers)
+    alive: list[list[str]] = []
+    real_frame = Recorder.frame
 
-    def build(*args: Any, **kwargs: Any) -> simulation.Simulation:
-        sim = real_build(*args, **kwargs)
-        pool = sim.cluster.all_replicas[0].kv_cache_manager.pool
-        refs.extend(weakref.ref(x) for x in (sim.cluster, sim.driver, sim.env))
-        pools.append((type(pool), id(pool)))
-        return sim
-
-    def result(out: simulation.EngineOutputs) -> simulation.SimResult:
-        pool_alive = any(type(o) is t and id(o) == i for o in gc.get_objects() for t, i in pools)
-        alive.append([r() is not None for r in refs] + [pool_alive])
-        return real_result(out)
+    def frame(self: Recorder) -> pd.DataFrame:
+        alive.append(sorted(type(o).__name__ for o in _engine_objects() if id(o) not in before))
+        return real_frame(self)
 
     c = cluster(model="llama-3-8b", max_model_len=0, num_gpu_blocks_override=4000)
     monkeypatch.setattr(simulation, "COLLECT_ENGINE_CALLS", 380)  # (a run this size)
-    monkeypatch.setattr(simulation, "build_simulation", build)
-    monkeypatch.setattr(simulation, "build_result", result)
+    monkeypatch.setattr(Recorder, "frame", frame)
     res = simulation.simulate(_workload(20)[0], c, cost_model=ROOFLINE)  # type: ignore[arg-type]
-    assert alive == [[False, False, False, False]]
+    assert alive == [[]]
     monkeypatch.undo()
     sim = build_simulation(_workload(20)[0], c, cost_model=ROOFLINE)  # type: ignore[arg-type]
     sim.run()
