@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $(STAMP)
 
 # The compiled event loop (sim/common/native.py): mypyc builds the engine's hottest
-# modules into build/native/ whenever they change; without a C compiler agentsim runs
+# modules (the replica, its KV cache, the cluster, the driver) into build/native/ whenever they change; without a C compiler agentsim runs
 # them as Python (same results, slower).  AGENTSIM_NATIVE=0 runs them as Python anyway.
 NATIVE     := build/native/manifest.json
-NATIVE_SRC := sim/engine/kvcache.py sim/engine/replica.py sim/common/native.py scripts/build_native.py
+NATIVE_SRC := sim/engine/kvcache.py sim/engine/replica.py sim/cluster/cluster.py sim/simulation.py \
+              sim/common/native.py scripts/build_native.py
 
 # (after every install too: a new .venv may hold another Python or another mypyc)
 $(NATIVE): $(NATIVE_SRC) $(STAMP)

@@ -770,8 +770,8 @@ def timeline_frame(timelines: list[tuple[int, array[float]]]) -> pd.DataFrame:
     buffer is freed once copied unless its replica still holds it): no copy of all the
     samples is made besides the frame's own columns."""
     n = sum(len(buf) for _, buf in timelines) // 5
-    time_s = np.empty(n, dtype=np.float64)
-    ints = {col: np.empty(n, dtype=np.int64) for col in TIMELINE_COLUMNS[1:]}
+    time_s: np.ndarray = np.empty(n, dtype=np.float64)
+    ints: dict[str, np.ndarray] = {col: np.empty(n, dtype=np.int64) for col in TIMELINE_COLUMNS[1:]}
     at = 0
     timelines.reverse()  # pop from the end, in replica order
     while timelines:

@@ -19,10 +19,11 @@ from sim.common import native
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: golden scenarios that exercise the engine's paths: chunked prefill and prefix hits,
-#: preemption, retention pins and the host tier, faults, a synthetic agent mix
+#: golden scenarios that exercise the compiled paths: chunked prefill and prefix hits,
+#: preemption, retention pins and the host tier, faults, a synthetic agent mix, two
+#: models on one cluster, Kubernetes-style routing with autoscaling
 SCENARIOS = {"default", "mooncake-preempt", "magagent-infercept", "miniswe-host", "faults-node",
-             "synth-mixed"}  # fmt: skip
+             "synth-mixed", "multi-model", "k8s"}  # fmt: skip
 
 
 def _golden() -> Any:
@@ -121,7 +122,7 @@ def test_the_environment_turns_the_build_off(tmp_path: Path, monkeypatch: Any) -
 
 def test_make_rebuilds_when_a_compiled_source_changes() -> None:
     """The Makefile's native target depends on every compiled module's source."""
-    text = (ROOT / "Makefile").read_text()
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")  # (continued lines)
     m = re.search(r"^NATIVE_SRC\s*:=(.*)$", text, re.M)
     assert m is not None
     deps = set(m.group(1).split())

@@ -219,9 +219,11 @@ class ReplicaLife:
     replica_id: int
     model: str
     gpus: tuple[int, ...]
-    start_s: float
-    ready_s: float
-    stop_s: float | None = None
+    # (float | int: a compiled dataclass would store the 0 of a replica started at time 0,
+    # SimPy's int start, as 0.0, and replicas.csv would print it so)
+    start_s: float | int
+    ready_s: float | int
+    stop_s: float | int | None = None
     cold_start_s: float = 0.0
 
 

@@ -31,8 +31,8 @@ from types import ModuleType
 from typing import Any
 
 #: the modules compiled by ``make native``: the replica's scheduler and its KV cache,
-#: where a run spends most of its event loop
-MODULES = ("sim.engine.kvcache", "sim.engine.replica")
+#: where a run spends most of its event loop, and the cluster and the driver around them
+MODULES = ("sim.engine.kvcache", "sim.engine.replica", "sim.cluster.cluster", "sim.simulation")
 #: mypyc's shared library for the group is the top-level module ``GROUP + "__mypyc"``
 GROUP = "agentsim_native"
 ROOT = Path(__file__).resolve().parents[2]
