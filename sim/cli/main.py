@@ -153,7 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if main_thread and previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            # A program ends when this returns: a Ctrl-C from now on has nothing left to
+            # interrupt (the outputs are complete, or were never written), and must not
+            # turn a finished run into a -SIGINT exit during the interpreter's teardown.
+            signal.signal(signal.SIGINT, signal.SIG_IGN if program else previous)
         if program:
             gc.freeze()
 
