@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
 
 from sim.cluster.config import ClusterConfig, Deployment, NodeGroup, PolicyConfig, validate
 from sim.costmodel.base import RooflineCostModel
 from sim.workload.calls import Call, Workload
 
 ROOFLINE = RooflineCostModel()
+
+
+def load_file(name: str, path: Path) -> ModuleType:
+    """The Python file ``path`` imported as module ``name`` (once: later calls return
+    it), for scripts outside the packages and for a module's source beside its compiled
+    build.  It is in ``sys.modules`` before it runs, as dataclasses need."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
 
 
 def chain_hashes(session: int, tokens: int, block: int = 16, salt: int = 0) -> tuple[int, ...]:

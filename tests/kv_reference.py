@@ -11,14 +11,13 @@ test oracle: nothing in ``sim/`` imports it.
 from __future__ import annotations
 
 import heapq
-import importlib.util
-import sys
 from collections import OrderedDict, deque
 from itertools import takewhile
 from types import ModuleType
 from typing import Any
 
 from sim.common import native
+from tests.helpers import load_file
 
 # An entry is a 3-item list [refs, blocks, pinned_until] (a list, not an object: the
 # cache creates and touches one per prompt block, millions per run).
@@ -389,11 +388,4 @@ def python_source(module: str) -> ModuleType:
     ``KVCacheManager`` checks that its pool is a ``BlockPool`` (mypyc enforces the
     annotations), and its objects cannot be deep-copied.  ``tests/test_native.py``
     checks the build against this same source."""
-    name = module + "_source"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, native.source_of(module))
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod  # (dataclasses look their module up while building)
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    return load_file(module + "_source", native.source_of(module))

@@ -3,20 +3,16 @@ docs/ARCHITECTURE.md's module map, upward imports, import cycles, long functions
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from sim.common.paths import REPO_ROOT
+from tests.helpers import load_file
 
 SCRIPT = REPO_ROOT / "scripts" / "check_layers.py"
-_spec = importlib.util.spec_from_file_location("check_layers", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-check_layers = importlib.util.module_from_spec(_spec)
-sys.modules["check_layers"] = check_layers
-_spec.loader.exec_module(check_layers)
+check_layers = load_file("check_layers", SCRIPT)
 
 
 def test_layer_order_is_the_documented_one() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from sim.common import native
+from tests.helpers import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,11 +30,7 @@ SCENARIOS = {"default", "mooncake-preempt", "magagent-infercept", "miniswe-host"
 
 
 def _golden() -> Any:
-    spec = importlib.util.spec_from_file_location("golden", ROOT / "scripts" / "golden.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_file("golden", ROOT / "scripts" / "golden.py")
 
 
 def _can_build() -> bool:
