@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[$(EXTRAS)]" --config-settings editable_mode=compat
 	@touch $(STAMP)
 
-# The compiled event loop (sim/common/native.py): mypyc builds the engine's hottest
-# modules (the replica, its KV cache, the cluster, the driver) into build/native/ whenever they change; without a C compiler agentsim runs
-# them as Python (same results, slower).  AGENTSIM_NATIVE=0 runs them as Python anyway.
+# The compiled event loop (sim/common/native.py): mypyc builds the event loop's hot path
+# (the replica, its KV cache, the cluster, the driver) into build/native/ whenever it
+# changes; without a C compiler agentsim runs those modules as Python (same results,
+# slower).  AGENTSIM_NATIVE=0 runs them as Python anyway.
 NATIVE     := build/native/manifest.json
 NATIVE_SRC := sim/engine/kvcache.py sim/engine/replica.py sim/cluster/cluster.py sim/simulation.py \
               sim/common/native.py scripts/build_native.py
