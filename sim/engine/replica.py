@@ -299,7 +299,9 @@ class Replica:
         self._span_start = 0.0
         self._span_cum: list[float] | None = None  # cumulative iteration times (s)
         self._span_k = 0
-        self._pending: tuple[list[Seq], list[tuple[Seq, int]]] | None = None
+        # the step in flight: how many decodes (the first of ``running``) and its
+        # prefill chunks ``(seq, tokens)``
+        self._pending: tuple[int, list[tuple[Seq, int]]] | None = None
         self._uploads: list[tuple[int, ...]] = []  # uploads landed during in-flight work
         # statistics
         self.iterations = 0
@@ -569,16 +571,16 @@ class Replica:
             if k >= 2:
                 self._start_span(now, k)
                 return
-        decodes, prefills, preempted = self._build_batch(now)
-        assert len(decodes) == self._n_clocked, "a decoding sequence left out of a step"
-        if not decodes and not prefills and preempted:
+        ndec, prefills, preempted = self._build_batch(now)
+        assert ndec == self._n_clocked, "a decoding sequence left out of a step"
+        if not ndec and not prefills and preempted:
             # everything running was preempted and nothing was admitted in this step:
             # the next step (at once) admits from the queue
             self._gen += 1
             ev = self.env.timeout(0.0)
             ev.callbacks.append(self._make_cb(self._gen))
             return
-        if not decodes and not prefills:
+        if not ndec and not prefills:
             # Nothing can run: only pinned blocks can hold the memory a call that fits
             # needs (a call that fits can always run once the running set drains).
             expiry = kvm.next_pin_expiry()
@@ -592,8 +594,8 @@ class Replica:
         shape = BatchShape(
             prefill_tokens=tuple(c for _, c in prefills),
             prefill_context=tuple(s.num_computed_tokens for s, _ in prefills),
-            num_decode=len(decodes),
-            decode_context_sum=self._ctx_base + (self._tick + 1) * len(decodes),
+            num_decode=ndec,
+            decode_context_sum=self._ctx_base + (self._tick + 1) * ndec,
         )
         dt = self.cost.iteration_time(shape)
         if self._swap_in_pending_s:
@@ -602,7 +604,7 @@ class Replica:
         if self._prefetch_pending_s:
             dt += self._prefetch_pending_s
             self._prefetch_pending_s = 0.0
-        self._pending = (decodes, prefills)
+        self._pending = (ndec, prefills)
         self._span_k = 0
         self.busy_s += dt
         self.iterations += 1
@@ -706,27 +708,23 @@ class Replica:
         self.waiting.appendleft(victim)
 
     @staticmethod
-    def _unschedule(seq: Seq, decodes: list[Seq], prefills: list[tuple[Seq, int]]) -> int:
-        """Remove ``seq`` from the batch being built; returns the tokens it had taken."""
-        if seq in decodes:
-            decodes.remove(seq)
-            return 1
+    def _unschedule_prefill(seq: Seq, prefills: list[tuple[Seq, int]]) -> int:
+        """Remove ``seq``'s chunk from the batch being built; returns its tokens."""
         for j, (s, chunk) in enumerate(prefills):
             if s is seq:
                 del prefills[j]
                 return chunk
         return 0
 
-    def _build_batch(self, now: float) -> tuple[list[Seq], list[tuple[Seq, int]], bool]:
-        """The step's decodes, its prefill chunks ``(seq, tokens)``, and whether building
-        it preempted a sequence."""
+    def _build_batch(self, now: float) -> tuple[int, list[tuple[Seq, int]], bool]:
+        """The step's number of decodes (the first of ``running``: the clocked ones), its
+        prefill chunks ``(seq, tokens)``, and whether building it preempted a sequence."""
         budget = self._token_budget(now)
-        decodes: list[Seq] = []
         prefills: list[tuple[Seq, int]] = []
         if self.policy.preemptive and self.waiting and self.running:
             self._displace(now, budget)
         # 1. running sequences, in admission order; preempt from the back when out of memory
-        budget, preempted = self._schedule_running(now, budget, decodes, prefills)
+        budget, preempted, ndec = self._schedule_running(now, budget, prefills)
         # the full prompt blocks this step computes become prefix-cache entries now, as
         # vLLM v1 caches them when it schedules the chunk (each layer writes the step's
         # KV before attending, so a call admitted below may already hit them); only
@@ -745,7 +743,7 @@ class Replica:
             and len(self.running) < self.cfg.max_num_seqs
         ):
             self._schedule_waiting(now, budget, prefills)
-        return decodes, prefills, preempted
+        return ndec, prefills, preempted
 
     def _displace(self, now: float, budget: int) -> None:
         """Priority preemption for a ``preemptive`` batch policy (Autellix): while the
@@ -768,19 +766,24 @@ class Replica:
             self._preempt(victim, now)
 
     def _schedule_running(
-        self, now: float, budget: int, decodes: list[Seq], prefills: list[tuple[Seq, int]]
-    ) -> tuple[int, bool]:
+        self, now: float, budget: int, prefills: list[tuple[Seq, int]]
+    ) -> tuple[int, bool, int]:
         """Schedule the running sequences (a token each for decodes, a chunk for
-        prefills) into ``decodes`` and ``prefills``, preempting the batch policy's
-        victims while the KV cache cannot give a sequence its slots.  Returns the budget
-        left and whether it preempted."""
+        prefills, into ``prefills``), preempting the batch policy's victims while the KV
+        cache cannot give a sequence its slots.  Returns the budget left, whether it
+        preempted, and the number of decodes.
+
+        The decodes are counted, not listed: the decoding sequences are the clocked
+        ones, which come first in ``running``, so the step's decodes are always its
+        first ``ndec`` (copying them would touch every running sequence each step)."""
         running = self.running
         i = 0
+        ndec = 0
         n = self._n_clocked
         if n and self._decode_blocks(now):
             # the decoding (clocked) sequences come first, each with a slot for its
             # token now: all of them in one go; then those still prefilling, in order
-            decodes += running[:n] if n < len(running) else running
+            ndec = n
             budget -= n
             i = n
         kvm = self.kv_cache_manager
@@ -791,7 +794,7 @@ class Replica:
             # a run of decodes whose next token has a slot already: nothing to allocate
             n = ready(running, i, budget)
             if n:
-                decodes += running[i : i + n]
+                ndec += n
                 budget -= n
                 i += n
                 continue
@@ -804,20 +807,24 @@ class Replica:
                 victim = running[victim_i]
                 if victim_i < i:  # already in this batch: take it out again
                     i -= 1
-                    budget += self._unschedule(victim, decodes, prefills)
+                    if victim._clk is not None:  # a decode (clocked until preempted)
+                        ndec -= 1
+                        budget += 1
+                    else:
+                        budget += self._unschedule_prefill(victim, prefills)
                 self._preempt(victim, now)
                 preempted = True
                 if victim is seq:
                     break
             else:
                 if decode:
-                    decodes.append(seq)
+                    ndec += 1
                 else:
                     prefills.append((seq, chunk))
                 budget -= chunk
                 i += 1
             # (seq itself preempted: the loop index now points at its successor)
-        return budget, preempted
+        return budget, preempted, ndec
 
     def _schedule_waiting(self, now: float, budget: int, prefills: list[tuple[Seq, int]]) -> None:
         """Admit waiting sequences in the batch policy's order while the token budget,
@@ -882,12 +889,12 @@ class Replica:
 
     def _finish_iteration(self, now: float) -> None:
         assert self._pending is not None
-        decodes, prefills = self._pending
+        ndec, prefills = self._pending
         self._pending = None
         done: list[Seq] = []
-        if decodes:  # every clocked sequence decoded a token: the tick advances
+        if ndec:  # every clocked sequence decoded a token: the tick advances
             self._tick += 1
-            self._outstanding_tokens -= len(decodes)
+            self._outstanding_tokens -= ndec
             done = self._finished_decodes()
         for seq, chunk in prefills:  # (prefilling: not clocked)
             seq._nct += chunk

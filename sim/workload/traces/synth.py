@@ -161,7 +161,8 @@ class _Context:
             append(from_bytes(prev, "little") & _MASK63)
             b += 1
         self._prev = prev
-        return tuple(hashes[:n])
+        # (the whole list, the usual case, in one pass over its hashes, not a slice's two)
+        return tuple(hashes) if n == len(hashes) else tuple(hashes[:n])
 
     def _end(self, i: int) -> int:
         return self.starts[i + 1] if i + 1 < len(self.starts) else self.total
