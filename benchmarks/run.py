@@ -15,9 +15,19 @@ with the replicas); its ``loop_us_per_call`` column is the event-loop time per c
 The ``native`` column says whether the compiled event loop ran (``make native``;
 ``AGENTSIM_NATIVE=0 python benchmarks/run.py ...`` times the same code as Python).
 
+``--cachegrind`` runs the chosen synthetic scenarios under valgrind's cachegrind
+instead of timing them, with a fixed simulated cache (``CACHE``), and reports per call:
+instructions, L1 data misses, misses of the last level (a core's 2 MiB L2) and the
+functions with the most of those.  Each scenario's start-up (imports, building the
+cluster, writing the outputs) is taken out by running it with one session as well.
+Counts do not depend on the machine's load, so they show what grows with the cluster
+when wall times cannot: ``--only scale-16x70b-kv_aware,scale-64x70b-kv_aware
+--cachegrind`` (about 15 minutes) writes results/bench/cachegrind.json.
+
 Usage: python benchmarks/run.py [--only NAME[,NAME...]] [--quick] [--checkout DIR]
-[--out FILE]  (``--checkout``: run another checkout's code with its own .venv, for
-before/after tables; its rows go to ``--out``, default results/bench/latest.json)
+[--out FILE] [--cachegrind]  (``--checkout``: run another checkout's code with its own
+.venv, for before/after tables; its rows go to ``--out``, default
+results/bench/latest.json, or cachegrind.json beside it)
 """
 
 from __future__ import annotations
@@ -27,12 +37,14 @@ import hashlib
 import json
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -152,24 +164,37 @@ def compile_checkout(checkout: Path) -> None:
     subprocess.run(cmd, cwd=checkout, check=True, capture_output=True)
 
 
+def command(sc: Scenario, checkout: Path, out: str, inputs: str) -> list[str]:
+    """The ``agentsim run`` command of ``sc`` with results in ``out``; a scaled
+    synthetic config is written into ``inputs`` (outside ``out``: agentsim refuses an
+    ``--out`` it did not write)."""
+    args = list(sc.args)
+    if sc.synth_sessions:
+        toml = Path(inputs) / "synth.toml"
+        text = re.sub(r"(?m)^sessions = \d+", f"sessions = {sc.synth_sessions}", SYNTH.read_text())
+        if sc.synth_rate:
+            text = re.sub(r"(?m)^rate_per_s = .*$", f"rate_per_s = {sc.synth_rate}", text)
+        toml.write_text(text)
+        args = ["--trace", str(toml), *args]
+    return [
+        python_of(checkout),
+        "-m",
+        "sim.cli",
+        "run",
+        "--quiet",
+        "--no-html",
+        "--out",
+        out,
+        *args,
+    ]
+
+
 def run_one(sc: Scenario, checkout: Path = ROOT) -> dict[str, object]:
     missing = [str(p) for p in sc.needs if not p.exists()]
     if missing:
         return {"scenario": sc.name, "skipped": f"missing {', '.join(missing)}"}
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as inputs:
-        args = list(sc.args)
-        if sc.synth_sessions:
-            # the scaled config lives outside --out: agentsim refuses an --out it did not write
-            toml = Path(inputs) / "synth.toml"
-            text = re.sub(
-                r"(?m)^sessions = \d+", f"sessions = {sc.synth_sessions}", SYNTH.read_text()
-            )
-            if sc.synth_rate:
-                text = re.sub(r"(?m)^rate_per_s = .*$", f"rate_per_s = {sc.synth_rate}", text)
-            toml.write_text(text)
-            args = ["--trace", str(toml), *args]
-        python = python_of(checkout)
-        cmd = [python, "-m", "sim.cli", "run", "--quiet", "--no-html", "--out", tmp, *args]
+        cmd = command(sc, checkout, tmp, inputs)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True)
@@ -203,41 +228,116 @@ def run_one(sc: Scenario, checkout: Path = ROOT) -> dict[str, object]:
     }
 
 
+#: cachegrind's simulated caches (size, ways, line bytes), fixed so that counts compare
+#: across machines: the L1 caches and the per-core 2 MiB L2 of the Xeon the timings
+#: were taken on; a miss of the last level goes to the shared L3 or to DRAM.
+CACHE = ["--I1=32768,8,64", "--D1=49152,12,64", "--LL=2097152,16,64"]
+#: the counts reported per call (cachegrind's event names): instructions, L1 data
+#: read misses, last-level data read and write misses
+EVENTS = {"Ir": "instr", "D1mr": "l1_read_miss", "DLmr": "ll_read_miss", "DLmw": "ll_write_miss"}
+
+
+def cachegrind_counts(path: Path) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """The whole run's counts and each function's (summed over its files) from a
+    cachegrind output file."""
+    names: list[str] = []
+    total: dict[str, int] = {}
+    per_fn: dict[str, dict[str, int]] = {}
+    fn: dict[str, int] | None = None
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        elif line.startswith("fn="):
+            fn = per_fn.setdefault(line[3:], dict.fromkeys(names, 0))
+        elif line.startswith("summary:"):
+            total = dict(zip(names, map(int, line.split()[1:]), strict=True))
+        elif fn is not None and line[:1].isdigit():
+            for name, v in zip(names, line.split()[1:], strict=False):
+                fn[name] += int(v)
+    return total, per_fn
+
+
+def cachegrind_one(sc: Scenario, checkout: Path = ROOT) -> dict[str, object]:
+    """Per-call counts of ``sc`` under cachegrind, less those of its one-session run."""
+    if not sc.synth_sessions:
+        return {"scenario": sc.name, "skipped": "--cachegrind profiles synthetic scenarios"}
+    if shutil.which("valgrind") is None:
+        return {"scenario": sc.name, "skipped": "valgrind is not installed"}
+    counts = []
+    for sessions in (1, sc.synth_sessions):
+        run = Scenario(sc.name, sc.args, synth_sessions=sessions, synth_rate=sc.synth_rate)
+        with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as inputs:
+            cg = Path(inputs) / "cachegrind.out"
+            cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *CACHE,
+                   f"--cachegrind-out-file={cg}", *command(run, checkout, tmp, inputs)]  # fmt: skip
+            proc = subprocess.run(cmd, cwd=checkout, capture_output=True, text=True)
+            if proc.returncode:
+                return {"scenario": sc.name, "error": proc.stderr.strip().splitlines()[-1:]}
+            calls = json.loads((Path(tmp) / "summary.json").read_text())["requests"]
+            counts.append((calls, *cachegrind_counts(cg)))
+    (c0, t0, f0), (c1, t1, f1) = counts
+    n = c1 - c0
+    row: dict[str, object] = {"scenario": sc.name, "calls": c1}
+    for ev, col in EVENTS.items():
+        row[f"{col}_per_call"] = round((t1[ev] - t0[ev]) / n, 1)
+
+    def ll(fn: str, f: dict[str, dict[str, int]]) -> int:
+        got = f.get(fn)
+        return got["DLmr"] + got["DLmw"] if got else 0
+
+    top = sorted(f1, key=lambda fn: ll(fn, f0) - ll(fn, f1))[:12]
+    row["top_ll_miss_per_call"] = {fn[:80]: round((ll(fn, f1) - ll(fn, f0)) / n, 1) for fn in top}
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", help="comma-separated scenario names")
     ap.add_argument("--quick", action="store_true", help="only the small and target scenarios")
     ap.add_argument("--checkout", type=Path, default=ROOT, help="run this checkout's code")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "bench" / "latest.json")
+    ap.add_argument("--out", type=Path, help="default results/bench/latest.json")
+    ap.add_argument(
+        "--cachegrind", action="store_true", help="count instructions and cache misses per call"
+    )
     args = ap.parse_args()
+    bench = ROOT / "results" / "bench"
+    out = args.out or bench / ("cachegrind.json" if args.cachegrind else "latest.json")
     chosen = scenarios(args.quick)
     if args.only:
         names = set(args.only.split(","))
         chosen = [s for s in chosen if s.name in names]
     rows = []
-    cols = [
-        "scenario",
-        "calls",
-        "wall_s",
-        "sim_loop_s",
-        "peak_rss_mib",
-        "calls_per_s",
-        "loop_us_per_call",
-        "sim_s_per_wall_s",
-        "events_per_s",
-        "native",
-        "target",
-    ]
+    if args.cachegrind:
+        cols = ["scenario", "calls", *(f"{c}_per_call" for c in EVENTS.values())]
+    else:
+        cols = [
+            "scenario",
+            "calls",
+            "wall_s",
+            "sim_loop_s",
+            "peak_rss_mib",
+            "calls_per_s",
+            "loop_us_per_call",
+            "sim_s_per_wall_s",
+            "events_per_s",
+            "native",
+            "target",
+        ]
     print(" | ".join(cols))
     compile_checkout(args.checkout.resolve())
     for sc in chosen:
-        row = run_one(sc, args.checkout.resolve())
+        if args.cachegrind:
+            row = cachegrind_one(sc, args.checkout.resolve())
+        else:
+            row = run_one(sc, args.checkout.resolve())
         rows.append(row)
         if "calls" in row:
             print(" | ".join(str(row.get(c, "")) for c in cols), flush=True)
+            for fn, misses in cast(dict[str, float], row.get("top_ll_miss_per_call", {})).items():
+                print(f"    {misses:8.1f} last-level misses/call  {fn}")
         else:
             print(f"{sc.name} | {row.get('skipped') or row.get('error')}", flush=True)
-    out = args.out.resolve()
+    out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": sys.version.split()[0],
                                "checkout": str(args.checkout), "rows": rows}, indent=2) + "\n")  # fmt: skip
