@@ -37,7 +37,8 @@ that tick by ``block_size``, so a sequence never changes bucket); a step gives i
 tick's bucket a block each in one allocation, exactly as one per sequence would be when
 all of them can be had (else the step goes sequence by sequence, preempting as vLLM
 does).  A step then costs the
-sequences that finish or fill a block, not the batch size.  ``Seq.num_computed_tokens``
+sequences that finish or fill a block, not the batch size: its decodes are the first
+``n`` of the running list, counted, not copied.  ``Seq.num_computed_tokens``
 and ``num_output_tokens`` read the clock, so nothing outside the engine sees it.
 
 Host-DRAM KV tier (``host_kv_blocks`` > 0): when the retention policy swaps a
