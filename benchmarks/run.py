@@ -264,6 +264,7 @@ def cachegrind_one(sc: Scenario, checkout: Path = ROOT) -> dict[str, object]:
     if shutil.which("valgrind") is None:
         return {"scenario": sc.name, "skipped": "valgrind is not installed"}
     counts = []
+    natives: set[str] = set()  # whether each run had the compiled engine, or why not
     for sessions in (1, sc.synth_sessions):
         run = Scenario(sc.name, sc.args, synth_sessions=sessions, synth_rate=sc.synth_rate)
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as inputs:
@@ -274,10 +275,14 @@ def cachegrind_one(sc: Scenario, checkout: Path = ROOT) -> dict[str, object]:
             if proc.returncode:
                 return {"scenario": sc.name, "error": proc.stderr.strip().splitlines()[-1:]}
             calls = json.loads((Path(tmp) / "summary.json").read_text())["requests"]
+            perf = json.loads((Path(tmp) / "perf.json").read_text())
+            natives.add(str(perf.get("native", "not in this checkout")))
             counts.append((calls, *cachegrind_counts(cg)))
     (c0, t0, f0), (c1, t1, f1) = counts
     n = c1 - c0
-    row: dict[str, object] = {"scenario": sc.name, "calls": c1}
+    # both runs must be the same code: a source edited while it ran turns the build off
+    native = natives.pop() if len(natives) == 1 else f"differs: {sorted(natives)}"
+    row: dict[str, object] = {"scenario": sc.name, "calls": c1, "native": native}
     for ev, col in EVENTS.items():
         row[f"{col}_per_call"] = round((t1[ev] - t0[ev]) / n, 1)
 
@@ -308,7 +313,7 @@ def main() -> int:
         chosen = [s for s in chosen if s.name in names]
     rows = []
     if args.cachegrind:
-        cols = ["scenario", "calls", *(f"{c}_per_call" for c in EVENTS.values())]
+        cols = ["scenario", "calls", *(f"{c}_per_call" for c in EVENTS.values()), "native"]
     else:
         cols = [
             "scenario",

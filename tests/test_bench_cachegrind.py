@@ -63,6 +63,7 @@ def test_per_call_counts_take_the_one_session_run_out(
         )
         out = Path(cmd[cmd.index("--out") + 1])
         (out / "summary.json").write_text(json.dumps({"requests": calls}))
+        (out / "perf.json").write_text(json.dumps({"native": "on" if sessions > 1 else "off (x)"}))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(bench.subprocess, "run", fake_run)
@@ -76,6 +77,8 @@ def test_per_call_counts_take_the_one_session_run_out(
     assert row["ll_read_miss_per_call"] == round(3_000 / n, 1)
     assert row["ll_write_miss_per_call"] == round(300 / n, 1)
     assert row["top_ll_miss_per_call"] == {"loop": round(3_300 / n, 1)}
+    # the two runs were not the same code (the build was off for one): the row says so
+    assert row["native"] == "differs: ['off (x)', 'on']"
 
 
 def test_only_synthetic_scenarios_and_only_with_valgrind(monkeypatch: pytest.MonkeyPatch) -> None:
