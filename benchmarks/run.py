@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -266,7 +266,7 @@ def cachegrind_one(sc: Scenario, checkout: Path = ROOT) -> dict[str, object]:
     counts = []
     natives: set[str] = set()  # whether each run had the compiled engine, or why not
     for sessions in (1, sc.synth_sessions):
-        run = Scenario(sc.name, sc.args, synth_sessions=sessions, synth_rate=sc.synth_rate)
+        run = replace(sc, synth_sessions=sessions)
         with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as inputs:
             cg = Path(inputs) / "cachegrind.out"
             cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *CACHE,
