@@ -18,13 +18,14 @@ is held once, 1 GiB by default).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from sim.common.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = 64  # bytes of a cache line
@@ -94,10 +95,9 @@ def main() -> int:
         rows.append({"kib": kib, "ns_per_load": round(ns, 1), "above_smallest_ns": round(above, 1)})
         print(f"{kib:10d} | {ns:7.1f} | {above:7.1f}", flush=True)
     host = {"machine": platform.machine(), "processor": platform.processor(), **host_caches()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                    "python": sys.version.split()[0], "host": host,
-                                    "steps": args.steps, "rows": rows}, indent=2) + "\n")  # fmt: skip
+    atomic_write_json(args.out, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                 "python": sys.version.split()[0], "host": host,
+                                 "steps": args.steps, "rows": rows})  # fmt: skip
     print(f"wrote {args.out}")
     return 0
 

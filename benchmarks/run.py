@@ -46,6 +46,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
+from sim.common.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 AZURE_CONV = DATA / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
@@ -343,9 +345,8 @@ def main() -> int:
         else:
             print(f"{sc.name} | {row.get('skipped') or row.get('error')}", flush=True)
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": sys.version.split()[0],
-                               "checkout": str(args.checkout), "rows": rows}, indent=2) + "\n")  # fmt: skip
+    atomic_write_json(out, {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": sys.version.split()[0],
+                            "checkout": str(args.checkout), "rows": rows})  # fmt: skip
     print(f"wrote {out}")
     return 0
 
