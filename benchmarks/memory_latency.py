@@ -88,10 +88,12 @@ def main() -> int:
     if args.max_mib < 1 or args.steps < 1:
         ap.error("--max-mib and --steps must be >= 1")
     rows = []
+    base: float | None = None  # the smallest buffer's ns per load, unrounded
     print("buffer KiB | ns/load | above smallest")
     for kib in sizes_kib(args.max_mib):
         ns = ns_per_load(chain(kib * 1024), args.steps)
-        above = ns - rows[0]["ns_per_load"] if rows else 0.0
+        base = ns if base is None else base
+        above = ns - base
         rows.append({"kib": kib, "ns_per_load": round(ns, 1), "above_smallest_ns": round(above, 1)})
         print(f"{kib:10d} | {ns:7.1f} | {above:7.1f}", flush=True)
     host = {"machine": platform.machine(), "processor": platform.processor(), **host_caches()}
